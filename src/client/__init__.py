@@ -1,0 +1,1 @@
+"""The ``taskfleet`` command line and the HTTP client of the scheduler service."""

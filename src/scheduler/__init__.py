@@ -1,0 +1,1 @@
+"""Dispatch: the local worker pool, chunk sizing, the embedded run and the scheduler service."""

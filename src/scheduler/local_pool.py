@@ -1,0 +1,179 @@
+"""A pool of local worker processes, one pipe each, with dead workers replaced.
+
+The scheduler assigns chunks to particular workers, so when a worker dies it
+knows exactly which tasks were on it: the chunk it was running (whose
+unreported tasks are lost) and the chunks still waiting in its pipe (which
+never started and can be dispatched again).
+"""
+
+import contextlib
+import multiprocessing
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import NamedTuple
+
+from scheduler.errors import PoolError
+from worker.local import Chunk, Progress, Ready, serve
+
+#: Seconds a starting worker has to report ready.
+START_TIMEOUT_SECONDS = 60.0
+
+#: Seconds a stopping worker has to exit before it is killed.
+STOP_TIMEOUT_SECONDS = 5.0
+
+
+class WorkerLost(NamedTuple):
+    """A worker died; ``running`` had started, ``unstarted`` never did."""
+
+    worker: str
+    exit_code: int | None
+    running: tuple[Chunk, int] | None  # the chunk and its first unreported task
+    unstarted: list[Chunk]
+
+
+class _Worker:
+    """A worker process, its end of the pipe, and the chunks assigned to it in order."""
+
+    def __init__(self, name: str, process: BaseProcess, conn: Connection) -> None:
+        self.name = name
+        self.process = process
+        self.conn = conn
+        self.assigned: deque[Chunk] = deque()
+        self.reported = 0  # tasks of assigned[0] already reported
+
+
+class LocalPool:
+    """N worker processes fed chunk by chunk."""
+
+    def __init__(self, workers: int, timeout: float | None) -> None:
+        if workers < 1:
+            raise PoolError("workers must be at least 1")
+        self.size = workers
+        self.timeout = timeout
+        # spawn: workers must not inherit the scheduler's threads and locks.
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: dict[str, _Worker] = {}
+        self._started = 0
+
+    def __enter__(self) -> "LocalPool":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(graceful=exc[0] is None)
+
+    def start(self) -> None:
+        """Start every worker and wait until each reports ready."""
+        for _ in range(self.size):
+            self._spawn()
+        pending = {w.conn: w for w in self._workers.values()}
+        while pending:
+            ready = wait(list(pending), timeout=START_TIMEOUT_SECONDS)
+            if not ready:
+                raise PoolError(f"workers did not start within {START_TIMEOUT_SECONDS:g} s")
+            for conn in ready:
+                worker = pending.pop(conn)  # type: ignore[call-overload]
+                message = self._receive(worker)
+                if not isinstance(message, Ready):
+                    raise PoolError(f"worker {worker.name} failed to start")
+
+    def _spawn(self) -> _Worker:
+        self._started += 1
+        name = f"local-{self._started}"
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=serve, args=(child, name, self.timeout), name=f"taskfleet {name}", daemon=True
+        )
+        process.start()
+        child.close()
+        worker = _Worker(name, process, parent)
+        self._workers[name] = worker
+        return worker
+
+    @staticmethod
+    def _receive(worker: _Worker) -> object:
+        try:
+            return worker.conn.recv()
+        except (EOFError, OSError):
+            return None
+
+    def load(self) -> dict[str, int]:
+        """Chunks assigned to each worker and not finished yet."""
+        return {name: len(worker.assigned) for name, worker in self._workers.items()}
+
+    def assign(self, worker_name: str, chunk: Chunk) -> None:
+        worker = self._workers[worker_name]
+        worker.assigned.append(chunk)
+        # If it died, wait() reports the loss, with this chunk among its unstarted.
+        with contextlib.suppress(BrokenPipeError, OSError):
+            worker.conn.send(chunk)
+
+    def wait(self, timeout: float) -> list[tuple[Chunk, Progress] | WorkerLost]:
+        """Block up to ``timeout`` seconds for results; return them and any worker deaths."""
+        by_handle: dict[object, _Worker] = {}
+        for worker in self._workers.values():
+            by_handle[worker.conn] = worker
+            by_handle[worker.process.sentinel] = worker
+        events: list[tuple[Chunk, Progress] | WorkerLost] = []
+        dead: set[str] = set()
+        for handle in wait(list(by_handle), timeout=timeout):  # type: ignore[arg-type]
+            worker = by_handle[handle]
+            if worker.name in dead:
+                continue
+            if handle is worker.conn:
+                message = self._receive(worker)
+                if isinstance(message, Progress):
+                    events.append((self._record(worker, message), message))
+                    continue
+            # Sentinel ready or pipe closed: drain what it sent before dying.
+            while worker.conn.poll():
+                message = self._receive(worker)
+                if not isinstance(message, Progress):
+                    break
+                events.append((self._record(worker, message), message))
+            events.append(self._replace(worker))
+            dead.add(worker.name)
+        return events
+
+    @staticmethod
+    def _record(worker: _Worker, progress: Progress) -> Chunk:
+        chunk = worker.assigned[0]
+        if progress.done:
+            worker.assigned.popleft()
+            worker.reported = 0
+        else:
+            worker.reported = progress.first + progress.size
+        return chunk
+
+    def _replace(self, worker: _Worker) -> WorkerLost:
+        worker.process.join(STOP_TIMEOUT_SECONDS)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        worker.conn.close()
+        del self._workers[worker.name]
+        running = (worker.assigned.popleft(), worker.reported) if worker.assigned else None
+        lost = WorkerLost(worker.name, worker.process.exitcode, running, list(worker.assigned))
+        replacement = self._spawn()
+        if not replacement.conn.poll(START_TIMEOUT_SECONDS) or not isinstance(
+            self._receive(replacement), Ready
+        ):
+            raise PoolError(f"replacement for {worker.name} failed to start")
+        return lost
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop every worker: after its current chunk if graceful, else at once (SIGTERM)."""
+        for worker in self._workers.values():
+            if graceful:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    worker.conn.send(None)
+            elif worker.process.is_alive() and worker.process.pid is not None:
+                worker.process.terminate()  # SIGTERM: kills its running command, then exits
+        for worker in self._workers.values():
+            worker.process.join(STOP_TIMEOUT_SECONDS)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._workers.clear()

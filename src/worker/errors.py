@@ -1,0 +1,20 @@
+"""Errors raised by the worker package."""
+
+
+class TaskfleetError(Exception):
+    """Base class for every error taskfleet raises on purpose."""
+
+
+class WorkloadError(TaskfleetError):
+    """A workload file, or one of its lines, cannot be turned into tasks."""
+
+    def __init__(self, source: str, line: int | None, reason: str) -> None:
+        self.source = source
+        self.line = line
+        self.reason = reason
+        where = source if line is None else f"{source}:{line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class EmptyWorkloadError(TaskfleetError):
+    """A submission whose files hold no task at all."""

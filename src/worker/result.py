@@ -1,0 +1,100 @@
+"""The result wire format: one JSON object per task, one per line (JSON Lines).
+
+Every record has the same keys: ``id``, ``job``, ``file``, ``line``, ``task``,
+``status``, ``exit_code``, ``worker``, ``started_at``, ``finished_at`` (epoch
+seconds), ``duration_ms``, ``error``, and for shell commands ``stdout``,
+``stderr`` (cut to a limit, ``truncated`` says so); those three are null and
+false for built-in sleeps. Encoding is on the hot path of every task, so the
+record is a msgspec Struct, encoded a chunk at a time by msgspec's JSON encoder.
+"""
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+import msgspec
+
+
+class Status(StrEnum):
+    """How a task ended."""
+
+    SUCCEEDED = "succeeded"  #: sleep finished, or the command exited 0
+    FAILED = "failed"  #: the command exited non-zero or could not start
+    TIMED_OUT = "timed_out"  #: the command ran past its time limit and was killed
+    LOST = "lost"  #: its worker died, or the scheduler stopped, while it could have run
+    CANCELLED = "cancelled"  #: its job was cancelled before it ran
+
+
+class Outcome(msgspec.Struct):
+    """What running one task produced, before it is tagged with ids."""
+
+    status: Status
+    exit_code: int | None
+    started_at: float
+    finished_at: float
+    duration_ms: float
+    stdout: str | None = None
+    stderr: str | None = None
+    truncated: bool = False
+    error: str | None = None
+
+
+class Result(msgspec.Struct):
+    """One task's result record."""
+
+    id: str
+    job: str
+    file: str
+    line: int
+    task: str
+    status: Status
+    exit_code: int | None
+    worker: str
+    started_at: float
+    finished_at: float
+    duration_ms: float
+    error: str | None
+    stdout: str | None
+    stderr: str | None
+    truncated: bool
+
+
+def make_result(
+    task_id: str, job: str, file: str, line: int, task: str, worker: str, outcome: Outcome
+) -> Result:
+    """The record of a task from its ids and its outcome."""
+    return Result(
+        task_id,
+        job,
+        file,
+        line,
+        task,
+        outcome.status,
+        outcome.exit_code,
+        worker,
+        outcome.started_at,
+        outcome.finished_at,
+        round(outcome.duration_ms, 3),
+        outcome.error,
+        outcome.stdout,
+        outcome.stderr,
+        outcome.truncated,
+    )
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Result)
+
+
+def encode_lines(results: Sequence[Result]) -> bytes:
+    """Records as JSON Lines, each line ending in a newline."""
+    return _encoder.encode_lines(results)
+
+
+def decode(line: bytes | str) -> Result:
+    """One record from its JSON line; raises ``msgspec.ValidationError`` on a bad one."""
+    return _decoder.decode(line)
+
+
+def unfinished(status: Status, error: str, at: float) -> Outcome:
+    """The outcome of a task that never produced one of its own (lost, cancelled)."""
+    return Outcome(status, None, at, at, 0.0, error=error)

@@ -1,0 +1,56 @@
+"""The task wire format: one workload line, parsed and checked.
+
+A line is either ``sleep N`` (N whole milliseconds, run inside the worker
+process without a fork) or any other text, which is a shell command for
+``/bin/sh -c``. Blank lines and ``#`` comments carry no task.
+"""
+
+#: Longest accepted line, in characters. A longer line is almost certainly
+#: a file that is not a workload (a binary, a minified blob).
+MAX_LINE_CHARS = 8192
+
+#: Longest accepted ``sleep``, in milliseconds (24 hours). Anything longer is
+#: a typo or a unit mix-up (seconds written as milliseconds times 1000).
+MAX_SLEEP_MS = 86_400_000
+
+
+def task_id(job_id: str, file_number: int, line: int) -> str:
+    """The id of a task: its job, which file of the job (from 1), and its line.
+
+    ``RecordEncoder.encode`` writes the same id inline, on its hot path.
+    """
+    return f"{job_id}:{file_number}:{line}"
+
+
+def is_task_line(text: str) -> bool:
+    """True when a (stripped) line carries a task rather than a comment or nothing."""
+    return bool(text) and not text.startswith("#")
+
+
+def check_line(text: str) -> int | None:
+    """The duration of a ``sleep N`` line in milliseconds, or None for a shell command.
+
+    Raises ValueError with the reason when the line cannot run. Called for
+    every task, twice (check, then dispatch): the common case comes first.
+    """
+    if len(text) > MAX_LINE_CHARS:
+        raise ValueError(
+            f"line is {len(text)} characters long, above the limit of {MAX_LINE_CHARS}"
+        )
+    if "\x00" in text:
+        raise ValueError("line contains a NUL byte")
+    if text[:5] != "sleep" or text[5:6] not in ("", " ", "\t"):
+        return None  # a shell command, including ones like 'sleepy' or 'sleep.sh'
+    argument = text[6:].strip()
+    if argument.isdigit() and argument.isascii():
+        duration = int(argument)
+        if duration > MAX_SLEEP_MS:
+            raise ValueError(
+                f"sleep duration {duration} ms is above the maximum of {MAX_SLEEP_MS} ms"
+            )
+        return duration
+    if not argument:
+        raise ValueError("sleep needs a duration in milliseconds, e.g. 'sleep 100'")
+    raise ValueError(
+        f"sleep duration must be a whole number of milliseconds >= 0, got {argument!r}"
+    )
