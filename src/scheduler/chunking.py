@@ -10,7 +10,7 @@ results arrive together.
 import math
 
 #: Work one chunk should hold, in seconds of task time.
-TARGET_CHUNK_SECONDS = 0.05
+TARGET_CHUNK_SECONDS = 0.5
 
 #: Upper bound on tasks per chunk, which bounds a chunk's memory and pipe message.
 MAX_CHUNK_TASKS = 4096

@@ -138,23 +138,30 @@ def run_sleep(milliseconds: int) -> Outcome:
     return Outcome(Status.SUCCEEDED, 0, started_at, started_at + duration, duration * 1000.0)
 
 
+def plan(text: str) -> int | str | None:
+    """What running a task line means: milliseconds to sleep, None for a shell
+    command, or the reason (a str) it cannot run."""
+    try:
+        return check_line(text)
+    except ValueError as error:
+        return f"invalid task: {error}"
+
+
 class TaskRunner:
-    """Runs any task line: sleeps in process, everything else through the shell."""
+    """Runs task lines: sleeps in process, everything else through the shell."""
 
     def __init__(self, timeout: float | None) -> None:
         self.timeout = timeout
         self.shell = ShellRunner()
 
-    def run(self, text: str) -> Outcome:
-        """Run one task line; a line that does not parse fails with the reason."""
-        try:
-            sleep = check_line(text)
-        except ValueError as error:
-            now = time.time()
-            return Outcome(Status.FAILED, None, now, now, 0.0, error=f"invalid task: {error}")
-        if sleep is None:
+    def run(self, text: str, planned: int | str | None) -> Outcome:
+        """Run one task line, given ``plan(text)``."""
+        if planned is None:
             return self.shell.run(text, self.timeout)
-        return run_sleep(sleep)
+        if isinstance(planned, str):
+            now = time.time()
+            return Outcome(Status.FAILED, None, now, now, 0.0, error=planned)
+        return run_sleep(planned)
 
     def close(self) -> None:
         self.shell.close()
