@@ -2,14 +2,26 @@
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, BinaryIO
 
+import msgspec
 import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
 from client import report
+from client.errors import ClientError
+from client.service_client import SchedulerClient
 from scheduler.embedded import run_embedded
+from scheduler.server import default_journal_path, serve
+from scheduler.summary import Summary
 from worker.errors import TaskfleetError
-from worker.workload import check_workload
+from worker.result import decode
+from worker.workload import WorkloadCounts, check_workload
 
 app = typer.Typer(
     name="taskfleet",
@@ -19,8 +31,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: Exit code for bad input or usage, as typer/click use for usage errors.
+#: Exit code for bad input or usage, as click uses for usage errors.
 EXIT_USAGE = 2
+#: Exit code after Ctrl-C, as shells report a SIGINT.
+EXIT_INTERRUPTED = 130
+
+DEFAULT_SCHEDULER = "http://127.0.0.1:8750"
 
 Files = Annotated[
     list[str],
@@ -45,6 +61,15 @@ Timeout = Annotated[
     float,
     typer.Option(min=0, help="Time limit per shell command in seconds (0: none)."),
 ]
+SchedulerUrl = Annotated[
+    str,
+    typer.Option("--scheduler", "-s", help="Scheduler service URL.", envvar="TASKFLEET_SCHEDULER"),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(help="Shared secret for the scheduler service.", envvar="TASKFLEET_TOKEN"),
+]
+JobId = Annotated[str, typer.Argument(help="A job id, as submit printed it.")]
 
 
 @app.callback()
@@ -61,14 +86,36 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def open_output(path: str | None) -> BinaryIO:
+def checked(files: list[str]) -> WorkloadCounts:
+    """The task counts of workload files, or exit 2 naming the first bad line."""
+    try:
+        return check_workload(files)
+    except TaskfleetError as error:
+        raise fail(str(error)) from error
+
+
+@contextmanager
+def results_output(path: str | None) -> Iterator[BinaryIO]:
     """The results stream: a new file at ``path``, or stdout."""
     if path is None:
-        return sys.stdout.buffer
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
     try:
-        return open(path, "wb")
+        stream = open(path, "wb")  # noqa: SIM115 - closed below
     except OSError as error:
         raise fail(f"{path}: cannot write results: {error.strerror}") from error
+    with stream:
+        yield stream
+
+
+@contextmanager
+def client_errors() -> Iterator[None]:
+    """Turn a failure to talk to the scheduler into a one-line message and exit 2."""
+    try:
+        yield
+    except ClientError as error:
+        raise fail(str(error)) from error
 
 
 @app.command()
@@ -80,26 +127,155 @@ def run(
 ) -> None:
     """Run a workload on local worker processes, here and now, no server."""
     console = report.stderr_console()
-    try:
-        counts = check_workload(files)
-    except TaskfleetError as error:
-        raise fail(str(error)) from error
-    stream = open_output(output)
-    try:
-        with report.live_progress(console, counts.total) as bar:
-            summary = run_embedded(
-                files,
-                counts=counts,
-                workers=workers or default_workers(),
-                timeout=timeout or None,
-                output=stream,
-                on_progress=lambda s: report.update(bar, s),
-            )
-    finally:
-        if stream is not sys.stdout.buffer:
-            stream.close()
+    counts = checked(files)
+    with results_output(output) as stream, report.live_progress(console, counts.total) as bar:
+        summary = run_embedded(
+            files,
+            counts=counts,
+            workers=workers or default_workers(),
+            timeout=timeout or None,
+            output=stream,
+            on_progress=lambda s: report.update(bar, s),
+        )
     report.print_summary(console, summary)
     raise typer.Exit(summary.exit_code())
+
+
+@app.command()
+def scheduler(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8750,
+    workers: Workers = None,
+    token: Token = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            help="Journal database [default: ~/.local/state/taskfleet/].",
+            envvar="TASKFLEET_JOURNAL",
+        ),
+    ] = None,
+    timeout: Timeout = 3600.0,
+    exit_when_idle: Annotated[
+        float | None,
+        typer.Option(min=0, help="Exit after this many seconds with no job and no request."),
+    ] = None,
+) -> None:
+    """Serve the scheduler: jobs over HTTP, run on local worker processes, journaled."""
+    console = report.stderr_console()
+    try:
+        code = serve(
+            host=host,
+            port=port,
+            workers=workers or default_workers(),
+            token=token or None,
+            journal_path=journal or default_journal_path(),
+            timeout=timeout or None,
+            exit_when_idle=exit_when_idle,
+            announce=lambda url: console.print(f"taskfleet scheduler listening on {url}"),
+        )
+    except TaskfleetError as error:
+        raise fail(str(error)) from error
+    raise typer.Exit(code)
+
+
+@app.command()
+def submit(
+    files: Files,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+    output: Output = None,
+) -> None:
+    """Submit a workload to a scheduler service and stream its results back."""
+    console = report.stderr_console()
+    counts = checked(files)
+    with client_errors(), SchedulerClient(scheduler, token) as client:
+        workers = int(client.health().get("workers", 1))
+        summary = Summary(total=counts.total, workers=workers)
+        summary.start()
+        job = client.submit(files)
+        console.print(f"job {job['job']}: {job['tasks']} tasks")
+        with results_output(output) as stream, report.live_progress(console, counts.total) as bar:
+            try:
+                follow(client, job["job"], stream, summary, bar)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                console.print(
+                    f"stopped following; job {job['job']} goes on: taskfleet results {job['job']}"
+                )
+    report.print_summary(console, summary)
+    raise typer.Exit(summary.exit_code())
+
+
+def follow(
+    client: SchedulerClient,
+    job_id: str,
+    stream: BinaryIO,
+    summary: Summary,
+    bar: Progress | None,
+) -> None:
+    """Write a job's results as they arrive and count them."""
+    for line in client.results(job_id, follow=True):
+        stream.write(line + b"\n")
+        try:
+            result = decode(line)
+        except msgspec.DecodeError as error:
+            raise ClientError(f"scheduler sent a bad result record: {error}") from error
+        summary.add({result.status: 1}, result.duration_ms / 1000.0)
+        report.update(bar, summary)
+
+
+@app.command()
+def results(
+    job: JobId,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+    output: Output = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = False,
+) -> None:
+    """Print the results of a job, finished so far (or all, with --wait)."""
+    with (
+        client_errors(),
+        SchedulerClient(scheduler, token) as client,
+        results_output(output) as stream,
+    ):
+        for line in client.results(job, follow=wait):
+            stream.write(line + b"\n")
+
+
+@app.command()
+def status(
+    job: Annotated[str | None, typer.Argument(help="A job id; all recent jobs if omitted.")] = None,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+) -> None:
+    """Show the state of one job, or of recent jobs."""
+    with client_errors(), SchedulerClient(scheduler, token) as client:
+        jobs = [client.job(job)] if job else client.jobs()
+    print_jobs(Console(), jobs)
+
+
+@app.command()
+def cancel(job: JobId, scheduler: SchedulerUrl = DEFAULT_SCHEDULER, token: Token = None) -> None:
+    """Cancel the tasks of a job that have not started; running ones finish."""
+    with client_errors(), SchedulerClient(scheduler, token) as client:
+        info = client.cancel(job)
+    print_jobs(Console(), [info])
+
+
+def print_jobs(console: Console, jobs: list[dict[str, object]]) -> None:
+    table = Table("job", "state", "tasks", "finished", "succeeded", "failed", "files")
+    for info in jobs:
+        files = info.get("files")
+        table.add_row(
+            str(info["job"]),
+            str(info["state"]),
+            str(info["tasks"]),
+            str(info["finished"]),
+            str(info["succeeded"]),
+            str(info["failed"]),
+            ", ".join(map(str, files)) if isinstance(files, list) else "",
+        )
+    console.print(table)
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ process without a fork) or any other text, which is a shell command for
 ``/bin/sh -c``. Blank lines and ``#`` comments carry no task.
 """
 
+import msgspec
+
 #: Longest accepted line, in characters. A longer line is almost certainly
 #: a file that is not a workload (a binary, a minified blob).
 MAX_LINE_CHARS = 8192
@@ -54,3 +56,25 @@ def check_line(text: str) -> int | None:
     raise ValueError(
         f"sleep duration must be a whole number of milliseconds >= 0, got {argument!r}"
     )
+
+
+class TaskLine(msgspec.Struct):
+    """A task as a client sends it to the scheduler service: one JSON object a line."""
+
+    file: str  # the workload file it came from, as the client named it
+    line: int  # its line number in that file, from 1
+    task: str  # the line itself
+
+
+_task_line_encoder = msgspec.json.Encoder()
+_task_line_decoder = msgspec.json.Decoder(TaskLine)
+
+
+def encode_task_lines(tasks: list[TaskLine]) -> bytes:
+    """Tasks as JSON Lines, each line ending in a newline."""
+    return _task_line_encoder.encode_lines(tasks)
+
+
+def decode_task_line(data: bytes) -> TaskLine:
+    """One task from its JSON line; raises ``msgspec.DecodeError`` on a bad one."""
+    return _task_line_decoder.decode(data)

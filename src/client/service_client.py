@@ -1,0 +1,115 @@
+"""Talking to the scheduler service over HTTP (httpx)."""
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from client.errors import ClientError
+from worker.task import TaskLine, encode_task_lines
+from worker.workload import TaskReader
+
+#: Tasks per piece of the upload stream.
+UPLOAD_BATCH = 5000
+
+#: Seconds to connect and for every request but the following of results.
+REQUEST_TIMEOUT_SECONDS = 60.0
+
+
+def upload_body(paths: Sequence[str]) -> Iterator[bytes]:
+    """The tasks of checked workload files as the JSON Lines the service takes."""
+    for path in paths:
+        with TaskReader(path, check=False) as reader:
+            while (batch := reader.read(UPLOAD_BATCH)).lines:
+                tasks = [
+                    TaskLine(path, line, text)
+                    for line, text in zip(batch.lines, batch.texts, strict=True)
+                ]
+                yield encode_task_lines(tasks)
+
+
+class SchedulerClient:
+    """A connection to one scheduler service."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS
+        )
+
+    def __enter__(self) -> "SchedulerClient":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise ClientError(f"cannot reach the scheduler at {self.url}: {error}") from error
+        _raise_for_status(response)
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/health")
+        return result
+
+    def submit(self, paths: Sequence[str]) -> dict[str, Any]:
+        """Upload checked workload files as one job; returns {"job", "tasks"}."""
+        headers = {"Content-Type": "application/x-ndjson"}
+        result: dict[str, Any] = self._request(
+            "POST", "/jobs", content=upload_body(paths), headers=headers
+        )
+        return result
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/jobs/{job_id}")
+        return result
+
+    def jobs(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/jobs")["jobs"]
+        return result
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/cancel")
+        return result
+
+    def results(self, job_id: str, *, follow: bool) -> Iterator[bytes]:
+        """A job's result records (JSON lines, without newlines), as they arrive."""
+        params = {"follow": "true" if follow else "false"}
+        # No read timeout while following: a job may run for hours between results.
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS, read=None)
+        try:
+            with self.http.stream(
+                "GET", f"/jobs/{job_id}/results", params=params, timeout=timeout
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_status(response)
+                pending = b""
+                for piece in response.iter_bytes():
+                    lines = (pending + piece).split(b"\n")
+                    pending = lines.pop()
+                    yield from (line for line in lines if line)
+                if pending:
+                    yield pending
+        except httpx.TransportError as error:
+            raise ClientError(f"lost the scheduler at {self.url}: {error}") from error
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if not response.is_error:
+        return
+    try:
+        message = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200] or response.reason_phrase
+    raise ClientError(f"scheduler answered {response.status_code}: {message}")

@@ -1,0 +1,319 @@
+"""The scheduler service's HTTP API (Starlette; served by uvicorn).
+
+    GET  /health                 liveness and pool size (no token needed)
+    POST /jobs                   body: tasks as JSON Lines ({"file", "line", "task"})
+    GET  /jobs                   recent jobs
+    GET  /jobs/{id}              one job's state and counts
+    GET  /jobs/{id}/results      its result records as JSON Lines;
+                                 ?follow=true streams until the job ends,
+                                 ?after=SEQ resumes after a record's X-Seq
+    POST /jobs/{id}/cancel       cancel the tasks that have not started
+
+With a token, every route but /health needs ``Authorization: Bearer TOKEN``.
+Errors are JSON objects with an ``error`` key.
+"""
+
+import asyncio
+import contextlib
+import hmac
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+import msgspec
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from scheduler.embedded import new_job_id
+from scheduler.errors import JobNotFoundError
+from scheduler.journal import JobInfo, JobState, Journal
+from scheduler.service_dispatch import ServiceDispatcher
+from worker.task import MAX_LINE_CHARS, check_line, decode_task_line
+
+#: Largest accepted job upload, in bytes.
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+#: Most tasks one job may hold.
+MAX_JOB_TASKS = 10_000_000
+
+#: Longest accepted line of an upload: a task line of MAX_LINE_CHARS
+#: characters, JSON-escaped at worst, plus its file name and keys.
+MAX_UPLOAD_LINE_BYTES = MAX_LINE_CHARS * 6 + 8192
+
+#: Tasks stored per journal transaction while a job uploads.
+UPLOAD_BATCH = 5000
+
+#: Result records sent per read of the journal.
+RESULTS_PAGE = 2000
+
+#: Seconds a following results stream waits for news before it looks anyway.
+FOLLOW_POLL_SECONDS = 1.0
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class UploadError(Exception):
+    """A job upload refused, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Notifier:
+    """Wakes result streams when the dispatch thread stores results."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+
+    def notify_threadsafe(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        return self._event
+
+
+@dataclass
+class ServiceState:
+    """What request handlers share."""
+
+    journal_path: Path
+    dispatcher: ServiceDispatcher
+    notifier: Notifier
+    workers: int
+    token: str | None
+    open_requests: int = 0
+    _local: threading.local = field(default_factory=threading.local)
+
+    def journal(self) -> Journal:
+        """This thread's connection to the journal."""
+        journal: Journal | None = getattr(self._local, "journal", None)
+        if journal is None:
+            journal = self._local.journal = Journal(self.journal_path)
+        return journal
+
+    async def run(
+        self, method: Callable[Concatenate[Journal, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a blocking journal method in a worker thread, with this thread's journal."""
+        return await to_thread.run_sync(lambda: method(self.journal(), *args, **kwargs))
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class TokenAuth:
+    """ASGI middleware: a bearer token on every route but /health; counts open requests."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+        self.expected = f"Bearer {state.token}".encode() if state.token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.expected is not None and scope["path"] != "/health":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = error(401, "missing or wrong token (Authorization: Bearer TOKEN)")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+        self.state.open_requests += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.open_requests -= 1
+
+
+def build_app(state: ServiceState) -> Starlette:
+    """The ASGI application of the scheduler service."""
+
+    async def health(_request: Request) -> Response:
+        failure = state.dispatcher.failure
+        body = {"status": "ok" if failure is None else "failed", "workers": state.workers}
+        if failure is not None:
+            body["error"] = f"dispatch stopped: {failure!r}"
+        return JSONResponse(body, status_code=200 if failure is None else 503)
+
+    async def submit(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
+            return error(413, f"upload is {length} bytes, above the limit of {MAX_UPLOAD_BYTES}")
+        job_id = new_job_id()
+        await state.run(Journal.create_job, job_id)
+        try:
+            files, total = await store_upload(state, job_id, request.stream())
+        except UploadError as refused:
+            await state.run(Journal.discard_job, job_id)
+            return error(refused.status, str(refused))
+        except BaseException:
+            await state.run(Journal.discard_job, job_id)
+            raise
+        await state.run(Journal.seal_job, job_id, files, total)
+        state.dispatcher.wake.set()
+        return JSONResponse({"job": job_id, "tasks": total}, status_code=201)
+
+    async def list_jobs(_request: Request) -> Response:
+        jobs = await state.run(Journal.jobs)
+        return JSONResponse({"jobs": [info.as_dict() for info in jobs]})
+
+    async def job_status(request: Request) -> Response:
+        try:
+            info = await job_of(request)
+        except JobNotFoundError as missing:
+            return error(404, str(missing))
+        return JSONResponse(info.as_dict())
+
+    async def cancel(request: Request) -> Response:
+        try:
+            info = await job_of(request)
+            if info.state not in JobState.FINAL:
+                await to_thread.run_sync(lambda: state.dispatcher.cancel(info.id, 60.0))
+                info = await job_of(request)
+        except JobNotFoundError as missing:
+            return error(404, str(missing))
+        return JSONResponse(info.as_dict())
+
+    async def results(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
+        after_text = request.query_params.get("after", "0")
+        if not after_text.isdigit():
+            return error(400, f"after must be a whole number, got {after_text!r}")
+        try:
+            await job_of(request)
+        except JobNotFoundError as missing:
+            return error(404, str(missing))
+        stream = stream_results(state, job_id, int(after_text), follow)
+        return StreamingResponse(stream, media_type="application/x-ndjson")
+
+    async def job_of(request: Request) -> JobInfo:
+        job_id = request.path_params["job_id"]
+        return await state.run(Journal.job, job_id)
+
+    routes = [
+        Route("/health", health),
+        Route("/jobs", submit, methods=["POST"]),
+        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs/{job_id}", job_status),
+        Route("/jobs/{job_id}/results", results),
+        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        state.notifier.loop = asyncio.get_running_loop()
+        yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(TokenAuth, state=state)
+    return app
+
+
+async def store_upload(
+    state: ServiceState, job_id: str, body: AsyncIterator[bytes]
+) -> tuple[list[str], int]:
+    """Check and store every task of an upload; return the job's files and task count."""
+    files: dict[str, int] = {}
+    rows: list[tuple[int, int, str]] = []
+    total = received = request_line = 0
+    pending = b""
+
+    async def flush() -> None:
+        batch = rows.copy()
+        rows.clear()
+        await state.run(Journal.add_tasks, job_id, batch)
+
+    async for piece in body:
+        received += len(piece)
+        if received > MAX_UPLOAD_BYTES:
+            raise UploadError(413, f"upload is above the limit of {MAX_UPLOAD_BYTES} bytes")
+        lines = (pending + piece).split(b"\n")
+        pending = lines.pop()
+        if len(pending) > MAX_UPLOAD_LINE_BYTES:
+            raise UploadError(413, f"upload line {request_line + 1} is too long")
+        for raw in lines:
+            request_line += 1
+            row = parse_upload_line(raw, request_line, files)
+            if row is None:
+                continue
+            rows.append(row)
+            total += 1
+            if total > MAX_JOB_TASKS:
+                raise UploadError(413, f"job has more than {MAX_JOB_TASKS} tasks")
+        if len(rows) >= UPLOAD_BATCH:
+            await flush()
+    if pending.strip():
+        row = parse_upload_line(pending, request_line + 1, files)
+        if row is not None:
+            rows.append(row)
+            total += 1
+    if rows:
+        await flush()
+    if total == 0:
+        raise UploadError(400, "the job has no tasks")
+    return list(files), total
+
+
+def parse_upload_line(
+    raw: bytes, number: int, files: dict[str, int]
+) -> tuple[int, int, str] | None:
+    """One upload line as a (file number, line, text) row; None for a blank line."""
+    if not raw.strip():
+        return None
+    if len(raw) > MAX_UPLOAD_LINE_BYTES:
+        raise UploadError(413, f"upload line {number} is too long")
+    try:
+        task = decode_task_line(raw)
+    except msgspec.DecodeError as bad:
+        raise UploadError(400, f"upload line {number}: not a task object: {bad}") from bad
+    if task.line < 1 or not task.file:
+        raise UploadError(400, f"upload line {number}: needs a file name and a line >= 1")
+    text = task.task.strip()
+    try:
+        check_line(text)
+    except ValueError as bad:
+        raise UploadError(400, f"{task.file}:{task.line}: {bad}") from bad
+    if not text or text.startswith("#"):
+        raise UploadError(400, f"{task.file}:{task.line}: not a task (blank or a comment)")
+    number_of_file = files.setdefault(task.file, len(files) + 1)
+    return number_of_file, task.line, text
+
+
+async def stream_results(
+    state: ServiceState, job_id: str, after: int, follow: bool
+) -> AsyncIterator[bytes]:
+    """A job's result records from ``after`` on; with ``follow``, until the job ends."""
+    while True:
+        news = state.notifier.current()
+        # Read the job before its results: once it reads final, every result
+        # was stored before, so the page read next holds the last of them.
+        info = await state.run(Journal.job, job_id)
+        page = await state.run(Journal.results_page, job_id, after, RESULTS_PAGE)
+        if page:
+            after = page[-1][0]
+            yield b"".join(record for _, record in page)
+            continue
+        if not follow or (info.state in JobState.FINAL and info.finished >= info.total):
+            return
+        if state.dispatcher.failure is not None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(news.wait(), FOLLOW_POLL_SECONDS)
