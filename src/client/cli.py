@@ -82,7 +82,9 @@ def default_workers() -> int:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    report.stderr_console().print(f"taskfleet: {message}", markup=False, highlight=False)
+    report.stderr_console().print(
+        f"taskfleet: {message}", markup=False, highlight=False, soft_wrap=True
+    )
     return typer.Exit(code)
 
 

@@ -101,6 +101,8 @@ class SchedulerClient:
                     yield from (line for line in lines if line)
                 if pending:
                     yield pending
+        except httpx.ConnectError as error:
+            raise ClientError(f"cannot reach the scheduler at {self.url}: {error}") from error
         except httpx.TransportError as error:
             raise ClientError(f"lost the scheduler at {self.url}: {error}") from error
 

@@ -16,6 +16,7 @@ Errors are JSON objects with an ``error`` key.
 import asyncio
 import contextlib
 import hmac
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -239,7 +240,12 @@ async def store_upload(
     async def flush() -> None:
         batch = rows.copy()
         rows.clear()
-        await state.run(Journal.add_tasks, job_id, batch)
+        try:
+            await state.run(Journal.add_tasks, job_id, batch)
+        except sqlite3.IntegrityError as repeated:
+            raise UploadError(
+                400, "the same file and line appear twice in the upload"
+            ) from repeated
 
     async for piece in body:
         received += len(piece)

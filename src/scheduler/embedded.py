@@ -79,6 +79,7 @@ class StreamSink:
         del chunk  # the records carry their own ids
         self.summary.add(progress.by_status, progress.task_seconds)
         self.output.write(progress.records)
+        self.output.flush()  # a person may be watching the file
 
     def lost(self, chunk: Chunk, first: int, reason: str) -> None:
         results = lost_results(chunk, first, reason)

@@ -7,8 +7,10 @@ for longer than ``FLUSH_SECONDS`` reports what it has so far, so results
 stream back while long chunks run and a crash loses as little as possible.
 """
 
+import ctypes
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
@@ -19,6 +21,9 @@ from worker.execute import TaskRunner, plan
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished
 from worker.task import task_id
 from worker.workload import TaskBatch
+
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 #: A chunk that is still running reports its finished tasks this often.
 FLUSH_SECONDS = 0.5
@@ -127,11 +132,23 @@ def lost_results(chunk: Chunk, first: int, reason: str) -> list[Result]:
     ]
 
 
+def die_with_parent() -> None:
+    """Ask Linux for SIGTERM when the scheduler dies, even by SIGKILL, so no worker
+    (nor the command it runs) outlives it. Elsewhere the pipe's EOF has to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the scheduler died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve(conn: Connection, worker: str, timeout: float | None) -> None:
     """Main function of a local worker process."""
     # Ctrl-C reaches the whole foreground process group; the scheduler decides
     # what happens to its workers and stops them with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
     runner = TaskRunner(timeout)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:

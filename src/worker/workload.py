@@ -102,12 +102,14 @@ def count_tasks(path: str) -> int:
 
 
 def check_workload(paths: Sequence[str]) -> WorkloadCounts:
-    """Read every file once; raise on the first bad line or an empty submission."""
+    """Read every file once; raise on the first bad line, or on a file without tasks
+    (in a submission of several, an empty one is most likely the wrong file)."""
     if not paths:
         raise EmptyWorkloadError("no workload file given")
-    per_file = tuple(count_tasks(path) for path in paths)
-    total = sum(per_file)
-    if total == 0:
-        names = ", ".join(paths)
-        raise EmptyWorkloadError(f"{names}: no tasks (only blank lines and # comments)")
-    return WorkloadCounts(total, per_file)
+    per_file = []
+    for path in paths:
+        count = count_tasks(path)
+        if count == 0:
+            raise EmptyWorkloadError(f"{path}: no tasks (only blank lines and # comments)")
+        per_file.append(count)
+    return WorkloadCounts(sum(per_file), tuple(per_file))

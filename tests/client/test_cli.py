@@ -1,0 +1,73 @@
+"""The typer commands, in process (CliRunner), with real worker processes."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from client.cli import app
+from tests.conftest import WriteWorkload
+
+runner = CliRunner()
+
+
+def test_run_writes_results_and_summary(workload: WriteWorkload, tmp_path: Path) -> None:
+    path = workload("sleep 0", "echo hello", "sleep 5")
+    output = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["run", path, "--workers", "2", "--output", str(output)])
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["line"] for r in records) == [1, 2, 3]
+    assert all(r["status"] == "succeeded" for r in records)
+    assert "done: 3/3 tasks, 3 succeeded, 0 failed" in result.stderr
+    assert "tasks/s" in result.stderr
+    assert "efficiency" in result.stderr
+    assert result.stdout == ""
+
+
+def test_run_to_stdout_and_exit_1_on_failure(workload: WriteWorkload) -> None:
+    path = workload("echo fine", "false")
+    result = runner.invoke(app, ["run", path, "-w", "1"])
+    assert result.exit_code == 1
+    statuses = sorted(json.loads(line)["status"] for line in result.stdout.splitlines())
+    assert statuses == ["failed", "succeeded"]
+
+
+def test_bad_input_exits_2_naming_file_and_line(workload: WriteWorkload, tmp_path: Path) -> None:
+    path = workload("sleep 1", "sleep 1.5")
+    output = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["run", path, "-o", str(output)])
+    assert result.exit_code == 2
+    assert f"taskfleet: {path}:2: sleep duration must be a whole number" in result.stderr
+    assert not output.exists()  # nothing half-done
+
+
+def test_usage_errors_exit_2(workload: WriteWorkload) -> None:
+    path = workload("sleep 1")
+    assert runner.invoke(app, ["run", path, "--workers", "0"]).exit_code == 2
+    assert runner.invoke(app, ["run"]).exit_code == 2
+    assert runner.invoke(app, ["run", path, "--timeout", "-1"]).exit_code == 2
+
+
+def test_unwritable_output_exits_2(workload: WriteWorkload, tmp_path: Path) -> None:
+    path = workload("sleep 1")
+    result = runner.invoke(app, ["run", path, "-o", str(tmp_path / "no" / "such" / "dir.jsonl")])
+    assert result.exit_code == 2
+    assert "cannot write results" in result.stderr
+
+
+def test_client_commands_explain_an_unreachable_scheduler(workload: WriteWorkload) -> None:
+    path = workload("sleep 1")
+    url = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    for args in (["submit", path], ["status"], ["results", "abc"], ["cancel", "abc"]):
+        result = runner.invoke(app, [*args, "--scheduler", url])
+        assert result.exit_code == 2, args
+        assert f"cannot reach the scheduler at {url}" in result.stderr
+
+
+def test_non_loopback_without_token_is_refused(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["scheduler", "--host", "0.0.0.0", "--journal", str(tmp_path / "j.db")], env={}
+    )
+    assert result.exit_code == 2
+    assert "without a token" in result.stderr

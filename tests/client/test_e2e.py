@@ -1,0 +1,279 @@
+"""End to end: the installed ``taskfleet`` command, real processes, real HTTP."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    SchedulerProcess,
+    WriteWorkload,
+    children_of,
+    run_cli,
+    taskfleet_command,
+)
+
+pytestmark = pytest.mark.e2e
+
+StartScheduler = Callable[..., SchedulerProcess]
+
+MIXED = [
+    "# a mixed workload",
+    "sleep 0",
+    "sleep 15",
+    "echo 'hello world'",
+    "",
+    "exit 3",
+    "printf 'x%.0s' $(seq 1 10)",
+    "sleep 1",
+]
+
+
+def records_of(text: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# -- taskfleet run ------------------------------------------------------------
+
+
+def test_run_mixed_workloads_from_two_files(workload: WriteWorkload) -> None:
+    first = workload(*MIXED)
+    second = workload(*(["sleep 0"] * 2000))
+    done = run_cli("run", first, second, "--workers", "3")
+    assert done.returncode == 1, done.stderr  # 'exit 3' failed
+    records = records_of(done.stdout)
+    assert len(records) == 2006
+    assert len({r["id"] for r in records}) == 2006
+    by_line = {(r["file"], r["line"]): r for r in records if r["file"] == first}
+    assert by_line[(first, 4)]["stdout"] == "hello world\n"
+    assert by_line[(first, 6)]["exit_code"] == 3
+    assert by_line[(first, 7)]["stdout"] == "x" * 10
+    assert {r["worker"] for r in records} <= {"local-1", "local-2", "local-3"}
+    assert "done: 2006/2006 tasks, 2005 succeeded, 1 failed" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"sleep\n", ":1: sleep needs a duration"),
+        (b"echo ok\nsleep -1\n", ":2: sleep duration must be a whole number"),
+        (b"sleep 1.5\n", ":1: sleep duration must be a whole number"),
+        (b"sleep abc\n", ":1: sleep duration must be a whole number"),
+        (b"sleep 86400001\n", ":1: sleep duration 86400001 ms is above the maximum"),
+        (b"echo " + b"a" * 9000 + b"\n", ":1: line is 9005 characters long"),
+        (b"echo \xc3\x28\n", ":1: is not valid UTF-8"),
+        (b"echo a\x00b\n", ":1: line contains a NUL byte"),
+        (b"# nothing here\n\n", ": no tasks"),
+    ],
+)
+def test_run_refuses_bad_input_before_anything_runs(
+    workload: WriteWorkload, tmp_path: Path, content: bytes, reason: str
+) -> None:
+    marker = tmp_path / "ran"
+    good = workload(f"touch {marker}")
+    bad = workload(raw=content)
+    output = tmp_path / "out.jsonl"
+    done = run_cli("run", good, bad, "-o", str(output))
+    assert done.returncode == 2
+    assert f"taskfleet: {bad}{reason}" in done.stderr
+    assert done.stdout == ""
+    assert not marker.exists()
+    assert not output.exists()
+
+
+def test_run_refuses_missing_files_and_directories(tmp_path: Path) -> None:
+    missing = run_cli("run", str(tmp_path / "nope.txt"))
+    assert missing.returncode == 2
+    assert f"{tmp_path / 'nope.txt'}: no such file" in missing.stderr
+    directory = run_cli("run", str(tmp_path))
+    assert directory.returncode == 2
+    assert "is a directory" in directory.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_results(workload: WriteWorkload, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    slow = f"echo $$ >> {pids}; exec /bin/sleep 60"
+    path = workload("echo quick", *([slow] * 4))
+    output = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        [*taskfleet_command(), "run", path, "-w", "2", "-o", str(output)],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal would make it
+    )
+    wait_for(lambda: output.exists() and output.read_text().count("\n") >= 1)
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) >= 2)
+    workers = children_of(process.pid)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "interrupted" in stderr
+    kept = records_of(output.read_text())
+    assert [r["task"] for r in kept] == ["echo quick"]
+    for pid in workers + [int(p) for p in pids.read_text().split()]:
+        wait_for(lambda pid=pid: not is_running(pid), timeout=10)  # type: ignore[misc]
+
+
+# -- the scheduler service ----------------------------------------------------
+
+
+def test_submit_status_and_results(
+    workload: WriteWorkload, scheduler_service: StartScheduler, tmp_path: Path
+) -> None:
+    service = scheduler_service()
+    path = workload(*MIXED)
+    output = tmp_path / "out.jsonl"
+    done = run_cli("submit", path, "--scheduler", service.url, "-o", str(output))
+    assert done.returncode == 1, done.stderr
+    submitted = records_of(output.read_text())
+    assert sorted(r["line"] for r in submitted) == [2, 3, 4, 6, 7, 8]
+    job = submitted[0]["job"]
+    assert f"job {job}: 6 tasks" in done.stderr
+    assert "done: 6/6 tasks, 5 succeeded, 1 failed" in done.stderr
+
+    again = run_cli("results", job, "--scheduler", service.url)
+    assert again.returncode == 0
+    assert records_of(again.stdout) == submitted
+
+    status = run_cli("status", job, "--scheduler", service.url)
+    assert status.returncode == 0
+    assert job in status.stdout
+    assert "done" in status.stdout
+    listing = run_cli("status", "--scheduler", service.url)
+    assert job in listing.stdout
+
+    unknown = run_cli("results", "nope", "--scheduler", service.url)
+    assert unknown.returncode == 2
+    assert "404" in unknown.stderr
+    bad = workload("sleep x")
+    refused = run_cli("submit", bad, "--scheduler", service.url)
+    assert refused.returncode == 2
+    assert f"{bad}:1:" in refused.stderr
+
+
+def test_token_is_required_on_every_route_but_health(
+    workload: WriteWorkload, scheduler_service: StartScheduler
+) -> None:
+    service = scheduler_service("--token", "s3cret-token")
+    path = workload("echo hi")
+    refused = run_cli("submit", path, "--scheduler", service.url)
+    assert refused.returncode == 2
+    assert "401" in refused.stderr
+    wrong = run_cli("status", "--scheduler", service.url, "--token", "wrong")
+    assert wrong.returncode == 2
+    for method, route in [("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/x/results")]:
+        assert httpx.request(method, service.url + route).status_code == 401
+    assert httpx.get(service.url + "/health").status_code == 200
+    accepted = run_cli(
+        "submit",
+        path,
+        "--scheduler",
+        service.url,
+        env={**os.environ, "TASKFLEET_TOKEN": "s3cret-token"},
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert "s3cret-token" not in accepted.stdout + accepted.stderr
+
+
+def test_upload_limits_and_bad_bodies(scheduler_service: StartScheduler) -> None:
+    service = scheduler_service()
+    url = service.url + "/jobs"
+    long_line = json.dumps({"file": "f", "line": 1, "task": "echo " + "a" * 100_000})
+    cases = [
+        (long_line, 413, "too long"),
+        ("{not json", 400, "not a task object"),
+        (json.dumps({"file": "w.txt", "line": 3, "task": "sleep -1"}), 400, "w.txt:3: sleep"),
+        (json.dumps({"file": "w.txt", "line": 0, "task": "echo"}), 400, "line >= 1"),
+        ("", 400, "no tasks"),
+        (
+            "\n".join(json.dumps({"file": "w", "line": 1, "task": "echo"}) for _ in range(2)),
+            400,
+            "twice",
+        ),
+    ]
+    for body, code, message in cases:
+        answer = httpx.post(url, content=body.encode())
+        assert answer.status_code == code, (body[:60], answer.text)
+        assert message in answer.json()["error"]
+    assert httpx.get(service.url + "/jobs").json() == {"jobs": []}  # nothing half-stored
+    assert httpx.get(service.url + "/health").json()["status"] == "ok"
+
+
+def test_restart_keeps_results_and_reports_lost_tasks(
+    workload: WriteWorkload, scheduler_service: StartScheduler, tmp_path: Path
+) -> None:
+    journal = tmp_path / "restart.sqlite3"
+    service = scheduler_service(journal=journal)
+    started = tmp_path / "started"
+    long_task = f"touch {started}; exec /bin/sleep 60"
+    path = workload("echo one", "echo two", long_task, long_task, *(["echo later"] * 3))
+    upload = httpx.post(
+        service.url + "/jobs",
+        content="\n".join(
+            json.dumps({"file": path, "line": n, "task": t})
+            for n, t in enumerate(Path(path).read_text().splitlines(), start=1)
+        ),
+    )
+    job = upload.json()["job"]
+    wait_for(lambda: started.exists())
+    wait_for(lambda: httpx.get(f"{service.url}/jobs/{job}").json()["finished"] >= 2)
+    service.kill()
+
+    restarted = scheduler_service(journal=journal)
+    done = run_cli("results", job, "--wait", "--scheduler", restarted.url, timeout=60)
+    assert done.returncode == 0, done.stderr
+    records = records_of(done.stdout)
+    assert Counter(r["id"] for r in records) == Counter({f"{job}:1:{n}": 1 for n in range(1, 8)})
+    status = {r["line"]: r["status"] for r in records}
+    assert status[1] == status[2] == "succeeded"  # finished before the crash, kept
+    assert status[3] == status[4] == "lost"  # running when it died: never silently re-run
+    # Tasks already handed to a worker may have started: lost; the rest ran after restart.
+    assert {status[n] for n in (5, 6, 7)} <= {"succeeded", "lost"}
+    lost = [r for r in records if r["status"] == "lost"]
+    assert all("scheduler stopped" in r["error"] for r in lost)
+
+
+def test_cancel_and_exit_when_idle(
+    workload: WriteWorkload, scheduler_service: StartScheduler
+) -> None:
+    service = scheduler_service("--exit-when-idle", "1")
+    path = workload(*(["true && /bin/sleep 0.2"] * 40))
+    job = httpx.post(
+        service.url + "/jobs",
+        content="\n".join(
+            json.dumps({"file": path, "line": n, "task": "true && /bin/sleep 0.2"})
+            for n in range(1, 41)
+        ),
+    ).json()["job"]
+    cancelled = run_cli("cancel", job, "--scheduler", service.url)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled" in cancelled.stdout
+    done = run_cli("results", job, "--wait", "--scheduler", service.url)
+    statuses = Counter(r["status"] for r in records_of(done.stdout))
+    assert sum(statuses.values()) == 40
+    assert statuses["cancelled"] > 0
+    assert service.process is not None
+    assert service.process.wait(timeout=30) == 0  # it went idle and exited by itself

@@ -1,0 +1,139 @@
+"""Shared fixtures: workload files, the real CLI, a real scheduler service process."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+WriteWorkload = Callable[..., str]
+
+
+@pytest.fixture
+def workload(tmp_path: Path) -> WriteWorkload:
+    """Write a workload file from lines (or raw bytes) and return its path."""
+    counter = iter(range(1, 1_000_000))
+
+    def write(*lines: str, raw: bytes | None = None, name: str | None = None) -> str:
+        path = tmp_path / (name or f"workload-{next(counter)}.txt")
+        path.write_bytes(
+            raw if raw is not None else "".join(f"{line}\n" for line in lines).encode()
+        )
+        return str(path)
+
+    return write
+
+
+def taskfleet_command() -> list[str]:
+    """The installed ``taskfleet`` console script, as a person would run it."""
+    script = Path(sys.executable).parent / "taskfleet"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("taskfleet")
+    assert found, "the taskfleet console script is not installed (pip install -e .)"
+    return [found]
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI to completion and capture its output."""
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [*taskfleet_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
+
+
+class SchedulerProcess:
+    """A real ``taskfleet scheduler`` process on a free loopback port."""
+
+    def __init__(self, journal: Path, log: Path, *extra: str) -> None:
+        self.journal = journal
+        self.log = log  # its stderr, kept in a file so a full pipe never blocks it
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> "SchedulerProcess":
+        command = [
+            *taskfleet_command(),
+            "scheduler",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--journal",
+            str(self.journal),
+            *self.extra,
+        ]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, stderr=log, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            match = re.search(r"listening on (http://\S+)", self.log.read_text())
+            if match:
+                self.url = match.group(1)
+                break
+            assert self.process.poll() is None, f"scheduler exited: {self.log.read_text()}"
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"scheduler did not start: {self.log.read_text()}")
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError("scheduler never answered /health")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no cleanup runs."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def scheduler_service(tmp_path: Path) -> Iterator[Callable[..., SchedulerProcess]]:
+    """Start real scheduler processes; every one is stopped after the test."""
+    started: list[SchedulerProcess] = []
+
+    def start(*extra: str, journal: Path | None = None) -> SchedulerProcess:
+        log = tmp_path / f"scheduler-{len(started) + 1}.log"
+        service = SchedulerProcess(journal or tmp_path / "journal.sqlite3", log, *extra)
+        started.append(service)
+        return service.start()
+
+    yield start
+    for service in started:
+        if service.process is not None and service.process.poll() is None:
+            service.process.kill()
+            service.process.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    """Every live descendant of a process (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+            except (OSError, IndexError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found

@@ -1,0 +1,55 @@
+import pytest
+
+from scheduler.chunking import MAX_CHUNK_TASKS, TARGET_CHUNK_SECONDS, ChunkSizer
+
+
+def test_first_chunk_is_one_task_to_learn_the_duration() -> None:
+    sizer = ChunkSizer(workers=4)
+    assert sizer.size(remaining=None) == 1
+    assert sizer.prefetch() == 1
+
+
+def test_tiny_tasks_travel_in_big_chunks() -> None:
+    sizer = ChunkSizer(workers=2)
+    sizer.observe(tasks=1000, busy_seconds=0.002)
+    assert sizer.size(remaining=None) == MAX_CHUNK_TASKS
+    assert sizer.prefetch() == 2
+
+
+def test_chunks_hold_about_the_target_time_of_work() -> None:
+    sizer = ChunkSizer(workers=2)
+    sizer.observe(tasks=10, busy_seconds=0.1)  # 10 ms a task
+    assert sizer.size(remaining=None) == pytest.approx(TARGET_CHUNK_SECONDS / 0.01, abs=1)
+
+
+def test_long_tasks_go_one_at_a_time_without_prefetch() -> None:
+    sizer = ChunkSizer(workers=8)
+    sizer.observe(tasks=1, busy_seconds=5.0)
+    assert sizer.size(remaining=None) == 1
+    assert sizer.prefetch() == 1
+
+
+def test_chunks_shrink_near_the_end_of_a_job() -> None:
+    sizer = ChunkSizer(workers=4)
+    sizer.observe(tasks=1000, busy_seconds=0.001)
+    assert sizer.size(remaining=800) == 100  # half a share of what is left per worker
+    assert sizer.size(remaining=3) == 1
+    assert sizer.size(remaining=0) == 1
+
+
+def test_mean_follows_changing_durations() -> None:
+    sizer = ChunkSizer(workers=1)
+    sizer.observe(tasks=100, busy_seconds=0.001)
+    small = sizer.size(remaining=None)
+    for _ in range(20):
+        sizer.observe(tasks=1, busy_seconds=1.0)
+    assert sizer.size(remaining=None) < small
+    assert sizer.size(remaining=None) == 1
+
+
+def test_nonsense_is_refused_or_ignored() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ChunkSizer(workers=0)
+    sizer = ChunkSizer(workers=1)
+    sizer.observe(tasks=0, busy_seconds=1.0)
+    assert sizer.mean_task_seconds is None

@@ -1,0 +1,105 @@
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scheduler.errors import JobNotFoundError
+from scheduler.journal import JobState, Journal
+from worker.result import Status
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    opened = Journal(tmp_path / "j.sqlite3")
+    yield opened
+    opened.close()
+
+
+def job_with(
+    journal: Journal, job_id: str, rows: list[tuple[int, int, str]], files: list[str]
+) -> None:
+    journal.create_job(job_id)
+    journal.add_tasks(job_id, rows)
+    journal.seal_job(job_id, files, len(rows))
+
+
+def record(line: int) -> bytes:
+    return json.dumps({"line": line}).encode() + b"\n"
+
+
+def test_uploading_jobs_are_invisible_until_sealed(journal: Journal) -> None:
+    journal.create_job("a")
+    journal.add_tasks("a", [(1, 1, "sleep 1")])
+    assert journal.active_jobs() == []
+    assert journal.jobs() == []
+    journal.seal_job("a", ["w.txt"], 1)
+    (info,) = journal.active_jobs()
+    assert (info.id, info.state, info.total, info.files) == ("a", JobState.QUEUED, 1, ["w.txt"])
+
+
+def test_pending_tasks_come_one_file_at_a_time_in_order(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x"), (1, 4, "y"), (2, 2, "z")], ["f1", "f2"])
+    first = journal.pending("a", (0, 0), 10)
+    assert first is not None
+    assert (first.file_number, first.lines, first.texts) == (1, [1, 4], ["x", "y"])
+    journal.mark_dispatched("a", 1, first.lines)
+    assert journal.job("a").state == JobState.RUNNING
+    second = journal.pending("a", (1, 4), 10)
+    assert second is not None
+    assert (second.file_number, second.lines) == (2, [2])
+    assert journal.pending("a", (0, 0), 10) == second  # dispatched tasks are not pending
+
+
+def test_results_are_numbered_and_a_duplicate_is_ignored(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x"), (1, 2, "y")], ["f"])
+    seq = journal.finish("a", 1, [(1, Status.SUCCEEDED, record(1))], seq=1)
+    seq = journal.finish("a", 1, [(1, Status.FAILED, record(99))], seq)  # delivered twice
+    assert seq == 2
+    seq = journal.finish("a", 1, [(2, Status.FAILED, record(2))], seq)
+    info = journal.job("a")
+    assert (info.state, info.finished, info.succeeded) == (JobState.DONE, 2, 1)
+    assert journal.results_page("a", 0, 10) == [(1, record(1)), (2, record(2))]
+    assert journal.results_page("a", 1, 10) == [(2, record(2))]
+
+
+def test_cancel_closes_pending_tasks_only(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x"), (1, 2, "y"), (1, 3, "z")], ["f"])
+    journal.mark_dispatched("a", 1, [1])
+    seq = journal.cancel("a", seq=1)
+    info = journal.job("a")
+    assert info.state == JobState.CANCELLED
+    assert info.finished == 2
+    cancelled = [json.loads(r) for _, r in journal.results_page("a", 0, 10)]
+    assert [(r["line"], r["status"]) for r in cancelled] == [(2, "cancelled"), (3, "cancelled")]
+    seq = journal.finish("a", 1, [(1, Status.SUCCEEDED, record(1))], seq)
+    assert journal.job("a").finished == 3
+    assert seq == 4
+
+
+def test_recover_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    before = Journal(path)
+    job_with(before, "a", [(1, 1, "x"), (1, 2, "y"), (1, 3, "z")], ["f"])
+    before.mark_dispatched("a", 1, [1, 2])
+    before.finish("a", 1, [(1, Status.SUCCEEDED, record(1))], seq=1)
+    before.create_job("half")  # an upload cut off by the crash
+    before.add_tasks("half", [(1, 1, "x")])
+    before.close()
+
+    after = Journal(path)
+    seq = after.recover()
+    assert seq == 3
+    with pytest.raises(JobNotFoundError):
+        after.job("half")
+    results = [json.loads(r) for _, r in after.results_page("a", 1, 10)]
+    assert [(r["line"], r["status"], r["id"]) for r in results] == [(2, "lost", "a:1:2")]
+    pending = after.pending("a", (0, 0), 10)
+    assert pending is not None
+    assert pending.lines == [3]  # never started: it will run
+    after.close()
+
+
+def test_unknown_job_is_an_error(journal: Journal) -> None:
+    with pytest.raises(JobNotFoundError, match="nope"):
+        journal.job("nope")

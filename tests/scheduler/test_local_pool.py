@@ -1,0 +1,80 @@
+"""The pool with real worker processes."""
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler.local_pool import LocalPool, WorkerLost
+from worker.local import Chunk, Progress
+from worker.workload import TaskBatch
+
+
+@pytest.fixture
+def pool() -> Iterator[LocalPool]:
+    with LocalPool(workers=2, timeout=30) as started:
+        yield started
+
+
+def chunk(chunk_id: int, *texts: str) -> Chunk:
+    return Chunk(
+        chunk_id, "job", 1, "w.txt", TaskBatch(list(range(1, len(texts) + 1)), list(texts))
+    )
+
+
+def collect(
+    pool: LocalPool, until: int, timeout: float = 30
+) -> list[tuple[Chunk, Progress] | WorkerLost]:
+    events: list[tuple[Chunk, Progress] | WorkerLost] = []
+    deadline = time.monotonic() + timeout
+    while len(events) < until and time.monotonic() < deadline:
+        events.extend(pool.wait(0.2))
+    return events
+
+
+def test_chunks_run_on_the_worker_they_were_given_to(pool: LocalPool) -> None:
+    pool.assign("local-1", chunk(1, "sleep 0", "echo one"))
+    pool.assign("local-2", chunk(2, "echo two"))
+    assert pool.load() == {"local-1": 1, "local-2": 1}
+    events = collect(pool, until=2)
+    by_chunk = {e[0].chunk_id: e[1] for e in events if not isinstance(e, WorkerLost)}
+    assert set(by_chunk) == {1, 2}
+    assert json.loads(by_chunk[2].records)["worker"] == "local-2"
+    assert pool.load() == {"local-1": 0, "local-2": 0}
+
+
+def test_a_dead_worker_is_replaced_and_its_chunks_accounted_for(pool: LocalPool) -> None:
+    # The first chunk kills its own worker; the second waits behind it, unstarted.
+    pool.assign("local-1", chunk(1, "sleep 0", "kill -9 $PPID", "sleep 0"))
+    pool.assign("local-1", chunk(2, "sleep 0"))
+    events = collect(pool, until=1)
+    lost = [event for event in events if isinstance(event, WorkerLost)]
+    assert len(lost) == 1
+    assert lost[0].worker == "local-1"
+    assert lost[0].exit_code == -signal.SIGKILL
+    assert lost[0].running is not None
+    running, first = lost[0].running
+    assert running.chunk_id == 1
+    assert first == 0  # nothing of it was reported before the worker died
+    assert [c.chunk_id for c in lost[0].unstarted] == [2]
+    assert sorted(pool.load()) == ["local-2", "local-3"]
+    pool.assign("local-3", chunk(3, "echo again"))
+    (event,) = collect(pool, until=1)
+    assert not isinstance(event, WorkerLost)
+
+
+def test_stopping_at_once_kills_running_commands() -> None:
+    with LocalPool(workers=1, timeout=None) as pool:
+        pool.assign("local-1", chunk(1, "sleep 60"))
+        time.sleep(0.5)
+        pids = [w.process.pid for w in pool._workers.values()]
+        began = time.monotonic()
+        pool.stop(graceful=False)
+        assert time.monotonic() - began < 10
+    for pid in pids:
+        assert pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -1,0 +1,103 @@
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from worker.execute import OUTPUT_LIMIT_BYTES, ShellRunner, TaskRunner, plan, run_sleep
+from worker.result import Status
+
+
+def test_sleep_lasts_at_least_its_duration() -> None:
+    began = time.perf_counter()
+    outcome = run_sleep(30)
+    elapsed = time.perf_counter() - began
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.exit_code == 0
+    assert elapsed >= 0.030
+    assert outcome.duration_ms >= 30.0
+    assert outcome.finished_at >= outcome.started_at + 0.030
+
+
+def test_sleep_zero_does_not_sleep() -> None:
+    outcome = run_sleep(0)
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.duration_ms < 5.0
+
+
+@pytest.fixture
+def shell() -> Iterator[ShellRunner]:
+    runner = ShellRunner()
+    yield runner
+    runner.close()
+
+
+def test_shell_command_captures_output_and_exit_code(shell: ShellRunner) -> None:
+    outcome = shell.run("echo out; echo err >&2; exit 4", timeout=10)
+    assert outcome.status is Status.FAILED
+    assert outcome.exit_code == 4
+    assert outcome.stdout == "out\n"
+    assert outcome.stderr == "err\n"
+    assert outcome.error == "exit code 4"
+    assert outcome.truncated is False
+
+
+def test_shell_success_and_spool_reuse(shell: ShellRunner) -> None:
+    assert shell.run("printf long-output", timeout=10).stdout == "long-output"
+    second = shell.run("printf x", timeout=10)
+    assert second.status is Status.SUCCEEDED
+    assert second.stdout == "x"  # nothing left over from the first command
+
+
+def test_output_is_cut_to_the_limit(shell: ShellRunner) -> None:
+    outcome = shell.run(f"head -c {OUTPUT_LIMIT_BYTES * 3} /dev/zero | tr '\\0' a", timeout=10)
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.stdout is not None
+    assert len(outcome.stdout) == OUTPUT_LIMIT_BYTES
+    assert outcome.truncated is True
+
+
+def is_running(pid: int) -> bool:
+    """True while a process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_time_limit_kills_the_whole_process_group(shell: ShellRunner, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    began = time.monotonic()
+    outcome = shell.run(f"sleep 30 & echo $! > {pidfile}; wait", timeout=0.5)
+    assert time.monotonic() - began < 10
+    assert outcome.status is Status.TIMED_OUT
+    assert outcome.exit_code is None
+    assert outcome.error is not None
+    assert "time limit" in outcome.error
+    background = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while is_running(background) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_running(background)  # the grandchild died with its group
+
+
+def test_a_command_that_cannot_start_fails(shell: ShellRunner) -> None:
+    outcome = shell.run("/nonexistent/program", timeout=10)
+    assert outcome.status is Status.FAILED
+    assert outcome.exit_code == 127
+
+
+def test_plan_and_runner_report_invalid_lines_as_failed() -> None:
+    assert plan("sleep 5") == 5
+    assert plan("echo x") is None
+    reason = plan("sleep -3")
+    assert isinstance(reason, str)
+    assert reason.startswith("invalid task:")
+    runner = TaskRunner(timeout=None)
+    try:
+        outcome = runner.run("sleep -3", reason)
+    finally:
+        runner.close()
+    assert outcome.status is Status.FAILED
+    assert outcome.error == reason

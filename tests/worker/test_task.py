@@ -1,0 +1,59 @@
+import pytest
+
+from worker.task import (
+    MAX_LINE_CHARS,
+    MAX_SLEEP_MS,
+    TaskLine,
+    check_line,
+    decode_task_line,
+    encode_task_lines,
+    task_id,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sleep 0", 0),
+        ("sleep 250", 250),
+        ("sleep\t7", 7),
+        ("sleep   12", 12),
+        (f"sleep {MAX_SLEEP_MS}", MAX_SLEEP_MS),
+        ("echo hello", None),
+        ("sleepy", None),
+        ("sleep.sh 3", None),
+        ("/bin/sleep 1", None),
+    ],
+)
+def test_check_line_parses_sleeps_and_shell_commands(text: str, expected: int | None) -> None:
+    assert check_line(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("sleep", "needs a duration"),
+        ("sleep -1", "whole number"),
+        ("sleep 1.5", "whole number"),
+        ("sleep abc", "whole number"),
+        ("sleep 1e3", "whole number"),
+        ("sleep \u0663", "whole number"),  # an Arabic-Indic digit: isdigit() but not ASCII
+        (f"sleep {MAX_SLEEP_MS + 1}", "above the maximum"),
+        ("echo a\x00b", "NUL"),
+        ("x" * (MAX_LINE_CHARS + 1), "characters long"),
+    ],
+)
+def test_check_line_refuses_bad_lines_with_a_reason(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_line(text)
+
+
+def test_task_lines_round_trip() -> None:
+    tasks = [TaskLine("a.txt", 1, "sleep 1"), TaskLine("dir/b c.txt", 9, 'echo "é\\n"')]
+    encoded = encode_task_lines(tasks)
+    assert encoded.count(b"\n") == 2
+    assert [decode_task_line(line) for line in encoded.splitlines()] == tasks
+
+
+def test_task_id_names_job_file_and_line() -> None:
+    assert task_id("ab12", 2, 40) == "ab12:2:40"
