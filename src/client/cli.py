@@ -1,6 +1,8 @@
 """The ``taskfleet`` command: thin typer commands that hand off to the library."""
 
+import json
 import os
+import resource
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +72,10 @@ Token = Annotated[
     typer.Option(help="Shared secret for the scheduler service.", envvar="TASKFLEET_TOKEN"),
 ]
 JobId = Annotated[str, typer.Argument(help="A job id, as submit printed it.")]
+SummaryPath = Annotated[
+    Path | None,
+    typer.Option("--summary", help="Also write the summary figures here, as JSON."),
+]
 
 
 @app.callback()
@@ -126,6 +132,7 @@ def run(
     workers: Workers = None,
     output: Output = None,
     timeout: Timeout = 3600.0,
+    summary_path: SummaryPath = None,
 ) -> None:
     """Run a workload on local worker processes, here and now, no server."""
     console = report.stderr_console()
@@ -139,7 +146,17 @@ def run(
             output=stream,
             on_progress=lambda s: report.update(bar, s),
         )
+    finish(console, summary, summary_path)
+
+
+def finish(console: Console, summary: Summary, path: Path | None) -> None:
+    """Print the summary, write it as JSON if asked, and exit with its code."""
     report.print_summary(console, summary)
+    if path is not None:
+        figures = summary.as_dict()
+        # This process's own peak memory: the scheduler's, for `run`.
+        figures["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        path.write_text(json.dumps(figures, indent=2) + "\n")
     raise typer.Exit(summary.exit_code())
 
 
@@ -186,6 +203,7 @@ def submit(
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
     token: Token = None,
     output: Output = None,
+    summary_path: SummaryPath = None,
 ) -> None:
     """Submit a workload to a scheduler service and stream its results back."""
     console = report.stderr_console()
@@ -204,8 +222,7 @@ def submit(
                 console.print(
                     f"stopped following; job {job['job']} goes on: taskfleet results {job['job']}"
                 )
-    report.print_summary(console, summary)
-    raise typer.Exit(summary.exit_code())
+    finish(console, summary, summary_path)
 
 
 def follow(

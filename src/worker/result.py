@@ -24,8 +24,11 @@ class Status(StrEnum):
     CANCELLED = "cancelled"  #: its job was cancelled before it ran
 
 
-class Outcome(msgspec.Struct):
-    """What running one task produced, before it is tagged with ids."""
+class Outcome(msgspec.Struct, gc=False):
+    """What running one task produced, before it is tagged with ids.
+
+    ``duration_ms`` is rounded to the microsecond where it is measured.
+    """
 
     status: Status
     exit_code: int | None
@@ -38,7 +41,7 @@ class Outcome(msgspec.Struct):
     error: str | None = None
 
 
-class Result(msgspec.Struct):
+class Result(msgspec.Struct, gc=False):
     """One task's result record."""
 
     id: str
@@ -73,7 +76,7 @@ def make_result(
         worker,
         outcome.started_at,
         outcome.finished_at,
-        round(outcome.duration_ms, 3),
+        outcome.duration_ms,
         outcome.error,
         outcome.stdout,
         outcome.stderr,

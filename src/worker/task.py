@@ -58,7 +58,7 @@ def check_line(text: str) -> int | None:
     )
 
 
-class TaskLine(msgspec.Struct):
+class TaskLine(msgspec.Struct, gc=False):
     """A task as a client sends it to the scheduler service: one JSON object a line."""
 
     file: str  # the workload file it came from, as the client named it

@@ -7,13 +7,16 @@ once to refuse bad input with ``FILE:LINE: reason`` and count the tasks, and
 
 import os
 from collections.abc import Sequence
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, NoReturn
 
 from worker.errors import EmptyWorkloadError, WorkloadError
 from worker.task import check_line
 
 #: Tasks read per batch while a workload is only being checked.
 CHECK_BATCH = 8192
+
+#: Bytes of a workload file read, decoded and filtered at once.
+READ_BLOCK_BYTES = 64 * 1024
 
 
 class WorkloadCounts(NamedTuple):
@@ -50,7 +53,9 @@ class TaskReader:
             self._handle: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
         except OSError as error:
             raise WorkloadError(path, None, f"cannot be read: {error.strerror}") from error
-        self._number = 0
+        self._number = 0  # lines read so far
+        self._lines: list[int] = []  # tasks read and not yet handed out
+        self._texts: list[str] = []
 
     def __enter__(self) -> "TaskReader":
         return self
@@ -63,33 +68,48 @@ class TaskReader:
 
     def read(self, count: int) -> TaskBatch:
         """Up to ``count`` tasks; an empty batch at the end of the file."""
-        numbers: list[int] = []
-        texts: list[str] = []
-        number = self._number
+        while len(self._lines) < count and self._fill():
+            pass
+        lines, texts = self._lines[:count], self._texts[:count]
+        del self._lines[:count], self._texts[:count]
+        return TaskBatch(lines, texts)
+
+    def _fill(self) -> bool:
+        """Read, decode and filter the next block of lines; False at the end of the file."""
         try:
-            for raw in self._handle:
-                number += 1
-                # Decoded a line at a time, so an encoding error names its line.
-                text = raw.decode("utf-8").strip()
-                if not text or text[0] == "#":
-                    continue  # blank lines and comments carry no task
-                if self.check:
-                    check_line(text)
-                numbers.append(number)
-                texts.append(text)
-                if len(numbers) == count:
-                    break
-        except UnicodeDecodeError as error:
-            bad = error.object[error.start]
-            reason = f"is not valid UTF-8 (byte 0x{bad:02x} at column {error.start + 1})"
-            raise WorkloadError(self.path, number, reason) from error
-        except ValueError as error:
-            raise WorkloadError(self.path, number, str(error)) from error
+            raws = self._handle.readlines(READ_BLOCK_BYTES)
         except OSError as error:
-            raise WorkloadError(self.path, number, f"cannot be read: {error.strerror}") from error
-        finally:
-            self._number = number
-        return TaskBatch(numbers, texts)
+            raise WorkloadError(self.path, None, f"cannot be read: {error.strerror}") from error
+        if not raws:
+            return False
+        first = self._number + 1
+        self._number += len(raws)
+        try:
+            stripped = [raw.decode("utf-8").strip() for raw in raws]
+        except UnicodeDecodeError:
+            self._refuse_encoding(raws, first)
+        # Blank lines and comments carry no task.
+        kept = [(n, text) for n, text in enumerate(stripped, first) if text and text[0] != "#"]
+        if self.check:
+            for number, text in kept:
+                try:
+                    check_line(text)
+                except ValueError as error:
+                    raise WorkloadError(self.path, number, str(error)) from error
+        self._lines.extend(number for number, _ in kept)
+        self._texts.extend(text for _, text in kept)
+        return True
+
+    def _refuse_encoding(self, raws: list[bytes], first: int) -> NoReturn:
+        """Name the first line of a block that is not valid UTF-8."""
+        for number, raw in enumerate(raws, first):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                bad = raw[error.start]
+                reason = f"is not valid UTF-8 (byte 0x{bad:02x} at column {error.start + 1})"
+                raise WorkloadError(self.path, number, reason) from error
+        raise AssertionError("a block failed to decode but none of its lines did")
 
 
 def count_tasks(path: str) -> int:

@@ -101,3 +101,8 @@ def test_plan_and_runner_report_invalid_lines_as_failed() -> None:
         runner.close()
     assert outcome.status is Status.FAILED
     assert outcome.error == reason
+
+
+def test_durations_are_rounded_to_the_microsecond(shell: ShellRunner) -> None:
+    for outcome in (run_sleep(1), shell.run("true", timeout=10)):
+        assert outcome.duration_ms == round(outcome.duration_ms, 3)

@@ -22,7 +22,7 @@ KEYS = {
 
 
 def test_records_are_json_lines_with_every_key() -> None:
-    shell = Outcome(Status.FAILED, 2, 1000.5, 1001.25, 750.0004, "o\u00e9\n", 'e"\\', True, "x")
+    shell = Outcome(Status.FAILED, 2, 1000.5, 1001.25, 750.0, "o\u00e9\n", 'e"\\', True, "x")
     sleep = Outcome(Status.SUCCEEDED, 0, 2000.0, 2000.01, 10.0)
     results = [
         make_result("j:1:3", "j", "dir/w.txt", 3, "exit 2", "local-1", shell),
