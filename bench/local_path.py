@@ -251,7 +251,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="taskfleet-bench-") as temporary:
         directory = Path(temporary)
         print("throughput ...", flush=True)
-        tp = throughput(directory, 20_000 if quick else 100_000, 1 if quick else 3)
+        tp = throughput(directory, 20_000 if quick else 100_000, 1 if quick else 5)
         results["throughput"] = tp
         print("efficiency ...", flush=True)
         eff = efficiency(

@@ -200,14 +200,6 @@ class Journal:
                 (JobState.RUNNING, job_id, JobState.QUEUED),
             )
 
-    def mark_pending(self, job_id: str, file_number: int, lines: list[int]) -> None:
-        """Tasks given back unstarted (their worker died before reaching them)."""
-        self.db.execute(
-            "UPDATE tasks SET state = 0 WHERE job = ? AND file_number = ?"
-            " AND line BETWEEN ? AND ? AND state = 1",
-            (job_id, file_number, lines[0], lines[-1]),
-        )
-
     def next_seq(self) -> int:
         row = self.db.execute("SELECT MAX(seq) FROM tasks").fetchone()
         return (row[0] or 0) + 1

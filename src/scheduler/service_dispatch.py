@@ -59,6 +59,8 @@ class JournalSource:
         for _ in range(len(self.cursors)):
             cursor = self.cursors[0]
             self.cursors.rotate(-1)
+            if not cursor.pending:
+                continue
             pending = self.journal.pending(cursor.job_id, cursor.after, count)
             if pending is None:
                 cursor.pending = 0
@@ -76,6 +78,10 @@ class JournalSource:
         return sum(c.pending for c in self.cursors) + sum(
             len(chunk.tasks.lines) for chunk in self._returned
         )
+
+    def has_work(self) -> bool:
+        """Whether any task is waiting to be dispatched."""
+        return bool(self._returned) or any(c.pending for c in self.cursors)
 
     def give_back(self, chunk: Chunk) -> None:
         self._returned.append(chunk)
@@ -137,16 +143,13 @@ class ServiceDispatcher(threading.Thread):
         dispatcher = Dispatcher(self.pool, source, self.sink)
         try:
             while not self.stopping.is_set():
-                while not self._cancels.empty():
-                    job_id, done = self._cancels.get()
-                    self.sink.seq = self.journal.cancel(job_id, self.sink.seq)
-                    self.notify_cancel(done)
-                if self.wake.is_set() or not source.cursors:
+                self._run_cancels()
+                if self.wake.is_set() or not source.has_work():
                     self.wake.clear()
-                    source.refresh()
-                dispatcher.step(POLL_SECONDS)
-                if source.cursors or dispatcher.in_flight():
+                    source.refresh()  # new jobs in, finished and cancelled ones out
+                if source.has_work() or dispatcher.in_flight():
                     self.last_busy = time.monotonic()
+                    dispatcher.step(POLL_SECONDS)
                 else:
                     self.wake.wait(POLL_SECONDS)
         except BaseException as error:
@@ -155,9 +158,12 @@ class ServiceDispatcher(threading.Thread):
         finally:
             self.journal.close()
 
-    def notify_cancel(self, done: threading.Event) -> None:
-        done.set()
-        self.sink.notify()
+    def _run_cancels(self) -> None:
+        while not self._cancels.empty():
+            job_id, done = self._cancels.get()
+            self.sink.seq = self.journal.cancel(job_id, self.sink.seq)
+            self.sink.notify()
+            done.set()
 
     def idle_seconds(self) -> float:
         """Seconds since the pool last had work."""
