@@ -1,7 +1,10 @@
 """End to end: the installed ``taskfleet`` command, real processes, real HTTP."""
 
+import contextlib
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import time
@@ -277,3 +280,34 @@ def test_cancel_and_exit_when_idle(
     assert statuses["cancelled"] > 0
     assert service.process is not None
     assert service.process.wait(timeout=30) == 0  # it went idle and exited by itself
+
+
+def test_exit_when_idle_after_a_finished_job(
+    workload: WriteWorkload, scheduler_service: StartScheduler
+) -> None:
+    service = scheduler_service("--exit-when-idle", "1")
+    done = run_cli("submit", workload("sleep 1", "echo done"), "--scheduler", service.url)
+    assert done.returncode == 0, done.stderr
+    assert service.process is not None
+    assert service.process.wait(timeout=30) == 0
+
+
+def test_progress_bar_on_a_terminal_only(workload: WriteWorkload) -> None:
+    path = workload(*(["sleep 5"] * 400))
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*taskfleet_command(), "run", path, "-w", "2", "-o", os.devnull], stderr=follower
+    )
+    os.close(follower)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed its end
+        while chunk := os.read(leader, 4096):
+            seen += chunk
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    text = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", seen).decode()
+    assert re.search(r"tasks .*\d+/400", text)  # the live bar
+    assert "done: 400/400 tasks" in text
+    piped = run_cli("run", path, "-w", "2", "-o", os.devnull)
+    assert "tasks " not in piped.stderr.split("done:")[0]  # no bar when stderr is not a terminal
+    assert "done: 400/400 tasks" in piped.stderr
