@@ -56,34 +56,29 @@ def write_workload(directory: Path, name: str, line: str, count: int) -> str:
     return str(path)
 
 
-def taskfleet_run(path: str, workers: int, directory: Path) -> dict[str, Any]:
+def taskfleet(directory: Path, *args: str) -> dict[str, Any]:
+    """Run a taskfleet command that writes results and a summary; return its figures."""
     summary = directory / "summary.json"
     output = directory / "results.jsonl"
     began = time.perf_counter()
     done = subprocess.run(
-        [
-            TASKFLEET,
-            "run",
-            path,
-            "--workers",
-            str(workers),
-            "-o",
-            str(output),
-            "--summary",
-            str(summary),
-        ],
+        [TASKFLEET, *args, "-o", str(output), "--summary", str(summary)],
         capture_output=True,
         text=True,
         check=False,
     )
     command_seconds = time.perf_counter() - began
     if done.returncode != 0:
-        raise SystemExit(f"taskfleet run failed: {done.stderr}")
+        raise SystemExit(f"taskfleet {args[0]} failed: {done.stderr}")
     figures: dict[str, Any] = json.loads(summary.read_text())
     lines = sum(1 for _ in output.open("rb"))
     assert lines == figures["tasks"], f"{lines} results for {figures['tasks']} tasks"
     figures["command_seconds"] = command_seconds
     return figures
+
+
+def taskfleet_run(path: str, workers: int, directory: Path) -> dict[str, Any]:
+    return taskfleet(directory, "run", path, "--workers", str(workers))
 
 
 class Service:
@@ -121,28 +116,7 @@ class Service:
         return int(match.group(1))
 
     def submit(self, path: str, directory: Path) -> dict[str, Any]:
-        summary = directory / "summary.json"
-        output = directory / "results.jsonl"
-        done = subprocess.run(
-            [
-                TASKFLEET,
-                "submit",
-                path,
-                "--scheduler",
-                self.url,
-                "-o",
-                str(output),
-                "--summary",
-                str(summary),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"taskfleet submit failed: {done.stderr}")
-        figures: dict[str, Any] = json.loads(summary.read_text())
-        return figures
+        return taskfleet(directory, "submit", path, "--scheduler", self.url)
 
     def stop(self) -> None:
         self.process.terminate()

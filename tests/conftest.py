@@ -137,3 +137,12 @@ def children_of(pid: int) -> list[int]:
         found.extend(kids)
         frontier.extend(kids)
     return found
+
+
+def is_running(pid: int) -> bool:
+    """True while a process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -19,6 +19,7 @@ from tests.conftest import (
     SchedulerProcess,
     WriteWorkload,
     children_of,
+    is_running,
     run_cli,
     taskfleet_command,
 )
@@ -49,14 +50,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
-
-
-def is_running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 # -- taskfleet run ------------------------------------------------------------

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import is_running
 from worker.execute import OUTPUT_LIMIT_BYTES, ShellRunner, TaskRunner, plan, run_sleep
 from worker.result import Status
 
@@ -55,15 +56,6 @@ def test_output_is_cut_to_the_limit(shell: ShellRunner) -> None:
     assert outcome.stdout is not None
     assert len(outcome.stdout) == OUTPUT_LIMIT_BYTES
     assert outcome.truncated is True
-
-
-def is_running(pid: int) -> bool:
-    """True while a process exists and is not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_time_limit_kills_the_whole_process_group(shell: ShellRunner, tmp_path: Path) -> None:
