@@ -5,12 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench local-aws-up local-aws-down clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	npm ci --no-audit --no-fund --silent
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,18 +23,26 @@ demo: $(STAMP)
 	@head -n 3 demo-results.jsonl
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src cdk scripts tests bench
+	$(BIN)/ruff format --check src cdk scripts tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy tests bench
+	$(BIN)/mypy cdk scripts tests bench
 
 test: lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/local_path.py --json bench/results/local_path.json
+
+# The AWS stack on this machine, with no account: moto_server on localhost,
+# then `cdk bootstrap` and `cdk deploy --method=direct` against it.
+local-aws-up: $(STAMP)
+	$(BIN)/python scripts/local_aws.py up
+
+local-aws-down: $(STAMP)
+	$(BIN)/python scripts/local_aws.py down
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,112 @@
+"""The CDK app: reads the settings from context and builds the stack.
+
+cdk deploy                                  # the defaults below
+cdk deploy -c taskfleet:maxWorkers=50 -c taskfleet:spot=false
+"""
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from cdk.stack import TaskfleetStack
+
+#: Every setting, its context key, and its default.
+DEFAULTS: dict[str, Any] = {
+    "taskfleet:stackName": "Taskfleet",
+    "taskfleet:instanceTypes": "t3.small,t3a.small",
+    "taskfleet:maxWorkers": 16,
+    "taskfleet:idleTimeoutSeconds": 300,
+    "taskfleet:visibilityTimeoutSeconds": 60,
+    "taskfleet:maxReceiveCount": 5,
+    "taskfleet:vpcId": "",  # empty: the account's default VPC
+    "taskfleet:amiId": "",  # empty: the latest Amazon Linux 2023, installing at boot
+    "taskfleet:spot": True,
+}
+
+T = TypeVar("T")
+
+
+class SettingError(ValueError):
+    """A context setting that cannot be used."""
+
+
+def setting(context: Mapping[str, Any], key: str, parse: Callable[[Any], T]) -> T:
+    """One setting from the context, or its default; SettingError names a bad one."""
+    value = context.get(key)
+    if value is None:
+        value = DEFAULTS[key]
+    try:
+        return parse(value)
+    except (TypeError, ValueError) as error:
+        raise SettingError(f"context {key}={value!r}: {error}") from error
+
+
+def positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be a whole number >= 1")
+    return number
+
+
+def flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def names(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    parsed = [str(item).strip() for item in items if str(item).strip()]
+    if not parsed:
+        raise ValueError("needs at least one instance type")
+    return parsed
+
+
+def build(app: cdk.App, *, account: str | None, region: str | None) -> TaskfleetStack:
+    """The stack, configured from the app's context, with cdk-nag's AwsSolutions checks."""
+    context = {key: app.node.try_get_context(key) for key in DEFAULTS}
+
+    def get(key: str, parse: Callable[[Any], T]) -> T:
+        return setting(context, key, parse)
+
+    stack = TaskfleetStack(
+        app,
+        get("taskfleet:stackName", str),
+        instance_types=get("taskfleet:instanceTypes", names),
+        max_workers=get("taskfleet:maxWorkers", positive_int),
+        idle_timeout=cdk.Duration.seconds(get("taskfleet:idleTimeoutSeconds", positive_int)),
+        visibility_timeout=cdk.Duration.seconds(
+            get("taskfleet:visibilityTimeoutSeconds", positive_int)
+        ),
+        max_receive_count=get("taskfleet:maxReceiveCount", positive_int),
+        vpc_id=get("taskfleet:vpcId", str) or None,
+        ami_id=get("taskfleet:amiId", str) or None,
+        spot=get("taskfleet:spot", flag),
+        env=cdk.Environment(account=account, region=region),
+        description="taskfleet: task queues, claim table and a worker fleet that scales from zero",
+    )
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return stack
+
+
+def main() -> None:
+    app = cdk.App()
+    # The CDK CLI sets these from the credentials it runs with; the default
+    # VPC lookup needs them.
+    build(
+        app,
+        account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+        region=os.environ.get("CDK_DEFAULT_REGION"),
+    )
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

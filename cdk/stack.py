@@ -1,0 +1,170 @@
+"""The taskfleet stack: composes the constructs, holds the grants and the outputs."""
+
+from pathlib import Path
+
+from aws_cdk import CfnOutput, CfnResource, Duration, Stack, Token
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+from cdk.claims import ClaimTable
+from cdk.fleet import WorkerFleet, read_image_file
+from cdk.nag import acknowledge
+from cdk.queues import TaskQueues
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+#: What the project source asset leaves out: build outputs, caches, tests.
+SOURCE_EXCLUDES = [
+    ".git",
+    ".venv",
+    "node_modules",
+    "cdk.out",
+    "**/__pycache__",
+    "*.egg-info",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    "tests",
+    "bench",
+    "demo-results.jsonl",
+]
+
+
+class TaskfleetStack(Stack):
+    """Queues, claim table and worker fleet of one taskfleet deployment."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        instance_types: list[str],
+        max_workers: int,
+        idle_timeout: Duration,
+        visibility_timeout: Duration,
+        max_receive_count: int,
+        vpc_id: str | None,
+        ami_id: str | None,
+        spot: bool,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        queues = TaskQueues(
+            self,
+            "Queues",
+            visibility_timeout=visibility_timeout,
+            max_receive_count=max_receive_count,
+        )
+        claims = ClaimTable(self, "Claims")
+        vpc = (
+            ec2.Vpc.from_lookup(self, "Vpc", vpc_id=vpc_id)
+            if vpc_id
+            else ec2.Vpc.from_lookup(self, "Vpc", is_default=True)
+        )
+        machine_image = (
+            ec2.MachineImage.generic_linux({self.region: ami_id})
+            if ami_id
+            else ec2.MachineImage.latest_amazon_linux2023()
+        )
+        source = s3_assets.Asset(self, "Source", path=str(REPOSITORY), exclude=SOURCE_EXCLUDES)
+        # The worker's configuration. Its group's name is not here: the launch
+        # template cannot name the group made from it; the instance reads it
+        # from its own tags (instance metadata).
+        settings = {
+            "TASKFLEET_SOURCE_URL": source.s3_object_url,
+            "TASKFLEET_REGION": self.region,
+            "TASKFLEET_REQUEST_QUEUE_URL": queues.requests.queue_url,
+            "TASKFLEET_RESPONSE_QUEUE_URL": queues.responses.queue_url,
+            "TASKFLEET_CLAIM_TABLE": claims.table.table_name,
+            "TASKFLEET_IDLE_TIMEOUT": str(int(idle_timeout.to_seconds())),
+            "TASKFLEET_VISIBILITY_TIMEOUT": str(int(visibility_timeout.to_seconds())),
+        }
+        user_data = ec2.UserData.for_linux()
+        user_data.add_commands(
+            *(f"export {name}='{value}'" for name, value in settings.items()),
+            read_image_file("bootstrap.sh"),
+        )
+        fleet = WorkerFleet(
+            self,
+            "Fleet",
+            vpc=vpc,
+            machine_image=machine_image,
+            instance_types=instance_types,
+            max_workers=max_workers,
+            spot=spot,
+            user_data=user_data,
+            requests=queues.requests,
+        )
+        self._grant_worker(fleet, queues, claims, source)
+
+        outputs = {
+            "RequestQueueUrl": queues.requests.queue_url,
+            "ResponseQueueUrl": queues.responses.queue_url,
+            "DeadLetterQueueUrl": queues.dead_letters.queue_url,
+            "ClaimTableName": claims.table.table_name,
+            "AutoScalingGroupName": fleet.group.auto_scaling_group_name,
+            "Region": self.region,
+            "MaxWorkers": str(max_workers),
+            "IdleTimeoutSeconds": settings["TASKFLEET_IDLE_TIMEOUT"],
+            "VisibilityTimeoutSeconds": settings["TASKFLEET_VISIBILITY_TIMEOUT"],
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
+
+    def _grant_worker(
+        self,
+        fleet: WorkerFleet,
+        queues: TaskQueues,
+        claims: ClaimTable,
+        source: s3_assets.Asset,
+    ) -> None:
+        """The worker's grants: these queues, this table, its own group; nothing else."""
+        role = fleet.role
+        queues.requests.grant_consume_messages(role)
+        queues.responses.grant_send_messages(role)
+        claims.table.grant(role, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+        source.grant_read(role)
+        # A policy of its own: in the role's default policy, the group's ARN would
+        # make the launch template wait on the group that waits on it.
+        own_group = iam.Policy(
+            self,
+            "OwnGroupOnly",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=[
+                        "autoscaling:SetInstanceProtection",
+                        "autoscaling:TerminateInstanceInAutoScalingGroup",
+                    ],
+                    resources=[fleet.group.auto_scaling_group_arn],
+                )
+            ],
+        )
+        group_resource = fleet.group.node.default_child
+        assert isinstance(group_resource, CfnResource)
+        acknowledge(
+            own_group,
+            "An Auto Scaling group's ARN has its id as '*' until it exists; the statement "
+            "still names this group alone (autoScalingGroupName/<this group>).",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:autoscaling:"
+            f"{self._as_nag_writes(self.region, 'AWS::Region')}:"
+            f"{self._as_nag_writes(self.account, 'AWS::AccountId')}:autoScalingGroup:*:"
+            f"autoScalingGroupName/<{self.get_logical_id(group_resource)}>]",
+        )
+        acknowledge(
+            role,
+            "CDK's grant on the project source asset: read-only actions (s3:GetObject*, "
+            "s3:GetBucket*, s3:List*) on the CDK asset bucket, as CDK grants every asset.",
+            "AwsSolutions-IAM5[Action::s3:GetObject*]",
+            "AwsSolutions-IAM5[Action::s3:GetBucket*]",
+            "AwsSolutions-IAM5[Action::s3:List*]",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+            f"{self._as_nag_writes(source.s3_bucket_name, 'AssetBucket')}/*]",
+        )
+
+    @staticmethod
+    def _as_nag_writes(value: str, pseudo: str) -> str:
+        """A value as cdk-nag writes it in a finding's id: itself, or <NAME> if unresolved."""
+        return f"<{pseudo}>" if Token.is_unresolved(value) else value

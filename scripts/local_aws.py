@@ -1,0 +1,190 @@
+"""The taskfleet stack on this machine, with no AWS account.
+
+    python scripts/local_aws.py up      # moto_server on localhost, cdk bootstrap, cdk deploy
+    python scripts/local_aws.py down    # cdk destroy, stop moto_server
+
+moto_server stands in for AWS; the real CDK CLI (from node_modules, see
+package.json) deploys the real app to it with `--method=direct` (a change-set
+deploy loses the stack's outputs there). Everything lives under .local-aws/:
+the emulator's log and pid, the stack outputs, and the CDK context cache. The
+cache must never be reused by a real deployment (the emulator's VPC and subnet
+ids mean nothing elsewhere), which is why the CLI runs in that folder and not
+in the repository.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+CDK_CLI = REPOSITORY / "node_modules" / ".bin" / "cdk"
+DEFAULT_STATE = REPOSITORY / ".local-aws"
+
+#: The account and region moto answers for.
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+#: Emulators started by this process, by pid: kept so they can be reaped when
+#: stopped here (as tests do); a command-line `up` leaves its emulator running.
+_started: dict[int, subprocess.Popen[bytes]] = {}
+
+#: Seconds moto_server has to answer after it starts.
+START_TIMEOUT_SECONDS = 60
+
+
+class LocalAwsError(Exception):
+    """The emulator or the CDK CLI failed."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def environment(port: int) -> dict[str, str]:
+    """What the CDK CLI, boto3 and taskfleet need to talk to the emulator."""
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        # localhost, not 127.0.0.1: with the IP, CloudFormation in the emulator
+        # cannot find the template the CLI published to its S3.
+        "AWS_ENDPOINT_URL": f"http://localhost:{port}",
+        "PYTHONPATH": str(REPOSITORY),
+        "CDK_DISABLE_VERSION_CHECK": "1",
+    }
+
+
+def start_emulator(state: Path, port: int) -> int:
+    """Start moto_server in the background; return its pid once it answers."""
+    moto = Path(sys.executable).parent / "moto_server"
+    with (state / "moto.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives this command until `down`
+        )
+    _started[process.pid] = process
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LocalAwsError(f"moto_server exited; see {state / 'moto.log'}")
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/moto-api/", timeout=2):
+                return process.pid
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise LocalAwsError(f"moto_server did not answer within {START_TIMEOUT_SECONDS} s")
+
+
+def cdk(state: Path, port: int, *args: str) -> None:
+    """Run the CDK CLI against the emulator, from the state folder."""
+    if not CDK_CLI.exists():
+        raise LocalAwsError(f"{CDK_CLI} is missing: run `npm ci` (or `make install`) first")
+    app = f"{sys.executable} -m cdk.app"
+    (state / "cdk.json").write_text(json.dumps({"app": app}) + "\n")
+    done = subprocess.run([str(CDK_CLI), *args], cwd=state, env=environment(port), check=False)
+    if done.returncode != 0:
+        raise LocalAwsError(f"cdk {args[0]} failed with exit code {done.returncode}")
+
+
+def up(state: Path, port: int | None) -> dict[str, str]:
+    """Emulator up, stack deployed; returns the stack's outputs."""
+    if (state / "emulator.json").exists():
+        raise LocalAwsError(f"already up ({state}); run `down` first")
+    state.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    pid = start_emulator(state, port)
+    (state / "emulator.json").write_text(json.dumps({"port": port, "pid": pid}) + "\n")
+    cdk(state, port, "bootstrap", f"aws://{ACCOUNT}/{REGION}")
+    outputs_file = state / "outputs.json"
+    cdk(
+        state,
+        port,
+        "deploy",
+        "--method=direct",
+        "--require-approval",
+        "never",
+        "--outputs-file",
+        str(outputs_file),
+    )
+    stacks: dict[str, dict[str, str]] = json.loads(outputs_file.read_text())
+    (outputs,) = stacks.values()
+    return outputs
+
+
+def emulator_of(state: Path) -> dict[str, int]:
+    """The port and pid of the emulator that `up` started."""
+    try:
+        emulator: dict[str, int] = json.loads((state / "emulator.json").read_text())
+    except FileNotFoundError as error:
+        raise LocalAwsError(f"nothing is up ({state / 'emulator.json'} is missing)") from error
+    return emulator
+
+
+def destroy(state: Path) -> None:
+    """`cdk destroy` against the emulator; the emulator keeps running."""
+    cdk(state, emulator_of(state)["port"], "destroy", "--force")
+
+
+def stop(state: Path) -> None:
+    """Stop the emulator and remove the state folder."""
+    pid = emulator_of(state)["pid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    if pid in _started:
+        _started.pop(pid).wait(timeout=30)
+    shutil.rmtree(state)
+
+
+def down(state: Path) -> None:
+    """Stack destroyed, emulator stopped, state folder removed."""
+    try:
+        destroy(state)
+    finally:
+        stop(state)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state folder")
+    parser.add_argument("--port", type=int, help="moto_server port (default: a free one)")
+    args = parser.parse_args()
+    try:
+        if args.command == "up":
+            outputs = up(args.state, args.port)
+            port = json.loads((args.state / "emulator.json").read_text())["port"]
+            print(f"stack deployed to the emulator on http://localhost:{port}")
+            for name, value in sorted(outputs.items()):
+                print(f"  {name} = {value}")
+            print(
+                f"use it with: export AWS_ENDPOINT_URL=http://localhost:{port}"
+                f" AWS_DEFAULT_REGION={REGION} AWS_ACCESS_KEY_ID=testing"
+                " AWS_SECRET_ACCESS_KEY=testing"
+            )
+        else:
+            down(args.state)
+            print("stack destroyed, emulator stopped")
+    except LocalAwsError as error:
+        print(f"local_aws: {error}", file=sys.stderr)
+        raise SystemExit(1) from error
+
+
+if __name__ == "__main__":
+    main()

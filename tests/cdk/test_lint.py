@@ -1,0 +1,70 @@
+"""Static checks of what `cdk deploy` ships: the template, the shell scripts, the unit."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Template
+
+IMAGE = Path(__file__).resolve().parents[2] / "image"
+VENV_BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A checking tool: from the project's venv, else the system; in CI it must exist."""
+    found = VENV_BIN / name if (VENV_BIN / name).exists() else shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed")
+        pytest.skip(f"{name} is not installed")
+    return str(found)
+
+
+def test_cfn_lint_finds_nothing(synthesized: tuple[Template, Path]) -> None:
+    _, template_file = synthesized
+    done = subprocess.run(
+        [tool("cfn-lint"), "--format", "parseable", str(template_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("script", ["install.sh", "bootstrap.sh"])
+def test_image_scripts_pass_shellcheck(script: str) -> None:
+    done = subprocess.run(
+        [tool("shellcheck"), "--shell=bash", "--severity=style", str(IMAGE / script)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+INSTALLED_WORKER = "/opt/taskfleet/venv/bin/taskfleet"
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze")
+    text = (IMAGE / "taskfleet-worker.service").read_text()
+    assert f"ExecStart={INSTALLED_WORKER} worker" in text
+    assert "/opt/taskfleet" in (IMAGE / "install.sh").read_text()  # where install.sh puts it
+    # Verified with a stand-in for the worker this machine has not installed.
+    stand_in = tmp_path / "taskfleet"
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    unit = tmp_path / "taskfleet-worker.service"
+    unit.write_text(text.replace(INSTALLED_WORKER, str(stand_in)))
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "taskfleet-worker.service" not in output, output  # not even a warning

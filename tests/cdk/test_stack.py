@@ -1,0 +1,158 @@
+"""The whole stack as `cdk deploy` would make it (defaults, cdk-nag checked)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Match, Template
+from cdk.app import SettingError, build
+
+from tests.cdk.conftest import ACCOUNT, REGION, make_app
+
+OUTPUTS = [
+    "RequestQueueUrl",
+    "ResponseQueueUrl",
+    "DeadLetterQueueUrl",
+    "ClaimTableName",
+    "AutoScalingGroupName",
+    "Region",
+    "MaxWorkers",
+    "IdleTimeoutSeconds",
+    "VisibilityTimeoutSeconds",
+]
+
+
+def test_outputs_name_everything_the_scheduler_and_workers_need(
+    synthesized: tuple[Template, Path],
+) -> None:
+    template, _ = synthesized
+    for name in OUTPUTS:
+        template.has_output(name, {"Value": Match.any_value()})
+
+
+def test_no_vpc_or_nat_gateway_is_created(synthesized: tuple[Template, Path]) -> None:
+    template, _ = synthesized
+    template.resource_count_is("AWS::EC2::VPC", 0)
+    template.resource_count_is("AWS::EC2::NatGateway", 0)
+
+
+def statements(template: Template) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        found.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return found
+
+
+def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> None:
+    template, _ = synthesized
+    granted = statements(template)
+    actions = {
+        a for s in granted for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions == {
+        "sqs:ReceiveMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueUrl",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:SendMessage",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "s3:GetObject*",
+        "s3:GetBucket*",
+        "s3:List*",
+        "autoscaling:SetInstanceProtection",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    }
+    for statement in granted:
+        assert statement["Resource"] != "*", statement  # every grant names its resources
+    own_group = [s for s in granted if "autoscaling:SetInstanceProtection" in s["Action"]]
+    assert len(own_group) == 1
+    assert "autoScalingGroupName/" in json.dumps(own_group[0]["Resource"])
+    template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
+    template.has_resource_properties("AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()})
+
+
+def test_user_data_configures_the_worker(synthesized: tuple[Template, Path]) -> None:
+    template, _ = synthesized
+    (launch_template,) = template.find_resources("AWS::EC2::LaunchTemplate").values()
+    user_data = json.dumps(launch_template["Properties"]["LaunchTemplateData"]["UserData"])
+    for name in (
+        "TASKFLEET_REQUEST_QUEUE_URL",
+        "TASKFLEET_RESPONSE_QUEUE_URL",
+        "TASKFLEET_CLAIM_TABLE",
+        "TASKFLEET_SOURCE_URL",
+        "TASKFLEET_IDLE_TIMEOUT",
+    ):
+        assert f"export {name}=" in user_data
+    assert "systemctl enable --now taskfleet-worker.service" in user_data
+
+
+def test_settings_come_from_context(tmp_path: Path) -> None:
+    app = make_app(
+        tmp_path,
+        **{
+            "taskfleet:stackName": "Fleet2",
+            "taskfleet:maxWorkers": "40",
+            "taskfleet:visibilityTimeoutSeconds": 120,
+            "taskfleet:maxReceiveCount": 2,
+            "taskfleet:spot": "false",
+            "taskfleet:instanceTypes": "c7i.large",
+            "taskfleet:amiId": "ami-0123456789abcdef0",
+        },
+    )
+    stack = build(app, account=ACCOUNT, region=REGION)
+    assert stack.stack_name == "Fleet2"
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::AutoScaling::AutoScalingGroup",
+        {
+            "MaxSize": "40",
+            "MixedInstancesPolicy": Match.object_like(
+                {
+                    "InstancesDistribution": Match.object_like(
+                        {"OnDemandPercentageAboveBaseCapacity": 100}
+                    ),
+                    "LaunchTemplate": Match.object_like(
+                        {"Overrides": [{"InstanceType": "c7i.large"}]}
+                    ),
+                }
+            ),
+        },
+    )
+    template.has_resource_properties(
+        "AWS::SQS::Queue",
+        {"VisibilityTimeout": 120, "RedrivePolicy": Match.object_like({"maxReceiveCount": 2})},
+    )
+    template.has_resource_properties(
+        "AWS::EC2::LaunchTemplate",
+        {"LaunchTemplateData": Match.object_like({"ImageId": "ami-0123456789abcdef0"})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("taskfleet:maxWorkers", "0", "whole number >= 1"),
+        ("taskfleet:maxWorkers", "many", "invalid literal"),
+        ("taskfleet:spot", "maybe", "true or false"),
+        ("taskfleet:instanceTypes", " , ", "at least one"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, key: str, value: str, reason: str) -> None:
+    with pytest.raises(SettingError, match=f"context {key}=.*{reason}"):
+        build(make_app(tmp_path, **{key: value}), account=ACCOUNT, region=REGION)
+
+
+def test_cdk_nag_fails_synthesis_on_an_unjustified_finding(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    stack = build(app, account=ACCOUNT, region=REGION)
+    sqs.Queue(stack, "Unencrypted", encryption=sqs.QueueEncryption.UNENCRYPTED)
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = (tmp_path / "validation-report.json").read_text()
+    assert "AwsSolutions-SQS2" in report  # server-side encryption
+    assert "AwsSolutions-SQS4" in report  # SSL-only access
