@@ -29,6 +29,8 @@ SOURCE_EXCLUDES = [
     "tests",
     "bench",
     "demo-results.jsonl",
+    ".local-aws",
+    "cdk.context.json",
 ]
 
 

@@ -65,6 +65,7 @@ def environment(port: int) -> dict[str, str]:
         "AWS_ENDPOINT_URL": f"http://localhost:{port}",
         "PYTHONPATH": str(REPOSITORY),
         "CDK_DISABLE_VERSION_CHECK": "1",
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
     }
 
 

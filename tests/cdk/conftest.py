@@ -1,8 +1,13 @@
 """Shared pieces for the stack's tests: a synthesized app, once per session."""
 
+import os
 from pathlib import Path
 
-import aws_cdk as cdk
+# jsii prints a banner about the Node.js version on every start; the version is
+# what this machine has, and the banner is noise in test output.
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+import aws_cdk as cdk  # imported after the environment it reads
 import pytest
 from aws_cdk.assertions import Template
 from cdk.app import build
