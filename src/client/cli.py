@@ -1,6 +1,7 @@
 """The ``taskfleet`` command: thin typer commands that hand off to the library."""
 
 import json
+import logging
 import os
 import resource
 import sys
@@ -22,6 +23,7 @@ from scheduler.embedded import run_embedded
 from scheduler.server import default_journal_path, serve
 from scheduler.summary import Summary
 from worker.errors import TaskfleetError
+from worker.remote import RemoteConfig, RemoteWorker
 from worker.result import decode
 from worker.workload import WorkloadCounts, check_workload
 
@@ -279,6 +281,70 @@ def cancel(job: JobId, scheduler: SchedulerUrl = DEFAULT_SCHEDULER, token: Token
     with client_errors(), SchedulerClient(scheduler, token) as client:
         info = client.cancel(job)
     print_jobs(Console(), [info])
+
+
+@app.command()
+def worker(
+    request_queue_url: Annotated[
+        str | None, typer.Option(help="The request queue.", envvar="TASKFLEET_REQUEST_QUEUE_URL")
+    ] = None,
+    response_queue_url: Annotated[
+        str | None,
+        typer.Option(help="The response queue.", envvar="TASKFLEET_RESPONSE_QUEUE_URL"),
+    ] = None,
+    claim_table: Annotated[
+        str | None, typer.Option(help="The claim table.", envvar="TASKFLEET_CLAIM_TABLE")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="AWS region.", envvar="TASKFLEET_REGION")
+    ] = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="This instance [default: from IMDSv2].", envvar="TASKFLEET_INSTANCE_ID"),
+    ] = None,
+    group_name: Annotated[
+        str | None,
+        typer.Option(
+            help="Its Auto Scaling group (none: no group).", envvar="TASKFLEET_GROUP_NAME"
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds idle before ending.", envvar="TASKFLEET_IDLE_TIMEOUT"),
+    ] = None,
+    visibility_timeout: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Request queue visibility, s.", envvar="TASKFLEET_VISIBILITY_TIMEOUT"
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Tasks run at once [default: 1].", envvar="TASKFLEET_CONCURRENCY"),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="Time limit per shell command, s (0: none).")
+    ] = None,
+) -> None:
+    """Run bundles from the request queue (what an instance of the fleet runs)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    overrides = {
+        "request_queue_url": request_queue_url,
+        "response_queue_url": response_queue_url,
+        "claim_table": claim_table,
+        "region": region,
+        "instance_id": instance_id,
+        "group_name": group_name,
+        "idle_timeout": idle_timeout,
+        "visibility_timeout": visibility_timeout,
+        "concurrency": concurrency,
+        "task_timeout": timeout,
+    }
+    try:
+        config = RemoteConfig.from_environment(os.environ, **overrides)
+    except TaskfleetError as error:
+        raise fail(str(error)) from error
+    raise typer.Exit(RemoteWorker(config).run())
 
 
 def print_jobs(console: Console, jobs: list[dict[str, object]]) -> None:

@@ -18,3 +18,11 @@ class WorkloadError(TaskfleetError):
 
 class EmptyWorkloadError(TaskfleetError):
     """A submission whose files hold no task at all."""
+
+
+class DuplicateBundleError(TaskfleetError):
+    """A bundle delivered again after it was done: it must not run twice."""
+
+
+class WorkerConfigError(TaskfleetError):
+    """The remote worker's configuration is missing or invalid."""

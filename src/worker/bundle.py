@@ -1,0 +1,92 @@
+"""The bundle wire format: many tasks in one SQS message, and results coming back.
+
+A bundle is one JSON message on the request queue; its results go back as
+JSON messages on the response queue, as many as their size needs. Both stay
+under SQS's 1 MiB message limit: the scheduler packs bundles to it, and the
+worker splits results to it.
+"""
+
+import msgspec
+
+from worker.result import Result
+
+#: SQS's largest message, and the largest a SendMessageBatch may carry in all.
+MAX_MESSAGE_BYTES = 1_048_576
+
+#: Room kept under the limit for SQS's own attributes and JSON framing.
+MESSAGE_HEADROOM_BYTES = 16 * 1024
+
+
+class BundleTask(msgspec.Struct, array_like=True, gc=False):
+    """One task of a bundle: [file number, line, text] on the wire."""
+
+    file_number: int  # which file of the job, from 1: an index into Bundle.files + 1
+    line: int
+    text: str
+
+
+class Bundle(msgspec.Struct, gc=False):
+    """Tasks of one job that travel and are claimed together."""
+
+    bundle_id: str  # unique across jobs: the claim table's key
+    job: str
+    files: list[str]  # file names of the job, by file number - 1
+    tasks: list[BundleTask]
+
+
+class ResultBatch(msgspec.Struct, gc=False):
+    """Results of some tasks of one bundle (a bundle's results may need several)."""
+
+    bundle_id: str
+    worker: str
+    results: list[Result]
+
+
+_encoder = msgspec.json.Encoder()
+_bundle_decoder = msgspec.json.Decoder(Bundle)
+_batch_decoder = msgspec.json.Decoder(ResultBatch)
+
+
+class BundleError(ValueError):
+    """A message that is not a valid bundle or result batch."""
+
+
+def encode_bundle(bundle: Bundle) -> str:
+    return _encoder.encode(bundle).decode()
+
+
+def decode_bundle(body: str) -> Bundle:
+    """A bundle from a message body; BundleError says what is wrong with a bad one."""
+    try:
+        bundle = _bundle_decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise BundleError(f"not a bundle: {error}") from error
+    for task in bundle.tasks:
+        if not 1 <= task.file_number <= len(bundle.files):
+            raise BundleError(f"task on line {task.line} names file {task.file_number}")
+    return bundle
+
+
+def decode_result_batch(body: str) -> ResultBatch:
+    try:
+        return _batch_decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise BundleError(f"not a result batch: {error}") from error
+
+
+def result_messages(bundle_id: str, worker: str, results: list[Result]) -> list[str]:
+    """Results as response-queue message bodies, each under the message limit."""
+    limit = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES
+    messages: list[str] = []
+    batch: list[Result] = []
+    size = 0
+    for result in results:
+        result_size = len(_encoder.encode(result))
+        if batch and size + result_size > limit:
+            messages.append(_encoder.encode(ResultBatch(bundle_id, worker, batch)).decode())
+            batch, size = [], 0
+        batch.append(result)
+        size += result_size + 1
+    if batch:
+        messages.append(_encoder.encode(ResultBatch(bundle_id, worker, batch)).decode())
+    return messages

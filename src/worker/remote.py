@@ -1,0 +1,324 @@
+"""``taskfleet worker``: the program an instance of the fleet runs.
+
+It long-polls the request queue, claims each bundle in the claim table, runs
+its tasks on ``concurrency`` local slots while a heartbeat extends both the
+message's visibility and the claim's lease, sends the results to the
+response queue, marks the claim done and deletes the message. While busy it
+holds scale-in protection; idle for ``idle_timeout`` seconds, it terminates
+its own instance through the Auto Scaling API (one fewer desired). SIGTERM
+stops it gracefully: no new receives, messages not started are made visible
+again at once, the bundle running is finished.
+"""
+
+import logging
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import Any, NamedTuple
+
+import boto3
+from botocore.config import Config
+
+from worker.bundle import (
+    MAX_MESSAGE_BYTES,
+    Bundle,
+    BundleError,
+    decode_bundle,
+    result_messages,
+)
+from worker.claims import ClaimLedger
+from worker.errors import DuplicateBundleError, WorkerConfigError
+from worker.execute import TaskRunner, plan
+from worker.result import Result, make_result
+from worker.task import task_id
+
+log = logging.getLogger("taskfleet.worker")
+
+#: SQS limits: messages per receive and per batch call, longest long poll.
+MAX_MESSAGES_PER_CALL = 10
+LONG_POLL_SECONDS = 20
+
+#: The heartbeat renews visibility and lease this many times per timeout.
+HEARTBEATS_PER_TIMEOUT = 3
+
+IMDS = "http://169.254.169.254/latest"
+
+
+class RemoteConfig(NamedTuple):
+    """Where the worker's work comes from and goes, and how it behaves."""
+
+    request_queue_url: str
+    response_queue_url: str
+    claim_table: str
+    region: str
+    instance_id: str
+    group_name: str | None  # None: not in an Auto Scaling group (nothing to end)
+    idle_timeout: float
+    visibility_timeout: int
+    concurrency: int
+    task_timeout: float | None
+
+    @classmethod
+    def from_environment(cls, environment: Mapping[str, str], **overrides: Any) -> "RemoteConfig":
+        """Read what the instance's bootstrap wrote (TASKFLEET_*); overrides win."""
+
+        def value(key: str, name: str, default: str | None = None) -> str:
+            given = overrides.get(key)
+            if given is not None:
+                return str(given)
+            found = environment.get(name, default)
+            if found is None or found == "":
+                raise WorkerConfigError(f"missing {name} (or --{key.replace('_', '-')})")
+            return found
+
+        try:
+            instance_id = (
+                overrides.get("instance_id")
+                or environment.get("TASKFLEET_INSTANCE_ID")
+                or instance_id_from_metadata()
+            )
+            timeout = float(value("task_timeout", "TASKFLEET_TASK_TIMEOUT", "3600"))
+            return cls(
+                request_queue_url=value("request_queue_url", "TASKFLEET_REQUEST_QUEUE_URL"),
+                response_queue_url=value("response_queue_url", "TASKFLEET_RESPONSE_QUEUE_URL"),
+                claim_table=value("claim_table", "TASKFLEET_CLAIM_TABLE"),
+                region=value("region", "TASKFLEET_REGION", environment.get("AWS_DEFAULT_REGION")),
+                instance_id=instance_id,
+                group_name=overrides.get("group_name")
+                or environment.get("TASKFLEET_GROUP_NAME")
+                or None,
+                idle_timeout=float(value("idle_timeout", "TASKFLEET_IDLE_TIMEOUT", "300")),
+                visibility_timeout=int(
+                    value("visibility_timeout", "TASKFLEET_VISIBILITY_TIMEOUT", "60")
+                ),
+                concurrency=int(value("concurrency", "TASKFLEET_CONCURRENCY", "1")),
+                task_timeout=timeout or None,
+            )
+        except ValueError as error:
+            raise WorkerConfigError(f"invalid worker setting: {error}") from error
+
+
+def instance_id_from_metadata() -> str:
+    """This instance's id, from IMDSv2."""
+    try:
+        token_request = urllib.request.Request(
+            f"{IMDS}/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )
+        with urllib.request.urlopen(token_request, timeout=2) as response:
+            token = response.read().decode()
+        id_request = urllib.request.Request(
+            f"{IMDS}/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}
+        )
+        with urllib.request.urlopen(id_request, timeout=2) as response:
+            return str(response.read().decode())
+    except OSError as error:
+        raise WorkerConfigError(
+            f"no instance id given and instance metadata did not answer ({error})"
+        ) from error
+
+
+class RemoteWorker:
+    """One worker process: receive, claim, run, report, delete; end when idle."""
+
+    def __init__(self, config: RemoteConfig) -> None:
+        self.config = config
+        # Every call has a time limit and retries with backoff (standard mode),
+        # so a passing network fault costs time, not work.
+        client_config = Config(
+            region_name=config.region,
+            retries={"mode": "standard", "max_attempts": 10},
+            connect_timeout=5,
+            read_timeout=LONG_POLL_SECONDS + 10,
+        )
+        self.sqs = boto3.client("sqs", config=client_config)
+        self.autoscaling = boto3.client("autoscaling", config=client_config)
+        self.ledger = ClaimLedger(
+            boto3.client("dynamodb", config=client_config), config.claim_table
+        )
+        self.stopping = threading.Event()
+        self._runners = threading.local()
+        self._protected = False
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until stopped (SIGTERM) or idle; return the exit code."""
+        signal.signal(signal.SIGTERM, self._stop)
+        idle_since = time.monotonic()
+        with ThreadPoolExecutor(self.config.concurrency, "taskfleet-slot") as slots:
+            while not self.stopping.is_set():
+                messages = self._receive()
+                if not messages:
+                    if time.monotonic() - idle_since >= self.config.idle_timeout:
+                        self._protect(False)
+                        self._end_instance()
+                        return 0
+                    continue
+                self._protect(True)
+                for index, message in enumerate(messages):
+                    if self.stopping.is_set():
+                        self._make_visible(messages[index:])
+                        break
+                    self._handle(message, slots)
+                idle_since = time.monotonic()
+        self._protect(False)
+        return 0
+
+    def _stop(self, _signum: int, _frame: FrameType | None) -> None:
+        log.info("SIGTERM: finishing the bundle in hand, then stopping")
+        self.stopping.set()
+
+    def _receive(self) -> list[dict[str, Any]]:
+        response = self.sqs.receive_message(
+            QueueUrl=self.config.request_queue_url,
+            MaxNumberOfMessages=MAX_MESSAGES_PER_CALL,
+            WaitTimeSeconds=LONG_POLL_SECONDS,
+            VisibilityTimeout=self.config.visibility_timeout,
+        )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        if messages and self.stopping.is_set():
+            self._make_visible(messages)  # received while stopping: someone else's now
+            return []
+        return messages
+
+    def _make_visible(self, messages: list[dict[str, Any]]) -> None:
+        for start in range(0, len(messages), MAX_MESSAGES_PER_CALL):
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.config.request_queue_url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for n, m in enumerate(messages[start : start + MAX_MESSAGES_PER_CALL])
+                ],
+            )
+
+    # -- one bundle -----------------------------------------------------------
+
+    def _handle(self, message: dict[str, Any], slots: ThreadPoolExecutor) -> None:
+        receipt = message["ReceiptHandle"]
+        try:
+            bundle = decode_bundle(message["Body"])
+        except BundleError as error:
+            # Left alone, it comes back until the dead-letter queue takes it.
+            log.warning("message %s is not a bundle: %s", message.get("MessageId"), error)
+            return
+        worker = self.config.instance_id
+        try:
+            if not self.ledger.claim(bundle.bundle_id, worker, self.config.visibility_timeout):
+                log.info("bundle %s is held by a live worker", bundle.bundle_id)
+                return
+        except DuplicateBundleError:
+            log.info("bundle %s was done already: deleting the duplicate", bundle.bundle_id)
+            self._delete(receipt)
+            return
+        heartbeat = Heartbeat(self, bundle.bundle_id, receipt)
+        heartbeat.start()
+        try:
+            results = list(slots.map(lambda task: self._run(bundle, task), bundle.tasks))
+        finally:
+            heartbeat.stop()
+        if heartbeat.lost:
+            # Its lease ran out and another worker took it: that one reports it.
+            log.warning("lost the claim on bundle %s: dropping its results", bundle.bundle_id)
+            return
+        self._send(result_messages(bundle.bundle_id, worker, results))
+        if self.ledger.complete(bundle.bundle_id, worker):
+            self._delete(receipt)
+
+    def _run(self, bundle: Bundle, task: Any) -> Result:
+        runner: TaskRunner | None = getattr(self._runners, "runner", None)
+        if runner is None:
+            runner = self._runners.runner = TaskRunner(self.config.task_timeout)
+        outcome = runner.run(task.text, plan(task.text))
+        return make_result(
+            task_id(bundle.job, task.file_number, task.line),
+            bundle.job,
+            bundle.files[task.file_number - 1],
+            task.line,
+            task.text,
+            self.config.instance_id,
+            outcome,
+        )
+
+    def _send(self, bodies: list[str]) -> None:
+        """SendMessageBatch: at most 10 messages and 1 MiB in all per call."""
+        batch: list[str] = []
+        size = 0
+        for body in [*bodies, None]:
+            full = (
+                body is None
+                or len(batch) == MAX_MESSAGES_PER_CALL
+                or (size + len(body.encode()) > MAX_MESSAGE_BYTES)
+            )
+            if full and batch:
+                response = self.sqs.send_message_batch(
+                    QueueUrl=self.config.response_queue_url,
+                    Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(batch)],
+                )
+                if response.get("Failed"):
+                    raise RuntimeError(f"results not sent: {response['Failed']}")
+                batch, size = [], 0
+            if body is not None:
+                batch.append(body)
+                size += len(body.encode())
+
+    def _delete(self, receipt: str) -> None:
+        self.sqs.delete_message(QueueUrl=self.config.request_queue_url, ReceiptHandle=receipt)
+
+    # -- the instance ---------------------------------------------------------
+
+    def _protect(self, protected: bool) -> None:
+        """Scale-in protection while busy, so the group never ends a working instance."""
+        if self.config.group_name is None or protected == self._protected:
+            return
+        self.autoscaling.set_instance_protection(
+            InstanceIds=[self.config.instance_id],
+            AutoScalingGroupName=self.config.group_name,
+            ProtectedFromScaleIn=protected,
+        )
+        self._protected = protected
+
+    def _end_instance(self) -> None:
+        if self.config.group_name is None:
+            log.info("idle for %g s: exiting", self.config.idle_timeout)
+            return
+        log.info("idle for %g s: terminating this instance", self.config.idle_timeout)
+        self.autoscaling.terminate_instance_in_auto_scaling_group(
+            InstanceId=self.config.instance_id, ShouldDecrementDesiredCapacity=True
+        )
+
+
+class Heartbeat(threading.Thread):
+    """Extends a running bundle's message visibility and claim lease, a few times a timeout."""
+
+    def __init__(self, worker: RemoteWorker, bundle_id: str, receipt: str) -> None:
+        super().__init__(name=f"heartbeat {bundle_id}", daemon=True)
+        self.worker = worker
+        self.bundle_id = bundle_id
+        self.receipt = receipt
+        self.lost = False
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        config = self.worker.config
+        interval = config.visibility_timeout / HEARTBEATS_PER_TIMEOUT
+        while not self._done.wait(interval):
+            if not self.worker.ledger.extend(
+                self.bundle_id, config.instance_id, config.visibility_timeout
+            ):
+                self.lost = True
+                return
+            self.worker.sqs.change_message_visibility(
+                QueueUrl=config.request_queue_url,
+                ReceiptHandle=self.receipt,
+                VisibilityTimeout=config.visibility_timeout,
+            )
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()

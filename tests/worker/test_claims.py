@@ -1,0 +1,55 @@
+"""The claim contract, against moto's DynamoDB in process (fast; the e2e test uses a server)."""
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from worker.claims import ClaimLedger
+from worker.errors import DuplicateBundleError
+
+
+@pytest.fixture
+def ledger(monkeypatch: pytest.MonkeyPatch) -> Iterator[ClaimLedger]:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client: Any = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName="claims",
+            KeySchema=[{"AttributeName": "bundle", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "bundle", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield ClaimLedger(client, "claims")
+
+
+def test_a_bundle_is_claimed_once(ledger: ClaimLedger) -> None:
+    assert ledger.claim("b1", "i-a", lease_seconds=60)
+    assert not ledger.claim("b1", "i-b", lease_seconds=60)  # held by a live worker
+    assert ledger.extend("b1", "i-a", lease_seconds=60)
+    assert not ledger.extend("b1", "i-b", lease_seconds=60)
+
+
+def test_an_expired_lease_may_be_taken_over(ledger: ClaimLedger) -> None:
+    assert ledger.claim("b1", "i-a", lease_seconds=0.2)
+    time.sleep(0.3)
+    assert ledger.claim("b1", "i-b", lease_seconds=60)  # i-a died
+    assert not ledger.extend("b1", "i-a", lease_seconds=60)  # the zombie learns it lost
+    assert not ledger.complete("b1", "i-a")
+    assert ledger.complete("b1", "i-b")
+
+
+def test_a_done_bundle_is_never_run_again(ledger: ClaimLedger) -> None:
+    assert ledger.claim("b1", "i-a", lease_seconds=60)
+    assert ledger.complete("b1", "i-a")
+    with pytest.raises(DuplicateBundleError, match="b1"):
+        ledger.claim("b1", "i-b", lease_seconds=60)
+
+
+def test_a_released_bundle_is_free_at_once(ledger: ClaimLedger) -> None:
+    assert ledger.claim("b1", "i-a", lease_seconds=600)
+    assert ledger.release("b1", "i-a")
+    assert ledger.claim("b1", "i-b", lease_seconds=60)

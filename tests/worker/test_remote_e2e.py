@@ -1,0 +1,174 @@
+"""End to end: `taskfleet worker` processes against a real moto_server."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import boto3
+import pytest
+
+from tests.conftest import taskfleet_command
+from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
+
+pytestmark = pytest.mark.e2e
+
+
+class Resources(NamedTuple):
+    sqs: Any
+    requests: str
+    responses: str
+    dead_letters: str
+    table: str
+
+
+@pytest.fixture
+def resources(moto_endpoint: str) -> Resources:
+    assert os.environ["AWS_ENDPOINT_URL"] == moto_endpoint  # boto3 here and in workers
+    sqs: Any = boto3.client("sqs")
+    dead_letters = sqs.create_queue(QueueName="dead-letters")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    requests = sqs.create_queue(
+        QueueName="requests",
+        Attributes={
+            "VisibilityTimeout": "3",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": 2}),
+        },
+    )["QueueUrl"]
+    responses = sqs.create_queue(QueueName="responses")["QueueUrl"]
+    boto3.client("dynamodb").create_table(
+        TableName="claims",
+        KeySchema=[{"AttributeName": "bundle", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "bundle", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return Resources(sqs, requests, responses, dead_letters, "claims")
+
+
+def start_worker(
+    resources: Resources, instance: str, tmp_path: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    log = (tmp_path / f"{instance}.log").open("wb")
+    with log:
+        return subprocess.Popen(
+            [
+                *taskfleet_command(),
+                "worker",
+                "--request-queue-url",
+                resources.requests,
+                "--response-queue-url",
+                resources.responses,
+                "--claim-table",
+                resources.table,
+                "--region",
+                "us-east-1",
+                "--instance-id",
+                instance,
+                "--visibility-timeout",
+                "3",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+
+
+def drain(sqs: Any, queue: str) -> list[str]:
+    bodies: list[str] = []
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+def results_by_id(sqs: Any, queue: str) -> Counter[str]:
+    return Counter(
+        result.id for body in drain(sqs, queue) for result in decode_result_batch(body).results
+    )
+
+
+def bundle(bundle_id: str, *texts: str) -> str:
+    tasks = [BundleTask(1, n, text) for n, text in enumerate(texts, start=1)]
+    return encode_bundle(Bundle(bundle_id, "job1", ["w.txt"], tasks))
+
+
+def test_a_bundle_put_twice_runs_once_and_idle_workers_exit(
+    resources: Resources, tmp_path: Path
+) -> None:
+    body = bundle("job1-1", "sleep 0", "echo hello", "exit 3", "sleep 50")
+    for _ in range(2):
+        resources.sqs.send_message(QueueUrl=resources.requests, MessageBody=body)
+    worker = start_worker(resources, "i-one", tmp_path, "--idle-timeout", "3", "--concurrency", "2")
+    assert worker.wait(timeout=120) == 0, (tmp_path / "i-one.log").read_text()
+    batches = [decode_result_batch(b) for b in drain(resources.sqs, resources.responses)]
+    results = {r.id: r for b in batches for r in b.results}
+    assert sorted(results) == ["job1:1:1", "job1:1:2", "job1:1:3", "job1:1:4"]
+    assert sum(len(b.results) for b in batches) == 4  # once, though delivered twice
+    assert results["job1:1:2"].stdout == "hello\n"
+    assert results["job1:1:3"].exit_code == 3
+    assert results["job1:1:4"].worker == "i-one"
+    assert "was done already" in (tmp_path / "i-one.log").read_text()
+    assert not drain(resources.sqs, resources.requests)  # both copies deleted
+
+
+def test_a_task_longer_than_the_visibility_timeout_runs_once(
+    resources: Resources, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs"
+    resources.sqs.send_message(
+        QueueUrl=resources.requests,
+        MessageBody=bundle("job1-2", f"echo run >> {marker}; /bin/sleep 7"),
+    )
+    workers = [
+        start_worker(resources, name, tmp_path, "--idle-timeout", "12") for name in ("i-a", "i-b")
+    ]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0
+    assert marker.read_text().count("run") == 1  # the heartbeat kept it from a second worker
+    assert results_by_id(resources.sqs, resources.responses) == Counter({"job1:1:1": 1})
+
+
+def test_sigterm_finishes_the_bundle_in_hand_and_exits_0(
+    resources: Resources, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    resources.sqs.send_message(
+        QueueUrl=resources.requests,
+        MessageBody=bundle("job1-3", f"touch {started}; /bin/sleep 2", "echo second"),
+    )
+    worker = start_worker(resources, "i-term", tmp_path, "--idle-timeout", "60")
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline
+        assert worker.poll() is None
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    assert results_by_id(resources.sqs, resources.responses) == Counter(
+        {"job1:1:1": 1, "job1:1:2": 1}
+    )
+    assert not drain(resources.sqs, resources.requests)
+
+
+def test_a_malformed_message_ends_in_the_dead_letter_queue(
+    resources: Resources, tmp_path: Path
+) -> None:
+    resources.sqs.send_message(QueueUrl=resources.requests, MessageBody="{not a bundle")
+    resources.sqs.send_message(QueueUrl=resources.requests, MessageBody=bundle("job1-4", "echo ok"))
+    worker = start_worker(resources, "i-dlq", tmp_path, "--idle-timeout", "8")
+    assert worker.wait(timeout=120) == 0  # the bad message did not kill it
+    assert "is not a bundle" in (tmp_path / "i-dlq.log").read_text()
+    assert drain(resources.sqs, resources.dead_letters) == ["{not a bundle"]
+    assert results_by_id(resources.sqs, resources.responses) == Counter({"job1:1:1": 1})
