@@ -1,0 +1,72 @@
+"""Packing a job's tasks into bundles: many tasks per SQS message.
+
+Bundles are as large as they may be (one SQS request, one claim and one
+delete per bundle instead of per task), but never so large that the fleet
+has fewer bundles than it can run at once, and never above the message limit.
+"""
+
+import math
+
+import msgspec
+
+from worker.bundle import (
+    MAX_MESSAGE_BYTES,
+    MESSAGE_HEADROOM_BYTES,
+    Bundle,
+    BundleTask,
+    encode_bundle,
+)
+
+#: Largest bundle body, in bytes.
+MAX_BUNDLE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES
+
+_encoder = msgspec.json.Encoder()
+
+
+def tasks_per_bundle(total: int, slots: int) -> int:
+    """Tasks per bundle so that ``slots`` task slots of the fleet all get work."""
+    if total < 1 or slots < 1:
+        raise ValueError("total and slots must be at least 1")
+    return math.ceil(total / slots)
+
+
+class BundlePacker:
+    """Turns a job's tasks, in order, into bundle message bodies."""
+
+    def __init__(self, job_id: str, files: list[str], per_bundle: int) -> None:
+        if per_bundle < 1:
+            raise ValueError("per_bundle must be at least 1")
+        self.job_id = job_id
+        self.files = files
+        self.per_bundle = per_bundle
+        self._tasks: list[BundleTask] = []
+        self._bytes = len(encode_bundle(Bundle(f"{job_id}-000000", job_id, files, [])))
+        self._base_bytes = self._bytes
+        self._count = 0
+
+    def add(self, file_number: int, line: int, text: str) -> str | None:
+        """Add a task; returns a full bundle's body when this task starts a new one."""
+        task = BundleTask(file_number, line, text)
+        size = len(_encoder.encode(task)) + 1  # and its comma
+        if self._base_bytes + size > MAX_BUNDLE_BYTES:
+            raise ValueError(f"task on line {line} alone is too large for a bundle")
+        finished = None
+        if self._tasks and (
+            len(self._tasks) >= self.per_bundle or self._bytes + size > MAX_BUNDLE_BYTES
+        ):
+            finished = self.finish()
+        self._tasks.append(task)
+        self._bytes += size
+        return finished
+
+    def finish(self) -> str | None:
+        """The body of the bundle being packed, if it has tasks."""
+        if not self._tasks:
+            return None
+        self._count += 1
+        body = encode_bundle(
+            Bundle(f"{self.job_id}-{self._count:06d}", self.job_id, self.files, self._tasks)
+        )
+        self._tasks = []
+        self._bytes = self._base_bytes
+        return body
