@@ -20,6 +20,8 @@ from client import report
 from client.errors import ClientError
 from client.service_client import SchedulerClient
 from scheduler.embedded import run_embedded
+from scheduler.remote_dispatch import RemoteFleet, StackResources
+from scheduler.remote_run import run_remote
 from scheduler.server import default_journal_path, serve
 from scheduler.summary import Summary
 from worker.errors import TaskfleetError
@@ -135,19 +137,43 @@ def run(
     output: Output = None,
     timeout: Timeout = 3600.0,
     summary_path: SummaryPath = None,
+    remote: Annotated[
+        bool, typer.Option(help="Run on the deployed fleet of --stack instead of locally.")
+    ] = False,
+    stack: Annotated[
+        str | None, typer.Option(help="The deployed stack's name.", envvar="TASKFLEET_STACK")
+    ] = None,
 ) -> None:
-    """Run a workload on local worker processes, here and now, no server."""
+    """Run a workload here and now, on local worker processes (or the fleet: --remote)."""
     console = report.stderr_console()
     counts = checked(files)
+    fleet = None
+    if remote:
+        if not stack:
+            raise fail("--remote needs --stack NAME (or TASKFLEET_STACK)")
+        try:
+            fleet = RemoteFleet(StackResources.lookup(stack))
+        except ValueError as error:
+            raise fail(str(error)) from error
     with results_output(output) as stream, report.live_progress(console, counts.total) as bar:
-        summary = run_embedded(
-            files,
-            counts=counts,
-            workers=workers or default_workers(),
-            timeout=timeout or None,
-            output=stream,
-            on_progress=lambda s: report.update(bar, s),
-        )
+        if fleet is not None:
+            summary = run_remote(
+                files,
+                counts=counts,
+                fleet=fleet,
+                slots=fleet.resources.max_workers,
+                output=stream,
+                on_progress=lambda s: report.update(bar, s),
+            )
+        else:
+            summary = run_embedded(
+                files,
+                counts=counts,
+                workers=workers or default_workers(),
+                timeout=timeout or None,
+                output=stream,
+                on_progress=lambda s: report.update(bar, s),
+            )
     finish(console, summary, summary_path)
 
 

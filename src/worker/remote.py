@@ -20,11 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any, NamedTuple
 
-import boto3
-from botocore.config import Config
-
 from worker.bundle import (
-    MAX_MESSAGE_BYTES,
     Bundle,
     BundleError,
     decode_bundle,
@@ -34,13 +30,10 @@ from worker.claims import ClaimLedger
 from worker.errors import DuplicateBundleError, WorkerConfigError
 from worker.execute import TaskRunner, plan
 from worker.result import Result, make_result
+from worker.sqs import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, aws_client, send_batches
 from worker.task import task_id
 
 log = logging.getLogger("taskfleet.worker")
-
-#: SQS limits: messages per receive and per batch call, longest long poll.
-MAX_MESSAGES_PER_CALL = 10
-LONG_POLL_SECONDS = 20
 
 #: The heartbeat renews visibility and lease this many times per timeout.
 HEARTBEATS_PER_TIMEOUT = 3
@@ -128,19 +121,9 @@ class RemoteWorker:
 
     def __init__(self, config: RemoteConfig) -> None:
         self.config = config
-        # Every call has a time limit and retries with backoff (standard mode),
-        # so a passing network fault costs time, not work.
-        client_config = Config(
-            region_name=config.region,
-            retries={"mode": "standard", "max_attempts": 10},
-            connect_timeout=5,
-            read_timeout=LONG_POLL_SECONDS + 10,
-        )
-        self.sqs = boto3.client("sqs", config=client_config)
-        self.autoscaling = boto3.client("autoscaling", config=client_config)
-        self.ledger = ClaimLedger(
-            boto3.client("dynamodb", config=client_config), config.claim_table
-        )
+        self.sqs = aws_client("sqs", config.region)
+        self.autoscaling = aws_client("autoscaling", config.region)
+        self.ledger = ClaimLedger(aws_client("dynamodb", config.region), config.claim_table)
         self.stopping = threading.Event()
         self._runners = threading.local()
         self._protected = False
@@ -226,7 +209,11 @@ class RemoteWorker:
             # Its lease ran out and another worker took it: that one reports it.
             log.warning("lost the claim on bundle %s: dropping its results", bundle.bundle_id)
             return
-        self._send(result_messages(bundle.bundle_id, worker, results))
+        send_batches(
+            self.sqs,
+            self.config.response_queue_url,
+            result_messages(bundle.bundle_id, worker, results),
+        )
         if self.ledger.complete(bundle.bundle_id, worker):
             self._delete(receipt)
 
@@ -244,28 +231,6 @@ class RemoteWorker:
             self.config.instance_id,
             outcome,
         )
-
-    def _send(self, bodies: list[str]) -> None:
-        """SendMessageBatch: at most 10 messages and 1 MiB in all per call."""
-        batch: list[str] = []
-        size = 0
-        for body in [*bodies, None]:
-            full = (
-                body is None
-                or len(batch) == MAX_MESSAGES_PER_CALL
-                or (size + len(body.encode()) > MAX_MESSAGE_BYTES)
-            )
-            if full and batch:
-                response = self.sqs.send_message_batch(
-                    QueueUrl=self.config.response_queue_url,
-                    Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(batch)],
-                )
-                if response.get("Failed"):
-                    raise RuntimeError(f"results not sent: {response['Failed']}")
-                batch, size = [], 0
-            if body is not None:
-                batch.append(body)
-                size += len(body.encode())
 
     def _delete(self, receipt: str) -> None:
         self.sqs.delete_message(QueueUrl=self.config.request_queue_url, ReceiptHandle=receipt)

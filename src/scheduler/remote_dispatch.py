@@ -1,0 +1,138 @@
+"""The scheduler's side of the remote path: bundles out, results and dead letters in.
+
+``RemoteFleet`` talks to a deployed stack's queues and group: it sends
+bundles ten to a SendMessageBatch, sets the group's desired capacity from
+the exact backlog, reads result batches from the response queue (deleting
+them in batches) and turns bundles found in the dead-letter queue into
+failed results with the reason.
+"""
+
+import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from scheduler.provisioner import desired_capacity
+from worker.bundle import BundleError, decode_bundle, decode_result_batch
+from worker.result import Result, Status, make_result, unfinished
+from worker.sqs import (
+    LONG_POLL_SECONDS,
+    MAX_MESSAGES_PER_CALL,
+    aws_client,
+    delete_batch,
+    send_batches,
+)
+from worker.task import task_id
+
+
+class StackResources(NamedTuple):
+    """What the scheduler needs of a deployed stack (its outputs)."""
+
+    request_queue_url: str
+    response_queue_url: str
+    dead_letter_queue_url: str
+    group_name: str | None
+    max_workers: int
+
+    @classmethod
+    def from_stack(cls, cloudformation: Any, stack_name: str) -> "StackResources":
+        (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        try:
+            return cls(
+                outputs["RequestQueueUrl"],
+                outputs["ResponseQueueUrl"],
+                outputs["DeadLetterQueueUrl"],
+                outputs.get("AutoScalingGroupName"),
+                int(outputs.get("MaxWorkers", "1")),
+            )
+        except (KeyError, ValueError) as missing:
+            raise ValueError(f"stack {stack_name} lacks a usable output: {missing}") from missing
+
+    @classmethod
+    def lookup(cls, stack_name: str) -> "StackResources":
+        """Find a deployed stack's resources through CloudFormation."""
+        cloudformation = aws_client("cloudformation")
+        try:
+            return cls.from_stack(cloudformation, stack_name)
+        except (ClientError, BotoCoreError) as error:
+            raise ValueError(f"cannot read stack {stack_name}: {error}") from error
+
+
+class RemoteFleet:
+    """One deployed stack's queues and group, as the scheduler uses them."""
+
+    def __init__(self, resources: StackResources) -> None:
+        self.resources = resources
+        self.sqs = aws_client("sqs")
+        self.autoscaling = aws_client("autoscaling")
+
+    def send(self, bodies: list[str]) -> int:
+        """Put bundles on the request queue; returns the SendMessageBatch calls made."""
+        return send_batches(self.sqs, self.resources.request_queue_url, bodies)
+
+    def provision(self, backlog: int) -> int | None:
+        """Set the group's desired capacity for ``backlog`` bundles; returns it."""
+        if self.resources.group_name is None:
+            return None
+        (group,) = self.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.resources.group_name]
+        )["AutoScalingGroups"]
+        instances = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
+        busy = sum(1 for i in instances if i.get("ProtectedFromScaleIn"))
+        wanted = desired_capacity(
+            backlog=backlog,
+            in_service=len(instances),
+            busy=busy,
+            minimum=group["MinSize"],
+            maximum=group["MaxSize"],
+        )
+        if wanted != group["DesiredCapacity"]:
+            self.autoscaling.set_desired_capacity(
+                AutoScalingGroupName=self.resources.group_name,
+                DesiredCapacity=wanted,
+                HonorCooldown=False,
+            )
+        return wanted
+
+    def results(self, wait_seconds: int = LONG_POLL_SECONDS) -> Iterator[Result]:
+        """Results that arrived (one long poll), and failed results for dead bundles."""
+        yield from self._drain(self.resources.response_queue_url, wait_seconds, self._batch)
+        yield from self._drain(self.resources.dead_letter_queue_url, 0, self._dead)
+
+    def _drain(self, queue: str, wait: int, read: Any) -> Iterator[Result]:
+        messages = self.sqs.receive_message(
+            QueueUrl=queue, MaxNumberOfMessages=MAX_MESSAGES_PER_CALL, WaitTimeSeconds=wait
+        ).get("Messages", [])
+        for message in messages:
+            yield from read(message["Body"])
+        delete_batch(self.sqs, queue, messages)
+
+    @staticmethod
+    def _batch(body: str) -> list[Result]:
+        try:
+            return decode_result_batch(body).results
+        except BundleError:
+            return []  # not ours to understand: dropped rather than looping
+
+    @staticmethod
+    def _dead(body: str) -> list[Result]:
+        try:
+            bundle = decode_bundle(body)
+        except BundleError:
+            return []
+        reason = "its bundle went to the dead-letter queue after repeated failed deliveries"
+        outcome = unfinished(Status.FAILED, reason, time.time())
+        return [
+            make_result(
+                task_id(bundle.job, task.file_number, task.line),
+                bundle.job,
+                bundle.files[task.file_number - 1],
+                task.line,
+                task.text,
+                "",
+                outcome,
+            )
+            for task in bundle.tasks
+        ]

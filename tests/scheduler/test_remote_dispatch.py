@@ -1,0 +1,73 @@
+"""RemoteFleet against moto's SQS and Auto Scaling in process (fast; e2e uses a server)."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from scheduler.remote_dispatch import RemoteFleet, StackResources
+from worker.bundle import Bundle, BundleTask, encode_bundle, result_messages
+from worker.result import Outcome, Status, make_result
+
+
+@pytest.fixture
+def fleet(monkeypatch: pytest.MonkeyPatch) -> Iterator[RemoteFleet]:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        sqs: Any = boto3.client("sqs")
+        request, response, dead = (
+            sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("req", "resp", "dlq")
+        )
+        yield RemoteFleet(StackResources(request, response, dead, None, 4))
+
+
+def bundle(bundle_id: str, lines: int) -> str:
+    tasks = [BundleTask(1, n, f"echo {n}") for n in range(1, lines + 1)]
+    return encode_bundle(Bundle(bundle_id, "job", ["w.txt"], tasks))
+
+
+def test_bundles_go_ten_to_a_call(fleet: RemoteFleet) -> None:
+    assert fleet.send([bundle(f"job-{n}", 2) for n in range(25)]) == 3
+    attributes = fleet.sqs.get_queue_attributes(
+        QueueUrl=fleet.resources.request_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages"],
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "25"
+
+
+def test_results_are_read_and_deleted(fleet: RemoteFleet) -> None:
+    outcome = Outcome(Status.SUCCEEDED, 0, 1.0, 2.0, 1.0)
+    results = [
+        make_result(f"job:1:{n}", "job", "w.txt", n, "sleep 1", "i-1", outcome) for n in (1, 2)
+    ]
+    for body in result_messages("job-1", "i-1", results):
+        fleet.sqs.send_message(QueueUrl=fleet.resources.response_queue_url, MessageBody=body)
+    assert [r.id for r in fleet.results(wait_seconds=0)] == ["job:1:1", "job:1:2"]
+    assert list(fleet.results(wait_seconds=0)) == []  # deleted once read
+
+
+def test_a_dead_bundle_is_reported_failed_with_the_reason(fleet: RemoteFleet) -> None:
+    fleet.sqs.send_message(
+        QueueUrl=fleet.resources.dead_letter_queue_url, MessageBody=bundle("job-9", 3)
+    )
+    fleet.sqs.send_message(QueueUrl=fleet.resources.dead_letter_queue_url, MessageBody="garbage")
+    failed = list(fleet.results(wait_seconds=0))
+    assert [(r.id, r.status) for r in failed] == [
+        ("job:1:1", Status.FAILED),
+        ("job:1:2", Status.FAILED),
+        ("job:1:3", Status.FAILED),
+    ]
+    assert all("dead-letter queue" in (r.error or "") for r in failed)
+
+
+def test_stack_outputs_are_required() -> None:
+    class FakeCloudFormation:
+        def describe_stacks(self, **query: str) -> dict[str, Any]:
+            assert query == {"StackName": "Taskfleet"}
+            return {"Stacks": [{"Outputs": [{"OutputKey": "RequestQueueUrl", "OutputValue": "u"}]}]}
+
+    with pytest.raises(ValueError, match="ResponseQueueUrl"):
+        StackResources.from_stack(FakeCloudFormation(), "Taskfleet")
