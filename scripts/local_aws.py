@@ -1,7 +1,7 @@
 """The taskfleet stack on this machine, with no AWS account.
 
-    python scripts/local_aws.py up      # moto_server on localhost, cdk bootstrap, cdk deploy
-    python scripts/local_aws.py down    # cdk destroy, stop moto_server
+    python scripts/local_aws.py up      # moto_server, cdk bootstrap, cdk deploy, local fleet
+    python scripts/local_aws.py down    # local fleet and cdk destroy, stop moto_server
 
 moto_server stands in for AWS; the real CDK CLI (from node_modules, see
 package.json) deploys the real app to it with `--method=direct` (a change-set
@@ -104,8 +104,9 @@ def cdk(state: Path, port: int, *args: str) -> None:
         raise LocalAwsError(f"cdk {args[0]} failed with exit code {done.returncode}")
 
 
-def up(state: Path, port: int | None) -> dict[str, str]:
-    """Emulator up, stack deployed; returns the stack's outputs."""
+def up(state: Path, port: int | None, context: dict[str, str] | None = None) -> dict[str, str]:
+    """Emulator up, stack deployed (with extra CDK ``context``), local fleet running;
+    returns the stack's outputs."""
     if (state / "emulator.json").exists():
         raise LocalAwsError(f"already up ({state}); run `down` first")
     state.mkdir(parents=True, exist_ok=True)
@@ -114,6 +115,7 @@ def up(state: Path, port: int | None) -> dict[str, str]:
     (state / "emulator.json").write_text(json.dumps({"port": port, "pid": pid}) + "\n")
     cdk(state, port, "bootstrap", f"aws://{ACCOUNT}/{REGION}")
     outputs_file = state / "outputs.json"
+    settings = [f"--context={key}={value}" for key, value in (context or {}).items()]
     cdk(
         state,
         port,
@@ -123,10 +125,27 @@ def up(state: Path, port: int | None) -> dict[str, str]:
         "never",
         "--outputs-file",
         str(outputs_file),
+        *settings,
     )
     stacks: dict[str, dict[str, str]] = json.loads(outputs_file.read_text())
     (outputs,) = stacks.values()
+    fleet = start_fleet(state, port, outputs_file)
+    (state / "emulator.json").write_text(json.dumps({"port": port, "pid": pid, "fleet": fleet}))
     return outputs
+
+
+def start_fleet(state: Path, port: int, outputs_file: Path) -> int:
+    """The local fleet (scripts/local_fleet.py) in the background; returns its pid."""
+    with (state / "fleet.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(REPOSITORY / "scripts" / "local_fleet.py"), str(outputs_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment(port),
+            start_new_session=True,
+        )
+    _started[process.pid] = process
+    return process.pid
 
 
 def emulator_of(state: Path) -> dict[str, int]:
@@ -145,20 +164,36 @@ def destroy(state: Path) -> None:
 
 def stop(state: Path) -> None:
     """Stop the emulator and remove the state folder."""
+    # The fleet first: its workers stop while the emulator still answers them.
+    stop_fleet(state)
     pid = emulator_of(state)["pid"]
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     if pid in _started:
-        _started.pop(pid).wait(timeout=30)
+        _started.pop(pid).wait(timeout=60)
     shutil.rmtree(state)
 
 
 def down(state: Path) -> None:
-    """Stack destroyed, emulator stopped, state folder removed."""
+    """Fleet stopped, stack destroyed, emulator stopped, state folder removed."""
+    stop_fleet(state)
     try:
         destroy(state)
     finally:
         stop(state)
+
+
+def stop_fleet(state: Path) -> None:
+    """Stop the local fleet (its workers get SIGTERM and finish what they hold)."""
+    processes = emulator_of(state)
+    pid = processes.pop("fleet", None)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    if pid in _started:
+        _started.pop(pid).wait(timeout=60)
+    (state / "emulator.json").write_text(json.dumps(processes))
 
 
 def main() -> None:
@@ -166,12 +201,21 @@ def main() -> None:
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state folder")
     parser.add_argument("--port", type=int, help="moto_server port (default: a free one)")
+    parser.add_argument(
+        "-c",
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="CDK context for the deploy, e.g. -c taskfleet:idleTimeoutSeconds=30",
+    )
     args = parser.parse_args()
     try:
         if args.command == "up":
-            outputs = up(args.state, args.port)
+            context = dict(item.split("=", 1) for item in args.context)
+            outputs = up(args.state, args.port, context)
             port = json.loads((args.state / "emulator.json").read_text())["port"]
-            print(f"stack deployed to the emulator on http://localhost:{port}")
+            print(f"stack deployed to the emulator on http://localhost:{port}; local fleet running")
             for name, value in sorted(outputs.items()):
                 print(f"  {name} = {value}")
             print(
@@ -181,7 +225,7 @@ def main() -> None:
             )
         else:
             down(args.state)
-            print("stack destroyed, emulator stopped")
+            print("fleet stopped, stack destroyed, emulator stopped")
     except LocalAwsError as error:
         print(f"local_aws: {error}", file=sys.stderr)
         raise SystemExit(1) from error

@@ -1,0 +1,124 @@
+"""A local fleet: one `taskfleet worker` process per in-service instance of the group.
+
+Emulated instances run nothing, so on an emulator this stands in for them:
+it watches the stack's Auto Scaling group, starts the same worker an instance
+would run (its instance id and group handed in) for each instance that comes
+into service, restarts one that fails while its instance lives (as systemd's
+Restart=on-failure would), and stops it (SIGTERM) when its instance leaves
+the group. A worker that goes idle terminates its own instance, and so the
+group shrinks back to zero.
+
+    python scripts/local_fleet.py OUTPUTS_JSON     # until SIGTERM or Ctrl-C
+"""
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from worker.sqs import aws_client
+
+#: Seconds between two looks at the group.
+POLL_SECONDS = 1.0
+
+TASKFLEET = str(Path(sys.executable).parent / "taskfleet")
+
+
+class LocalFleet:
+    """Worker processes mirroring a group's in-service instances."""
+
+    def __init__(self, outputs: dict[str, str], logs: Path, idle_timeout: float | None) -> None:
+        self.outputs = outputs
+        self.logs = logs
+        self.idle_timeout = idle_timeout or float(outputs["IdleTimeoutSeconds"])
+        self.autoscaling = aws_client("autoscaling", outputs["Region"])
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = threading.Event()
+
+    def in_service(self) -> set[str]:
+        (group,) = self.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.outputs["AutoScalingGroupName"]]
+        )["AutoScalingGroups"]
+        instances: list[dict[str, Any]] = group["Instances"]
+        return {i["InstanceId"] for i in instances if i["LifecycleState"] == "InService"}
+
+    def start(self, instance_id: str) -> None:
+        outputs = self.outputs
+        with (self.logs / f"{instance_id}.log").open("ab") as log:
+            self.workers[instance_id] = subprocess.Popen(
+                [
+                    TASKFLEET,
+                    "worker",
+                    "--request-queue-url",
+                    outputs["RequestQueueUrl"],
+                    "--response-queue-url",
+                    outputs["ResponseQueueUrl"],
+                    "--claim-table",
+                    outputs["ClaimTableName"],
+                    "--region",
+                    outputs["Region"],
+                    "--instance-id",
+                    instance_id,
+                    "--group-name",
+                    outputs["AutoScalingGroupName"],
+                    "--idle-timeout",
+                    str(self.idle_timeout),
+                    "--visibility-timeout",
+                    outputs["VisibilityTimeoutSeconds"],
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def step(self) -> None:
+        """Bring the worker processes in line with the group, once."""
+        alive = self.in_service()
+        for instance_id, process in list(self.workers.items()):
+            if instance_id not in alive:
+                if process.poll() is None:
+                    process.terminate()  # its instance left the group
+                process.wait()
+                del self.workers[instance_id]
+            elif process.poll() is not None and process.returncode != 0:
+                del self.workers[instance_id]  # failed: started again below
+        for instance_id in sorted(alive - self.workers.keys()):
+            self.start(instance_id)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.step()
+            self.stopping.wait(POLL_SECONDS)
+        for process in self.workers.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.workers.values():
+            process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("outputs", type=Path, help="the stack outputs (cdk --outputs-file)")
+    parser.add_argument("--logs", type=Path, help="folder for worker logs (default: beside)")
+    parser.add_argument("--idle-timeout", type=float, help="override the stack's idle timeout")
+    args = parser.parse_args()
+    stacks: dict[str, dict[str, str]] = json.loads(args.outputs.read_text())
+    (outputs,) = stacks.values()
+    logs = args.logs or args.outputs.parent
+    logs.mkdir(parents=True, exist_ok=True)
+    fleet = LocalFleet(outputs, logs, args.idle_timeout)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        fleet.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    fleet.run()
+
+
+if __name__ == "__main__":
+    main()
