@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any, NamedTuple
 
+from botocore.exceptions import ClientError
+
 from worker.bundle import (
     Bundle,
     BundleError,
@@ -233,7 +235,11 @@ class RemoteWorker:
         )
 
     def _delete(self, receipt: str) -> None:
-        self.sqs.delete_message(QueueUrl=self.config.request_queue_url, ReceiptHandle=receipt)
+        try:
+            self.sqs.delete_message(QueueUrl=self.config.request_queue_url, ReceiptHandle=receipt)
+        except ClientError as error:
+            # A receipt outdated by a later delivery: that delivery's holder deletes it.
+            log.warning("could not delete a message: %s", error)
 
     # -- the instance ---------------------------------------------------------
 
@@ -278,11 +284,15 @@ class Heartbeat(threading.Thread):
             ):
                 self.lost = True
                 return
-            self.worker.sqs.change_message_visibility(
-                QueueUrl=config.request_queue_url,
-                ReceiptHandle=self.receipt,
-                VisibilityTimeout=config.visibility_timeout,
-            )
+            try:
+                self.worker.sqs.change_message_visibility(
+                    QueueUrl=config.request_queue_url,
+                    ReceiptHandle=self.receipt,
+                    VisibilityTimeout=config.visibility_timeout,
+                )
+            except ClientError as error:
+                # The lease, not the message, is what keeps the bundle ours.
+                log.warning("could not extend a message's visibility: %s", error)
 
     def stop(self) -> None:
         self._done.set()
