@@ -172,3 +172,26 @@ def test_a_malformed_message_ends_in_the_dead_letter_queue(
     assert "is not a bundle" in (tmp_path / "i-dlq.log").read_text()
     assert drain(resources.sqs, resources.dead_letters) == ["{not a bundle"]
     assert results_by_id(resources.sqs, resources.responses) == Counter({"job1:1:1": 1})
+
+
+def test_a_killed_workers_bundle_is_taken_over_and_reported_once(
+    resources: Resources, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    resources.sqs.send_message(
+        QueueUrl=resources.requests,
+        MessageBody=bundle("job1-5", "echo first", f"touch {started}; /bin/sleep 1", "echo last"),
+    )
+    doomed = start_worker(resources, "i-doomed", tmp_path, "--idle-timeout", "60")
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    doomed.kill()  # SIGKILL mid-bundle: no cleanup, its claim stays until the lease ends
+    doomed.wait()
+    heir = start_worker(resources, "i-heir", tmp_path, "--idle-timeout", "8")
+    assert heir.wait(timeout=120) == 0
+    batches = [decode_result_batch(b) for b in drain(resources.sqs, resources.responses)]
+    results = Counter(r.id for b in batches for r in b.results)
+    assert results == Counter({"job1:1:1": 1, "job1:1:2": 1, "job1:1:3": 1})
+    assert {b.worker for b in batches} == {"i-heir"}  # the dead worker reported nothing
