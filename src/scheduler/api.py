@@ -5,8 +5,7 @@
     GET  /jobs                   recent jobs
     GET  /jobs/{id}              one job's state and counts
     GET  /jobs/{id}/results      its result records as JSON Lines;
-                                 ?follow=true streams until the job ends,
-                                 ?after=SEQ resumes after a record's X-Seq
+                                 ?follow=true streams until the job ends
     POST /jobs/{id}/cancel       cancel the tasks that have not started
 
 With a token, every route but /health needs ``Authorization: Bearer TOKEN``.
@@ -195,14 +194,11 @@ def build_app(state: ServiceState) -> Starlette:
     async def results(request: Request) -> Response:
         job_id = request.path_params["job_id"]
         follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
-        after_text = request.query_params.get("after", "0")
-        if not after_text.isdigit():
-            return error(400, f"after must be a whole number, got {after_text!r}")
         try:
             await job_of(request)
         except JobNotFoundError as missing:
             return error(404, str(missing))
-        stream = stream_results(state, job_id, int(after_text), follow)
+        stream = stream_results(state, job_id, follow)
         return StreamingResponse(stream, media_type="application/x-ndjson")
 
     async def job_of(request: Request) -> JobInfo:
@@ -303,10 +299,9 @@ def parse_upload_line(
     return number_of_file, task.line, text
 
 
-async def stream_results(
-    state: ServiceState, job_id: str, after: int, follow: bool
-) -> AsyncIterator[bytes]:
-    """A job's result records from ``after`` on; with ``follow``, until the job ends."""
+async def stream_results(state: ServiceState, job_id: str, follow: bool) -> AsyncIterator[bytes]:
+    """A job's result records, in the order they arrived; with ``follow``, until it ends."""
+    after = 0  # the seq of the last record sent
     while True:
         news = state.notifier.current()
         # Read the job before its results: once it reads final, every result
