@@ -180,3 +180,12 @@ def moto_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     yield url
     process.terminate()
     process.wait(timeout=30)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll until ``condition()`` holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)

@@ -5,7 +5,6 @@ It keeps every worker of a ``LocalPool`` supplied with chunks from a
 task a dead worker took with it, to a ``ResultSink``.
 """
 
-import time
 from typing import Protocol
 
 from scheduler.chunking import ChunkSizer
@@ -44,7 +43,6 @@ class Dispatcher:
         self.source = source
         self.sink = sink
         self.sizer = ChunkSizer(pool.size)
-        self.first_dispatch: float | None = None
 
     def in_flight(self) -> int:
         """Chunks assigned to workers and not finished."""
@@ -58,8 +56,6 @@ class Dispatcher:
                 chunk = self.source.take(self.sizer.size(self.source.remaining()))
                 if chunk is None:
                     return
-                if self.first_dispatch is None:
-                    self.first_dispatch = time.perf_counter()
                 self.pool.assign(name, chunk)
                 load += 1
 

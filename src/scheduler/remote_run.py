@@ -7,6 +7,7 @@ read from the response queue as they come (a duplicate delivery is written
 once) and bundles found in the dead-letter queue are reported failed.
 """
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
@@ -59,7 +60,7 @@ def run_remote(
                     on_progress(summary)
             if time.monotonic() - last_provision >= PROVISION_INTERVAL_SECONDS:
                 left = counts.total - len(reported)
-                fleet.provision(backlog=-(-left * bundles // counts.total))
+                fleet.provision(backlog=math.ceil(left * bundles / counts.total))
                 last_provision = time.monotonic()
     except KeyboardInterrupt:
         summary.interrupted = True

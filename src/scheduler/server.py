@@ -4,6 +4,7 @@ import ipaddress
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def _stop_when_idle(server: uvicorn.Server, state: ServiceState, idle_seconds: f
     journal = Journal(state.journal_path)
     try:
         while not server.should_exit:
-            threading.Event().wait(IDLE_CHECK_SECONDS)
+            time.sleep(IDLE_CHECK_SECONDS)
             if state.dispatcher.failure is not None:
                 server.should_exit = True
             idle = (

@@ -43,7 +43,6 @@ class Ready(NamedTuple):
     """Sent once by a worker when it can take chunks."""
 
     worker: str
-    pid: int
 
 
 class Progress(NamedTuple):
@@ -157,7 +156,7 @@ def serve(conn: Connection, worker: str, timeout: float | None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        conn.send(Ready(worker, os.getpid()))
+        conn.send(Ready(worker))
         while (chunk := conn.recv()) is not None:
             run_chunk(conn, worker, chunk, runner)
     except (EOFError, BrokenPipeError):

@@ -32,7 +32,13 @@ from worker.claims import ClaimLedger
 from worker.errors import DuplicateBundleError, WorkerConfigError
 from worker.execute import TaskRunner, plan
 from worker.result import Result, make_result
-from worker.sqs import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, aws_client, send_batches
+from worker.sqs import (
+    LONG_POLL_SECONDS,
+    MAX_MESSAGES_PER_CALL,
+    aws_client,
+    make_visible,
+    send_batches,
+)
 from worker.task import task_id
 
 log = logging.getLogger("taskfleet.worker")
@@ -173,14 +179,7 @@ class RemoteWorker:
         return messages
 
     def _make_visible(self, messages: list[dict[str, Any]]) -> None:
-        for start in range(0, len(messages), MAX_MESSAGES_PER_CALL):
-            self.sqs.change_message_visibility_batch(
-                QueueUrl=self.config.request_queue_url,
-                Entries=[
-                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                    for n, m in enumerate(messages[start : start + MAX_MESSAGES_PER_CALL])
-                ],
-            )
+        make_visible(self.sqs, self.config.request_queue_url, messages)
 
     # -- one bundle -----------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """SQS limits and the calls both ends of the remote path make the same way."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import boto3
@@ -55,13 +55,25 @@ def send_batches(sqs: Any, queue_url: str, bodies: Sequence[str]) -> int:
     return calls
 
 
-def delete_batch(sqs: Any, queue_url: str, messages: Sequence[dict[str, Any]]) -> None:
-    """Delete received messages, ten per DeleteMessageBatch."""
+def _receipt_batches(
+    messages: Sequence[dict[str, Any]], **extra: Any
+) -> Iterator[list[dict[str, Any]]]:
+    """Batch-call entries for received messages, ten at a time."""
     for start in range(0, len(messages), MAX_MESSAGES_PER_CALL):
         chunk = messages[start : start + MAX_MESSAGES_PER_CALL]
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)
-            ],
-        )
+        yield [
+            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], **extra}
+            for n, m in enumerate(chunk)
+        ]
+
+
+def delete_batch(sqs: Any, queue_url: str, messages: Sequence[dict[str, Any]]) -> None:
+    """Delete received messages, ten per DeleteMessageBatch."""
+    for entries in _receipt_batches(messages):
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def make_visible(sqs: Any, queue_url: str, messages: Sequence[dict[str, Any]]) -> None:
+    """Hand received messages back at once, ten per ChangeMessageVisibilityBatch."""
+    for entries in _receipt_batches(messages, VisibilityTimeout=0):
+        sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)

@@ -7,7 +7,6 @@ import pty
 import re
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.conftest import (
     is_running,
     run_cli,
     taskfleet_command,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -42,14 +42,6 @@ MIXED = [
 
 def records_of(text: str) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in text.splitlines() if line]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 # -- taskfleet run ------------------------------------------------------------

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -12,7 +11,7 @@ from typing import Any, NamedTuple
 import boto3
 import pytest
 
-from tests.conftest import taskfleet_command
+from tests.conftest import taskfleet_command, wait_for
 from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 
 pytestmark = pytest.mark.e2e
@@ -149,11 +148,8 @@ def test_sigterm_finishes_the_bundle_in_hand_and_exits_0(
         MessageBody=bundle("job1-3", f"touch {started}; /bin/sleep 2", "echo second"),
     )
     worker = start_worker(resources, "i-term", tmp_path, "--idle-timeout", "60")
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert time.monotonic() < deadline
-        assert worker.poll() is None
-        time.sleep(0.05)
+    wait_for(lambda: started.exists() or worker.poll() is not None, timeout=60)
+    assert worker.poll() is None
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
     assert results_by_id(resources.sqs, resources.responses) == Counter(
@@ -183,10 +179,7 @@ def test_a_killed_workers_bundle_is_taken_over_and_reported_once(
         MessageBody=bundle("job1-5", "echo first", f"touch {started}; /bin/sleep 1", "echo last"),
     )
     doomed = start_worker(resources, "i-doomed", tmp_path, "--idle-timeout", "60")
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(started.exists, timeout=60)
     doomed.kill()  # SIGKILL mid-bundle: no cleanup, its claim stays until the lease ends
     doomed.wait()
     heir = start_worker(resources, "i-heir", tmp_path, "--idle-timeout", "8")
