@@ -56,10 +56,13 @@ def run_cli(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.Co
 class SchedulerProcess:
     """A real ``taskfleet scheduler`` process on a free loopback port."""
 
-    def __init__(self, journal: Path, log: Path, *extra: str) -> None:
+    def __init__(
+        self, journal: Path, log: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.journal = journal
         self.log = log  # its stderr, kept in a file so a full pipe never blocks it
         self.extra = extra
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -76,7 +79,9 @@ class SchedulerProcess:
             *self.extra,
         ]
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, stderr=log, stdout=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, stderr=log, stdout=subprocess.DEVNULL, env=self.env
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             match = re.search(r"listening on (http://\S+)", self.log.read_text())
@@ -107,9 +112,12 @@ def scheduler_service(tmp_path: Path) -> Iterator[Callable[..., SchedulerProcess
     """Start real scheduler processes; every one is stopped after the test."""
     started: list[SchedulerProcess] = []
 
-    def start(*extra: str, journal: Path | None = None) -> SchedulerProcess:
+    def start(
+        *extra: str, journal: Path | None = None, env: dict[str, str] | None = None
+    ) -> SchedulerProcess:
         log = tmp_path / f"scheduler-{len(started) + 1}.log"
-        service = SchedulerProcess(journal or tmp_path / "journal.sqlite3", log, *extra)
+        journal = journal or tmp_path / "journal.sqlite3"
+        service = SchedulerProcess(journal, log, *extra, env=env)
         started.append(service)
         return service.start()
 

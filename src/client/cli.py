@@ -75,6 +75,9 @@ Token = Annotated[
     str | None,
     typer.Option(help="Shared secret for the scheduler service.", envvar="TASKFLEET_TOKEN"),
 ]
+Stack = Annotated[
+    str | None, typer.Option(help="The deployed stack's name.", envvar="TASKFLEET_STACK")
+]
 JobId = Annotated[str, typer.Argument(help="A job id, as submit printed it.")]
 SummaryPath = Annotated[
     Path | None,
@@ -140,9 +143,7 @@ def run(
     remote: Annotated[
         bool, typer.Option(help="Run on the deployed fleet of --stack instead of locally.")
     ] = False,
-    stack: Annotated[
-        str | None, typer.Option(help="The deployed stack's name.", envvar="TASKFLEET_STACK")
-    ] = None,
+    stack: Stack = None,
 ) -> None:
     """Run a workload here and now, on local worker processes (or the fleet: --remote)."""
     console = report.stderr_console()
@@ -206,8 +207,12 @@ def scheduler(
         float | None,
         typer.Option(min=0, help="Exit after this many seconds with no job and no request."),
     ] = None,
+    stack: Annotated[
+        str | None,
+        typer.Option(help="Also run jobs on this deployed stack's fleet (submit --remote)."),
+    ] = None,
 ) -> None:
-    """Serve the scheduler: jobs over HTTP, run on local worker processes, journaled."""
+    """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     console = report.stderr_console()
     try:
         code = serve(
@@ -219,6 +224,7 @@ def scheduler(
             timeout=timeout or None,
             exit_when_idle=exit_when_idle,
             announce=lambda url: console.print(f"taskfleet scheduler listening on {url}"),
+            stack=stack or None,
         )
     except TaskfleetError as error:
         raise fail(str(error)) from error
@@ -232,15 +238,26 @@ def submit(
     token: Token = None,
     output: Output = None,
     summary_path: SummaryPath = None,
+    remote: Annotated[
+        bool, typer.Option(help="Run on the scheduler's fleet (scheduler --stack).")
+    ] = False,
+    hybrid: Annotated[
+        bool, typer.Option(help="Run on the scheduler's local workers and its fleet together.")
+    ] = False,
 ) -> None:
     """Submit a workload to a scheduler service and stream its results back."""
     console = report.stderr_console()
+    if remote and hybrid:
+        raise fail("--remote and --hybrid exclude each other")
+    placement = "remote" if remote else "hybrid" if hybrid else "local"
     counts = checked(files)
     with client_errors(), SchedulerClient(scheduler, token) as client:
-        workers = int(client.health().get("workers", 1))
-        summary = Summary(total=counts.total, workers=workers)
+        health = client.health()
+        local, fleet = int(health.get("workers", 1)), int(health.get("fleet_slots", 0))
+        workers = {"local": local, "remote": fleet, "hybrid": local + fleet}[placement]
+        summary = Summary(total=counts.total, workers=max(workers, 1))
         summary.start()
-        job = client.submit(files)
+        job = client.submit(files, placement)
         console.print(f"job {job['job']}: {job['tasks']} tasks")
         with results_output(output) as stream, report.live_progress(console, counts.total) as bar:
             try:
@@ -374,12 +391,13 @@ def worker(
 
 
 def print_jobs(console: Console, jobs: list[dict[str, object]]) -> None:
-    table = Table("job", "state", "tasks", "finished", "succeeded", "failed", "files")
+    table = Table("job", "state", "placement", "tasks", "finished", "succeeded", "failed", "files")
     for info in jobs:
         files = info.get("files")
         table.add_row(
             str(info["job"]),
             str(info["state"]),
+            str(info.get("placement", "local")),
             str(info["tasks"]),
             str(info["finished"]),
             str(info["succeeded"]),

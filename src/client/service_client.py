@@ -62,11 +62,18 @@ class SchedulerClient:
         result: dict[str, Any] = self._request("GET", "/health")
         return result
 
-    def submit(self, paths: Sequence[str]) -> dict[str, Any]:
-        """Upload checked workload files as one job; returns {"job", "tasks"}."""
+    def submit(self, paths: Sequence[str], placement: str = "local") -> dict[str, Any]:
+        """Upload checked workload files as one job; returns {"job", "tasks"}.
+
+        ``placement``: ``local``, ``remote`` (the scheduler's fleet) or ``hybrid``.
+        """
         headers = {"Content-Type": "application/x-ndjson"}
         result: dict[str, Any] = self._request(
-            "POST", "/jobs", content=upload_body(paths), headers=headers
+            "POST",
+            "/jobs",
+            content=upload_body(paths),
+            headers=headers,
+            params={"placement": placement},
         )
         return result
 

@@ -1,7 +1,8 @@
 """The scheduler service's HTTP API (Starlette; served by uvicorn).
 
-    GET  /health                 liveness and pool size (no token needed)
-    POST /jobs                   body: tasks as JSON Lines ({"file", "line", "task"})
+    GET  /health                 liveness, pool size and fleet slots (no token needed)
+    POST /jobs                   body: tasks as JSON Lines ({"file", "line", "task"});
+                                 ?placement=local|remote|hybrid (remote needs --stack)
     GET  /jobs                   recent jobs
     GET  /jobs/{id}              one job's state and counts
     GET  /jobs/{id}/results      its result records as JSON Lines;
@@ -32,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler.embedded import new_job_id
 from scheduler.errors import JobNotFoundError
-from scheduler.journal import JobInfo, JobState, Journal
+from scheduler.journal import JobInfo, JobState, Journal, Placement
 from scheduler.service_dispatch import ServiceDispatcher
 from worker.task import MAX_LINE_CHARS, check_line, decode_task_line
 
@@ -94,6 +95,7 @@ class ServiceState:
     dispatcher: ServiceDispatcher
     notifier: Notifier
     workers: int
+    fleet_slots: int  # the fleet's task slots; 0 without a stack
     token: str | None
     open_requests: int = 0
     _local: threading.local = field(default_factory=threading.local)
@@ -147,7 +149,11 @@ def build_app(state: ServiceState) -> Starlette:
 
     async def health(_request: Request) -> Response:
         failure = state.dispatcher.failure
-        body = {"status": "ok" if failure is None else "failed", "workers": state.workers}
+        body: dict[str, object] = {
+            "status": "ok" if failure is None else "failed",
+            "workers": state.workers,
+            "fleet_slots": state.fleet_slots,
+        }
         if failure is not None:
             body["error"] = f"dispatch stopped: {failure!r}"
         return JSONResponse(body, status_code=200 if failure is None else 503)
@@ -156,8 +162,13 @@ def build_app(state: ServiceState) -> Starlette:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
             return error(413, f"upload is {length} bytes, above the limit of {MAX_UPLOAD_BYTES}")
+        placement = request.query_params.get("placement", Placement.LOCAL)
+        if placement not in Placement.ALL:
+            return error(400, f"placement must be one of {', '.join(Placement.ALL)}")
+        if placement != Placement.LOCAL and not state.fleet_slots:
+            return error(409, "this scheduler has no fleet: start it with --stack NAME")
         job_id = new_job_id()
-        await state.run(Journal.create_job, job_id)
+        await state.run(Journal.create_job, job_id, placement)
         try:
             files, total = await store_upload(state, job_id, request.stream())
         except UploadError as refused:

@@ -6,6 +6,8 @@ has fewer bundles than it can run at once, and never above the message limit.
 """
 
 import math
+import secrets
+from typing import NamedTuple
 
 import msgspec
 
@@ -23,6 +25,14 @@ MAX_BUNDLE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES
 _encoder = msgspec.json.Encoder()
 
 
+class PackedBundle(NamedTuple):
+    """A bundle ready for the request queue."""
+
+    bundle_id: str
+    body: str  # the message body
+    tasks: int  # how many tasks it holds
+
+
 def tasks_per_bundle(total: int, slots: int) -> int:
     """Tasks per bundle so that ``slots`` task slots of the fleet all get work."""
     if total < 1 or slots < 1:
@@ -31,21 +41,25 @@ def tasks_per_bundle(total: int, slots: int) -> int:
 
 
 class BundlePacker:
-    """Turns a job's tasks, in order, into bundle message bodies."""
+    """Turns a job's tasks, in order, into bundles."""
 
     def __init__(self, job_id: str, files: list[str], per_bundle: int) -> None:
         if per_bundle < 1:
             raise ValueError("per_bundle must be at least 1")
         self.job_id = job_id
+        # Bundle ids are the claim table's keys: another packer for the same
+        # job (the service packs each chunk alone, a scheduler may restart)
+        # must not reuse one.
+        self.prefix = f"{job_id}-{secrets.token_hex(8)}"
         self.files = files
         self.per_bundle = per_bundle
         self._tasks: list[BundleTask] = []
-        self._bytes = len(encode_bundle(Bundle(f"{job_id}-000000", job_id, files, [])))
+        self._bytes = len(encode_bundle(Bundle(f"{self.prefix}-000000", job_id, files, [])))
         self._base_bytes = self._bytes
         self._count = 0
 
-    def add(self, file_number: int, line: int, text: str) -> str | None:
-        """Add a task; returns a full bundle's body when this task starts a new one."""
+    def add(self, file_number: int, line: int, text: str) -> PackedBundle | None:
+        """Add a task; returns the full bundle when this task starts a new one."""
         task = BundleTask(file_number, line, text)
         size = len(_encoder.encode(task)) + 1  # and its comma
         if self._base_bytes + size > MAX_BUNDLE_BYTES:
@@ -59,14 +73,14 @@ class BundlePacker:
         self._bytes += size
         return finished
 
-    def finish(self) -> str | None:
-        """The body of the bundle being packed, if it has tasks."""
+    def finish(self) -> PackedBundle | None:
+        """The bundle being packed, if it has tasks."""
         if not self._tasks:
             return None
         self._count += 1
-        body = encode_bundle(
-            Bundle(f"{self.job_id}-{self._count:06d}", self.job_id, self.files, self._tasks)
-        )
+        bundle_id = f"{self.prefix}-{self._count:06d}"
+        body = encode_bundle(Bundle(bundle_id, self.job_id, self.files, self._tasks))
+        packed = PackedBundle(bundle_id, body, len(self._tasks))
         self._tasks = []
         self._bytes = self._base_bytes
-        return body
+        return packed

@@ -23,6 +23,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,               -- see JobState
+    placement TEXT NOT NULL DEFAULT 'local',  -- see Placement
     files TEXT NOT NULL DEFAULT '[]',  -- JSON list of file names; file number n is [n - 1]
     total INTEGER NOT NULL DEFAULT 0,
     finished INTEGER NOT NULL DEFAULT 0,
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     file_number INTEGER NOT NULL,
     line INTEGER NOT NULL,
     text TEXT NOT NULL,
-    state INTEGER NOT NULL DEFAULT 0,  -- 0 pending, 1 dispatched, 2 finished
+    state INTEGER NOT NULL DEFAULT 0,  -- 0 pending, 1 dispatched, 2 finished, 3 sent
     seq INTEGER,                       -- the order results arrived in, across all jobs
     record BLOB,                       -- the result record, one JSON line
     PRIMARY KEY (job, file_number, line)
@@ -43,7 +44,21 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (job, seq) WHERE seq IS NOT NULL;
 """
 
-PENDING, DISPATCHED, FINISHED = 0, 1, 2
+#: Task states: dispatched is to a local worker, sent is to the fleet.
+PENDING, DISPATCHED, FINISHED, SENT = 0, 1, 2, 3
+
+#: The columns of jobs a JobInfo is made of, in its order.
+JOB_COLUMNS = "id, state, placement, files, total, finished, succeeded, created_at, finished_at"
+
+
+class Placement:
+    """Where a job's tasks run."""
+
+    LOCAL = "local"  # the service's local worker processes
+    REMOTE = "remote"  # the fleet of the service's stack
+    HYBRID = "hybrid"  # both, sharing the job
+
+    ALL = (LOCAL, REMOTE, HYBRID)
 
 
 class JobState:
@@ -64,6 +79,7 @@ class JobInfo(NamedTuple):
 
     id: str
     state: str
+    placement: str
     files: list[str]
     total: int
     finished: int
@@ -75,6 +91,7 @@ class JobInfo(NamedTuple):
         return {
             "job": self.id,
             "state": self.state,
+            "placement": self.placement,
             "files": self.files,
             "tasks": self.total,
             "finished": self.finished,
@@ -104,16 +121,23 @@ class Journal:
         # drop the last transactions.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a journal written by an earlier version to this schema."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        if "placement" not in columns:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN placement TEXT NOT NULL DEFAULT 'local'")
 
     def close(self) -> None:
         self.db.close()
 
     # -- jobs --------------------------------------------------------------
 
-    def create_job(self, job_id: str) -> None:
+    def create_job(self, job_id: str, placement: str = Placement.LOCAL) -> None:
         self.db.execute(
-            "INSERT INTO jobs (id, state, created_at) VALUES (?, ?, ?)",
-            (job_id, JobState.UPLOADING, time.time()),
+            "INSERT INTO jobs (id, state, placement, created_at) VALUES (?, ?, ?, ?)",
+            (job_id, JobState.UPLOADING, placement, time.time()),
         )
 
     def add_tasks(self, job_id: str, rows: Iterable[tuple[int, int, str]]) -> None:
@@ -144,8 +168,7 @@ class Journal:
 
     def job(self, job_id: str) -> JobInfo:
         row = self.db.execute(
-            "SELECT id, state, files, total, finished, succeeded, created_at, finished_at"
-            " FROM jobs WHERE id = ?",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?",
             (job_id,),
         ).fetchone()
         if row is None:
@@ -155,8 +178,7 @@ class Journal:
     def jobs(self, limit: int = 100) -> list[JobInfo]:
         """The most recent jobs, newest first."""
         rows = self.db.execute(
-            "SELECT id, state, files, total, finished, succeeded, created_at, finished_at"
-            " FROM jobs WHERE state != ? ORDER BY created_at DESC LIMIT ?",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state != ? ORDER BY created_at DESC LIMIT ?",
             (JobState.UPLOADING, limit),
         ).fetchall()
         return [_job_info(row) for row in rows]
@@ -164,8 +186,7 @@ class Journal:
     def active_jobs(self) -> list[JobInfo]:
         """Jobs that may have tasks to run, oldest first."""
         rows = self.db.execute(
-            "SELECT id, state, files, total, finished, succeeded, created_at, finished_at"
-            " FROM jobs WHERE state IN (?, ?) ORDER BY created_at",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY created_at",
             JobState.ACTIVE,
         ).fetchall()
         return [_job_info(row) for row in rows]
@@ -187,13 +208,16 @@ class Journal:
         texts = [text for number, _, text in rows if number == file_number]
         return PendingTasks(file_number, lines, texts)
 
-    def mark_dispatched(self, job_id: str, file_number: int, lines: list[int]) -> None:
+    def mark_dispatched(
+        self, job_id: str, file_number: int, lines: list[int], state: int = DISPATCHED
+    ) -> None:
+        """Pending tasks from ``lines[0]`` to ``lines[-1]`` left: DISPATCHED or SENT."""
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
-                "UPDATE tasks SET state = 1 WHERE job = ? AND file_number = ?"
+                "UPDATE tasks SET state = ? WHERE job = ? AND file_number = ?"
                 " AND line BETWEEN ? AND ? AND state = 0",
-                (job_id, file_number, lines[0], lines[-1]),
+                (state, job_id, file_number, lines[0], lines[-1]),
             )
             self.db.execute(
                 "UPDATE jobs SET state = ? WHERE id = ? AND state = ?",
@@ -275,22 +299,26 @@ class Journal:
         )
         return seq
 
-    def recover(self) -> int:
-        """After a restart: drop half-uploaded jobs, report what was running as lost."""
+    def recover(self, *, fleet: bool) -> int:
+        """After a restart: drop half-uploaded jobs, report what was running as lost.
+
+        With the ``fleet`` back, tasks sent to it keep waiting for their
+        results; without it, they are reported lost too.
+        """
         seq = self.next_seq()
         for (job_id,) in self.db.execute(
             "SELECT id FROM jobs WHERE state = ?", (JobState.UPLOADING,)
         ).fetchall():
             self.discard_job(job_id)
         reason = "the scheduler stopped while the task was running; it may or may not have run"
+        unfinished_states = (DISPATCHED,) if fleet else (DISPATCHED, SENT)
         for info in self.active_jobs() + self._cancelled_unfinished():
-            seq = self.close_unfinished(info.id, Status.LOST, reason, (DISPATCHED,), seq)
+            seq = self.close_unfinished(info.id, Status.LOST, reason, unfinished_states, seq)
         return seq
 
     def _cancelled_unfinished(self) -> list[JobInfo]:
         rows = self.db.execute(
-            "SELECT id, state, files, total, finished, succeeded, created_at, finished_at"
-            " FROM jobs WHERE state = ? AND finished < total",
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? AND finished < total",
             (JobState.CANCELLED,),
         ).fetchall()
         return [_job_info(row) for row in rows]
@@ -306,10 +334,11 @@ class Journal:
 
 
 def _job_info(row: tuple[object, ...]) -> JobInfo:
-    job_id, state, files, total, finished, succeeded, created_at, finished_at = row
+    job_id, state, placement, files, total, finished, succeeded, created_at, finished_at = row
     return JobInfo(
         str(job_id),
         str(state),
+        str(placement),
         json.loads(str(files)),
         int(total),  # type: ignore[call-overload]
         int(finished),  # type: ignore[call-overload]

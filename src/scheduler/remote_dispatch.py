@@ -2,20 +2,21 @@
 
 ``RemoteFleet`` talks to a deployed stack's queues and group: it sends
 bundles ten to a SendMessageBatch, sets the group's desired capacity from
-the exact backlog, reads result batches from the response queue (deleting
-them in batches) and turns bundles found in the dead-letter queue into
-failed results with the reason.
+the exact backlog, reads result batches from the response queue and turns
+bundles found in the dead-letter queue into failed results with the reason.
+Messages read are deleted (in batches) only once the caller has stored what
+they hold: a crash in between means a duplicate delivery, never a lost result.
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.provisioner import desired_capacity
-from worker.bundle import BundleError, decode_bundle, decode_result_batch
-from worker.result import Result, Status, make_result, unfinished
+from worker.bundle import BundleError, ResultBatch, decode_bundle, decode_result_batch
+from worker.result import Status, make_result, unfinished
 from worker.sqs import (
     LONG_POLL_SECONDS,
     MAX_MESSAGES_PER_CALL,
@@ -24,6 +25,9 @@ from worker.sqs import (
     send_batches,
 )
 from worker.task import task_id
+
+#: Seconds between two looks at the dead-letter queue (it is rarely used).
+DEAD_LETTER_CHECK_SECONDS = 5.0
 
 
 class StackResources(NamedTuple):
@@ -60,6 +64,14 @@ class StackResources(NamedTuple):
             raise ValueError(f"cannot read stack {stack_name}: {error}") from error
 
 
+class Delivery(NamedTuple):
+    """Result batches read from one queue; ``RemoteFleet.acknowledge`` deletes them."""
+
+    queue_url: str
+    messages: list[dict[str, Any]]
+    batches: list[ResultBatch]
+
+
 class RemoteFleet:
     """One deployed stack's queues and group, as the scheduler uses them."""
 
@@ -67,13 +79,14 @@ class RemoteFleet:
         self.resources = resources
         self.sqs = aws_client("sqs")
         self.autoscaling = aws_client("autoscaling")
+        self._next_dead_letter_check = 0.0
 
     def send(self, bodies: list[str]) -> int:
         """Put bundles on the request queue; returns the SendMessageBatch calls made."""
         return send_batches(self.sqs, self.resources.request_queue_url, bodies)
 
-    def provision(self, backlog: int) -> int | None:
-        """Set the group's desired capacity for ``backlog`` bundles; returns it."""
+    def provision(self, open_bundles: int) -> int | None:
+        """Set the group's desired capacity for bundles sent and not finished; returns it."""
         if self.resources.group_name is None:
             return None
         (group,) = self.autoscaling.describe_auto_scaling_groups(
@@ -82,7 +95,7 @@ class RemoteFleet:
         instances = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
         busy = sum(1 for i in instances if i.get("ProtectedFromScaleIn"))
         wanted = desired_capacity(
-            backlog=backlog,
+            backlog=max(open_bundles - busy, 0),  # a busy instance holds at least one
             in_service=len(instances),
             busy=busy,
             minimum=group["MinSize"],
@@ -96,35 +109,43 @@ class RemoteFleet:
             )
         return wanted
 
-    def results(self, wait_seconds: int = LONG_POLL_SECONDS) -> Iterator[Result]:
-        """Results that arrived (one long poll), and failed results for dead bundles."""
-        yield from self._drain(self.resources.response_queue_url, wait_seconds, self._batch)
-        yield from self._drain(self.resources.dead_letter_queue_url, 0, self._dead)
+    def receive(self, wait_seconds: int = LONG_POLL_SECONDS) -> list[Delivery]:
+        """Results that arrived (one long poll), and failed results for dead bundles when due."""
+        deliveries = [self._receive(self.resources.response_queue_url, wait_seconds, self._batch)]
+        if time.monotonic() >= self._next_dead_letter_check:
+            self._next_dead_letter_check = time.monotonic() + DEAD_LETTER_CHECK_SECONDS
+            deliveries.append(self._receive(self.resources.dead_letter_queue_url, 0, self._dead))
+        return [d for d in deliveries if d.messages]
 
-    def _drain(self, queue: str, wait: int, read: Any) -> Iterator[Result]:
+    def acknowledge(self, delivery: Delivery) -> None:
+        """Delete a delivery's messages: what they held is stored."""
+        delete_batch(self.sqs, delivery.queue_url, delivery.messages)
+
+    def _receive(
+        self, queue_url: str, wait: int, read: Callable[[str], ResultBatch | None]
+    ) -> Delivery:
         messages = self.sqs.receive_message(
-            QueueUrl=queue, MaxNumberOfMessages=MAX_MESSAGES_PER_CALL, WaitTimeSeconds=wait
+            QueueUrl=queue_url, MaxNumberOfMessages=MAX_MESSAGES_PER_CALL, WaitTimeSeconds=wait
         ).get("Messages", [])
-        for message in messages:
-            yield from read(message["Body"])
-        delete_batch(self.sqs, queue, messages)
+        batches = [batch for m in messages if (batch := read(m["Body"])) is not None]
+        return Delivery(queue_url, messages, batches)
 
     @staticmethod
-    def _batch(body: str) -> list[Result]:
+    def _batch(body: str) -> ResultBatch | None:
         try:
-            return decode_result_batch(body).results
+            return decode_result_batch(body)
         except BundleError:
-            return []  # not ours to understand: dropped rather than looping
+            return None  # not ours to understand: deleted rather than looping
 
     @staticmethod
-    def _dead(body: str) -> list[Result]:
+    def _dead(body: str) -> ResultBatch | None:
         try:
             bundle = decode_bundle(body)
         except BundleError:
-            return []
+            return None
         reason = "its bundle went to the dead-letter queue after repeated failed deliveries"
         outcome = unfinished(Status.FAILED, reason, time.time())
-        return [
+        results = [
             make_result(
                 task_id(bundle.job, task.file_number, task.line),
                 bundle.job,
@@ -136,3 +157,4 @@ class RemoteFleet:
             )
             for task in bundle.tasks
         ]
+        return ResultBatch(bundle.bundle_id, "", results)

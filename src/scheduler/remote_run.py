@@ -44,23 +44,29 @@ def run_remote(
     summary = Summary(total=counts.total, workers=slots)
     summary.start()
     bundles = send_bundles(paths, job_id, fleet, tasks_per_bundle(counts.total, slots))
-    fleet.provision(backlog=bundles)
+    fleet.provision(open_bundles=bundles)
     reported: set[str] = set()
     last_provision = time.monotonic()
     try:
         while len(reported) < counts.total:
-            fresh = [r for r in fleet.results() if r.job == job_id and r.id not in reported]
-            if fresh:
+            for delivery in fleet.receive():
+                fresh = [
+                    result
+                    for batch in delivery.batches
+                    for result in batch.results
+                    if result.job == job_id and result.id not in reported
+                ]
                 reported.update(r.id for r in fresh)
                 for result in fresh:
                     summary.add({result.status: 1}, result.duration_ms / 1000.0)
                 output.write(encode_lines(fresh))
                 output.flush()
-                if on_progress is not None:
+                fleet.acknowledge(delivery)
+                if fresh and on_progress is not None:
                     on_progress(summary)
             if time.monotonic() - last_provision >= PROVISION_INTERVAL_SECONDS:
                 left = counts.total - len(reported)
-                fleet.provision(backlog=math.ceil(left * bundles / counts.total))
+                fleet.provision(open_bundles=math.ceil(left * bundles / counts.total))
                 last_provision = time.monotonic()
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -76,16 +82,16 @@ def send_bundles(paths: Sequence[str], job_id: str, fleet: RemoteFleet, per_bund
         with TaskReader(path, check=False) as reader:
             while (batch := reader.read(READ_BATCH)).lines:
                 for line, text in zip(batch.lines, batch.texts, strict=True):
-                    body = packer.add(file_number, line, text)
-                    if body is not None:
-                        pending.append(body)
+                    packed = packer.add(file_number, line, text)
+                    if packed is not None:
+                        pending.append(packed.body)
                 if len(pending) >= 10:
                     fleet.send(pending)
                     sent += len(pending)
                     pending = []
     last = packer.finish()
     if last is not None:
-        pending.append(last)
+        pending.append(last.body)
     if pending:
         fleet.send(pending)
         sent += len(pending)

@@ -14,6 +14,7 @@ from scheduler.api import Notifier, ServiceState, build_app
 from scheduler.errors import SchedulerError, UnsafeBindError
 from scheduler.journal import Journal
 from scheduler.local_pool import LocalPool
+from scheduler.remote_dispatch import RemoteFleet, StackResources
 from scheduler.service_dispatch import ServiceDispatcher
 
 #: Seconds between two looks at whether the service is idle.
@@ -59,19 +60,30 @@ def serve(
     timeout: float | None,
     exit_when_idle: float | None,
     announce: Callable[[str], None],
+    stack: str | None = None,
 ) -> int:
-    """Run the service until stopped (SIGINT/SIGTERM) or idle; return an exit code."""
+    """Run the service until stopped (SIGINT/SIGTERM) or idle; return an exit code.
+
+    With a ``stack``, jobs may also run on its fleet (remote or hybrid).
+    """
     if not token and not is_loopback(host):
         raise UnsafeBindError(
             f"refusing to listen on {host} without a token: set --token or TASKFLEET_TOKEN"
         )
+    fleet = None
+    if stack is not None:
+        try:
+            fleet = RemoteFleet(StackResources.lookup(stack))
+        except ValueError as error:
+            raise SchedulerError(str(error)) from error
     sock = bind(host, port)
     pool = LocalPool(workers, timeout)
     notifier = Notifier()
     try:
         pool.start()
-        dispatcher = ServiceDispatcher(journal_path, pool, notifier.notify_threadsafe)
-        state = ServiceState(journal_path, dispatcher, notifier, workers, token)
+        dispatcher = ServiceDispatcher(journal_path, pool, notifier.notify_threadsafe, fleet)
+        slots = 0 if fleet is None else fleet.resources.max_workers
+        state = ServiceState(journal_path, dispatcher, notifier, workers, slots, token)
         app = build_app(state)
         config = uvicorn.Config(
             app,

@@ -1,8 +1,11 @@
-"""The scheduler service's dispatch thread: journal in, local pool, journal out.
+"""The scheduler service's dispatch thread: journal in, local pool and fleet, journal out.
 
 Jobs take turns (round robin, a chunk each), so a huge job does not starve a
-small one submitted after it. Only this thread writes results to the journal;
-request handlers read them.
+small one submitted after it. A job runs where its placement says: local
+jobs on the local pool, remote jobs on the fleet (every bundle sent at once:
+the backlog is what sizes the fleet), hybrid jobs on both (the fleet is kept
+at one bundle per slot, the local pool takes the rest as it goes). Only this
+thread writes results to the journal; request handlers read them.
 """
 
 import queue
@@ -12,23 +15,38 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from scheduler.bundling import BundlePacker, tasks_per_bundle
 from scheduler.dispatch import Dispatcher
-from scheduler.journal import Journal
+from scheduler.errors import JobNotFoundError
+from scheduler.fleet_link import FleetLink
+from scheduler.journal import DISPATCHED, SENT, Journal, Placement
 from scheduler.local_pool import LocalPool
+from scheduler.remote_dispatch import RemoteFleet
 from worker.local import Chunk, Progress, lost_results
-from worker.result import Status, decode, encode_lines
+from worker.result import Result, Status, decode, encode_lines
 from worker.workload import TaskBatch
 
 #: Seconds the thread waits for results before it looks for new jobs anyway.
 POLL_SECONDS = 0.05
 
+#: Most bundles packed per turn of the loop, so local workers wait little.
+BUNDLES_PER_TURN = 50
+
+#: Placements whose tasks the local pool runs, and those the fleet runs.
+LOCAL_PLACEMENTS = (Placement.LOCAL, Placement.HYBRID)
+FLEET_PLACEMENTS = (Placement.REMOTE, Placement.HYBRID)
+
 
 class _JobCursor:
     """Where dispatch of one job has got to."""
 
-    def __init__(self, job_id: str, files: list[str], pending: int) -> None:
+    def __init__(
+        self, job_id: str, placement: str, files: list[str], total: int, pending: int
+    ) -> None:
         self.job_id = job_id
+        self.placement = placement
         self.files = files
+        self.total = total
         self.after = (0, 0)  # (file number, line) of the last task dispatched
         self.pending = pending  # tasks not dispatched yet
 
@@ -51,21 +69,33 @@ class JournalSource:
             if job_id not in self._known:
                 self._known.add(job_id)
                 pending = info.total - info.finished
-                self.cursors.append(_JobCursor(job_id, info.files, pending))
+                cursor = _JobCursor(job_id, info.placement, info.files, info.total, pending)
+                self.cursors.append(cursor)
 
     def take(self, count: int) -> Chunk | None:
+        """A chunk of at most ``count`` tasks for the local pool."""
         if self._returned:
             return self._returned.popleft()
+        return self._take(lambda _: count, LOCAL_PLACEMENTS, state=DISPATCHED)
+
+    def take_for_fleet(self, size: Callable[[_JobCursor], int], hybrid: bool) -> Chunk | None:
+        """A bundle's worth of tasks (``size`` of a job) for the fleet; hybrid jobs too?"""
+        placements = FLEET_PLACEMENTS if hybrid else (Placement.REMOTE,)
+        return self._take(size, placements, state=SENT)
+
+    def _take(
+        self, size: Callable[[_JobCursor], int], placements: tuple[str, ...], state: int
+    ) -> Chunk | None:
         for _ in range(len(self.cursors)):
             cursor = self.cursors[0]
             self.cursors.rotate(-1)
-            if not cursor.pending:
+            if not cursor.pending or cursor.placement not in placements:
                 continue
-            pending = self.journal.pending(cursor.job_id, cursor.after, count)
+            pending = self.journal.pending(cursor.job_id, cursor.after, size(cursor))
             if pending is None:
                 cursor.pending = 0
                 continue
-            self.journal.mark_dispatched(cursor.job_id, pending.file_number, pending.lines)
+            self.journal.mark_dispatched(cursor.job_id, pending.file_number, pending.lines, state)
             cursor.after = (pending.file_number, pending.lines[-1])
             cursor.pending = max(cursor.pending - len(pending.lines), 0)
             self._chunk_ids += 1
@@ -83,6 +113,13 @@ class JournalSource:
         """Whether any task is waiting to be dispatched."""
         return bool(self._returned) or any(c.pending for c in self.cursors)
 
+    def files_of(self, job_id: str) -> list[str]:
+        """A job's file names, by file number - 1."""
+        for cursor in self.cursors:
+            if cursor.job_id == job_id:
+                return cursor.files
+        return self.journal.job(job_id).files  # finished or cancelled meanwhile
+
     def give_back(self, chunk: Chunk) -> None:
         self._returned.append(chunk)
 
@@ -90,10 +127,10 @@ class JournalSource:
 class JournalSink:
     """Stores results in the journal and tells listeners."""
 
-    def __init__(self, journal: Journal, notify: Callable[[], None]) -> None:
+    def __init__(self, journal: Journal, notify: Callable[[], None], fleet: bool) -> None:
         self.journal = journal
         self.notify = notify
-        self.seq = journal.recover()
+        self.seq = journal.recover(fleet=fleet)
 
     def results(self, chunk: Chunk, progress: Progress) -> None:
         lines = chunk.tasks.lines[progress.first : progress.first + progress.size]
@@ -107,24 +144,90 @@ class JournalSink:
         rows = [(r.line, Status.LOST, encode_lines([r])) for r in results]
         self._store(chunk, rows)
 
+    def fleet_results(self, results: list[Result], files: list[str]) -> int:
+        """Store results from the fleet (``files``: their job's); returns how many were new."""
+        by_file: dict[int, list[tuple[int, Status, bytes]]] = {}
+        for result in results:
+            if result.file in files:
+                row = (result.line, result.status, encode_lines([result]))
+                by_file.setdefault(files.index(result.file) + 1, []).append(row)
+        before = self.seq
+        for file_number, rows in by_file.items():
+            self.seq = self.journal.finish(results[0].job, file_number, rows, self.seq)
+        self.notify()
+        return self.seq - before
+
     def _store(self, chunk: Chunk, rows: list[tuple[int, Status, bytes]]) -> None:
         self.seq = self.journal.finish(chunk.job_id, chunk.file_number, rows, self.seq)
         self.notify()
 
 
+class FleetFeeder:
+    """Packs the fleet's share of jobs into bundles and stores what comes back."""
+
+    def __init__(self, link: FleetLink, local_workers: int) -> None:
+        self.link = link
+        self.local_workers = local_workers
+
+    def bundle_size(self, cursor: _JobCursor) -> int:
+        """Tasks per bundle: every slot that may run the job gets work."""
+        slots = self.link.slots
+        if cursor.placement == Placement.HYBRID:
+            slots += self.local_workers
+        return tasks_per_bundle(cursor.total, slots)
+
+    def feed(self, source: JournalSource) -> None:
+        """Send bundles: every one of remote jobs, hybrid ones while a slot is free."""
+        for _ in range(BUNDLES_PER_TURN):
+            hybrid = self.link.open_bundles() < self.link.slots
+            chunk = source.take_for_fleet(self.bundle_size, hybrid)
+            if chunk is None:
+                return
+            # One chunk, one bundle (or more, should it pass the message limit).
+            tasks = chunk.tasks
+            packer = BundlePacker(chunk.job_id, source.files_of(chunk.job_id), len(tasks.lines))
+            for line, text in zip(tasks.lines, tasks.texts, strict=True):
+                if (bundle := packer.add(chunk.file_number, line, text)) is not None:
+                    self.link.send(bundle)
+            if (bundle := packer.finish()) is not None:
+                self.link.send(bundle)
+
+    def store(self, source: JournalSource, sink: JournalSink) -> None:
+        """Journal the results the fleet sent, so the link may delete their messages."""
+        for arrival in self.link.arrivals():
+            for batch in arrival.batches:
+                if not batch.results:
+                    continue
+                try:
+                    files = source.files_of(batch.results[0].job)
+                except JobNotFoundError:
+                    continue  # a job this journal does not know: nothing to store
+                self.link.finished(batch.bundle_id, sink.fleet_results(batch.results, files))
+            arrival.stored.set()
+
+
 class ServiceDispatcher(threading.Thread):
-    """Runs jobs from the journal on a local pool until stopped.
+    """Runs jobs from the journal on a local pool (and a fleet) until stopped.
 
     Made in the main thread, it settles what a previous run left in the
     journal (``Journal.recover``) before the service takes requests.
     """
 
-    def __init__(self, journal_path: Path, pool: LocalPool, notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        journal_path: Path,
+        pool: LocalPool,
+        notify: Callable[[], None],
+        fleet: RemoteFleet | None = None,
+    ) -> None:
         super().__init__(name="taskfleet-dispatch", daemon=True)
         self.pool = pool
         self.journal = Journal(journal_path)
-        self.sink = JournalSink(self.journal, notify)
-        self.wake = threading.Event()  # set when a job is sealed or cancelled
+        self.sink = JournalSink(self.journal, notify, fleet=fleet is not None)
+        self.wake = threading.Event()  # set when a job is sealed or cancelled, or results came
+        self.fleet = None
+        if fleet is not None:
+            self.fleet = FleetFeeder(FleetLink(fleet, on_arrival=self.wake.set), pool.size)
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
         self.last_busy = time.monotonic()
@@ -141,12 +244,19 @@ class ServiceDispatcher(threading.Thread):
     def run(self) -> None:
         source = JournalSource(self.journal)
         dispatcher = Dispatcher(self.pool, source, self.sink)
+        if self.fleet is not None:
+            self.fleet.link.start()
         try:
             while not self.stopping.is_set():
                 self._run_cancels()
                 if self.wake.is_set() or not source.has_work():
                     self.wake.clear()
                     source.refresh()  # new jobs in, finished and cancelled ones out
+                if self.fleet is not None:
+                    self.fleet.store(source, self.sink)
+                    self.fleet.feed(source)
+                    if self.fleet.link.open_bundles():
+                        self.last_busy = time.monotonic()
                 if source.has_work() or dispatcher.in_flight():
                     self.last_busy = time.monotonic()
                     dispatcher.step(POLL_SECONDS)
@@ -156,6 +266,8 @@ class ServiceDispatcher(threading.Thread):
             self.failure = error  # reported by /health; the server stops on it
             raise
         finally:
+            if self.fleet is not None:
+                self.fleet.link.stop()
             self.journal.close()
 
     def _run_cancels(self) -> None:
@@ -166,5 +278,5 @@ class ServiceDispatcher(threading.Thread):
             done.set()
 
     def idle_seconds(self) -> float:
-        """Seconds since the pool last had work."""
+        """Seconds since the pool or the fleet last had work."""
         return time.monotonic() - self.last_busy

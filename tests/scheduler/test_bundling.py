@@ -5,9 +5,13 @@ from worker.bundle import decode_bundle
 
 
 def pack(packer: BundlePacker, tasks: list[tuple[int, int, str]]) -> list[str]:
-    bodies = [body for task in tasks if (body := packer.add(*task)) is not None]
+    packed = [bundle for task in tasks if (bundle := packer.add(*task)) is not None]
     last = packer.finish()
-    return bodies + ([last] if last else [])
+    bundles = packed + ([last] if last else [])
+    for bundle in bundles:
+        decoded = decode_bundle(bundle.body)
+        assert (decoded.bundle_id, len(decoded.tasks)) == (bundle.bundle_id, bundle.tasks)
+    return [bundle.body for bundle in bundles]
 
 
 def test_never_fewer_bundles_than_slots() -> None:
@@ -23,7 +27,8 @@ def test_tasks_are_packed_in_order_by_count() -> None:
     bodies = pack(BundlePacker("job", ["w.txt"], per_bundle=4), tasks)
     bundles = [decode_bundle(body) for body in bodies]
     assert [len(b.tasks) for b in bundles] == [4, 4, 2]
-    assert [b.bundle_id for b in bundles] == ["job-000001", "job-000002", "job-000003"]
+    prefix = bundles[0].bundle_id.removesuffix("-000001")
+    assert [b.bundle_id for b in bundles] == [f"{prefix}-00000{n}" for n in (1, 2, 3)]
     assert [(t.file_number, t.line, t.text) for b in bundles for t in b.tasks] == tasks
 
 
@@ -34,3 +39,14 @@ def test_bundles_stay_under_the_message_limit() -> None:
     assert len(bodies) > 1
     assert all(len(body.encode()) <= MAX_BUNDLE_BYTES for body in bodies)
     assert sum(len(decode_bundle(body).tasks) for body in bodies) == 400
+
+
+def test_a_packer_made_again_for_the_same_job_uses_new_bundle_ids() -> None:
+    # A restarted scheduler packs the rest of a job anew; the claim table
+    # must not take its bundles for ones already done.
+    first, again = (
+        decode_bundle(pack(BundlePacker("job", ["w.txt"], per_bundle=1), [(1, 1, "true")])[0])
+        for _ in range(2)
+    )
+    assert first.bundle_id.startswith("job-")
+    assert first.bundle_id != again.bundle_id

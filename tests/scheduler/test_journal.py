@@ -1,11 +1,12 @@
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from scheduler.errors import JobNotFoundError
-from scheduler.journal import JobState, Journal
+from scheduler.journal import SENT, JobState, Journal, Placement
 from worker.result import Status
 
 
@@ -88,7 +89,7 @@ def test_recover_after_a_crash(tmp_path: Path) -> None:
     before.close()
 
     after = Journal(path)
-    seq = after.recover()
+    seq = after.recover(fleet=False)
     assert seq == 3
     with pytest.raises(JobNotFoundError):
         after.job("half")
@@ -98,6 +99,46 @@ def test_recover_after_a_crash(tmp_path: Path) -> None:
     assert pending is not None
     assert pending.lines == [3]  # never started: it will run
     after.close()
+
+
+@pytest.mark.parametrize(("fleet", "lost"), [(True, []), (False, [2, 3])])
+def test_tasks_sent_to_the_fleet_wait_across_a_restart_with_it(
+    tmp_path: Path, fleet: bool, lost: list[int]
+) -> None:
+    path = tmp_path / "j.sqlite3"
+    before = Journal(path)
+    before.create_job("a", Placement.REMOTE)
+    before.add_tasks("a", [(1, 1, "x"), (1, 2, "y"), (1, 3, "z")])
+    before.seal_job("a", ["f"], 3)
+    before.mark_dispatched("a", 1, [2, 3], SENT)
+    before.close()
+
+    after = Journal(path)
+    after.recover(fleet=fleet)
+    assert after.job("a").placement == Placement.REMOTE
+    results = [json.loads(r) for _, r in after.results_page("a", 0, 10)]
+    assert [r["line"] for r in results if r["status"] == "lost"] == lost
+    pending = after.pending("a", (0, 0), 10)
+    assert pending is not None
+    assert pending.lines == [1]
+    after.close()
+
+
+def test_a_journal_of_an_earlier_version_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL,"
+        " files TEXT NOT NULL DEFAULT '[]', total INTEGER NOT NULL DEFAULT 0,"
+        " finished INTEGER NOT NULL DEFAULT 0, succeeded INTEGER NOT NULL DEFAULT 0,"
+        " created_at REAL NOT NULL, finished_at REAL)"
+    )
+    old.execute("INSERT INTO jobs (id, state, created_at) VALUES ('a', 'done', 1.0)")
+    old.commit()
+    old.close()
+    journal = Journal(path)
+    assert journal.job("a").placement == Placement.LOCAL
+    journal.close()
 
 
 def test_unknown_job_is_an_error(journal: Journal) -> None:

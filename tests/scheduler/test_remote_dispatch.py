@@ -45,8 +45,25 @@ def test_results_are_read_and_deleted(fleet: RemoteFleet) -> None:
     ]
     for body in result_messages("job-1", "i-1", results):
         fleet.sqs.send_message(QueueUrl=fleet.resources.response_queue_url, MessageBody=body)
-    assert [r.id for r in fleet.results(wait_seconds=0)] == ["job:1:1", "job:1:2"]
-    assert list(fleet.results(wait_seconds=0)) == []  # deleted once read
+    (delivery,) = fleet.receive(wait_seconds=0)
+    assert [r.id for batch in delivery.batches for r in batch.results] == ["job:1:1", "job:1:2"]
+    fleet.acknowledge(delivery)
+    assert fleet.receive(wait_seconds=0) == []  # deleted once acknowledged
+
+
+def test_results_not_acknowledged_come_back(fleet: RemoteFleet) -> None:
+    outcome = Outcome(Status.SUCCEEDED, 0, 1.0, 2.0, 1.0)
+    result = make_result("job:1:1", "job", "w.txt", 1, "sleep 1", "i-1", outcome)
+    (body,) = result_messages("job-1", "i-1", [result])
+    fleet.sqs.send_message(QueueUrl=fleet.resources.response_queue_url, MessageBody=body)
+    (delivery,) = fleet.receive(wait_seconds=0)
+    fleet.sqs.change_message_visibility(
+        QueueUrl=delivery.queue_url,
+        ReceiptHandle=delivery.messages[0]["ReceiptHandle"],
+        VisibilityTimeout=0,
+    )  # as if the scheduler died before storing it
+    (again,) = fleet.receive(wait_seconds=0)
+    assert again.batches == delivery.batches
 
 
 def test_a_dead_bundle_is_reported_failed_with_the_reason(fleet: RemoteFleet) -> None:
@@ -54,7 +71,9 @@ def test_a_dead_bundle_is_reported_failed_with_the_reason(fleet: RemoteFleet) ->
         QueueUrl=fleet.resources.dead_letter_queue_url, MessageBody=bundle("job-9", 3)
     )
     fleet.sqs.send_message(QueueUrl=fleet.resources.dead_letter_queue_url, MessageBody="garbage")
-    failed = list(fleet.results(wait_seconds=0))
+    (delivery,) = fleet.receive(wait_seconds=0)
+    assert len(delivery.messages) == 2  # the garbage is deleted with the rest
+    failed = [r for batch in delivery.batches for r in batch.results]
     assert [(r.id, r.status) for r in failed] == [
         ("job:1:1", Status.FAILED),
         ("job:1:2", Status.FAILED),

@@ -1,35 +1,44 @@
-"""End to end on the deployed stack: `taskfleet run --remote` and the local fleet.
+"""End to end on the deployed stack: `run --remote`, the service's fleet, the local fleet.
 
-A real moto_server, the real CDK CLI deploying the real stack, the local
-fleet running a `taskfleet worker` process per instance the group brings
-into service, and the installed command.
+A real moto_server, the real CDK CLI deploying the real stack (once for this
+module), the local fleet running a `taskfleet worker` process per instance
+the group brings into service, and the installed command.
 """
 
 import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 from scripts import local_aws
 
-from tests.conftest import WriteWorkload, run_cli
+from tests.conftest import SchedulerProcess, WriteWorkload, run_cli
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def deployed(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+#: The fleet's size in these tests: small, so a hybrid job leaves work for local workers.
+MAX_WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     """The stack on an emulator: its outputs and the environment that reaches it."""
     if not local_aws.CDK_CLI.exists() and not os.environ.get("CI"):
         pytest.skip("the CDK CLI is not installed (npm ci)")
-    state = tmp_path / "local-aws"
+    state = tmp_path_factory.mktemp("local-aws")
+    context = {
+        "taskfleet:idleTimeoutSeconds": "3",
+        "taskfleet:maxWorkers": str(MAX_WORKERS),
+    }
     try:
-        outputs = local_aws.up(state, port=None, context={"taskfleet:idleTimeoutSeconds": "3"})
+        outputs = local_aws.up(state, port=None, context=context)
         port = local_aws.emulator_of(state)["port"]
         yield outputs, local_aws.environment(port)
     finally:
@@ -71,6 +80,52 @@ def test_the_whole_cloud_path_scales_from_zero_and_back(
     while group()["DesiredCapacity"] or group()["Instances"]:
         assert time.monotonic() < deadline, group()
         time.sleep(1)
+
+
+def test_the_scheduler_service_runs_remote_and_hybrid_jobs_on_the_fleet(
+    deployed: tuple[dict[str, str], dict[str, str]],
+    workload: WriteWorkload,
+    scheduler_service: Callable[..., SchedulerProcess],
+) -> None:
+    _, environment = deployed
+    service = scheduler_service("--stack", "Taskfleet", env=environment)
+    health = run_cli("status", "--scheduler", service.url, env=environment)
+    assert health.returncode == 0, health.stderr
+
+    remote = workload(*(["sleep 0"] * 20), "echo via-fleet", "exit 3")
+    done = run_cli(
+        "submit", remote, "--remote", "--scheduler", service.url, env=environment, timeout=300
+    )
+    assert done.returncode == 1, done.stderr  # 'exit 3' failed
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert Counter(r["line"] for r in records) == Counter(range(1, 23))  # each exactly once
+    assert {r["line"]: r["stdout"] for r in records}[21] == "via-fleet\n"
+    assert all(r["worker"].startswith("i-") for r in records)
+
+    # Hybrid: the fleet holds one bundle per slot, local workers take the rest.
+    hybrid = workload(*(["sleep 100"] * 60))
+    done = run_cli(
+        "submit", hybrid, "--hybrid", "--scheduler", service.url, env=environment, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert Counter(r["line"] for r in records) == Counter(range(1, 61))
+    where = Counter(r["worker"].split("-")[0] for r in records)
+    assert set(where) == {"i", "local"}, where  # both ran some
+
+    # The journal holds the fleet's results like any others.
+    job = done.stderr.split("job ", 1)[1].split(":", 1)[0]
+    again = run_cli("results", job, "--scheduler", service.url, env=environment)
+    assert sorted(again.stdout.splitlines()) == sorted(done.stdout.splitlines())
+
+
+def test_a_scheduler_without_a_stack_refuses_remote_jobs(
+    workload: WriteWorkload, scheduler_service: Callable[..., SchedulerProcess]
+) -> None:
+    service = scheduler_service()
+    done = run_cli("submit", workload("sleep 1"), "--remote", "--scheduler", service.url)
+    assert done.returncode == 2
+    assert "no fleet: start it with --stack NAME" in done.stderr
 
 
 def test_remote_without_a_stack_is_a_usage_error(workload: WriteWorkload) -> None:

@@ -1,0 +1,104 @@
+"""FleetLink with a stand-in fleet: retries, bookkeeping, acknowledging only once stored."""
+
+import threading
+import time
+from typing import Any, cast
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from scheduler import fleet_link
+from scheduler.bundling import PackedBundle
+from scheduler.fleet_link import FleetLink
+from scheduler.remote_dispatch import Delivery, RemoteFleet, StackResources
+from worker.bundle import ResultBatch
+from worker.result import Outcome, Status, make_result
+
+
+class StandInFleet:
+    """Records what the link asks of the fleet; the first send fails as a network would."""
+
+    def __init__(self, deliveries: list[Delivery]) -> None:
+        self.resources = StackResources("req", "resp", "dlq", "group", 3)
+        self.sent: list[str] = []
+        self.provisioned: list[int] = []
+        self.acknowledged: list[Delivery] = []
+        self.deliveries = deliveries
+        self.send_failures = 1
+
+    def send(self, bodies: list[str]) -> int:
+        if self.send_failures:
+            self.send_failures -= 1
+            raise EndpointConnectionError(endpoint_url="http://localhost:1")
+        self.sent.extend(bodies)
+        return 1
+
+    def provision(self, open_bundles: int) -> int:
+        self.provisioned.append(open_bundles)
+        return open_bundles
+
+    def receive(self) -> list[Delivery]:
+        if self.deliveries:
+            return [self.deliveries.pop(0)]
+        time.sleep(0.05)
+        return []
+
+    def acknowledge(self, delivery: Delivery) -> None:
+        self.acknowledged.append(delivery)
+
+
+def wait_until(condition: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet_link, "RETRY_FIRST_SECONDS", 0.01)
+
+
+def test_a_failed_send_is_retried_and_capacity_set_from_open_bundles() -> None:
+    fleet = StandInFleet([])
+    link = FleetLink(cast(RemoteFleet, fleet), on_arrival=lambda: None)
+    link.start()
+    try:
+        link.send(PackedBundle("b1", "body-1", 4))
+        link.send(PackedBundle("b2", "body-2", 4))
+        wait_until(lambda: fleet.provisioned)
+        assert fleet.sent == ["body-1", "body-2"]
+        assert fleet.provisioned == [2]
+    finally:
+        link.stop()
+
+
+def test_open_bundles_close_when_all_their_results_are_in() -> None:
+    link = FleetLink(cast(RemoteFleet, StandInFleet([])), on_arrival=lambda: None)
+    link.send(PackedBundle("b1", "body", 3))
+    link.finished("b1", 2)
+    assert link.open_bundles() == 1
+    link.finished("b1", 1)
+    link.finished("b1", 1)  # a duplicate, or results of a bundle sent before a restart
+    link.finished("unknown", 5)
+    assert link.open_bundles() == 0
+
+
+def test_results_are_deleted_only_once_stored() -> None:
+    outcome = Outcome(Status.SUCCEEDED, 0, 1.0, 2.0, 1.0)
+    result = make_result("j:1:1", "j", "w.txt", 1, "true", "i-1", outcome)
+    delivery = Delivery("resp", [{"ReceiptHandle": "r"}], [ResultBatch("b1", "i-1", [result])])
+    fleet = StandInFleet([delivery])
+    woken = threading.Event()
+    link = FleetLink(cast(RemoteFleet, fleet), on_arrival=woken.set)
+    link.start()
+    try:
+        assert woken.wait(10)
+        (arrival,) = link.arrivals()
+        assert arrival.batches == delivery.batches
+        time.sleep(0.2)
+        assert fleet.acknowledged == []  # not stored yet
+        arrival.stored.set()
+        wait_until(lambda: fleet.acknowledged == [delivery])
+    finally:
+        link.stop()
