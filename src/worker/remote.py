@@ -1,7 +1,8 @@
 """``taskfleet worker``: the program an instance of the fleet runs.
 
-It long-polls the request queue, claims each bundle in the claim table, runs
-its tasks on ``concurrency`` local slots while a heartbeat extends both the
+It long-polls the request queue for as many bundles as it has slots (up to
+ten), claims each bundle in the claim table, runs their tasks on
+``concurrency`` local slots while a heartbeat extends both the
 message's visibility and the claim's lease, sends the results to the
 response queue, marks the claim done and deletes the message. While busy it
 holds scale-in protection; idle for ``idle_timeout`` seconds, it terminates
@@ -142,7 +143,11 @@ class RemoteWorker:
         """Work until stopped (SIGTERM) or idle; return the exit code."""
         signal.signal(signal.SIGTERM, self._stop)
         idle_since = time.monotonic()
-        with ThreadPoolExecutor(self.config.concurrency, "taskfleet-slot") as slots:
+        concurrency = self.config.concurrency
+        with (
+            ThreadPoolExecutor(concurrency, "taskfleet-slot") as slots,
+            ThreadPoolExecutor(concurrency, "taskfleet-bundle") as bundles,
+        ):
             while not self.stopping.is_set():
                 messages = self._receive()
                 if not messages:
@@ -152,11 +157,8 @@ class RemoteWorker:
                         return 0
                     continue
                 self._protect(True)
-                for index, message in enumerate(messages):
-                    if self.stopping.is_set():
-                        self._make_visible(messages[index:])
-                        break
-                    self._handle(message, slots)
+                # Every bundle received starts now, its tasks sharing the slots.
+                list(bundles.map(lambda message: self._handle(message, slots), messages))
                 idle_since = time.monotonic()
         self._protect(False)
         return 0
@@ -166,9 +168,11 @@ class RemoteWorker:
         self.stopping.set()
 
     def _receive(self) -> list[dict[str, Any]]:
+        """Bundles to start now: no more than the slots, so none waits here while
+        another worker could run it (instances come up one by one)."""
         response = self.sqs.receive_message(
             QueueUrl=self.config.request_queue_url,
-            MaxNumberOfMessages=MAX_MESSAGES_PER_CALL,
+            MaxNumberOfMessages=min(self.config.concurrency, MAX_MESSAGES_PER_CALL),
             WaitTimeSeconds=LONG_POLL_SECONDS,
             VisibilityTimeout=self.config.visibility_timeout,
         )
