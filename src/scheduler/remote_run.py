@@ -17,6 +17,7 @@ from scheduler.embedded import new_job_id
 from scheduler.remote_dispatch import RemoteFleet
 from scheduler.summary import Summary
 from worker.result import encode_lines
+from worker.sqs import MAX_MESSAGES_PER_CALL
 from worker.workload import TaskReader, WorkloadCounts
 
 #: Tasks read from a workload file at a time while packing.
@@ -43,8 +44,16 @@ def run_remote(
     job_id = new_job_id()
     summary = Summary(total=counts.total, workers=slots)
     summary.start()
-    bundles = send_bundles(paths, job_id, fleet, tasks_per_bundle(counts.total, slots))
-    fleet.provision(open_bundles=bundles)
+    per_bundle = tasks_per_bundle(counts.total, slots)
+    expected = math.ceil(counts.total / per_bundle)  # more only if some hit the size limit
+
+    def first_sent() -> None:
+        # Capacity is asked for as the first bundles land, not after the last.
+        fleet.provision(open_bundles=expected)
+
+    bundles = send_bundles(paths, job_id, fleet, per_bundle, first_sent)
+    if bundles != expected:
+        fleet.provision(open_bundles=bundles)
     reported: set[str] = set()
     last_provision = time.monotonic()
     try:
@@ -73,11 +82,26 @@ def run_remote(
     return summary
 
 
-def send_bundles(paths: Sequence[str], job_id: str, fleet: RemoteFleet, per_bundle: int) -> int:
+def send_bundles(
+    paths: Sequence[str],
+    job_id: str,
+    fleet: RemoteFleet,
+    per_bundle: int,
+    first_sent: Callable[[], None],
+) -> int:
     """Pack and send every task of the workload; returns the number of bundles."""
     packer = BundlePacker(job_id, list(paths), per_bundle)
     pending: list[str] = []
     sent = 0
+
+    def flush() -> None:
+        nonlocal pending, sent
+        fleet.send(pending)
+        if not sent:
+            first_sent()
+        sent += len(pending)
+        pending = []
+
     for file_number, path in enumerate(paths, start=1):
         with TaskReader(path, check=False) as reader:
             while (batch := reader.read(READ_BATCH)).lines:
@@ -85,14 +109,11 @@ def send_bundles(paths: Sequence[str], job_id: str, fleet: RemoteFleet, per_bund
                     packed = packer.add(file_number, line, text)
                     if packed is not None:
                         pending.append(packed.body)
-                if len(pending) >= 10:
-                    fleet.send(pending)
-                    sent += len(pending)
-                    pending = []
+                        if len(pending) == MAX_MESSAGES_PER_CALL:
+                            flush()
     last = packer.finish()
     if last is not None:
         pending.append(last.body)
     if pending:
-        fleet.send(pending)
-        sent += len(pending)
+        flush()
     return sent
