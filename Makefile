@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench local-aws-up local-aws-down clean
+.PHONY: install demo test lint typecheck bench bench-remote local-aws-up local-aws-down clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/local_path.py --json bench/results/local_path.json
+
+# The remote path through the emulator: stands the stack up and tears it down.
+bench-remote: $(STAMP)
+	$(BIN)/python -m bench.remote_path --json bench/results/remote_path.json
 
 # The AWS stack on this machine, with no account: moto_server on localhost,
 # then `cdk bootstrap` and `cdk deploy --method=direct` against it.

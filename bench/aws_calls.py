@@ -1,0 +1,50 @@
+"""Counting the AWS requests of every process of a benchmark, with botocore's event hooks.
+
+Each process that calls ``record_requests(folder)`` appends one line per SQS or
+DynamoDB request it sends ("service operation") to ``folder/PID.requests``;
+``count_requests(folder)`` adds them up. Processes the benchmark does not
+start itself (the local fleet's workers) do the same through
+``aws_calls_site/sitecustomize.py`` when ``TASKFLEET_BENCH_REQUESTS`` names
+the folder and that directory is on their PYTHONPATH.
+"""
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+#: The services whose requests are counted.
+COUNTED = ("sqs", "dynamodb")
+
+#: The environment variable naming the folder, for processes started elsewhere.
+FOLDER_VARIABLE = "TASKFLEET_BENCH_REQUESTS"
+
+#: The folder to put on a process's PYTHONPATH so it counts its requests.
+SITE = Path(__file__).resolve().parent / "aws_calls_site"
+
+
+def record_requests(folder: Path) -> None:
+    """Count every SQS and DynamoDB request of this process's boto3 clients made from now."""
+    path = folder / f"{os.getpid()}.requests"
+
+    def count(event_name: str, **_context: Any) -> None:
+        # before-send fires once per HTTP request, retries included.
+        _, service, operation = event_name.split(".", 2)
+        with path.open("a") as log:
+            log.write(f"{service} {operation}\n")
+
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    for service in COUNTED:
+        boto3.DEFAULT_SESSION.events.register(f"before-send.{service}", count)
+
+
+def count_requests(folder: Path) -> Counter[str]:
+    """Requests recorded so far under ``folder``, by "service operation"."""
+    counts: Counter[str] = Counter()
+    for path in folder.glob("*.requests"):
+        counts.update(line.strip() for line in path.read_text().splitlines() if line.strip())
+    return counts

@@ -1,0 +1,10 @@
+"""Makes any Python process started with this folder on PYTHONPATH count its AWS requests
+into the folder that TASKFLEET_BENCH_REQUESTS names (see bench/aws_calls.py)."""
+
+import os
+from pathlib import Path
+
+if os.environ.get("TASKFLEET_BENCH_REQUESTS"):
+    from bench.aws_calls import record_requests
+
+    record_requests(Path(os.environ["TASKFLEET_BENCH_REQUESTS"]))

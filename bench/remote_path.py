@@ -1,0 +1,311 @@
+"""Benchmarks of the remote path, through the local emulator, beside peers measured in the same run.
+
+    python -m bench.remote_path            # the full run (several minutes)
+    python -m bench.remote_path --quick    # 1,000 tasks instead of 10,000
+
+It stands the whole cloud path up as `make local-aws-up` does (moto_server,
+the real CDK CLI deploying the stack, the local fleet: one `taskfleet worker`
+process per in-service instance), then measures:
+
+- AWS requests per 1,000 `sleep 0` tasks (every SQS and DynamoDB request of
+  the scheduler and of every worker, counted with botocore's event hooks,
+  from the first task sent until the fleet is back at zero: idle polls
+  included), 10,000 tasks with 4 and 16 workers: taskfleet's bundles against
+  one-task-per-message dispatch through the same workers and queues (on
+  1,000 tasks: its cost per task is constant, and it is slow);
+- the time from the first task queued to a desired capacity above zero, as
+  an observer polling the group every 20 ms sees it;
+- efficiency of `sleep 1000` tasks, 10 per worker, 4 workers, from the first
+  task queued (the fleet at zero) to the last result, beside the same tasks
+  on a local multiprocessing.Pool(4).
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+from scripts import local_aws
+
+from bench.aws_calls import FOLDER_VARIABLE, SITE, count_requests, record_requests
+from scheduler.remote_dispatch import RemoteFleet, StackResources
+from scheduler.remote_run import run_remote
+from worker.execute import TaskRunner, plan
+from worker.workload import check_workload
+
+STACK = "Taskfleet"
+
+#: Seconds a fleet worker waits idle before it ends its instance, in this run.
+IDLE_TIMEOUT_SECONDS = 5
+
+#: Most tasks the one-task-per-message peer runs.
+PEER_TASKS = 1_000
+
+#: How often the observer looks at the group's desired capacity.
+OBSERVE_SECONDS = 0.02
+
+
+def write_workload(directory: Path, name: str, line: str, count: int) -> str:
+    path = directory / name
+    path.write_text(f"{line}\n" * count)
+    return str(path)
+
+
+class Group:
+    """The stack's Auto Scaling group, as the benchmark looks at it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.autoscaling: Any = boto3.client("autoscaling")
+
+    def describe(self) -> dict[str, Any]:
+        (group,) = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[self.name])[
+            "AutoScalingGroups"
+        ]
+        return dict(group)
+
+    def resize(self, maximum: int) -> None:
+        self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=self.name, MaxSize=maximum)
+
+    def wait_for_zero(self, requests: Path, timeout: float = 300) -> None:
+        """Until the group is empty and no worker process sends requests any more."""
+        deadline = time.monotonic() + timeout
+        while True:
+            group = self.describe()
+            if not group["DesiredCapacity"] and not group["Instances"]:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the fleet did not return to zero: {group}")
+            time.sleep(0.5)
+        settled = count_requests(requests)
+        while True:  # the last worker may still be on its way out
+            time.sleep(2)
+            now = count_requests(requests)
+            if now == settled:
+                return
+            settled = now
+
+
+class CapacityObserver(threading.Thread):
+    """Notes when the group's desired capacity first goes above zero."""
+
+    def __init__(self, group: Group) -> None:
+        super().__init__(daemon=True)
+        self.group = group
+        self.seen_at: float | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set() and self.seen_at is None:
+            if self.group.describe()["DesiredCapacity"] > 0:
+                self.seen_at = time.monotonic()
+            time.sleep(OBSERVE_SECONDS)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+class FirstQueued:
+    """When the scheduler's first SendMessageBatch came back: the first task queued."""
+
+    EVENT = "after-call.sqs.SendMessageBatch"
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        assert boto3.DEFAULT_SESSION is not None
+        self.events = boto3.DEFAULT_SESSION.events
+        self.events.register(self.EVENT, self._sent, unique_id="bench-first-queued")
+
+    def _sent(self, **_: Any) -> None:
+        if self.at is None:
+            self.at = time.monotonic()
+
+    def close(self) -> None:
+        self.events.unregister(self.EVENT, unique_id="bench-first-queued")
+
+
+def run_job(
+    path: str, resources: StackResources, slots: int, directory: Path, group: Group
+) -> dict[str, Any]:
+    """One job through the fleet from zero; its figures once the fleet is back at zero."""
+    requests = directory / "requests"
+    group.wait_for_zero(requests)
+    before = count_requests(requests)
+    counts = check_workload([path])
+    first_queued = FirstQueued()
+    observer = CapacityObserver(group)
+    observer.start()
+    output = directory / "results.jsonl"
+    began = time.perf_counter()
+    with output.open("wb") as stream:
+        summary = run_remote(
+            [path], counts=counts, fleet=RemoteFleet(resources), slots=slots, output=stream
+        )
+    job_seconds = time.perf_counter() - began
+    observer.stop()
+    first_queued.close()
+    records = [json.loads(line) for line in output.read_bytes().splitlines()]
+    ids = Counter(record["id"] for record in records)
+    if len(ids) != counts.total or max(ids.values()) != 1:
+        raise SystemExit(f"{len(records)} results for {counts.total} tasks")
+    if summary.failed:
+        raise SystemExit(f"{summary.failed} tasks failed")
+    group.wait_for_zero(requests)
+    spent = count_requests(requests) - before
+    total = sum(spent.values())
+    queued = first_queued.at
+    capacity_after = (
+        None if queued is None or observer.seen_at is None else observer.seen_at - queued
+    )
+    running = max(r["finished_at"] for r in records) - min(r["started_at"] for r in records)
+    return {
+        "tasks": counts.total,
+        "requests": total,
+        "requests_per_1000_tasks": round(total * 1000 / counts.total, 2),
+        "requests_by_operation": dict(sorted(spent.items())),
+        "wall_seconds": round(summary.wall_seconds, 3),
+        "job_seconds": round(job_seconds, 3),
+        "running_seconds": round(running, 3),
+        "capacity_after_first_queued_seconds": (
+            None if capacity_after is None else round(capacity_after, 3)
+        ),
+    }
+
+
+def requests_experiment(
+    tasks: int, directory: Path, resources: StackResources, group: Group
+) -> list[dict[str, Any]]:
+    # One task per message costs the same handful of requests for every task
+    # (and runs at a few dozen tasks a second on the emulator): it is measured
+    # on at most PEER_TASKS tasks, and compared per 1,000.
+    peer_tasks = min(tasks, PEER_TASKS)
+    runs = [
+        ("taskfleet bundles", tasks, write_workload(directory, "bundles.txt", "sleep 0", tasks)),
+        (
+            "one task per message",
+            peer_tasks,
+            write_workload(directory, "one-per-message.txt", "sleep 0", peer_tasks),
+        ),
+    ]
+    rows = []
+    for workers in (4, 16):
+        group.resize(workers)
+        fleet = resources._replace(max_workers=workers)
+        for dispatch, count, path in runs:
+            slots = workers if dispatch == "taskfleet bundles" else count  # 1 task a bundle
+            print(f"requests: {count} tasks, {workers} workers, {dispatch} ...", flush=True)
+            figures = run_job(path, fleet, slots, directory, group)
+            rows.append({"workers": workers, "dispatch": dispatch, **figures})
+            print(
+                f"  {figures['requests']} requests = {figures['requests_per_1000_tasks']} "
+                f"per 1,000 tasks; capacity {figures['capacity_after_first_queued_seconds']} s "
+                "after the first task was queued",
+                flush=True,
+            )
+    return rows
+
+
+_runner: TaskRunner | None = None
+
+
+def peer_task(text: str) -> None:
+    global _runner  # one per pool process, as a worker has
+    if _runner is None:
+        _runner = TaskRunner(timeout=None)
+    _runner.run(text, plan(text))
+
+
+def efficiency_experiment(
+    directory: Path, resources: StackResources, group: Group
+) -> dict[str, Any]:
+    workers, per_worker, sleep_ms = 4, 10, 1000
+    tasks = workers * per_worker
+    ideal = per_worker * sleep_ms / 1000
+    path = write_workload(directory, "sleep1000.txt", f"sleep {sleep_ms}", tasks)
+    group.resize(workers)
+    print(f"efficiency: {tasks} x sleep {sleep_ms}, {workers} workers ...", flush=True)
+    figures = run_job(path, resources._replace(max_workers=workers), workers, directory, group)
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(peer_task, ["sleep 0"] * workers)  # started before the clock
+        began = time.perf_counter()
+        list(pool.imap_unordered(peer_task, [f"sleep {sleep_ms}"] * tasks, chunksize=1))
+        pool_seconds = time.perf_counter() - began
+    row = {
+        "workers": workers,
+        "tasks": tasks,
+        "ideal_seconds": ideal,
+        "taskfleet_seconds": figures["wall_seconds"],
+        "efficiency": round(ideal / figures["wall_seconds"], 4),
+        "efficiency_once_running": round(ideal / figures["running_seconds"], 4),
+        "capacity_after_first_queued_seconds": figures["capacity_after_first_queued_seconds"],
+        "pool_seconds": round(pool_seconds, 3),
+        "pool_efficiency": round(ideal / pool_seconds, 4),
+    }
+    print(
+        f"  taskfleet (fleet from zero) {row['efficiency']}, once running "
+        f"{row['efficiency_once_running']}; local Pool({workers}) {row['pool_efficiency']}",
+        flush=True,
+    )
+    return row
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "boto3": boto3.__version__,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 tasks instead of 10,000")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    args = parser.parse_args()
+    tasks = 1_000 if args.quick else 10_000
+    with tempfile.TemporaryDirectory(prefix="taskfleet-bench-") as temporary:
+        directory = Path(temporary)
+        requests = directory / "requests"
+        requests.mkdir()
+        # Every process from here on (the fleet's workers too) counts its requests.
+        os.environ[FOLDER_VARIABLE] = str(requests)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(SITE), os.environ.get("PYTHONPATH")])
+        )
+        record_requests(requests)
+        state = directory / "local-aws"
+        context = {
+            "taskfleet:maxWorkers": "16",
+            "taskfleet:idleTimeoutSeconds": str(IDLE_TIMEOUT_SECONDS),
+        }
+        print("standing up the emulator, the stack and the local fleet ...", flush=True)
+        outputs = local_aws.up(state, port=None, context=context)
+        try:
+            os.environ.update(local_aws.environment(local_aws.emulator_of(state)["port"]))
+            resources = StackResources.lookup(STACK)
+            group = Group(outputs["AutoScalingGroupName"])
+            report = {
+                "machine": machine(),
+                "requests": requests_experiment(tasks, directory, resources, group),
+                "efficiency": efficiency_experiment(directory, resources, group),
+            }
+        finally:
+            local_aws.down(state)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
