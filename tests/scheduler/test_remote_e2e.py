@@ -36,6 +36,9 @@ def deployed(
     context = {
         "taskfleet:idleTimeoutSeconds": "3",
         "taskfleet:maxWorkers": str(MAX_WORKERS),
+        # Short, so a poison bundle reaches the dead-letter queue in seconds.
+        "taskfleet:visibilityTimeoutSeconds": "3",
+        "taskfleet:maxReceiveCount": "2",
     }
     try:
         outputs = local_aws.up(state, port=None, context=context)
@@ -117,6 +120,26 @@ def test_the_scheduler_service_runs_remote_and_hybrid_jobs_on_the_fleet(
     job = done.stderr.split("job ", 1)[1].split(":", 1)[0]
     again = run_cli("results", job, "--scheduler", service.url, env=environment)
     assert sorted(again.stdout.splitlines()) == sorted(done.stdout.splitlines())
+
+
+def test_a_poison_bundle_ends_in_the_dead_letter_queue_and_is_reported_failed(
+    deployed: tuple[dict[str, str], dict[str, str]], workload: WriteWorkload
+) -> None:
+    _, environment = deployed
+    # Two bundles of 11 (one per fleet slot); the task on line 22 kills the worker
+    # running it (the shell's parent) every time it is delivered.
+    path = workload(*(["sleep 0"] * 21), "kill -9 $PPID")
+    done = run_cli("run", path, "--remote", "--stack", "Taskfleet", env=environment, timeout=300)
+    assert done.returncode == 1, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert Counter(r["line"] for r in records) == Counter(range(1, 23))  # each exactly once
+    by_status = {r["line"]: r["status"] for r in records}
+    assert {line for line, status in by_status.items() if status == "succeeded"} == set(
+        range(1, 12)
+    )  # the other bundle is unaffected
+    failed = [r for r in records if r["line"] >= 12]
+    assert {r["status"] for r in failed} == {"failed"}
+    assert all("dead-letter queue" in r["error"] for r in failed)
 
 
 def test_a_scheduler_without_a_stack_refuses_remote_jobs(
