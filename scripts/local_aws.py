@@ -63,7 +63,9 @@ def environment(port: int) -> dict[str, str]:
         # localhost, not 127.0.0.1: with the IP, CloudFormation in the emulator
         # cannot find the template the CLI published to its S3.
         "AWS_ENDPOINT_URL": f"http://localhost:{port}",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])
+        ),
         "CDK_DISABLE_VERSION_CHECK": "1",
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
     }
