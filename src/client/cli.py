@@ -391,7 +391,11 @@ def worker(
 
 
 def print_jobs(console: Console, jobs: list[dict[str, object]]) -> None:
-    table = Table("job", "state", "placement", "tasks", "finished", "succeeded", "failed", "files")
+    table = Table()
+    # Figures are never cut: on a narrow terminal only the file names wrap.
+    for name in ("job", "state", "placement", "tasks", "finished", "succeeded", "failed"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("files", overflow="fold")
     for info in jobs:
         files = info.get("files")
         table.add_row(
