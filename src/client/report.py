@@ -34,13 +34,13 @@ def stderr_console() -> Console:
 
 
 @contextmanager
-def live_progress(console: Console, total: int) -> Iterator[Progress | None]:
+def live_progress(console: Console, total: int, label: str = "tasks") -> Iterator[Progress | None]:
     """A progress bar on a terminal; nothing (None) when stderr is a file or pipe."""
     if not console.is_terminal:
         yield None
         return
     bar = Progress(
-        TextColumn("[bold]tasks"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
@@ -49,7 +49,7 @@ def live_progress(console: Console, total: int) -> Iterator[Progress | None]:
         console=console,
         transient=True,
     )
-    bar.add_task("tasks", total=total)
+    bar.add_task(label, total=total)
     with bar:
         yield bar
 

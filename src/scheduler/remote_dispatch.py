@@ -85,13 +85,25 @@ class RemoteFleet:
         """Put bundles on the request queue; returns the SendMessageBatch calls made."""
         return send_batches(self.sqs, self.resources.request_queue_url, bodies)
 
-    def provision(self, open_bundles: int) -> int | None:
-        """Set the group's desired capacity for bundles sent and not finished; returns it."""
+    def slots(self) -> int:
+        """Instances the fleet may have now: its group's maximum (it may have changed
+        since the stack was deployed), else the stack's MaxWorkers."""
+        group = self._group()
+        return self.resources.max_workers if group is None else int(group["MaxSize"])
+
+    def _group(self) -> dict[str, Any] | None:
         if self.resources.group_name is None:
             return None
         (group,) = self.autoscaling.describe_auto_scaling_groups(
             AutoScalingGroupNames=[self.resources.group_name]
         )["AutoScalingGroups"]
+        return dict(group)
+
+    def provision(self, open_bundles: int) -> int | None:
+        """Set the group's desired capacity for bundles sent and not finished; returns it."""
+        group = self._group()
+        if group is None or self.resources.group_name is None:
+            return None
         instances = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
         busy = sum(1 for i in instances if i.get("ProtectedFromScaleIn"))
         wanted = desired_capacity(

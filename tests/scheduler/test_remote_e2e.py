@@ -10,6 +10,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -157,3 +158,24 @@ def test_remote_without_a_stack_is_a_usage_error(workload: WriteWorkload) -> Non
     )
     assert done.returncode == 2
     assert "--remote needs --stack" in done.stderr
+
+
+def test_bench_measures_the_fleet_beside_the_rest(
+    deployed: tuple[dict[str, str], dict[str, str]], tmp_path: Path
+) -> None:
+    _, environment = deployed
+    folder = tmp_path / "figures"
+    done = run_cli(
+        "bench", "--quick", "--stack", "Taskfleet", "-o", str(folder), env=environment, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    remote = [r for r in rows if r["system"] == "taskfleet remote"]
+    assert {(r["kind"], r["workers"]) for r in remote} == {
+        ("throughput", 1),
+        ("throughput", 2),
+        ("efficiency", 1),
+        ("efficiency", 2),
+        ("commands", 2),
+    }
+    assert all(r["tasks_per_second"] > 0 for r in remote)

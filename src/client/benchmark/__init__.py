@@ -1,0 +1,1 @@
+"""`taskfleet bench`: the seed's throughput and efficiency experiments, beside peers."""
