@@ -1,5 +1,7 @@
-"""Shared fixtures: workload files, the real CLI, a real scheduler service process."""
+"""Shared fixtures: workload files, the real CLI, a real scheduler service process,
+moto_server with the remote path's queues and table, and workers against them."""
 
+import json
 import os
 import re
 import shutil
@@ -7,11 +9,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import boto3
 import httpx
 import pytest
+
+from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 
 WriteWorkload = Callable[..., str]
 
@@ -197,3 +204,92 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+# -- the remote path without a stack: queues, table and workers on moto_server ---------
+
+
+class Resources(NamedTuple):
+    sqs: Any
+    requests: str
+    responses: str
+    dead_letters: str
+    table: str
+
+
+@pytest.fixture
+def resources(moto_endpoint: str) -> Resources:
+    assert os.environ["AWS_ENDPOINT_URL"] == moto_endpoint  # boto3 here and in workers
+    sqs: Any = boto3.client("sqs")
+    dead_letters = sqs.create_queue(QueueName="dead-letters")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    requests = sqs.create_queue(
+        QueueName="requests",
+        Attributes={
+            "VisibilityTimeout": "3",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": 2}),
+        },
+    )["QueueUrl"]
+    responses = sqs.create_queue(QueueName="responses")["QueueUrl"]
+    boto3.client("dynamodb").create_table(
+        TableName="claims",
+        KeySchema=[{"AttributeName": "bundle", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "bundle", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return Resources(sqs, requests, responses, dead_letters, "claims")
+
+
+def start_worker(
+    resources: Resources, instance: str, tmp_path: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    log = (tmp_path / f"{instance}.log").open("wb")
+    with log:
+        return subprocess.Popen(
+            [
+                *taskfleet_command(),
+                "worker",
+                "--request-queue-url",
+                resources.requests,
+                "--response-queue-url",
+                resources.responses,
+                "--claim-table",
+                resources.table,
+                "--region",
+                "us-east-1",
+                "--instance-id",
+                instance,
+                "--visibility-timeout",
+                "3",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+
+
+def drain(sqs: Any, queue: str) -> list[str]:
+    bodies: list[str] = []
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+def results_by_id(sqs: Any, queue: str) -> Counter[str]:
+    return Counter(
+        result.id for body in drain(sqs, queue) for result in decode_result_batch(body).results
+    )
+
+
+def bundle(bundle_id: str, *texts: str) -> str:
+    tasks = [BundleTask(1, n, text) for n, text in enumerate(texts, start=1)]
+    return encode_bundle(Bundle(bundle_id, "job1", ["w.txt"], tasks))

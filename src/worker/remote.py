@@ -47,6 +47,17 @@ log = logging.getLogger("taskfleet.worker")
 #: The heartbeat renews visibility and lease this many times per timeout.
 HEARTBEATS_PER_TIMEOUT = 3
 
+
+def lease_seconds(visibility_timeout: float) -> float:
+    """A claim's lease: a little shorter than the message's visibility, so that when
+    SQS delivers the message again after its holder died (visibility counts from
+    the receive, and in whole seconds), the lease has surely run out and the
+    next worker takes the bundle over at once instead of waiting another timeout
+    (and spending one of the message's receives before the dead-letter queue)."""
+    margin = min(max(1.0, visibility_timeout / 10), visibility_timeout / HEARTBEATS_PER_TIMEOUT)
+    return visibility_timeout - margin
+
+
 IMDS = "http://169.254.169.254/latest"
 
 
@@ -196,22 +207,26 @@ class RemoteWorker:
             log.warning("message %s is not a bundle: %s", message.get("MessageId"), error)
             return
         worker = self.config.instance_id
+        claimed_at = time.monotonic()  # no later than the lease's own start
         try:
-            if not self.ledger.claim(bundle.bundle_id, worker, self.config.visibility_timeout):
+            lease = lease_seconds(self.config.visibility_timeout)
+            if not self.ledger.claim(bundle.bundle_id, worker, lease):
                 log.info("bundle %s is held by a live worker", bundle.bundle_id)
                 return
         except DuplicateBundleError:
             log.info("bundle %s was done already: deleting the duplicate", bundle.bundle_id)
             self._delete(receipt)
             return
-        heartbeat = Heartbeat(self, bundle.bundle_id, receipt)
+        heartbeat = Heartbeat(self, bundle.bundle_id, receipt, claimed_at)
         heartbeat.start()
         try:
-            results = list(slots.map(lambda task: self._run(bundle, task), bundle.tasks))
+            ran = list(slots.map(lambda task: self._run(bundle, task, heartbeat), bundle.tasks))
         finally:
             heartbeat.stop()
-        if heartbeat.lost:
-            # Its lease ran out and another worker took it: that one reports it.
+        results = [result for result in ran if result is not None]
+        if not heartbeat.holds():  # sticky: also when a task was skipped
+            # Another worker took it (or may have: the lease ran out while this
+            # process was paused): that one reports it.
             log.warning("lost the claim on bundle %s: dropping its results", bundle.bundle_id)
             return
         send_batches(
@@ -222,7 +237,10 @@ class RemoteWorker:
         if self.ledger.complete(bundle.bundle_id, worker):
             self._delete(receipt)
 
-    def _run(self, bundle: Bundle, task: Any) -> Result:
+    def _run(self, bundle: Bundle, task: Any, heartbeat: "Heartbeat") -> Result | None:
+        """A task's result; None, and the task not run, once the bundle may not be ours."""
+        if not heartbeat.holds():
+            return None
         runner: TaskRunner | None = getattr(self._runners, "runner", None)
         if runner is None:
             runner = self._runners.runner = TaskRunner(self.config.task_timeout)
@@ -270,23 +288,42 @@ class RemoteWorker:
 class Heartbeat(threading.Thread):
     """Extends a running bundle's message visibility and claim lease, a few times a timeout."""
 
-    def __init__(self, worker: RemoteWorker, bundle_id: str, receipt: str) -> None:
+    def __init__(
+        self, worker: RemoteWorker, bundle_id: str, receipt: str, claimed_at: float
+    ) -> None:
         super().__init__(name=f"heartbeat {bundle_id}", daemon=True)
         self.worker = worker
         self.bundle_id = bundle_id
         self.receipt = receipt
         self.lost = False
+        # When the lease was last renewed (the claim, at start, counts): past
+        # renewed_at + the lease, another worker may hold the bundle.
+        self.renewed_at = claimed_at
         self._done = threading.Event()
+
+    def holds(self) -> bool:
+        """Whether the bundle is surely still this worker's; once not, never again.
+
+        Past its last renewal plus the lease (this process was stopped for a
+        while, say), another worker may have taken the bundle over.
+        """
+        if time.monotonic() - self.renewed_at >= lease_seconds(
+            self.worker.config.visibility_timeout
+        ):
+            self.lost = True
+        return not self.lost
 
     def run(self) -> None:
         config = self.worker.config
         interval = config.visibility_timeout / HEARTBEATS_PER_TIMEOUT
         while not self._done.wait(interval):
+            renewing_at = time.monotonic()
             if not self.worker.ledger.extend(
-                self.bundle_id, config.instance_id, config.visibility_timeout
+                self.bundle_id, config.instance_id, lease_seconds(config.visibility_timeout)
             ):
                 self.lost = True
                 return
+            self.renewed_at = renewing_at
             try:
                 self.worker.sqs.change_message_visibility(
                     QueueUrl=config.request_queue_url,

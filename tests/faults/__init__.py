@@ -1,0 +1,1 @@
+"""The fault suite: bad input, killed and paused processes, duplicates, lost networks."""

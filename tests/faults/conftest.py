@@ -1,0 +1,51 @@
+"""The fault suite's figures: each fault records its trials, and they are printed at the end."""
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+#: Where the figures of the last run are kept too (FAULT_FIGURES overrides).
+FIGURES_FILE = Path(os.environ.get("FAULT_FIGURES", ".pytest_cache/fault-figures.json"))
+
+
+class Figures(NamedTuple):
+    """What one fault did to the tasks over its trials."""
+
+    fault: str
+    trials: int
+    tasks: int  # tasks over all trials
+    lost: int  # tasks with no result
+    reported_twice: int  # tasks with more than one result
+    executed_twice: int  # tasks whose command ran twice
+    note: str  # how executed-twice is bounded, or what else was checked
+
+
+_recorded: list[Figures] = []
+
+
+@pytest.fixture
+def record() -> Iterator[list[Figures]]:
+    """Append a fault's Figures; they are printed in the terminal summary."""
+    mine: list[Figures] = []
+    yield mine
+    _recorded.extend(mine)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _recorded:
+        return
+    terminalreporter.section("fault suite figures")
+    terminalreporter.write_line(
+        f"{'fault':72} {'trials':>6} {'tasks':>6} {'lost':>5} {'twice':>6} {'ran 2x':>6}"
+    )
+    for f in _recorded:
+        terminalreporter.write_line(
+            f"{f.fault:72} {f.trials:>6} {f.tasks:>6} {f.lost:>5} "
+            f"{f.reported_twice:>6} {f.executed_twice:>6}"
+        )
+    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES_FILE.write_text(json.dumps([f._asdict() for f in _recorded], indent=2) + "\n")

@@ -1,0 +1,236 @@
+"""Workers killed (SIGKILL) at random moments, and paused past their lease (SIGSTOP).
+
+Every task's command appends its line number to a ledger file, so besides what
+was reported the suite knows what ran. Locally a killed worker's tasks are
+reported `lost` and never run again; remotely the bundle is taken over and run
+again, so tasks the dead worker had started may have run twice: the suite
+checks that each such task's first run came from the dead worker, before it
+was killed, and that nothing it ran was reported.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import (
+    Resources,
+    WriteWorkload,
+    bundle,
+    children_of,
+    drain,
+    start_worker,
+    taskfleet_command,
+    wait_for,
+)
+from tests.faults.conftest import Figures
+from worker.bundle import decode_result_batch
+
+pytestmark = pytest.mark.e2e
+
+TRIALS = 20
+
+#: Seed of the random moments; a failure names its trial, and the same run repeats it.
+SEED = 20261127
+
+
+def ledger_task(ledger: Path, line: int, seconds: float) -> str:
+    """A command that notes it ran (its line, and when) and takes a while."""
+    return f"echo {line} $(date +%s.%N) >> {ledger}; /bin/sleep {seconds}"
+
+
+def ledger_runs(ledger: Path) -> list[tuple[int, float]]:
+    """(line, when) for every run the ledger noted."""
+    if not ledger.exists():
+        return []
+    return [
+        (int(n), float(at)) for n, at in (row.split() for row in ledger.read_text().splitlines())
+    ]
+
+
+def local_workers(pid: int) -> list[int]:
+    """The worker processes of a `taskfleet run` (spawned by multiprocessing)."""
+    found = []
+    for child in children_of(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            found.append(child)
+    return found
+
+
+def test_a_local_worker_killed_at_random_moments(
+    tmp_path: Path, workload: WriteWorkload, record: list[Figures]
+) -> None:
+    rng = random.Random(SEED)
+    tasks = 30
+    lost = twice = ran_twice = 0
+    for trial in range(TRIALS):
+        ledger = tmp_path / f"ledger-{trial}.txt"
+        path = workload(*(ledger_task(ledger, n, 0.02) for n in range(1, tasks + 1)))
+        output = tmp_path / f"results-{trial}.jsonl"
+        run = subprocess.Popen(
+            [*taskfleet_command(), "run", path, "--workers", "2", "-o", str(output)],
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(ledger.exists, timeout=60)
+        time.sleep(rng.uniform(0, 0.3))
+        workers = local_workers(run.pid)
+        assert workers, f"trial {trial}: no worker left to kill"
+        os.kill(rng.choice(workers), signal.SIGKILL)
+        code = run.wait(timeout=120)
+        records = [json.loads(row) for row in output.read_text().splitlines()]
+        reported = Counter(r["line"] for r in records)
+        lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
+        twice += sum(1 for count in reported.values() if count > 1)
+        ran_twice += sum(
+            1 for count in Counter(n for n, _ in ledger_runs(ledger)).values() if count > 1
+        )
+        statuses = Counter(r["status"] for r in records)
+        assert set(statuses) <= {"succeeded", "lost"}, (trial, statuses)
+        assert code == (1 if statuses["lost"] else 0), (trial, code, statuses)
+    record.append(
+        Figures(
+            "local worker SIGKILLed mid-chunk (taskfleet run, 2 workers)",
+            TRIALS,
+            TRIALS * tasks,
+            lost,
+            twice,
+            ran_twice,
+            "its unreported tasks are reported lost, never run again",
+        )
+    )
+    assert (lost, twice, ran_twice) == (0, 0, 0)
+
+
+def trial_queue(resources: Resources, trial: str, bundle_id: str, texts: list[str]) -> Resources:
+    """A request queue of the trial's own holding its bundle: a worker killed in a long
+    poll leaves its receive waiting in the emulator, where it would swallow the next
+    trial's message."""
+    queue = resources.sqs.create_queue(
+        QueueName=f"requests-{trial}", Attributes={"VisibilityTimeout": "3"}
+    )["QueueUrl"]
+    resources.sqs.send_message(QueueUrl=queue, MessageBody=bundle(bundle_id, *texts))
+    return resources._replace(requests=queue)
+
+
+def wait_until_done(bundle_id: str) -> None:
+    """Until the bundle's claim says done: its results are on the response queue."""
+    dynamodb: Any = boto3.client("dynamodb")
+
+    def done() -> bool:
+        item = dynamodb.get_item(
+            TableName="claims", Key={"bundle": {"S": bundle_id}}, ConsistentRead=True
+        ).get("Item")
+        return item is not None and item["state"]["S"] == "done"
+
+    wait_for(done, timeout=120)
+
+
+def test_a_remote_worker_killed_at_random_moments(
+    resources: Resources, tmp_path: Path, record: list[Figures]
+) -> None:
+    rng = random.Random(SEED)
+    tasks = 8
+    lost = twice = ran_twice = 0
+    for trial in range(TRIALS):
+        ledger = tmp_path / f"ledger-{trial}.txt"
+        bundle_id = f"job1-{trial}"
+        texts = [ledger_task(ledger, n, 0.05) for n in range(1, tasks + 1)]
+        queues = trial_queue(resources, f"kill-{trial}", bundle_id, texts)
+        doomed = start_worker(queues, f"i-doomed-{trial}", tmp_path, "--idle-timeout", "600")
+        wait_for(ledger.exists, timeout=60)
+        time.sleep(rng.uniform(0, 0.35))
+        doomed.kill()
+        doomed.wait()
+        heir_id = f"i-heir-{trial}"
+        heir_started = time.time()  # what ran before this, only the dead worker can have run
+        heir = start_worker(queues, heir_id, tmp_path, "--idle-timeout", "600")
+        wait_until_done(bundle_id)
+        heir.kill()  # idle in a long poll: its work is done and reported
+        heir.wait()
+        batches = [decode_result_batch(body) for body in drain(resources.sqs, resources.responses)]
+        assert {b.worker for b in batches} == {heir_id}, trial  # the dead worker reported nothing
+        reported = Counter(r.line for b in batches for r in b.results)
+        lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
+        twice += sum(1 for count in reported.values() if count > 1)
+        runs = ledger_runs(ledger)
+        by_line = Counter(n for n, _ in runs)
+        for line, count in by_line.items():
+            if count > 1:
+                ran_twice += 1
+                # The first run was the dead worker's (a command it had started may
+                # finish after SIGKILL: commands run in their own session).
+                first, second = sorted(at for n, at in runs if n == line)
+                assert first < heir_started <= second, (trial, line)
+        assert max(by_line.values()) <= 2, (trial, by_line)
+    record.append(
+        Figures(
+            "remote worker SIGKILLed mid-bundle (bundle taken over after the lease)",
+            TRIALS,
+            TRIALS * tasks,
+            lost,
+            twice,
+            ran_twice,
+            "ran twice: only tasks the dead worker had started before SIGKILL; it reported none",
+        )
+    )
+    assert (lost, twice) == (0, 0)
+
+
+def test_a_zombie_worker_paused_past_its_lease_is_ignored_when_it_wakes(
+    resources: Resources, tmp_path: Path, record: list[Figures]
+) -> None:
+    trials, tasks = 3, 5
+    lost = twice = ran_twice = 0
+    for trial in range(trials):
+        ledger = tmp_path / f"ledger-{trial}.txt"
+        bundle_id = f"job1-zombie-{trial}"
+        texts = [ledger_task(ledger, n, 0.3) for n in range(1, tasks + 1)]
+        queues = trial_queue(resources, f"zombie-{trial}", bundle_id, texts)
+        zombie_id, heir_id = f"i-zombie-{trial}", f"i-heir-{trial}"
+        zombie = start_worker(queues, zombie_id, tmp_path, "--idle-timeout", "600")
+        wait_for(ledger.exists, timeout=60)
+        zombie.send_signal(signal.SIGSTOP)  # paused mid-task, past its 3 s lease
+        heir_started = time.time()
+        heir = start_worker(queues, heir_id, tmp_path, "--idle-timeout", "600")
+        wait_until_done(bundle_id)
+        zombie.send_signal(signal.SIGCONT)
+        time.sleep(4)  # long enough for the zombie to finish its task and give up
+        for worker in (zombie, heir):
+            worker.kill()
+            worker.wait()
+        batches = [decode_result_batch(body) for body in drain(resources.sqs, resources.responses)]
+        assert {b.worker for b in batches} == {heir_id}, trial  # the zombie's results dropped
+        reported = Counter(r.line for b in batches for r in b.results)
+        lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
+        twice += sum(1 for count in reported.values() if count > 1)
+        runs = ledger_runs(ledger)
+        by_line = Counter(n for n, _ in runs)
+        doubled = [line for line, count in by_line.items() if count > 1]
+        ran_twice += len(doubled)
+        # At most the task in hand when it was paused: woken, it starts no other.
+        assert len(doubled) <= 1, (trial, by_line)
+        assert all(min(at for n, at in runs if n == line) < heir_started for line in doubled)
+    record.append(
+        Figures(
+            "zombie worker: SIGSTOP past its lease, then SIGCONT",
+            trials,
+            trials * tasks,
+            lost,
+            twice,
+            ran_twice,
+            "ran twice: at most the task in hand when paused; its late results dropped",
+        )
+    )
+    assert (lost, twice) == (0, 0)
