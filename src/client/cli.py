@@ -269,6 +269,7 @@ def submit(
         summary.start()
         job = client.submit(files, placement)
         console.print(f"job {job['job']}: {job['tasks']} tasks")
+        console.file.flush()  # the job id must reach a log even if this process is killed
         with results_output(output) as stream, report.live_progress(console, counts.total) as bar:
             try:
                 follow(client, job["job"], stream, summary, bar)

@@ -172,7 +172,14 @@ def test_token_is_required_on_every_route_but_health(
     assert "401" in refused.stderr
     wrong = run_cli("status", "--scheduler", service.url, "--token", "wrong")
     assert wrong.returncode == 2
-    for method, route in [("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/x/results")]:
+    routes = [
+        ("GET", "/jobs"),
+        ("POST", "/jobs"),
+        ("GET", "/jobs/x"),
+        ("GET", "/jobs/x/results"),
+        ("POST", "/jobs/x/cancel"),
+    ]
+    for method, route in routes:
         assert httpx.request(method, service.url + route).status_code == 401
     assert httpx.get(service.url + "/health").status_code == 200
     accepted = run_cli(
@@ -183,7 +190,11 @@ def test_token_is_required_on_every_route_but_health(
         env={**os.environ, "TASKFLEET_TOKEN": "s3cret-token"},
     )
     assert accepted.returncode == 0, accepted.stderr
+    # The secret is in no output, log or journal.
     assert "s3cret-token" not in accepted.stdout + accepted.stderr
+    assert b"s3cret-token" not in service.log.read_bytes()
+    for stored in service.journal.parent.glob(service.journal.name + "*"):
+        assert b"s3cret-token" not in stored.read_bytes()
 
 
 def test_upload_limits_and_bad_bodies(scheduler_service: StartScheduler) -> None:

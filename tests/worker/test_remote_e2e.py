@@ -74,16 +74,29 @@ def test_sigterm_finishes_the_bundle_in_hand_and_exits_0(
     assert not drain(resources.sqs, resources.requests)
 
 
-def test_a_malformed_message_ends_in_the_dead_letter_queue(
+def test_malformed_and_oversized_messages_do_not_kill_a_worker(
     resources: Resources, tmp_path: Path
 ) -> None:
     resources.sqs.send_message(QueueUrl=resources.requests, MessageBody="{not a bundle")
-    resources.sqs.send_message(QueueUrl=resources.requests, MessageBody=bundle("job1-4", "echo ok"))
+    # A bundle whose task is far beyond the line limit (the message itself is within
+    # SQS's): that task fails with the reason, the others run.
+    huge = "echo " + "x" * 500_000
+    resources.sqs.send_message(
+        QueueUrl=resources.requests, MessageBody=bundle("job1-4", "echo ok", huge)
+    )
     worker = start_worker(resources, "i-dlq", tmp_path, "--idle-timeout", "8")
-    assert worker.wait(timeout=120) == 0  # the bad message did not kill it
+    assert worker.wait(timeout=120) == 0  # the bad messages did not kill it
     assert "is not a bundle" in (tmp_path / "i-dlq.log").read_text()
     assert drain(resources.sqs, resources.dead_letters) == ["{not a bundle"]
-    assert results_by_id(resources.sqs, resources.responses) == Counter({"job1:1:1": 1})
+    results = {
+        r.line: r
+        for body in drain(resources.sqs, resources.responses)
+        for r in decode_result_batch(body).results
+    }
+    assert sorted(results) == [1, 2]
+    assert results[1].status == "succeeded"
+    assert results[2].status == "failed"
+    assert "above the limit" in (results[2].error or "")
 
 
 def test_a_killed_workers_bundle_is_taken_over_and_reported_once(
