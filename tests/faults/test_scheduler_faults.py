@@ -41,7 +41,7 @@ def test_the_scheduler_killed_mid_job_and_started_again(
         service = scheduler_service(journal=journal)
         log = tmp_path / f"submit-{trial}.log"
         client = start_submit(path, service.url, log)
-        wait_for(ledger.exists)
+        wait_until_running(ledger, log)
         time.sleep(rng.uniform(0, 0.6))
         service.kill()
         assert client.wait(timeout=60) == 2  # "lost the scheduler"
@@ -82,6 +82,11 @@ def start_submit(path: str, url: str, log: Path) -> "subprocess.Popen[bytes]":
         )
 
 
+def wait_until_running(ledger: Path, log: Path) -> None:
+    """Until tasks run and the client has printed the job id (either may come first)."""
+    wait_for(lambda: ledger.exists() and "job " in log.read_text())
+
+
 def job_of(submit_stderr: str) -> str:
     """The job id `taskfleet submit` printed ("job ID: N tasks")."""
     return submit_stderr.split("job ", 1)[1].split(":", 1)[0]
@@ -99,7 +104,7 @@ def test_a_client_gone_mid_stream_leaves_the_job_running(
     service = scheduler_service()
     log = tmp_path / "submit.log"
     client = start_submit(path, service.url, log)
-    wait_for(ledger.exists)
+    wait_until_running(ledger, log)
     client.kill()  # mid-stream: no goodbye
     client.wait()
     job = job_of(log.read_text())
