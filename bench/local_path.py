@@ -20,9 +20,6 @@ wall time), and the whole command's wall time is printed beside it.
 
 import argparse
 import json
-import multiprocessing
-import os
-import platform
 import re
 import statistics
 import subprocess
@@ -33,19 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worker.execute import TaskRunner, plan
+from client.benchmark import output, runners
+from client.benchmark.runners import Workload
 
 TASKFLEET = str(Path(sys.executable).parent / "taskfleet")
-_runner: TaskRunner | None = None
-
-
-def peer_task(text: str) -> str:
-    """What a taskfleet worker does for one task line, minus the result record."""
-    global _runner  # one per pool process, as a taskfleet worker has
-    if _runner is None:
-        _runner = TaskRunner(timeout=None)
-    _runner.run(text, plan(text))
-    return text
 
 
 def write_workload(directory: Path, name: str, line: str, count: int) -> str:
@@ -81,33 +69,8 @@ def taskfleet_run(path: str, workers: int, directory: Path) -> dict[str, Any]:
     return taskfleet(directory, "run", path, "--workers", str(workers))
 
 
-class Service:
-    """A `taskfleet scheduler` process for the benchmark."""
-
-    def __init__(self, workers: int, directory: Path) -> None:
-        self.log = directory / "scheduler.log"
-        journal = directory / f"journal-{time.monotonic_ns()}.sqlite3"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    TASKFLEET,
-                    "scheduler",
-                    "--port",
-                    "0",
-                    "--workers",
-                    str(workers),
-                    "--journal",
-                    str(journal),
-                ],
-                stderr=log,
-                stdout=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 60
-        while not (match := re.search(r"listening on (\S+)", self.log.read_text())):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise SystemExit(f"scheduler did not start: {self.log.read_text()}")
-            time.sleep(0.05)
-        self.url = match.group(1)
+class Service(runners.Service):
+    """A `taskfleet scheduler` process for the benchmark, whose memory is read too."""
 
     def peak_rss_kib(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -115,25 +78,13 @@ class Service:
         assert match, "no VmHWM in /proc"
         return int(match.group(1))
 
-    def submit(self, path: str, directory: Path) -> dict[str, Any]:
+    def submit_figures(self, path: str, directory: Path) -> dict[str, Any]:
         return taskfleet(directory, "submit", path, "--scheduler", self.url)
 
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
 
-
-def pool_seconds(tasks: int, line: str, workers: int, chunksize: int | None) -> float:
-    """Pool(workers).imap_unordered over the same task lines, first task in to last out."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        list(pool.imap_unordered(peer_task, [line] * workers))  # workers started and warm
-        began = time.perf_counter()
-        for _ in pool.imap_unordered(
-            peer_task, (line for _ in range(tasks)), chunksize=chunksize or 1
-        ):
-            pass
-        return time.perf_counter() - began
+def pool_seconds(tasks: int, line: str, workers: int) -> float:
+    """Pool(workers).imap_unordered(chunksize=1) over the same task lines, first in to last out."""
+    return runners.pool_seconds(Workload(line, tasks, workers), 1)
 
 
 def median(function: Callable[[], float], repeats: int) -> float:
@@ -145,10 +96,10 @@ def throughput(directory: Path, tasks: int, repeats: int) -> dict[str, float]:
     runs = [taskfleet_run(path, 2, directory) for _ in range(repeats)]
     run_rate = statistics.median(r["throughput"] for r in runs)
     command = statistics.median(r["command_seconds"] for r in runs)
-    peer = tasks / median(lambda: pool_seconds(tasks, "sleep 0", 2, 1), repeats)
+    peer = tasks / median(lambda: pool_seconds(tasks, "sleep 0", 2), repeats)
     service = Service(2, directory)
     try:
-        submits = [service.submit(path, directory) for _ in range(repeats)]
+        submits = [service.submit_figures(path, directory) for _ in range(repeats)]
     finally:
         service.stop()
     submit_rate = statistics.median(s["throughput"] for s in submits)
@@ -170,7 +121,7 @@ def efficiency(directory: Path, per_worker: int, workers_list: list[int]) -> lis
         path = write_workload(directory, f"sleep10-{workers}.txt", "sleep 10", tasks)
         ideal = per_worker * 0.010
         figures = taskfleet_run(path, workers, directory)
-        peer = pool_seconds(tasks, "sleep 10", workers, 1)
+        peer = pool_seconds(tasks, "sleep 10", workers)
         rows.append(
             {
                 "workers": workers,
@@ -197,7 +148,7 @@ def memory(directory: Path, small: int, large: int) -> dict[str, float]:
         figures[f"run_{label}_rss_kib"] = taskfleet_run(path, 2, directory)["peak_rss_kib"]
         service = Service(2, directory)
         try:
-            service.submit(path, directory)
+            service.submit_figures(path, directory)
             figures[f"service_{label}_rss_kib"] = service.peak_rss_kib()
         finally:
             service.stop()
@@ -206,22 +157,13 @@ def memory(directory: Path, small: int, large: int) -> dict[str, float]:
     return figures
 
 
-def machine() -> dict[str, object]:
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
     quick = args.quick
-    results: dict[str, object] = {"machine": machine(), "quick": quick}
+    results: dict[str, object] = {"machine": output.machine(), "quick": quick}
     with tempfile.TemporaryDirectory(prefix="taskfleet-bench-") as temporary:
         directory = Path(temporary)
         print("throughput ...", flush=True)

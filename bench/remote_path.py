@@ -22,9 +22,7 @@ process per in-service instance), then measures:
 
 import argparse
 import json
-import multiprocessing
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -36,9 +34,10 @@ import boto3
 from scripts import local_aws
 
 from bench.aws_calls import FOLDER_VARIABLE, SITE, count_requests, record_requests
+from client.benchmark import output, runners
+from client.benchmark.runners import Workload
 from scheduler.remote_dispatch import RemoteFleet, StackResources
 from scheduler.remote_run import run_remote
-from worker.execute import TaskRunner, plan
 from worker.workload import check_workload
 
 STACK = "Taskfleet"
@@ -214,16 +213,6 @@ def requests_experiment(
     return rows
 
 
-_runner: TaskRunner | None = None
-
-
-def peer_task(text: str) -> None:
-    global _runner  # one per pool process, as a worker has
-    if _runner is None:
-        _runner = TaskRunner(timeout=None)
-    _runner.run(text, plan(text))
-
-
 def efficiency_experiment(
     directory: Path, resources: StackResources, group: Group
 ) -> dict[str, Any]:
@@ -234,11 +223,7 @@ def efficiency_experiment(
     group.resize(workers)
     print(f"efficiency: {tasks} x sleep {sleep_ms}, {workers} workers ...", flush=True)
     figures = run_job(path, resources._replace(max_workers=workers), workers, directory, group)
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        pool.map(peer_task, ["sleep 0"] * workers)  # started before the clock
-        began = time.perf_counter()
-        list(pool.imap_unordered(peer_task, [f"sleep {sleep_ms}"] * tasks, chunksize=1))
-        pool_seconds = time.perf_counter() - began
+    pool_seconds = runners.pool_seconds(Workload(f"sleep {sleep_ms}", tasks, workers), 1)
     row = {
         "workers": workers,
         "tasks": tasks,
@@ -258,13 +243,8 @@ def efficiency_experiment(
     return row
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "boto3": boto3.__version__,
-    }
+def machine() -> dict[str, object]:
+    return {**output.machine(), "boto3": boto3.__version__}
 
 
 def main() -> None:

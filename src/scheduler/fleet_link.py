@@ -42,6 +42,15 @@ RETRY_MAX_SECONDS = 20.0
 AWS_ERRORS = (BotoCoreError, ClientError, RuntimeError)
 
 
+def take_all(waiting: "queue.Queue[T]", taken: list[T]) -> list[T]:
+    """``taken`` and everything in the queue now, without waiting."""
+    while True:
+        try:
+            taken.append(waiting.get_nowait())
+        except queue.Empty:
+            return taken
+
+
 class Arrival(NamedTuple):
     """Result batches read from the fleet; set ``stored`` once they are journaled."""
 
@@ -99,12 +108,7 @@ class FleetLink:
 
     def arrivals(self) -> list[Arrival]:
         """What the receiver read since the last call."""
-        found = []
-        while True:
-            try:
-                found.append(self._arrivals.get_nowait())
-            except queue.Empty:
-                return found
+        return take_all(self._arrivals, [])
 
     def _send_loop(self) -> None:
         last_provision = 0.0
@@ -119,14 +123,10 @@ class FleetLink:
 
     def _waiting_bundles(self) -> list[PackedBundle]:
         try:
-            bundles = [self._outbox.get(timeout=0.2)]
+            first = self._outbox.get(timeout=0.2)
         except queue.Empty:
             return []
-        while True:
-            try:
-                bundles.append(self._outbox.get_nowait())
-            except queue.Empty:
-                return bundles
+        return take_all(self._outbox, [first])
 
     def _receive_loop(self) -> None:
         while not self.stopping.is_set():

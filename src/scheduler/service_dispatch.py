@@ -146,11 +146,12 @@ class JournalSink:
 
     def fleet_results(self, results: list[Result], files: list[str]) -> int:
         """Store results from the fleet (``files``: their job's); returns how many were new."""
+        numbers = {name: number for number, name in enumerate(files, start=1)}
         by_file: dict[int, list[tuple[int, Status, bytes]]] = {}
         for result in results:
-            if result.file in files:
+            if (number := numbers.get(result.file)) is not None:
                 row = (result.line, result.status, encode_lines([result]))
-                by_file.setdefault(files.index(result.file) + 1, []).append(row)
+                by_file.setdefault(number, []).append(row)
         before = self.seq
         for file_number, rows in by_file.items():
             self.seq = self.journal.finish(results[0].job, file_number, rows, self.seq)

@@ -18,7 +18,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from scheduler.remote_dispatch import StackResources
 from worker.execute import TaskRunner, plan
+from worker.sqs import aws_client
 
 #: The taskfleet command, run by the same interpreter as this one.
 TASKFLEET = [sys.executable, "-m", "client"]
@@ -89,9 +91,6 @@ def taskfleet_remote(workload: Workload, directory: Path, stack: str) -> float:
 @contextlib.contextmanager
 def fleet_capped(stack: str, workers: int) -> Iterator[None]:
     """The stack's group limited to ``workers`` instances, restored afterwards."""
-    from scheduler.remote_dispatch import StackResources
-    from worker.sqs import aws_client
-
     group_name = StackResources.lookup(stack).group_name
     if group_name is None:
         yield
