@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import NamedTuple
 
-from worker.execute import TaskRunner, plan
+from worker.execute import TaskRunner, plan, precise_sleep
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished
 from worker.task import task_id
 from worker.workload import TaskBatch
@@ -59,46 +59,98 @@ class Progress(NamedTuple):
     done: bool  # the last report of this chunk
 
 
+#: A built-in sleep that ran: its start and end on ``time.perf_counter_ns``.
+#: The hot loop keeps only these two clock readings per sleep; the record is
+#: built when the report is sent.
+SleepSpan = tuple[int, int]
+
+
 def run_chunk(conn: Connection, worker: str, chunk: Chunk, runner: TaskRunner) -> None:
     """Run every task of a chunk, reporting at least every FLUSH_SECONDS.
 
     Between two tasks the worker does as little as it can: a process that
     wakes from a sleep runs its next Python lines tens of times slower than
-    usual (cold caches), so lines are parsed before the first task runs and
-    records are built when a report is sent, not after each task.
+    usual (cold caches), and for `sleep 0` the bookkeeping is all there is.
+    So each distinct line is parsed once, before the first task runs; a sleep
+    costs two clock readings; records are built when a report is sent.
     """
-    tasks = chunk.tasks
-    plans = [plan(text) for text in tasks.texts]
-    outcomes: list[Outcome] = []
+    texts = chunk.tasks.texts
+    plans = {text: plan(text) for text in dict.fromkeys(texts)}
+    finished: list[Outcome | SleepSpan] = []
     first = 0
     last_flush = time.perf_counter()
-    total = len(plans)
-    for index, planned in enumerate(plans):
-        outcomes.append(runner.run(tasks.texts[index], planned))
+    total = len(texts)
+    clock = time.perf_counter_ns
+    for text in texts:
+        planned = plans[text]
+        if type(planned) is int:
+            began = clock()
+            if planned:
+                precise_sleep(planned / 1000.0)
+            finished.append((began, clock()))
+        else:
+            finished.append(runner.run(text, planned))
         now = time.perf_counter()
-        if now - last_flush >= FLUSH_SECONDS and first + len(outcomes) < total:
-            conn.send(report(worker, chunk, first, outcomes, now - last_flush, done=False))
-            first += len(outcomes)
-            outcomes = []
+        if now - last_flush >= FLUSH_SECONDS and first + len(finished) < total:
+            conn.send(report(worker, chunk, first, finished, now - last_flush, done=False))
+            first += len(finished)
+            finished = []
             last_flush = now
     busy = time.perf_counter() - last_flush
-    conn.send(report(worker, chunk, first, outcomes, busy, done=True))
+    conn.send(report(worker, chunk, first, finished, busy, done=True))
 
 
 def report(
-    worker: str, chunk: Chunk, first: int, outcomes: list[Outcome], busy: float, *, done: bool
+    worker: str,
+    chunk: Chunk,
+    first: int,
+    finished: list[Outcome | SleepSpan],
+    busy: float,
+    *,
+    done: bool,
 ) -> Progress:
     """A report of finished tasks, their records encoded here rather than in the scheduler."""
-    job, file_number, file = chunk.job_id, chunk.file_number, chunk.file
-    lines = chunk.tasks.lines[first : first + len(outcomes)]
-    texts = chunk.tasks.texts[first : first + len(outcomes)]
-    results = [
-        # f"{job}:{file_number}:{line}" is worker.task.task_id, inlined: hot path.
-        make_result(f"{job}:{file_number}:{line}", job, file, line, text, worker, outcome)
-        for line, text, outcome in zip(lines, texts, outcomes, strict=True)
-    ]
-    by_status = Counter(outcome.status for outcome in outcomes)
-    task_seconds = sum(outcome.duration_ms for outcome in outcomes) / 1000.0
+    job, file = chunk.job_id, chunk.file
+    prefix = f"{job}:{chunk.file_number}:"  # + line is worker.task.task_id, inlined: hot path
+    lines = chunk.tasks.lines[first : first + len(finished)]
+    texts = chunk.tasks.texts[first : first + len(finished)]
+    # Epoch time of perf_counter_ns() == 0; the two clocks move together for
+    # the half second a report covers.
+    epoch_ns = time.time_ns() - time.perf_counter_ns()
+    succeeded = Status.SUCCEEDED
+    by_status: Counter[Status] = Counter()
+    sleeps = 0
+    task_ms = 0.0
+    results: list[Result] = []
+    for line, text, task in zip(lines, texts, finished, strict=True):
+        if isinstance(task, tuple):
+            began, ended = task
+            duration_ms = (ended - began + 500) // 1000 / 1000  # rounded to the microsecond
+            record = Result(
+                prefix + str(line),
+                job,
+                file,
+                line,
+                text,
+                succeeded,
+                0,
+                worker,
+                (began + epoch_ns) / 1e9,
+                (ended + epoch_ns) / 1e9,
+                duration_ms,
+                None,
+                None,
+                None,
+                False,
+            )
+            sleeps += 1
+        else:
+            record = make_result(prefix + str(line), job, file, line, text, worker, task)
+            by_status[task.status] += 1
+        task_ms += record.duration_ms
+        results.append(record)
+    if sleeps:
+        by_status[succeeded] += sleeps
     return Progress(
         worker,
         chunk.chunk_id,
@@ -106,7 +158,7 @@ def report(
         len(results),
         encode_lines(results),
         by_status,
-        task_seconds,
+        task_ms / 1000.0,
         busy,
         done,
     )
