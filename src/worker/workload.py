@@ -85,19 +85,27 @@ class TaskReader:
         first = self._number + 1
         self._number += len(raws)
         try:
-            stripped = [raw.decode("utf-8").strip() for raw in raws]
+            block = b"".join(raws).decode("utf-8")
         except UnicodeDecodeError:
             self._refuse_encoding(raws, first)
-        # Blank lines and comments carry no task.
-        kept = [(n, text) for n, text in enumerate(stripped, first) if text and text[0] != "#"]
+        # Decoded as one block, split back into exactly the lines readlines()
+        # found: on "\n" only (str.splitlines() knows more line breaks and
+        # would shift line numbers).
+        stripped = list(map(str.strip, block.split("\n", len(raws) - 1)))
+        numbers: Sequence[int] = range(first, first + len(raws))
+        if "#" in block or "" in stripped:  # blank lines and comments carry no task
+            numbers = [
+                n for n, text in zip(numbers, stripped, strict=True) if text and text[0] != "#"
+            ]
+            stripped = [text for text in stripped if text and text[0] != "#"]
         if self.check:
-            for number, text in kept:
+            for number, text in zip(numbers, stripped, strict=True):
                 try:
                     check_line(text)
                 except ValueError as error:
                     raise WorkloadError(self.path, number, str(error)) from error
-        self._lines.extend(number for number, _ in kept)
-        self._texts.extend(text for _, text in kept)
+        self._lines.extend(numbers)
+        self._texts.extend(stripped)
         return True
 
     def _refuse_encoding(self, raws: list[bytes], first: int) -> NoReturn:

@@ -87,3 +87,28 @@ def test_unchecked_reading_leaves_parsing_to_workers(workload: WriteWorkload) ->
     path = workload("sleep nope", "echo ok")
     with TaskReader(path, check=False) as reader:
         assert reader.read(10).texts == ["sleep nope", "echo ok"]
+
+
+def test_only_newlines_end_lines(workload: WriteWorkload) -> None:
+    # Characters str.splitlines() would break on stay inside their task.
+    path = workload(raw="echo a\x0cb\nsleep 1\r\necho c\u2028d\x1ce\n\necho f".encode())
+    assert read_all(path) == [
+        (1, "echo a\x0cb"),
+        (2, "sleep 1"),
+        (3, "echo c\u2028d\x1ce"),
+        (5, "echo f"),
+    ]
+
+
+def test_line_numbers_hold_across_read_blocks(workload: WriteWorkload) -> None:
+    # Enough lines for several read blocks, with a comment near the end only.
+    lines = [f"echo {n}" for n in range(1, 30_001)]
+    lines[29_000] = "# a comment"
+    path = workload(*lines)
+    with TaskReader(path) as reader:
+        batch = reader.read(40_000)
+    assert len(batch.lines) == 29_999
+    assert batch.lines[:2] == [1, 2]
+    assert (batch.lines[28_999], batch.texts[28_999]) == (29_000, "echo 29000")
+    assert (batch.lines[29_000], batch.texts[29_000]) == (29_002, "echo 29002")
+    assert batch.lines[-1] == 30_000
