@@ -4,13 +4,17 @@ Tiny tasks travel in big chunks, so dispatch costs one pipe message per
 thousands of tasks; long tasks travel one at a time, so no worker sits idle
 behind another's queue. Near the end of a job chunks shrink (guided
 self-scheduling: at most a half share of what is left per worker) so the last
-results arrive together.
+results arrive together, but not below MIN_CHUNK_SECONDS of work: a chunk
+smaller than that costs more in its round trip than it saves in balance.
 """
 
 import math
 
 #: Work one chunk should hold, in seconds of task time.
 TARGET_CHUNK_SECONDS = 0.5
+
+#: Work below which a chunk does not shrink near the end of a job, in seconds.
+MIN_CHUNK_SECONDS = 0.001
 
 #: Upper bound on tasks per chunk, which bounds a chunk's memory and pipe message.
 MAX_CHUNK_TASKS = 4096
@@ -45,12 +49,12 @@ class ChunkSizer:
     def size(self, remaining: int | None) -> int:
         """Tasks for the next chunk; ``remaining`` is the undispatched count if known."""
         if self.mean_task_seconds is None:
-            size = 1  # learn what a task costs before committing many to one worker
-        else:
-            per_target = TARGET_CHUNK_SECONDS / max(self.mean_task_seconds, 1e-9)
-            size = max(1, min(MAX_CHUNK_TASKS, int(per_target)))
+            return 1  # learn what a task costs before committing many to one worker
+        mean = max(self.mean_task_seconds, 1e-9)
+        size = max(1, min(MAX_CHUNK_TASKS, int(TARGET_CHUNK_SECONDS / mean)))
         if remaining is not None:
-            size = min(size, max(1, math.ceil(remaining / (2 * self.workers))))
+            share = math.ceil(remaining / (2 * self.workers))
+            size = min(size, max(1, share, int(MIN_CHUNK_SECONDS / mean)))
         return size
 
     def prefetch(self) -> int:

@@ -1,6 +1,11 @@
 import pytest
 
-from scheduler.chunking import MAX_CHUNK_TASKS, TARGET_CHUNK_SECONDS, ChunkSizer
+from scheduler.chunking import (
+    MAX_CHUNK_TASKS,
+    MIN_CHUNK_SECONDS,
+    TARGET_CHUNK_SECONDS,
+    ChunkSizer,
+)
 
 
 def test_first_chunk_is_one_task_to_learn_the_duration() -> None:
@@ -31,10 +36,19 @@ def test_long_tasks_go_one_at_a_time_without_prefetch() -> None:
 
 def test_chunks_shrink_near_the_end_of_a_job() -> None:
     sizer = ChunkSizer(workers=4)
-    sizer.observe(tasks=1000, busy_seconds=0.001)
+    sizer.observe(tasks=100, busy_seconds=0.1)  # 1 ms a task
+    assert sizer.size(remaining=None) == 500
     assert sizer.size(remaining=800) == 100  # half a share of what is left per worker
     assert sizer.size(remaining=3) == 1
     assert sizer.size(remaining=0) == 1
+
+
+def test_chunks_near_the_end_keep_a_minimum_of_work() -> None:
+    sizer = ChunkSizer(workers=4)
+    sizer.observe(tasks=1000, busy_seconds=0.001)  # 1 µs a task
+    floor = MIN_CHUNK_SECONDS / 1e-6
+    assert sizer.size(remaining=800) == pytest.approx(floor, abs=1)
+    assert sizer.size(remaining=100_000) == MAX_CHUNK_TASKS
 
 
 def test_mean_follows_changing_durations() -> None:
