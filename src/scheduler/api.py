@@ -297,8 +297,8 @@ def parse_upload_line(
         task = decode_task_line(raw)
     except msgspec.DecodeError as bad:
         raise UploadError(400, f"upload line {number}: not a task object: {bad}") from bad
-    if task.line < 1 or not task.file:
-        raise UploadError(400, f"upload line {number}: needs a file name and a line >= 1")
+    if not task.file:
+        raise UploadError(400, f"upload line {number}: needs a file name")
     text = task.task.strip()
     try:
         check_line(text)

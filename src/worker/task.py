@@ -5,6 +5,8 @@ process without a fork) or any other text, which is a shell command for
 ``/bin/sh -c``. Blank lines and ``#`` comments carry no task.
 """
 
+from typing import Annotated
+
 import msgspec
 
 #: Longest accepted line, in characters. A longer line is almost certainly
@@ -14,6 +16,10 @@ MAX_LINE_CHARS = 8192
 #: Longest accepted ``sleep``, in milliseconds (24 hours). Anything longer is
 #: a typo or a unit mix-up (seconds written as milliseconds times 1000).
 MAX_SLEEP_MS = 86_400_000
+
+#: Largest line number a task may carry: 2**53 - 1, the largest integer every
+#: JSON reader holds exactly (and far below what the journal can store).
+MAX_LINE_NUMBER = 2**53 - 1
 
 
 def task_id(job_id: str, file_number: int, line: int) -> str:
@@ -62,7 +68,7 @@ class TaskLine(msgspec.Struct, gc=False):
     """A task as a client sends it to the scheduler service: one JSON object a line."""
 
     file: str  # the workload file it came from, as the client named it
-    line: int  # its line number in that file, from 1
+    line: Annotated[int, msgspec.Meta(ge=1, le=MAX_LINE_NUMBER)]  # in that file, from 1
     task: str  # the line itself
 
 

@@ -205,7 +205,9 @@ def test_upload_limits_and_bad_bodies(scheduler_service: StartScheduler) -> None
         (long_line, 413, "too long"),
         ("{not json", 400, "not a task object"),
         (json.dumps({"file": "w.txt", "line": 3, "task": "sleep -1"}), 400, "w.txt:3: sleep"),
-        (json.dumps({"file": "w.txt", "line": 0, "task": "echo"}), 400, "line >= 1"),
+        (json.dumps({"file": "w.txt", "line": 0, "task": "echo"}), 400, ">= 1 - at `$.line`"),
+        # Beyond what the journal can store: refused, not a 500.
+        (json.dumps({"file": "w.txt", "line": 2**63, "task": "echo"}), 400, "at `$.line`"),
         ("", 400, "no tasks"),
         (
             "\n".join(json.dumps({"file": "w", "line": 1, "task": "echo"}) for _ in range(2)),

@@ -1,7 +1,9 @@
+import msgspec
 import pytest
 
 from worker.task import (
     MAX_LINE_CHARS,
+    MAX_LINE_NUMBER,
     MAX_SLEEP_MS,
     TaskLine,
     check_line,
@@ -57,3 +59,10 @@ def test_task_lines_round_trip() -> None:
 
 def test_task_id_names_job_file_and_line() -> None:
     assert task_id("ab12", 2, 40) == "ab12:2:40"
+
+
+@pytest.mark.parametrize("line", [0, -1, MAX_LINE_NUMBER + 1, 2**63])
+def test_a_task_line_number_out_of_range_is_refused(line: int) -> None:
+    encoded = f'{{"file": "w.txt", "line": {line}, "task": "echo"}}'.encode()
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.line"):
+        decode_task_line(encoded)
