@@ -5,17 +5,20 @@ to finish. Worker to scheduler: ``Ready`` once, then ``Progress`` reports in
 task order, the last one of each chunk with ``done`` set. A chunk that runs
 for longer than ``FLUSH_SECONDS`` reports what it has so far, so results
 stream back while long chunks run and a crash loses as little as possible.
+Reports go out from a thread of their own while the next tasks run.
 """
 
 import ctypes
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from worker.execute import TaskRunner, plan, precise_sleep
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished
@@ -27,6 +30,9 @@ PR_SET_PDEATHSIG = 1
 
 #: A chunk that is still running reports its finished tasks this often.
 FLUSH_SECONDS = 0.5
+
+#: Reports a worker keeps waiting to be sent (each up to about a megabyte).
+QUEUED_REPORTS = 2
 
 
 class Chunk(NamedTuple):
@@ -59,13 +65,54 @@ class Progress(NamedTuple):
     done: bool  # the last report of this chunk
 
 
+class ReportChannel(Protocol):
+    """Where a worker's reports go."""
+
+    def send(self, report: Progress) -> None: ...
+
+
+class ReportSender:
+    """Sends a worker's reports to the scheduler in order, from a thread of their own.
+
+    A report of a few thousand records is about a megabyte, more than the pipe
+    holds, so sending one waits until the scheduler has read it all, and the
+    scheduler serves every worker. Meanwhile the worker runs its next tasks.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queue: queue.Queue[Progress | None] = queue.Queue(maxsize=QUEUED_REPORTS)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="reports", daemon=True)
+        self._thread.start()
+
+    def send(self, report: Progress) -> None:
+        """Queue a report; raises BrokenPipeError once the scheduler is gone."""
+        if self._error is not None:
+            raise BrokenPipeError(f"cannot report to the scheduler: {self._error}")
+        self._queue.put(report)
+
+    def close(self) -> None:
+        """Send every queued report, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (report := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, only drain so send() never blocks
+                try:
+                    self._conn.send(report)
+                except OSError as error:
+                    self._error = error
+
+
 #: A built-in sleep that ran: its start and end on ``time.perf_counter_ns``.
 #: The hot loop keeps only these two clock readings per sleep; the record is
 #: built when the report is sent.
 SleepSpan = tuple[int, int]
 
 
-def run_chunk(conn: Connection, worker: str, chunk: Chunk, runner: TaskRunner) -> None:
+def run_chunk(reports: ReportChannel, worker: str, chunk: Chunk, runner: TaskRunner) -> None:
     """Run every task of a chunk, reporting at least every FLUSH_SECONDS.
 
     Between two tasks the worker does as little as it can: a process that
@@ -92,12 +139,12 @@ def run_chunk(conn: Connection, worker: str, chunk: Chunk, runner: TaskRunner) -
             finished.append(runner.run(text, planned))
         now = time.perf_counter()
         if now - last_flush >= FLUSH_SECONDS and first + len(finished) < total:
-            conn.send(report(worker, chunk, first, finished, now - last_flush, done=False))
+            reports.send(report(worker, chunk, first, finished, now - last_flush, done=False))
             first += len(finished)
             finished = []
             last_flush = now
     busy = time.perf_counter() - last_flush
-    conn.send(report(worker, chunk, first, finished, busy, done=True))
+    reports.send(report(worker, chunk, first, finished, busy, done=True))
 
 
 def report(
@@ -209,8 +256,10 @@ def serve(conn: Connection, worker: str, timeout: float | None) -> None:
     signal.signal(signal.SIGTERM, stop)
     try:
         conn.send(Ready(worker))
+        reports = ReportSender(conn)
         while (chunk := conn.recv()) is not None:
-            run_chunk(conn, worker, chunk, runner)
+            run_chunk(reports, worker, chunk, runner)
+        reports.close()
     except (EOFError, BrokenPipeError):
         pass  # the scheduler went away: nothing left to report to
     finally:

@@ -1,8 +1,12 @@
 import json
+import multiprocessing
+import time
 from typing import Any
 
+import pytest
+
 from worker.execute import TaskRunner
-from worker.local import Chunk, Progress, lost_results, run_chunk
+from worker.local import Chunk, Progress, ReportSender, lost_results, run_chunk
 from worker.result import Status
 from worker.workload import TaskBatch
 
@@ -20,7 +24,7 @@ def test_a_chunk_reports_every_task_in_order() -> None:
     chunk = Chunk(7, "job1", 2, "w.txt", TaskBatch([3, 5, 8], ["sleep 0", "exit 1", "sleep x"]))
     runner = TaskRunner(timeout=10)
     try:
-        run_chunk(pipe, "local-1", chunk, runner)  # type: ignore[arg-type]
+        run_chunk(pipe, "local-1", chunk, runner)
     finally:
         runner.close()
     assert len(pipe.sent) == 1
@@ -34,13 +38,36 @@ def test_a_chunk_reports_every_task_in_order() -> None:
     assert report.by_status == {Status.SUCCEEDED: 1, Status.FAILED: 2}
 
 
+def test_sleep_records_carry_epoch_times_and_their_duration() -> None:
+    pipe = RecordingPipe()
+    chunk = Chunk(1, "j", 1, "w.txt", TaskBatch([1, 2], ["sleep 20", "sleep 0"]))
+    runner = TaskRunner(timeout=None)
+    before = time.time()
+    try:
+        run_chunk(pipe, "w", chunk, runner)
+    finally:
+        runner.close()
+    after = time.time()
+    report: Progress = pipe.sent[0]
+    slept, instant = [json.loads(line) for line in report.records.splitlines()]
+    assert 20.0 <= slept["duration_ms"] < 1000.0
+    assert 0.0 <= instant["duration_ms"] < slept["duration_ms"]
+    for record in (slept, instant):
+        assert (record["status"], record["exit_code"], record["error"]) == ("succeeded", 0, None)
+        assert before - 0.01 <= record["started_at"] <= record["finished_at"] <= after + 0.01
+        measured_ms = (record["finished_at"] - record["started_at"]) * 1000.0
+        assert abs(measured_ms - record["duration_ms"]) < 0.01
+    assert slept["finished_at"] <= instant["started_at"]
+    assert report.task_seconds == (slept["duration_ms"] + instant["duration_ms"]) / 1000.0
+
+
 def test_a_long_chunk_reports_before_it_ends(monkeypatch: Any) -> None:
     monkeypatch.setattr("worker.local.FLUSH_SECONDS", 0.0)
     pipe = RecordingPipe()
     chunk = Chunk(1, "j", 1, "w.txt", TaskBatch([1, 2, 3], ["sleep 1", "sleep 1", "sleep 1"]))
     runner = TaskRunner(timeout=None)
     try:
-        run_chunk(pipe, "w", chunk, runner)  # type: ignore[arg-type]
+        run_chunk(pipe, "w", chunk, runner)
     finally:
         runner.close()
     reports: list[Progress] = pipe.sent
@@ -58,3 +85,31 @@ def test_lost_results_cover_the_rest_of_a_chunk() -> None:
         (2, "b", Status.LOST, "worker died"),
         (3, "c", Status.LOST, "worker died"),
     ]
+
+
+def progress(chunk_id: int, records: bytes = b"") -> Progress:
+    return Progress("w", chunk_id, 0, 0, records, {}, 0.0, 0.0, True)
+
+
+def test_reports_are_sent_in_order_and_flushed_on_close() -> None:
+    theirs, ours = multiprocessing.Pipe()
+    sender = ReportSender(ours)
+    big = b"x" * 1_000_000  # more than a pipe holds: sending waits for the reader
+    for chunk_id in range(3):  # one being sent, QUEUED_REPORTS waiting: none blocks
+        sender.send(progress(chunk_id, big))
+    received = [theirs.recv().chunk_id for _ in range(3)]
+    sender.send(progress(3))
+    sender.close()
+    received.append(theirs.recv().chunk_id)
+    assert received == [0, 1, 2, 3]
+    assert not theirs.poll(0.05)
+
+
+def test_a_report_to_a_scheduler_that_is_gone_fails() -> None:
+    theirs, ours = multiprocessing.Pipe()
+    theirs.close()
+    sender = ReportSender(ours)
+    sender.send(progress(1))
+    sender.close()  # the thread met the closed pipe and ended anyway
+    with pytest.raises(BrokenPipeError, match="cannot report"):
+        sender.send(progress(2))
