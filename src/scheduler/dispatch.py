@@ -72,10 +72,9 @@ class Dispatcher:
         self.fill()
 
     def _lost(self, event: WorkerLost) -> None:
-        if event.running is not None:
-            chunk, first = event.running
-            code = event.exit_code
-            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+        code = event.exit_code
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+        for chunk, first in event.started:
             self.sink.lost(chunk, first, f"worker {event.worker} died ({how}) while running")
         for chunk in event.unstarted:
             self.source.give_back(chunk)

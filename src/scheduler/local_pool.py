@@ -1,12 +1,15 @@
 """A pool of local worker processes, one pipe each, with dead workers replaced.
 
 The scheduler assigns chunks to particular workers, so when a worker dies it
-knows exactly which tasks were on it: the chunk it was running (whose
-unreported tasks are lost) and the chunks still waiting in its pipe (which
-never started and can be dispatched again).
+knows exactly which tasks were on it: the chunks it had started (whose
+unreported tasks are lost: they may have run) and the chunks still waiting in
+its pipe (which never started and can be dispatched again). A worker's reports
+can lag behind its work, so which chunks had started is not read from them but
+from a counter the worker keeps in shared memory.
 """
 
 import contextlib
+import ctypes
 import multiprocessing
 from collections import deque
 from multiprocessing.connection import Connection, wait
@@ -24,21 +27,25 @@ STOP_TIMEOUT_SECONDS = 5.0
 
 
 class WorkerLost(NamedTuple):
-    """A worker died; ``running`` had started, ``unstarted`` never did."""
+    """A worker died; the chunks in ``started`` had begun, ``unstarted`` never did."""
 
     worker: str
     exit_code: int | None
-    running: tuple[Chunk, int] | None  # the chunk and its first unreported task
+    started: list[tuple[Chunk, int]]  # each chunk and its first unreported task
     unstarted: list[Chunk]
 
 
 class _Worker:
     """A worker process, its end of the pipe, and the chunks assigned to it in order."""
 
-    def __init__(self, name: str, process: BaseProcess, conn: Connection) -> None:
+    def __init__(
+        self, name: str, process: BaseProcess, conn: Connection, started: ctypes.c_uint64
+    ) -> None:
         self.name = name
         self.process = process
         self.conn = conn
+        self.started = started  # chunks the worker began, counted by the worker
+        self.finished = 0  # chunks whose last report arrived
         self.assigned: deque[Chunk] = deque()
         self.reported = 0  # tasks of assigned[0] already reported
 
@@ -82,12 +89,16 @@ class LocalPool:
         self._started += 1
         name = f"local-{self._started}"
         parent, child = self._context.Pipe()
+        started = self._context.RawValue(ctypes.c_uint64, 0)
         process = self._context.Process(
-            target=serve, args=(child, name, self.timeout), name=f"taskfleet {name}", daemon=True
+            target=serve,
+            args=(child, name, self.timeout, started),
+            name=f"taskfleet {name}",
+            daemon=True,
         )
         process.start()
         child.close()
-        worker = _Worker(name, process, parent)
+        worker = _Worker(name, process, parent, started)
         self._workers[name] = worker
         return worker
 
@@ -141,6 +152,7 @@ class LocalPool:
         chunk = worker.assigned[0]
         if progress.done:
             worker.assigned.popleft()
+            worker.finished += 1
             worker.reported = 0
         else:
             worker.reported = progress.first + progress.size
@@ -153,8 +165,13 @@ class LocalPool:
             worker.process.join()
         worker.conn.close()
         del self._workers[worker.name]
-        running = (worker.assigned.popleft(), worker.reported) if worker.assigned else None
-        lost = WorkerLost(worker.name, worker.process.exitcode, running, list(worker.assigned))
+        # Read once the process is gone, so the count is final.
+        begun = worker.started.value - worker.finished
+        chunks = list(worker.assigned)
+        started = [
+            (chunk, worker.reported if n == 0 else 0) for n, chunk in enumerate(chunks[:begun])
+        ]
+        lost = WorkerLost(worker.name, worker.process.exitcode, started, chunks[begun:])
         replacement = self._spawn()
         if not replacement.conn.poll(START_TIMEOUT_SECONDS) or not isinstance(
             self._receive(replacement), Ready

@@ -5,7 +5,10 @@ to finish. Worker to scheduler: ``Ready`` once, then ``Progress`` reports in
 task order, the last one of each chunk with ``done`` set. A chunk that runs
 for longer than ``FLUSH_SECONDS`` reports what it has so far, so results
 stream back while long chunks run and a crash loses as little as possible.
-Reports go out from a thread of their own while the next tasks run.
+Reports go out from a thread of their own while the next tasks run, so a
+report can still be waiting when the worker starts its next chunk; the worker
+counts the chunks it starts in memory the scheduler shares (``started``), which
+tells a scheduler whose worker died which of its chunks had begun.
 """
 
 import ctypes
@@ -241,8 +244,8 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def serve(conn: Connection, worker: str, timeout: float | None) -> None:
-    """Main function of a local worker process."""
+def serve(conn: Connection, worker: str, timeout: float | None, started: ctypes.c_uint64) -> None:
+    """Main function of a local worker process; ``started`` counts the chunks it began."""
     # Ctrl-C reaches the whole foreground process group; the scheduler decides
     # what happens to its workers and stops them with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -258,6 +261,7 @@ def serve(conn: Connection, worker: str, timeout: float | None) -> None:
         conn.send(Ready(worker))
         reports = ReportSender(conn)
         while (chunk := conn.recv()) is not None:
+            started.value += 1  # before its first task: this process may die at any moment
             run_chunk(reports, worker, chunk, runner)
         reports.close()
     except (EOFError, BrokenPipeError):

@@ -55,8 +55,7 @@ def test_a_dead_worker_is_replaced_and_its_chunks_accounted_for(pool: LocalPool)
     assert len(lost) == 1
     assert lost[0].worker == "local-1"
     assert lost[0].exit_code == -signal.SIGKILL
-    assert lost[0].running is not None
-    running, first = lost[0].running
+    ((running, first),) = lost[0].started
     assert running.chunk_id == 1
     assert first == 0  # nothing of it was reported before the worker died
     assert [c.chunk_id for c in lost[0].unstarted] == [2]
@@ -64,6 +63,22 @@ def test_a_dead_worker_is_replaced_and_its_chunks_accounted_for(pool: LocalPool)
     pool.assign("local-3", chunk(3, "echo again"))
     (event,) = collect(pool, until=1)
     assert not isinstance(event, WorkerLost)
+
+
+def test_a_chunk_begun_while_the_last_report_waits_is_not_given_back(pool: LocalPool) -> None:
+    # Chunk 1's report (a few hundred kB) outgrows the pipe while nobody reads
+    # it, so it is still on its way when chunk 2 starts and kills the worker.
+    # Chunk 2 had started; only chunk 3 may run again.
+    pool.assign("local-1", chunk(1, *["sleep 0"] * 2000))
+    pool.assign("local-1", chunk(2, "kill -9 $PPID"))
+    pool.assign("local-1", chunk(3, "echo three"))
+    worker = pool._workers["local-1"].process
+    worker.join(30)
+    assert worker.exitcode == -signal.SIGKILL
+    lost = [event for event in collect(pool, until=1) if isinstance(event, WorkerLost)]
+    assert len(lost) == 1
+    assert [(c.chunk_id, first) for c, first in lost[0].started] == [(1, 0), (2, 0)]
+    assert [c.chunk_id for c in lost[0].unstarted] == [3]
 
 
 def test_stopping_at_once_kills_running_commands() -> None:
