@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +86,18 @@ def pool_seconds(tasks: int, line: str, workers: int) -> float:
     return runners.pool_seconds(Workload(line, tasks, workers), 1)
 
 
-def median(function: Callable[[], float], repeats: int) -> float:
-    return statistics.median(function() for _ in range(repeats))
-
-
 def throughput(directory: Path, tasks: int, repeats: int) -> dict[str, float]:
     path = write_workload(directory, "throughput.txt", "sleep 0", tasks)
-    runs = [taskfleet_run(path, 2, directory) for _ in range(repeats)]
+    # taskfleet and the peer take turns, so a change in the machine's load
+    # (it is shared) falls on both alike.
+    runs = []
+    pool_runs = []
+    for _ in range(repeats):
+        runs.append(taskfleet_run(path, 2, directory))
+        pool_runs.append(pool_seconds(tasks, "sleep 0", 2))
     run_rate = statistics.median(r["throughput"] for r in runs)
     command = statistics.median(r["command_seconds"] for r in runs)
-    peer = tasks / median(lambda: pool_seconds(tasks, "sleep 0", 2), repeats)
+    peer = tasks / statistics.median(pool_runs)
     service = Service(2, directory)
     try:
         submits = [service.submit_figures(path, directory) for _ in range(repeats)]
