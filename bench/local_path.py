@@ -13,7 +13,8 @@ Figures:
 - memory: the scheduler's peak RSS for 1,000,000 against 10,000 tasks, for
   `taskfleet run` and for the scheduler service.
 
-Each taskfleet figure comes from a real `taskfleet` process; time is taken
+Throughput is the median of 5 runs, efficiency of 3, taskfleet and its peer
+taking turns. Each taskfleet figure comes from a real `taskfleet` process; time is taken
 from the first task dispatched to the last result written (the summary's
 wall time), and the whole command's wall time is printed beside it.
 """
@@ -115,21 +116,28 @@ def throughput(directory: Path, tasks: int, repeats: int) -> dict[str, float]:
     }
 
 
-def efficiency(directory: Path, per_worker: int, workers_list: list[int]) -> list[dict[str, float]]:
+def efficiency(
+    directory: Path, per_worker: int, workers_list: list[int], repeats: int
+) -> list[dict[str, float]]:
     rows = []
     for workers in workers_list:
         tasks = per_worker * workers
         path = write_workload(directory, f"sleep10-{workers}.txt", "sleep 10", tasks)
         ideal = per_worker * 0.010
-        figures = taskfleet_run(path, workers, directory)
-        peer = pool_seconds(tasks, "sleep 10", workers)
+        walls = []
+        peers = []
+        for _ in range(repeats):  # taking turns, as in throughput()
+            walls.append(taskfleet_run(path, workers, directory)["wall_seconds"])
+            peers.append(pool_seconds(tasks, "sleep 10", workers))
+        wall = statistics.median(walls)
+        peer = statistics.median(peers)
         rows.append(
             {
                 "workers": workers,
                 "tasks": tasks,
                 "ideal_s": ideal,
-                "taskfleet_s": figures["wall_seconds"],
-                "taskfleet_efficiency": ideal / figures["wall_seconds"],
+                "taskfleet_s": wall,
+                "taskfleet_efficiency": ideal / wall,
                 "pool_s": peer,
                 "pool_efficiency": ideal / peer,
             }
@@ -172,7 +180,10 @@ def main() -> None:
         results["throughput"] = tp
         print("efficiency ...", flush=True)
         eff = efficiency(
-            directory, 100 if quick else 1000, [1, 2, 4] if quick else [1, 2, 4, 8, 16]
+            directory,
+            100 if quick else 1000,
+            [1, 2, 4] if quick else [1, 2, 4, 8, 16],
+            1 if quick else 3,
         )
         results["efficiency"] = eff
         print("memory ...", flush=True)
