@@ -61,7 +61,7 @@ class LocalPool:
         # spawn: workers must not inherit the scheduler's threads and locks.
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[str, _Worker] = {}
-        self._started = 0
+        self._spawned = 0
 
     def __enter__(self) -> "LocalPool":
         self.start()
@@ -86,8 +86,8 @@ class LocalPool:
                     raise PoolError(f"worker {worker.name} failed to start")
 
     def _spawn(self) -> _Worker:
-        self._started += 1
-        name = f"local-{self._started}"
+        self._spawned += 1
+        name = f"local-{self._spawned}"
         parent, child = self._context.Pipe()
         started = self._context.RawValue(ctypes.c_uint64, 0)
         process = self._context.Process(
