@@ -66,10 +66,10 @@ def test_a_dead_worker_is_replaced_and_its_chunks_accounted_for(pool: LocalPool)
 
 
 def test_a_chunk_begun_while_the_last_report_waits_is_not_given_back(pool: LocalPool) -> None:
-    # Chunk 1's report (a few hundred kB) outgrows the pipe while nobody reads
-    # it, so it is still on its way when chunk 2 starts and kills the worker.
-    # Chunk 2 had started; only chunk 3 may run again.
-    pool.assign("local-1", chunk(1, *["sleep 0"] * 2000))
+    # Chunk 1's report (megabytes) outgrows the pipe's socket buffers while
+    # nobody reads it, so it is still on its way when chunk 2 starts and kills
+    # the worker. Chunk 2 had started; only chunk 3 may run again.
+    pool.assign("local-1", chunk(1, *["sleep 0"] * 20_000))
     pool.assign("local-1", chunk(2, "kill -9 $PPID"))
     pool.assign("local-1", chunk(3, "echo three"))
     worker = pool._workers["local-1"].process
