@@ -1,11 +1,12 @@
 """Workers killed (SIGKILL) at random moments, and paused past their lease (SIGSTOP).
 
-Every task's command appends its line number to a ledger file, so besides what
-was reported the suite knows what ran. Locally a killed worker's tasks are
-reported `lost` and never run again; remotely the bundle is taken over and run
-again, so tasks the dead worker had started may have run twice: the suite
-checks that each such task's first run came from the dead worker, before it
-was killed, and that nothing it ran was reported.
+Every task's command appends its line number, the time and the pid of the
+worker that started it to a ledger file, so besides what was reported the suite
+knows what ran, and where. Locally a killed worker's tasks are reported `lost`
+and never run again; remotely the bundle is taken over and run again, so tasks
+the dead worker had started may have run twice: the suite checks that each such
+task ran once by the dead worker and once by its heir, and that nothing the
+dead worker ran was reported.
 """
 
 import json
@@ -43,16 +44,18 @@ SEED = 20261127
 
 
 def ledger_task(ledger: Path, line: int, seconds: float) -> str:
-    """A command that notes it ran (its line, and when) and takes a while."""
-    return f"echo {line} $(date +%s.%N) >> {ledger}; /bin/sleep {seconds}"
+    """A command that notes it ran (its line, when, and the worker that started it:
+    the shell's parent) and takes a while."""
+    return f"echo {line} $(date +%s.%N) $PPID >> {ledger}; /bin/sleep {seconds}"
 
 
-def ledger_runs(ledger: Path) -> list[tuple[int, float]]:
-    """(line, when) for every run the ledger noted."""
+def ledger_runs(ledger: Path) -> list[tuple[int, float, int]]:
+    """(line, when, worker pid) for every run the ledger noted."""
     if not ledger.exists():
         return []
     return [
-        (int(n), float(at)) for n, at in (row.split() for row in ledger.read_text().splitlines())
+        (int(n), float(at), int(pid))
+        for n, at, pid in (row.split() for row in ledger.read_text().splitlines())
     ]
 
 
@@ -94,7 +97,7 @@ def test_a_local_worker_killed_at_random_moments(
         lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
         twice += sum(1 for count in reported.values() if count > 1)
         ran_twice += sum(
-            1 for count in Counter(n for n, _ in ledger_runs(ledger)).values() if count > 1
+            1 for count in Counter(n for n, *_ in ledger_runs(ledger)).values() if count > 1
         )
         statuses = Counter(r["status"] for r in records)
         assert set(statuses) <= {"succeeded", "lost"}, (trial, statuses)
@@ -154,7 +157,6 @@ def test_a_remote_worker_killed_at_random_moments(
         doomed.kill()
         doomed.wait()
         heir_id = f"i-heir-{trial}"
-        heir_started = time.time()  # what ran before this, only the dead worker can have run
         heir = start_worker(queues, heir_id, tmp_path, "--idle-timeout", "600")
         wait_until_done(bundle_id)
         heir.kill()  # idle in a long poll: its work is done and reported
@@ -165,14 +167,15 @@ def test_a_remote_worker_killed_at_random_moments(
         lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
         twice += sum(1 for count in reported.values() if count > 1)
         runs = ledger_runs(ledger)
-        by_line = Counter(n for n, _ in runs)
+        by_line = Counter(n for n, *_ in runs)
         for line, count in by_line.items():
             if count > 1:
                 ran_twice += 1
-                # The first run was the dead worker's (a command it had started may
-                # finish after SIGKILL: commands run in their own session).
-                first, second = sorted(at for n, at in runs if n == line)
-                assert first < heir_started <= second, (trial, line)
+                # One run was the dead worker's (a command it had started may
+                # finish after SIGKILL: commands run in their own session, and
+                # one just forked may note its time after the kill), one the heir's.
+                runners = sorted(pid for n, _, pid in runs if n == line)
+                assert runners == sorted([doomed.pid, heir.pid]), (trial, line)
         assert max(by_line.values()) <= 2, (trial, by_line)
     record.append(
         Figures(
@@ -202,7 +205,6 @@ def test_a_zombie_worker_paused_past_its_lease_is_ignored_when_it_wakes(
         zombie = start_worker(queues, zombie_id, tmp_path, "--idle-timeout", "600")
         wait_for(ledger.exists, timeout=60)
         zombie.send_signal(signal.SIGSTOP)  # paused mid-task, past its 3 s lease
-        heir_started = time.time()
         heir = start_worker(queues, heir_id, tmp_path, "--idle-timeout", "600")
         wait_until_done(bundle_id)
         zombie.send_signal(signal.SIGCONT)
@@ -216,12 +218,14 @@ def test_a_zombie_worker_paused_past_its_lease_is_ignored_when_it_wakes(
         lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
         twice += sum(1 for count in reported.values() if count > 1)
         runs = ledger_runs(ledger)
-        by_line = Counter(n for n, _ in runs)
+        by_line = Counter(n for n, *_ in runs)
         doubled = [line for line, count in by_line.items() if count > 1]
         ran_twice += len(doubled)
         # At most the task in hand when it was paused: woken, it starts no other.
         assert len(doubled) <= 1, (trial, by_line)
-        assert all(min(at for n, at in runs if n == line) < heir_started for line in doubled)
+        for line in doubled:  # once by the zombie, once by the heir
+            runners = sorted(pid for n, _, pid in runs if n == line)
+            assert runners == sorted([zombie.pid, heir.pid]), (trial, line)
     record.append(
         Figures(
             "zombie worker: SIGSTOP past its lease, then SIGCONT",

@@ -227,7 +227,7 @@ def run_with_duplicates(
 def figures(fault: str, journal: Journal, job: str, ledger: Path, tasks: int, note: str) -> Figures:
     """One trial's figures from the journal (what was reported) and the ledger (what ran)."""
     counts = reported(journal, job)
-    runs = Counter(n for n, _ in ledger_runs(ledger))
+    runs = Counter(n for n, *_ in ledger_runs(ledger))
     return Figures(
         fault,
         1,

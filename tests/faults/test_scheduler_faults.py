@@ -55,7 +55,7 @@ def test_the_scheduler_killed_mid_job_and_started_again(
         lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
         twice += sum(1 for count in reported.values() if count > 1)
         reported_lost += sum(1 for r in records if r["status"] == "lost")
-        runs = Counter(n for n, _ in ledger_runs(ledger))
+        runs = Counter(n for n, *_ in ledger_runs(ledger))
         ran_twice += sum(1 for count in runs.values() if count > 1)
         restarted.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     record.append(
@@ -114,7 +114,7 @@ def test_a_client_gone_mid_stream_leaves_the_job_running(
     reported = Counter(r["line"] for r in records)
     status = Counter(r["status"] for r in records)
     assert status == Counter({"succeeded": tasks})
-    runs = Counter(n for n, _ in ledger_runs(ledger))
+    runs = Counter(n for n, *_ in ledger_runs(ledger))
     record.append(
         Figures(
             "client SIGKILLed while following results",
