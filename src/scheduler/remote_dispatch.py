@@ -8,6 +8,7 @@ Messages read are deleted (in batches) only once the caller has stored what
 they hold: a crash in between means a duplicate delivery, never a lost result.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -25,6 +26,8 @@ from worker.sqs import (
     send_batches,
 )
 from worker.task import task_id
+
+log = logging.getLogger("taskfleet.scheduler")
 
 #: Seconds between two looks at the dead-letter queue (it is rarely used).
 DEAD_LETTER_CHECK_SECONDS = 5.0
@@ -146,14 +149,17 @@ class RemoteFleet:
     def _batch(body: str) -> ResultBatch | None:
         try:
             return decode_result_batch(body)
-        except BundleError:
-            return None  # not ours to understand: deleted rather than looping
+        except BundleError as error:
+            # Not ours to understand (or out of bounds): deleted rather than looping.
+            log.warning("dropped a response message: %s", error)
+            return None
 
     @staticmethod
     def _dead(body: str) -> ResultBatch | None:
         try:
             bundle = decode_bundle(body)
-        except BundleError:
+        except BundleError as error:
+            log.warning("dropped a dead-letter message: %s", error)
             return None
         reason = "its bundle went to the dead-letter queue after repeated failed deliveries"
         outcome = unfinished(Status.FAILED, reason, time.time())

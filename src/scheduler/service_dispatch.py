@@ -8,6 +8,7 @@ at one bundle per slot, the local pool takes the rest as it goes). Only this
 thread writes results to the journal; request handlers read them.
 """
 
+import logging
 import queue
 import threading
 import time
@@ -17,14 +18,17 @@ from pathlib import Path
 
 from scheduler.bundling import BundlePacker, tasks_per_bundle
 from scheduler.dispatch import Dispatcher
-from scheduler.errors import JobNotFoundError
 from scheduler.fleet_link import FleetLink
 from scheduler.journal import DISPATCHED, SENT, Journal, Placement
 from scheduler.local_pool import LocalPool
 from scheduler.remote_dispatch import RemoteFleet
+from worker.bundle import ResultBatch
 from worker.local import Chunk, Progress, lost_results
 from worker.result import Result, Status, decode, encode_lines
+from worker.task import task_id
 from worker.workload import TaskBatch
+
+log = logging.getLogger("taskfleet.scheduler")
 
 #: Seconds the thread waits for results before it looks for new jobs anyway.
 POLL_SECONDS = 0.05
@@ -69,7 +73,8 @@ class JournalSource:
             if job_id not in self._known:
                 self._known.add(job_id)
                 pending = info.total - info.finished
-                cursor = _JobCursor(job_id, info.placement, info.files, info.total, pending)
+                files = self.journal.job_files(job_id)  # once per job: it may be long
+                cursor = _JobCursor(job_id, info.placement, files, info.total, pending)
                 self.cursors.append(cursor)
 
     def take(self, count: int) -> Chunk | None:
@@ -118,7 +123,7 @@ class JournalSource:
         for cursor in self.cursors:
             if cursor.job_id == job_id:
                 return cursor.files
-        return self.journal.job(job_id).files  # finished or cancelled meanwhile
+        return self.journal.job_files(job_id)  # finished or cancelled meanwhile
 
     def give_back(self, chunk: Chunk) -> None:
         self._returned.append(chunk)
@@ -144,17 +149,25 @@ class JournalSink:
         rows = [(r.line, Status.LOST, encode_lines([r])) for r in results]
         self._store(chunk, rows)
 
-    def fleet_results(self, results: list[Result], files: list[str]) -> int:
-        """Store results from the fleet (``files``: their job's); returns how many were new."""
+    def fleet_results(self, job_id: str, results: list[Result], files: list[str]) -> int:
+        """Store results from the fleet for one job (``files``: its); returns how many
+        were new. Only a result for a task of that job sent to the fleet, with its
+        text, counts: anything else in a message (forged, or stale) is dropped."""
         numbers = {name: number for number, name in enumerate(files, start=1)}
-        by_file: dict[int, list[tuple[int, Status, bytes]]] = {}
+        by_file: dict[int, list[tuple[int, str, Status, bytes]]] = {}
+        strangers = 0
         for result in results:
-            if (number := numbers.get(result.file)) is not None:
-                row = (result.line, result.status, encode_lines([result]))
-                by_file.setdefault(number, []).append(row)
+            number = numbers.get(result.file)
+            if number is None or result.id != task_id(job_id, number, result.line):
+                strangers += 1
+                continue
+            row = (result.line, result.task, result.status, encode_lines([result]))
+            by_file.setdefault(number, []).append(row)
+        if strangers:
+            log.warning("dropped %d results that name no task of job %s", strangers, job_id)
         before = self.seq
         for file_number, rows in by_file.items():
-            self.seq = self.journal.finish(results[0].job, file_number, rows, self.seq)
+            self.seq = self.journal.finish_sent(job_id, file_number, rows, self.seq)
         self.notify()
         return self.seq - before
 
@@ -194,17 +207,25 @@ class FleetFeeder:
                 self.link.send(bundle)
 
     def store(self, source: JournalSource, sink: JournalSink) -> None:
-        """Journal the results the fleet sent, so the link may delete their messages."""
+        """Journal the results the fleet sent, so the link may delete their messages.
+
+        A batch that cannot be stored is logged and dropped alone: one bad
+        message never stops dispatch.
+        """
         for arrival in self.link.arrivals():
             for batch in arrival.batches:
-                if not batch.results:
-                    continue
                 try:
-                    files = source.files_of(batch.results[0].job)
-                except JobNotFoundError:
-                    continue  # a job this journal does not know: nothing to store
-                self.link.finished(batch.bundle_id, sink.fleet_results(batch.results, files))
+                    self._store_batch(batch, source, sink)
+                except Exception:
+                    log.exception("dropped a result batch of bundle %s", batch.bundle_id)
             arrival.stored.set()
+
+    def _store_batch(self, batch: ResultBatch, source: JournalSource, sink: JournalSink) -> None:
+        if not batch.results:
+            return
+        job_id = batch.results[0].job
+        files = source.files_of(job_id)  # none for a job this journal does not know
+        self.link.finished(batch.bundle_id, sink.fleet_results(job_id, batch.results, files))
 
 
 class ServiceDispatcher(threading.Thread):

@@ -6,9 +6,12 @@ under SQS's 1 MiB message limit: the scheduler packs bundles to it, and the
 worker splits results to it.
 """
 
+from typing import Annotated
+
 import msgspec
 
-from worker.result import Result
+from worker.result import Result, Short
+from worker.task import FileName, JobId, LineNumber
 
 #: SQS's largest message, and the largest a SendMessageBatch may carry in all.
 MAX_MESSAGE_BYTES = 1_048_576
@@ -16,29 +19,35 @@ MAX_MESSAGE_BYTES = 1_048_576
 #: Room kept under the limit for SQS's own attributes and JSON framing.
 MESSAGE_HEADROOM_BYTES = 16 * 1024
 
+#: Most files one job may name (the scheduler service refuses more at upload).
+MAX_JOB_FILES = 1000
+
+#: A bundle id: the claim table's key, which DynamoDB limits to 2,048 bytes.
+BundleId = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,127}$")]
+
 
 class BundleTask(msgspec.Struct, array_like=True, gc=False):
     """One task of a bundle: [file number, line, text] on the wire."""
 
     file_number: int  # which file of the job, from 1: an index into Bundle.files + 1
-    line: int
-    text: str
+    line: LineNumber
+    text: str  # not bounded here: a line too long fails as a task, with the reason
 
 
 class Bundle(msgspec.Struct, gc=False):
     """Tasks of one job that travel and are claimed together."""
 
-    bundle_id: str  # unique across jobs: the claim table's key
-    job: str
-    files: list[str]  # file names of the job, by file number - 1
-    tasks: list[BundleTask]
+    bundle_id: BundleId  # unique across jobs: the claim table's key
+    job: JobId
+    files: Annotated[list[FileName], msgspec.Meta(max_length=MAX_JOB_FILES)]  # by number - 1
+    tasks: Annotated[list[BundleTask], msgspec.Meta(min_length=1)]
 
 
 class ResultBatch(msgspec.Struct, gc=False):
     """Results of some tasks of one bundle (a bundle's results may need several)."""
 
-    bundle_id: str
-    worker: str
+    bundle_id: BundleId
+    worker: Short
     results: list[Result]
 
 

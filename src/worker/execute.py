@@ -13,12 +13,11 @@ import tempfile
 import time
 from typing import BinaryIO
 
-from worker.result import Outcome, Status
+from worker.result import OUTPUT_LIMIT_BYTES, Outcome, Status
 from worker.task import check_line
 
-#: Bytes of stdout and of stderr kept per task; the rest is dropped and the
-#: record says ``"truncated": true``.
-OUTPUT_LIMIT_BYTES = 64 * 1024
+#: Environment variables that hold secrets: no task inherits them.
+SECRET_VARIABLES = ("TASKFLEET_TOKEN",)
 
 #: How long before a sleep's deadline the worker stops trusting the kernel
 #: timer and watches the clock instead. Timer wake-ups overshoot by 0.1-0.2 ms
@@ -26,6 +25,13 @@ OUTPUT_LIMIT_BYTES = 64 * 1024
 #: time. While it watches, the worker yields the core at every look, so many
 #: workers waiting on one core do not hold each other past their deadlines.
 SLEEP_SPIN_SECONDS = 0.0005
+
+
+def scrub_secrets() -> None:
+    """Drop secret variables from this process's environment, so that no task
+    (nor any process started from here) inherits them."""
+    for name in SECRET_VARIABLES:
+        os.environ.pop(name, None)
 
 
 def precise_sleep(seconds: float) -> None:

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import NamedTuple, Protocol
 
-from worker.execute import TaskRunner, plan, precise_sleep
+from worker.execute import TaskRunner, plan, precise_sleep, scrub_secrets
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished
 from worker.task import task_id
 from worker.workload import TaskBatch
@@ -250,6 +250,7 @@ def serve(conn: Connection, worker: str, timeout: float | None, started: ctypes.
     # what happens to its workers and stops them with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    scrub_secrets()
     runner = TaskRunner(timeout)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:

@@ -31,7 +31,7 @@ from worker.bundle import (
 )
 from worker.claims import ClaimLedger
 from worker.errors import DuplicateBundleError, WorkerConfigError
-from worker.execute import TaskRunner, plan
+from worker.execute import TaskRunner, plan, scrub_secrets
 from worker.result import Result, make_result
 from worker.sqs import (
     LONG_POLL_SECONDS,
@@ -153,6 +153,7 @@ class RemoteWorker:
     def run(self) -> int:
         """Work until stopped (SIGTERM) or idle; return the exit code."""
         signal.signal(signal.SIGTERM, self._stop)
+        scrub_secrets()
         idle_since = time.monotonic()
         concurrency = self.config.concurrency
         with (

@@ -10,8 +10,23 @@ record is a msgspec Struct, encoded a chunk at a time by msgspec's JSON encoder.
 
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import Annotated
 
 import msgspec
+
+from worker.task import MAX_FILE_NAME_CHARS, FileName, JobId, LineNumber
+
+#: Bytes of stdout and of stderr kept per task; the rest is dropped and the
+#: record says ``"truncated": true``.
+OUTPUT_LIMIT_BYTES = 64 * 1024
+
+#: Bounds a record read from elsewhere (the fleet's response queue) must keep.
+Output = Annotated[str, msgspec.Meta(max_length=OUTPUT_LIMIT_BYTES)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
+Short = Annotated[str, msgspec.Meta(max_length=256)]
+Message = Annotated[str, msgspec.Meta(max_length=64 * 1024)]
+ExitCode = Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)]
+TaskId = Annotated[str, msgspec.Meta(max_length=MAX_FILE_NAME_CHARS)]
 
 
 class Status(StrEnum):
@@ -42,22 +57,22 @@ class Outcome(msgspec.Struct, gc=False):
 
 
 class Result(msgspec.Struct, gc=False):
-    """One task's result record."""
+    """One task's result record. Decoding checks every field's bounds."""
 
-    id: str
-    job: str
-    file: str
-    line: int
-    task: str
+    id: TaskId
+    job: JobId
+    file: FileName
+    line: LineNumber
+    task: str  # a line the worker refused as too long comes back whole
     status: Status
-    exit_code: int | None
-    worker: str
-    started_at: float
-    finished_at: float
-    duration_ms: float
-    error: str | None
-    stdout: str | None
-    stderr: str | None
+    exit_code: ExitCode | None
+    worker: Short
+    started_at: Seconds
+    finished_at: Seconds
+    duration_ms: Seconds
+    error: Message | None
+    stdout: Output | None
+    stderr: Output | None
     truncated: bool
 
 

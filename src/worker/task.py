@@ -22,11 +22,23 @@ MAX_SLEEP_MS = 86_400_000
 MAX_LINE_NUMBER = 2**53 - 1
 
 
-def task_id(job_id: str, file_number: int, line: int) -> str:
-    """The id of a task: its job, which file of the job (from 1), and its line.
+#: Longest accepted workload file name, in characters.
+MAX_FILE_NAME_CHARS = 1024
 
-    ``RecordEncoder.encode`` writes the same id inline, on its hot path.
-    """
+#: A file name: not empty, no control characters (they would reach terminals).
+FILE_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+
+#: A job id on the wire: short, and safe in file names, keys and logs.
+JOB_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$"
+
+#: Types of the fields every wire format checks the same way.
+LineNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_LINE_NUMBER)]
+FileName = Annotated[str, msgspec.Meta(max_length=MAX_FILE_NAME_CHARS, pattern=FILE_NAME_PATTERN)]
+JobId = Annotated[str, msgspec.Meta(pattern=JOB_ID_PATTERN)]
+
+
+def task_id(job_id: str, file_number: int, line: int) -> str:
+    """The id of a task: its job, which file of the job (from 1), and its line."""
     return f"{job_id}:{file_number}:{line}"
 
 
@@ -67,8 +79,8 @@ def check_line(text: str) -> int | None:
 class TaskLine(msgspec.Struct, gc=False):
     """A task as a client sends it to the scheduler service: one JSON object a line."""
 
-    file: str  # the workload file it came from, as the client named it
-    line: Annotated[int, msgspec.Meta(ge=1, le=MAX_LINE_NUMBER)]  # in that file, from 1
+    file: FileName  # the workload file it came from, as the client named it
+    line: LineNumber  # in that file, from 1
     task: str  # the line itself
 
 

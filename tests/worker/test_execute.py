@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import is_running
-from worker.execute import OUTPUT_LIMIT_BYTES, ShellRunner, TaskRunner, plan, run_sleep
-from worker.result import Status
+from worker.execute import ShellRunner, TaskRunner, plan, run_sleep
+from worker.result import OUTPUT_LIMIT_BYTES, Status
 
 
 def test_sleep_lasts_at_least_its_duration() -> None:
