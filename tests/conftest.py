@@ -23,6 +23,26 @@ from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 WriteWorkload = Callable[..., str]
 
 
+@pytest.fixture(autouse=True)
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state folder of the test's own: schedulers started here keep their token
+    (and default journal) in it, and clients read the token from it."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    monkeypatch.delenv("TASKFLEET_TOKEN", raising=False)
+    return home
+
+
+def service_token() -> str:
+    """The token of the schedulers a test started (its state folder's)."""
+    return (Path(os.environ["XDG_STATE_HOME"]) / "taskfleet" / "token").read_text().strip()
+
+
+def service_headers() -> dict[str, str]:
+    """What a raw HTTP request to a test's scheduler needs beside its body."""
+    return {"Authorization": f"Bearer {service_token()}", "Content-Type": "application/x-ndjson"}
+
+
 @pytest.fixture
 def workload(tmp_path: Path) -> WriteWorkload:
     """Write a workload file from lines (or raw bytes) and return its path."""
@@ -91,7 +111,7 @@ class SchedulerProcess:
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            match = re.search(r"listening on (http://\S+)", self.log.read_text())
+            match = re.search(r"listening on (https?://\S+)", self.log.read_text())
             if match:
                 self.url = match.group(1)
                 break
@@ -101,7 +121,8 @@ class SchedulerProcess:
             raise AssertionError(f"scheduler did not start: {self.log.read_text()}")
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                # A test scheduler with TLS has a self-signed certificate.
+                if httpx.get(f"{self.url}/health", timeout=2, verify=False).status_code == 200:
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)

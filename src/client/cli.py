@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError as AwsClientError
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from client import report
 from client.benchmark import output as output_files
@@ -30,7 +31,8 @@ from client.service_client import SchedulerClient
 from scheduler.embedded import run_embedded
 from scheduler.remote_dispatch import RemoteFleet, StackResources
 from scheduler.remote_run import run_remote
-from scheduler.server import default_journal_path, serve
+from scheduler.server import serve
+from scheduler.state import default_journal_path
 from scheduler.summary import Summary
 from worker.errors import TaskfleetError
 from worker.remote import RemoteConfig, RemoteWorker
@@ -81,7 +83,24 @@ SchedulerUrl = Annotated[
 ]
 Token = Annotated[
     str | None,
-    typer.Option(help="Shared secret for the scheduler service.", envvar="TASKFLEET_TOKEN"),
+    typer.Option(
+        help="The scheduler's token (visible in ps: prefer --token-file).",
+        envvar="TASKFLEET_TOKEN",
+    ),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="A file (mode 600) holding the scheduler's token"
+        " (default: ~/.local/state/taskfleet/token, for a scheduler on this machine).",
+        envvar="TASKFLEET_TOKEN_FILE",
+    ),
+]
+CaCert = Annotated[
+    Path | None,
+    typer.Option(
+        help="Trust this certificate (PEM) for an HTTPS scheduler.", envvar="TASKFLEET_CA_CERT"
+    ),
 ]
 Stack = Annotated[
     str | None, typer.Option(help="The deployed stack's name.", envvar="TASKFLEET_STACK")
@@ -205,6 +224,7 @@ def scheduler(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8750,
     workers: Workers = None,
     token: Token = None,
+    token_file: TokenFile = None,
     journal: Annotated[
         Path | None,
         typer.Option(
@@ -221,6 +241,10 @@ def scheduler(
         str | None,
         typer.Option(help="Also run jobs on this deployed stack's fleet (submit --remote)."),
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
 ) -> None:
     """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     console = report.stderr_console()
@@ -229,12 +253,17 @@ def scheduler(
             host=host,
             port=port,
             workers=workers or default_workers(),
-            token=token or None,
+            token=token,
+            token_file=token_file,
             journal_path=journal or default_journal_path(),
             timeout=timeout or None,
             exit_when_idle=exit_when_idle,
-            announce=lambda url: console.print(f"taskfleet scheduler listening on {url}"),
+            announce=lambda line: console.print(
+                f"taskfleet scheduler {line}", markup=False, soft_wrap=True
+            ),
             stack=stack or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     except TaskfleetError as error:
         raise fail(str(error)) from error
@@ -246,6 +275,8 @@ def submit(
     files: Files,
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
     token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
     output: Output = None,
     summary_path: SummaryPath = None,
     remote: Annotated[
@@ -261,7 +292,10 @@ def submit(
         raise fail("--remote and --hybrid exclude each other")
     placement = "remote" if remote else "hybrid" if hybrid else "local"
     counts = checked(files)
-    with client_errors(), SchedulerClient(scheduler, token) as client:
+    with (
+        client_errors(),
+        SchedulerClient(scheduler, token, token_file=token_file, ca_cert=ca_cert) as client,
+    ):
         health = client.health()
         local, fleet = int(health.get("workers", 1)), int(health.get("fleet_slots", 0))
         workers = {"local": local, "remote": fleet, "hybrid": local + fleet}[placement]
@@ -304,13 +338,15 @@ def results(
     job: JobId,
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
     token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
     output: Output = None,
     wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = False,
 ) -> None:
     """Print the results of a job, finished so far (or all, with --wait)."""
     with (
         client_errors(),
-        SchedulerClient(scheduler, token) as client,
+        SchedulerClient(scheduler, token, token_file=token_file, ca_cert=ca_cert) as client,
         results_output(output) as stream,
     ):
         for line in client.results(job, follow=wait):
@@ -322,17 +358,31 @@ def status(
     job: Annotated[str | None, typer.Argument(help="A job id; all recent jobs if omitted.")] = None,
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
     token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
 ) -> None:
     """Show the state of one job, or of recent jobs."""
-    with client_errors(), SchedulerClient(scheduler, token) as client:
+    with (
+        client_errors(),
+        SchedulerClient(scheduler, token, token_file=token_file, ca_cert=ca_cert) as client,
+    ):
         jobs = [client.job(job)] if job else client.jobs()
     print_jobs(Console(), jobs)
 
 
 @app.command()
-def cancel(job: JobId, scheduler: SchedulerUrl = DEFAULT_SCHEDULER, token: Token = None) -> None:
+def cancel(
+    job: JobId,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
+) -> None:
     """Cancel the tasks of a job that have not started; running ones finish."""
-    with client_errors(), SchedulerClient(scheduler, token) as client:
+    with (
+        client_errors(),
+        SchedulerClient(scheduler, token, token_file=token_file, ca_cert=ca_cert) as client,
+    ):
         info = client.cancel(job)
     print_jobs(Console(), [info])
 
@@ -481,18 +531,28 @@ def print_jobs(console: Console, jobs: list[dict[str, object]]) -> None:
         table.add_column(name, no_wrap=True)
     table.add_column("files", overflow="fold")
     for info in jobs:
-        files = info.get("files")
-        table.add_row(
-            str(info["job"]),
-            str(info["state"]),
-            str(info.get("placement", "local")),
-            str(info["tasks"]),
-            str(info["finished"]),
-            str(info["succeeded"]),
-            str(info["failed"]),
-            ", ".join(map(str, files)) if isinstance(files, list) else "",
-        )
+        cells = [
+            info["job"],
+            info["state"],
+            info.get("placement", "local"),
+            info["tasks"],
+            info["finished"],
+            info["succeeded"],
+            info["failed"],
+            files_cell(info),
+        ]
+        # Text, not markup: a file name like "[red]x" is shown as it is.
+        table.add_row(*(Text(str(cell)) for cell in cells))
     console.print(table)
+
+
+def files_cell(info: dict[str, object]) -> str:
+    """A job's file names as the service lists them, and how many more there are."""
+    files = info.get("files")
+    names = [str(name) for name in files] if isinstance(files, list) else []
+    count = info.get("file_count", len(names))
+    more = count - len(names) if isinstance(count, int) else 0
+    return ", ".join(names) + (f" (+{more} more)" if more > 0 else "")
 
 
 def main() -> None:

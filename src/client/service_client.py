@@ -1,12 +1,19 @@
 """Talking to the scheduler service over HTTP (httpx)."""
 
+import ipaddress
+import ssl
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from client.errors import ClientError
+from scheduler.errors import TokenError
+from scheduler.state import default_token_path
+from scheduler.tokens import read_token_file
 from worker.task import TaskLine, encode_task_lines
 from worker.workload import TaskReader
 
@@ -29,14 +36,58 @@ def upload_body(paths: Sequence[str]) -> Iterator[bytes]:
                 yield encode_task_lines(tasks)
 
 
-class SchedulerClient:
-    """A connection to one scheduler service."""
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, url: str, token: str | None) -> None:
+
+def client_token(url: str, token: str | None, token_file: Path | None) -> str | None:
+    """The token to send: as given, else from ``token_file``, else, for a
+    scheduler on this machine, the one it keeps in the user's state folder."""
+    try:
+        if token is not None:
+            return token
+        if token_file is not None:
+            return read_token_file(token_file)
+        default = default_token_path()
+        if is_loopback_url(url) and default.exists():
+            return read_token_file(default)
+    except TokenError as error:
+        raise ClientError(str(error)) from error
+    return None
+
+
+class SchedulerClient:
+    """A connection to one scheduler service.
+
+    ``ca_cert``: the certificate (PEM) that signed an HTTPS scheduler's, when
+    it is not one the system trusts (a self-signed one, say).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        token_file: Path | None = None,
+        ca_cert: Path | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        secret = client_token(self.url, token, token_file)
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        verify: ssl.SSLContext | bool = True
+        if ca_cert is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_cert))
+            except (OSError, ssl.SSLError) as error:
+                raise ClientError(f"{ca_cert}: cannot load the certificate: {error}") from error
         self.http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS
+            base_url=self.url, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS, verify=verify
         )
 
     def __enter__(self) -> "SchedulerClient":
@@ -121,4 +172,9 @@ def _raise_for_status(response: httpx.Response) -> None:
         message = response.json()["error"]
     except (ValueError, KeyError, TypeError):
         message = response.text[:200] or response.reason_phrase
+    if response.status_code == 401:
+        message += (
+            "; a scheduler keeps its token in ~/.local/state/taskfleet/token of the user"
+            " running it: pass --token-file PATH"
+        )
     raise ClientError(f"scheduler answered {response.status_code}: {message}")

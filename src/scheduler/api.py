@@ -9,13 +9,13 @@
                                  ?follow=true streams until the job ends
     POST /jobs/{id}/cancel       cancel the tasks that have not started
 
-With a token, every route but /health needs ``Authorization: Bearer TOKEN``.
-Errors are JSON objects with an ``error`` key.
+Every request passes ``scheduler.guard`` first (its Host, its origin, the
+token on every route but /health, the limits). Errors are JSON objects with
+an ``error`` key.
 """
 
 import asyncio
 import contextlib
-import hmac
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -29,13 +29,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler.embedded import new_job_id
 from scheduler.errors import JobNotFoundError
+from scheduler.guard import AccessGuard, AccessRules
 from scheduler.journal import JobInfo, JobState, Journal, Placement
 from scheduler.service_dispatch import ServiceDispatcher
-from worker.task import MAX_LINE_CHARS, check_line, decode_task_line
+from worker.bundle import MAX_JOB_FILES
+from worker.task import MAX_FILE_NAME_CHARS, MAX_LINE_CHARS, check_line, decode_task_line
 
 #: Largest accepted job upload, in bytes.
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -46,6 +47,10 @@ MAX_JOB_TASKS = 10_000_000
 #: Longest accepted line of an upload: a task line of MAX_LINE_CHARS
 #: characters, JSON-escaped at worst, plus its file name and keys.
 MAX_UPLOAD_LINE_BYTES = MAX_LINE_CHARS * 6 + 8192
+
+#: The content type of an upload. Requiring it keeps a plain HTML form or a
+#: "simple" cross-site fetch (text/plain, no preflight) from submitting a job.
+UPLOAD_CONTENT_TYPE = "application/x-ndjson"
 
 #: Tasks stored per journal transaction while a job uploads.
 UPLOAD_BATCH = 5000
@@ -96,8 +101,8 @@ class ServiceState:
     notifier: Notifier
     workers: int
     fleet_slots: int  # the fleet's task slots; 0 without a stack
-    token: str | None
-    open_requests: int = 0
+    rules: AccessRules
+    open_requests: int = 0  # kept by the AccessGuard
     _local: threading.local = field(default_factory=threading.local)
 
     def journal(self) -> Journal:
@@ -118,32 +123,6 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class TokenAuth:
-    """ASGI middleware: a bearer token on every route but /health; counts open requests."""
-
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
-        self.app = app
-        self.state = state
-        self.expected = f"Bearer {state.token}".encode() if state.token else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.expected is not None and scope["path"] != "/health":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = error(401, "missing or wrong token (Authorization: Bearer TOKEN)")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                await response(scope, receive, send)
-                return
-        self.state.open_requests += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.state.open_requests -= 1
-
-
 def build_app(state: ServiceState) -> Starlette:
     """The ASGI application of the scheduler service."""
 
@@ -159,6 +138,11 @@ def build_app(state: ServiceState) -> Starlette:
         return JSONResponse(body, status_code=200 if failure is None else 503)
 
     async def submit(request: Request) -> Response:
+        if state.dispatcher.failure is not None:
+            return error(503, f"dispatch stopped: {state.dispatcher.failure!r}")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != UPLOAD_CONTENT_TYPE:
+            return error(415, f"an upload's Content-Type must be {UPLOAD_CONTENT_TYPE}")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
             return error(413, f"upload is {length} bytes, above the limit of {MAX_UPLOAD_BYTES}")
@@ -195,6 +179,8 @@ def build_app(state: ServiceState) -> Starlette:
     async def cancel(request: Request) -> Response:
         try:
             info = await job_of(request)
+            if info.state == JobState.UPLOADING:
+                return error(409, f"job {info.id} is still uploading; end the upload instead")
             if info.state not in JobState.FINAL:
                 await to_thread.run_sync(lambda: state.dispatcher.cancel(info.id, 60.0))
                 info = await job_of(request)
@@ -230,8 +216,11 @@ def build_app(state: ServiceState) -> Starlette:
         state.notifier.loop = asyncio.get_running_loop()
         yield
 
+    def count_requests(open_requests: int) -> None:
+        state.open_requests = open_requests
+
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(TokenAuth, state=state)
+    app.add_middleware(AccessGuard, rules=state.rules, counter=count_requests)
     return app
 
 
@@ -296,6 +285,12 @@ def parse_upload_line(
     try:
         task = decode_task_line(raw)
     except msgspec.DecodeError as bad:
+        if str(bad).endswith("at `$.file`"):
+            raise UploadError(
+                400,
+                f"upload line {number}: a file name must be 1 to {MAX_FILE_NAME_CHARS}"
+                " characters, with no control characters",
+            ) from bad
         raise UploadError(400, f"upload line {number}: not a task object: {bad}") from bad
     if not task.file:
         raise UploadError(400, f"upload line {number}: needs a file name")
@@ -306,7 +301,11 @@ def parse_upload_line(
         raise UploadError(400, f"{task.file}:{task.line}: {bad}") from bad
     if not text or text.startswith("#"):
         raise UploadError(400, f"{task.file}:{task.line}: not a task (blank or a comment)")
-    number_of_file = files.setdefault(task.file, len(files) + 1)
+    number_of_file = files.get(task.file)
+    if number_of_file is None:
+        if len(files) >= MAX_JOB_FILES:
+            raise UploadError(413, f"upload line {number}: a job may name {MAX_JOB_FILES} files")
+        number_of_file = files[task.file] = len(files) + 1
     return number_of_file, task.line, text
 
 
@@ -317,13 +316,13 @@ async def stream_results(state: ServiceState, job_id: str, follow: bool) -> Asyn
         news = state.notifier.current()
         # Read the job before its results: once it reads final, every result
         # was stored before, so the page read next holds the last of them.
-        info = await state.run(Journal.job, job_id)
+        job_state, finished, total = await state.run(Journal.progress, job_id)
         page = await state.run(Journal.results_page, job_id, after, RESULTS_PAGE)
         if page:
             after = page[-1][0]
             yield b"".join(record for _, record in page)
             continue
-        if not follow or (info.state in JobState.FINAL and info.finished >= info.total):
+        if not follow or (job_state in JobState.FINAL and finished >= total):
             return
         if state.dispatcher.failure is not None:
             return

@@ -11,9 +11,9 @@ class PoolError(SchedulerError):
     """The local worker pool could not start or lost all its workers."""
 
 
-class UnsafeBindError(SchedulerError):
-    """The service was asked to listen beyond loopback without a token."""
-
-
 class JobNotFoundError(SchedulerError):
     """No job with the given id is known to the journal."""
+
+
+class TokenError(SchedulerError):
+    """A token (given, or in a token file) is unusable: too short, unreadable, or exposed."""

@@ -11,11 +11,12 @@ One ``Journal`` is one connection: one thread at a time may use it.
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from scheduler.errors import JobNotFoundError
+from scheduler.state import private_file
 from worker.result import Status, encode_lines, make_result, unfinished
 from worker.task import task_id
 
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,               -- see JobState
     placement TEXT NOT NULL DEFAULT 'local',  -- see Placement
-    files TEXT NOT NULL DEFAULT '[]',  -- JSON list of file names; file number n is [n - 1]
+    files TEXT NOT NULL DEFAULT '[]',  -- unused: file names live in job_files
+    file_count INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0,
     finished INTEGER NOT NULL DEFAULT 0,
     succeeded INTEGER NOT NULL DEFAULT 0,
@@ -41,14 +43,28 @@ CREATE TABLE IF NOT EXISTS tasks (
     record BLOB,                       -- the result record, one JSON line
     PRIMARY KEY (job, file_number, line)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_files (
+    job TEXT NOT NULL,
+    number INTEGER NOT NULL,           -- the file's position in the upload, from 1
+    name TEXT NOT NULL,
+    PRIMARY KEY (job, number)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (job, seq) WHERE seq IS NOT NULL;
 """
 
 #: Task states: dispatched is to a local worker, sent is to the fleet.
 PENDING, DISPATCHED, FINISHED, SENT = 0, 1, 2, 3
 
-#: The columns of jobs a JobInfo is made of, in its order.
-JOB_COLUMNS = "id, state, placement, files, total, finished, succeeded, created_at, finished_at"
+#: The columns of jobs a JobInfo is made of, in its order (its file names apart).
+JOB_COLUMNS = (
+    "id, state, placement, file_count, total, finished, succeeded, created_at, finished_at"
+)
+
+#: File names a JobInfo carries: a job may have many, and jobs are listed often.
+FILES_SHOWN = 10
+
+#: Bytes of result records one page holds at most (one record may pass it).
+RESULTS_PAGE_BYTES = 4 * 1024 * 1024
 
 
 class Placement:
@@ -80,12 +96,13 @@ class JobInfo(NamedTuple):
     id: str
     state: str
     placement: str
-    files: list[str]
+    file_count: int
     total: int
     finished: int
     succeeded: int
     created_at: float
     finished_at: float | None
+    files: list[str]  # the first FILES_SHOWN file names
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -93,6 +110,7 @@ class JobInfo(NamedTuple):
             "state": self.state,
             "placement": self.placement,
             "files": self.files,
+            "file_count": self.file_count,
             "tasks": self.total,
             "finished": self.finished,
             "succeeded": self.succeeded,
@@ -114,7 +132,9 @@ class Journal:
     """One connection to the journal database."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # It holds every task's output: its owner's alone. SQLite gives the
+        # -wal and -shm files the database file's mode.
+        private_file(path)
         self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash; only power loss may
@@ -128,6 +148,23 @@ class Journal:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
         if "placement" not in columns:
             self.db.execute("ALTER TABLE jobs ADD COLUMN placement TEXT NOT NULL DEFAULT 'local'")
+        if "file_count" not in columns:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN file_count INTEGER NOT NULL DEFAULT 0")
+        with self.db:
+            self.db.execute("BEGIN")
+            for job_id, files in self.db.execute(
+                "SELECT id, files FROM jobs WHERE files != '[]'"
+            ).fetchall():
+                names = json.loads(files)
+                self._store_files(job_id, names)
+                self.db.execute("UPDATE jobs SET files = '[]' WHERE id = ?", (job_id,))
+
+    def _store_files(self, job_id: str, files: list[str]) -> None:
+        self.db.executemany(
+            "INSERT INTO job_files (job, number, name) VALUES (?, ?, ?)",
+            ((job_id, number, name) for number, name in enumerate(files, start=1)),
+        )
+        self.db.execute("UPDATE jobs SET file_count = ? WHERE id = ?", (len(files), job_id))
 
     def close(self) -> None:
         self.db.close()
@@ -154,16 +191,20 @@ class Journal:
 
     def seal_job(self, job_id: str, files: list[str], total: int) -> None:
         """Every task of the job is in: it may run."""
-        self.db.execute(
-            "UPDATE jobs SET state = ?, files = ?, total = ? WHERE id = ?",
-            (JobState.QUEUED, json.dumps(files), total, job_id),
-        )
+        with self.db:
+            self.db.execute("BEGIN")
+            self._store_files(job_id, files)
+            self.db.execute(
+                "UPDATE jobs SET state = ?, total = ? WHERE id = ?",
+                (JobState.QUEUED, total, job_id),
+            )
 
     def discard_job(self, job_id: str) -> None:
         """Forget a job whose upload failed: none of it ever ran."""
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("DELETE FROM tasks WHERE job = ?", (job_id,))
+            self.db.execute("DELETE FROM job_files WHERE job = ?", (job_id,))
             self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def job(self, job_id: str) -> JobInfo:
@@ -173,7 +214,23 @@ class Journal:
         ).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r}")
-        return _job_info(row)
+        return self._job_info(row)
+
+    def progress(self, job_id: str) -> tuple[str, int, int]:
+        """A job's (state, finished, total): what a results stream looks at, cheaply."""
+        row = self.db.execute(
+            "SELECT state, finished, total FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        return str(row[0]), int(row[1]), int(row[2])
+
+    def job_files(self, job_id: str) -> list[str]:
+        """Every file name of a job, by file number - 1."""
+        rows = self.db.execute(
+            "SELECT name FROM job_files WHERE job = ? ORDER BY number", (job_id,)
+        ).fetchall()
+        return [name for (name,) in rows]
 
     def jobs(self, limit: int = 100) -> list[JobInfo]:
         """The most recent jobs, newest first."""
@@ -181,7 +238,7 @@ class Journal:
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state != ? ORDER BY created_at DESC LIMIT ?",
             (JobState.UPLOADING, limit),
         ).fetchall()
-        return [_job_info(row) for row in rows]
+        return [self._job_info(row) for row in rows]
 
     def active_jobs(self) -> list[JobInfo]:
         """Jobs that may have tasks to run, oldest first."""
@@ -189,7 +246,26 @@ class Journal:
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY created_at",
             JobState.ACTIVE,
         ).fetchall()
-        return [_job_info(row) for row in rows]
+        return [self._job_info(row) for row in rows]
+
+    def _job_info(self, row: tuple[object, ...]) -> JobInfo:
+        shown = self.db.execute(
+            "SELECT name FROM job_files WHERE job = ? ORDER BY number LIMIT ?",
+            (row[0], FILES_SHOWN),
+        ).fetchall()
+        job_id, state, placement, file_count, total, finished, succeeded, created, ended = row
+        return JobInfo(
+            str(job_id),
+            str(state),
+            str(placement),
+            int(file_count),  # type: ignore[call-overload]
+            int(total),  # type: ignore[call-overload]
+            int(finished),  # type: ignore[call-overload]
+            int(succeeded),  # type: ignore[call-overload]
+            float(created),  # type: ignore[arg-type]
+            None if ended is None else float(ended),  # type: ignore[arg-type]
+            [name for (name,) in shown],
+        )
 
     # -- dispatch ----------------------------------------------------------
 
@@ -235,16 +311,43 @@ class Journal:
 
         A task already finished keeps its first result (a duplicate is ignored).
         """
+        rows = [(line, status, record, ()) for line, status, record in results]
+        return self._finish(job_id, file_number, "state != 2", rows, seq)
+
+    def finish_sent(
+        self,
+        job_id: str,
+        file_number: int,
+        results: list[tuple[int, str, Status, bytes]],
+        seq: int,
+    ) -> int:
+        """Store (line, task text, status, record) results that came from the fleet.
+
+        Only a task sent to the fleet, whose text is the one stored, takes a
+        result: a message about any other task (forged, or for a local job)
+        changes nothing. Returns the next seq.
+        """
+        rows = [(line, status, record, (text,)) for line, text, status, record in results]
+        return self._finish(job_id, file_number, "state = 3 AND text = ?", rows, seq)
+
+    def _finish(
+        self,
+        job_id: str,
+        file_number: int,
+        condition: str,
+        results: Sequence[tuple[int, Status, bytes, tuple[str, ...]]],
+        seq: int,
+    ) -> int:
         if not results:
             return seq
         with self.db:
             self.db.execute("BEGIN")
             finished = succeeded = 0
-            for line, status, record in results:
+            for line, status, record, extra in results:
                 changed = self.db.execute(
                     "UPDATE tasks SET state = 2, seq = ?, record = ?"
-                    " WHERE job = ? AND file_number = ? AND line = ? AND state != 2",
-                    (seq, record, job_id, file_number, line),
+                    f" WHERE job = ? AND file_number = ? AND line = ? AND {condition}",
+                    (seq, record, job_id, file_number, line, *extra),
                 ).rowcount
                 if changed:
                     seq += 1
@@ -265,7 +368,7 @@ class Journal:
         self, job_id: str, status: Status, reason: str, states: tuple[int, ...], seq: int
     ) -> int:
         """Give every task of a job in one of ``states`` a final ``status``; return next seq."""
-        info = self.job(job_id)
+        files = self.job_files(job_id)
         marks = ",".join("?" * len(states))
         rows = self.db.execute(
             f"SELECT file_number, line, text FROM tasks WHERE job = ? AND state IN ({marks})"
@@ -275,7 +378,7 @@ class Journal:
         outcome = unfinished(status, reason, time.time())
         by_file: dict[int, list[tuple[int, Status, bytes]]] = {}
         for file_number, line, text in rows:
-            file = info.files[file_number - 1]
+            file = files[file_number - 1]
             result = make_result(
                 task_id(job_id, file_number, line), job_id, file, line, text, "", outcome
             )
@@ -287,8 +390,8 @@ class Journal:
     def cancel(self, job_id: str, seq: int) -> int:
         """Cancel a job's pending tasks; running ones finish. Returns the next seq."""
         info = self.job(job_id)
-        if info.state in JobState.FINAL:
-            return seq
+        if info.state in JobState.FINAL or info.state == JobState.UPLOADING:
+            return seq  # an upload is cancelled by ending it: it is then discarded
         self.db.execute("UPDATE jobs SET state = ? WHERE id = ?", (JobState.CANCELLED, job_id))
         seq = self.close_unfinished(
             job_id, Status.CANCELLED, "job cancelled before the task ran", (PENDING,), seq
@@ -321,28 +424,25 @@ class Journal:
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? AND finished < total",
             (JobState.CANCELLED,),
         ).fetchall()
-        return [_job_info(row) for row in rows]
+        return [self._job_info(row) for row in rows]
 
     # -- results -----------------------------------------------------------
 
-    def results_page(self, job_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` (seq, record) of a job's results that arrived after ``after``."""
-        return self.db.execute(
+    def results_page(
+        self, job_id: str, after: int, limit: int, max_bytes: int = RESULTS_PAGE_BYTES
+    ) -> list[tuple[int, bytes]]:
+        """(seq, record) of a job's results that arrived after ``after``: up to
+        ``limit`` records, and no more once they reach ``max_bytes``."""
+        page: list[tuple[int, bytes]] = []
+        size = 0
+        rows = self.db.execute(
             "SELECT seq, record FROM tasks WHERE job = ? AND seq > ? ORDER BY seq LIMIT ?",
             (job_id, after, limit),
-        ).fetchall()
-
-
-def _job_info(row: tuple[object, ...]) -> JobInfo:
-    job_id, state, placement, files, total, finished, succeeded, created_at, finished_at = row
-    return JobInfo(
-        str(job_id),
-        str(state),
-        str(placement),
-        json.loads(str(files)),
-        int(total),  # type: ignore[call-overload]
-        int(finished),  # type: ignore[call-overload]
-        int(succeeded),  # type: ignore[call-overload]
-        float(created_at),  # type: ignore[arg-type]
-        None if finished_at is None else float(finished_at),  # type: ignore[arg-type]
-    )
+        )
+        for seq, record in rows:  # read row by row: a page never holds more than it sends
+            page.append((seq, record))
+            size += len(record)
+            if size >= max_bytes:
+                break
+        rows.close()
+        return page

@@ -1,7 +1,7 @@
 """Starting and stopping the scheduler service: pool, dispatch thread, HTTP server."""
 
 import ipaddress
-import os
+import resource
 import socket
 import threading
 import time
@@ -11,20 +11,21 @@ from pathlib import Path
 import uvicorn
 
 from scheduler.api import Notifier, ServiceState, build_app
-from scheduler.errors import SchedulerError, UnsafeBindError
+from scheduler.errors import SchedulerError
+from scheduler.guard import AccessRules
+from scheduler.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
 from scheduler.journal import Journal
 from scheduler.local_pool import LocalPool
 from scheduler.remote_dispatch import RemoteFleet, StackResources
 from scheduler.service_dispatch import ServiceDispatcher
+from scheduler.tokens import service_token
+from worker.execute import scrub_secrets
 
 #: Seconds between two looks at whether the service is idle.
 IDLE_CHECK_SECONDS = 0.5
 
-
-def default_journal_path() -> Path:
-    """Where the journal lives unless told: the user's state directory."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "taskfleet" / "journal.sqlite3"
+#: File descriptors the service wants: its connections, the journal's, the workers' pipes.
+WANTED_FILES = MAX_CONNECTIONS + 512
 
 
 def is_loopback(host: str) -> bool:
@@ -50,26 +51,48 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def raise_file_limit() -> None:
+    """Lift the soft limit on open files toward WANTED_FILES, as far as the hard one allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = WANTED_FILES if hard == resource.RLIM_INFINITY else min(WANTED_FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def check_tls(tls_cert: Path | None, tls_key: Path | None) -> None:
+    if (tls_cert is None) != (tls_key is None):
+        raise SchedulerError("--tls-cert and --tls-key go together")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise SchedulerError(f"{path}: no such file")
+
+
 def serve(
     *,
     host: str,
     port: int,
     workers: int,
-    token: str | None,
     journal_path: Path,
     timeout: float | None,
     exit_when_idle: float | None,
     announce: Callable[[str], None],
+    token: str | None = None,
+    token_file: Path | None = None,
     stack: str | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> int:
     """Run the service until stopped (SIGINT/SIGTERM) or idle; return an exit code.
 
-    With a ``stack``, jobs may also run on its fleet (remote or hybrid).
+    Every request but /health needs the token: ``token``, else the one in
+    ``token_file``, else the one in the user's state folder (made on first
+    start). With a ``stack``, jobs may also run on its fleet (remote or
+    hybrid). With ``tls_cert`` and ``tls_key``, it speaks HTTPS.
     """
-    if not token and not is_loopback(host):
-        raise UnsafeBindError(
-            f"refusing to listen on {host} without a token: set --token or TASKFLEET_TOKEN"
-        )
+    check_tls(tls_cert, tls_key)
+    secret, token_source = service_token(token, token_file)
+    scrub_secrets()  # no worker process or task inherits TASKFLEET_TOKEN
+    raise_file_limit()
     fleet = None
     if stack is not None:
         try:
@@ -83,15 +106,18 @@ def serve(
         pool.start()
         dispatcher = ServiceDispatcher(journal_path, pool, notifier.notify_threadsafe, fleet)
         slots = 0 if fleet is None else fleet.resources.max_workers
-        state = ServiceState(journal_path, dispatcher, notifier, workers, slots, token)
+        rules = AccessRules.for_address(host, sock.getsockname()[1], secret)
+        state = ServiceState(journal_path, dispatcher, notifier, workers, slots, rules)
         app = build_app(state)
         config = uvicorn.Config(
             app,
+            http=GuardedH11Protocol,  # header timeouts; only requests count toward limits
             log_level="warning",
             timeout_keep_alive=30,
             timeout_graceful_shutdown=5,
-            limit_concurrency=256,
             h11_max_incomplete_event_size=64 * 1024,
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
         )
         server = uvicorn.Server(config)
         dispatcher.start()
@@ -105,7 +131,12 @@ def serve(
             watch.start()
         address = sock.getsockname()
         shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
-        announce(f"http://{shown}:{address[1]}")
+        scheme = "https" if tls_cert is not None else "http"
+        announce(f"listening on {scheme}://{shown}:{address[1]} (token {token_source})")
+        if tls_cert is None and not is_loopback(host):
+            announce(
+                "warning: without --tls-cert, the token and results cross the network in clear"
+            )
         server.run(sockets=[sock])
         dispatcher.stopping.set()
         dispatcher.join()

@@ -65,9 +65,17 @@ def test_client_commands_explain_an_unreachable_scheduler(workload: WriteWorkloa
         assert f"cannot reach the scheduler at {url}" in result.stderr
 
 
-def test_non_loopback_without_token_is_refused(tmp_path: Path) -> None:
-    result = runner.invoke(
-        app, ["scheduler", "--host", "0.0.0.0", "--journal", str(tmp_path / "j.db")], env={}
-    )
-    assert result.exit_code == 2
-    assert "without a token" in result.stderr
+def test_short_or_exposed_tokens_are_refused(tmp_path: Path) -> None:
+    journal = ["--journal", str(tmp_path / "j.db")]
+    short = runner.invoke(app, ["scheduler", "--token", "s3cret", *journal])
+    assert short.exit_code == 2
+    assert "at least 16 characters" in short.stderr
+    exposed = tmp_path / "token"
+    exposed.write_text("a-long-enough-token-here\n")
+    exposed.chmod(0o644)
+    shared = runner.invoke(app, ["scheduler", "--token-file", str(exposed), *journal])
+    assert shared.exit_code == 2
+    assert "others may read this token file" in shared.stderr
+    half_tls = runner.invoke(app, ["scheduler", "--tls-cert", str(exposed), *journal])
+    assert half_tls.exit_code == 2
+    assert "--tls-cert and --tls-key go together" in half_tls.stderr

@@ -20,6 +20,7 @@ from tests.conftest import (
     children_of,
     is_running,
     run_cli,
+    service_headers,
     taskfleet_command,
     wait_for,
 )
@@ -165,13 +166,17 @@ def test_submit_status_and_results(
 def test_token_is_required_on_every_route_but_health(
     workload: WriteWorkload, scheduler_service: StartScheduler
 ) -> None:
-    service = scheduler_service("--token", "s3cret-token")
-    path = workload("echo hi")
-    refused = run_cli("submit", path, "--scheduler", service.url)
+    secret = "s3cret-token-of-the-test"
+    service = scheduler_service(env={**os.environ, "TASKFLEET_TOKEN": secret})
+    path = workload("echo hi", "env")
+    refused = run_cli("submit", path, "--scheduler", service.url)  # the default file's token
     assert refused.returncode == 2
     assert "401" in refused.stderr
-    wrong = run_cli("status", "--scheduler", service.url, "--token", "wrong")
+    assert "--token-file" in refused.stderr
+    wrong = run_cli("status", "--scheduler", service.url, "--token", secret[:-1] + "X")
     assert wrong.returncode == 2
+    prefix = run_cli("status", "--scheduler", service.url, "--token", secret[:-1])
+    assert prefix.returncode == 2
     routes = [
         ("GET", "/jobs"),
         ("POST", "/jobs"),
@@ -187,14 +192,16 @@ def test_token_is_required_on_every_route_but_health(
         path,
         "--scheduler",
         service.url,
-        env={**os.environ, "TASKFLEET_TOKEN": "s3cret-token"},
+        env={**os.environ, "TASKFLEET_TOKEN": secret},
     )
     assert accepted.returncode == 0, accepted.stderr
-    # The secret is in no output, log or journal.
-    assert "s3cret-token" not in accepted.stdout + accepted.stderr
-    assert b"s3cret-token" not in service.log.read_bytes()
+    # The secret is in no output, log, journal or task's environment (`env` ran).
+    assert "TASKFLEET_TOKEN" not in accepted.stdout
+    assert "PATH=" in accepted.stdout
+    assert secret not in accepted.stdout + accepted.stderr
+    assert secret.encode() not in service.log.read_bytes()
     for stored in service.journal.parent.glob(service.journal.name + "*"):
-        assert b"s3cret-token" not in stored.read_bytes()
+        assert secret.encode() not in stored.read_bytes()
 
 
 def test_upload_limits_and_bad_bodies(scheduler_service: StartScheduler) -> None:
@@ -216,10 +223,11 @@ def test_upload_limits_and_bad_bodies(scheduler_service: StartScheduler) -> None
         ),
     ]
     for body, code, message in cases:
-        answer = httpx.post(url, content=body.encode())
+        answer = httpx.post(url, content=body.encode(), headers=service_headers())
         assert answer.status_code == code, (body[:60], answer.text)
         assert message in answer.json()["error"]
-    assert httpx.get(service.url + "/jobs").json() == {"jobs": []}  # nothing half-stored
+    jobs = httpx.get(service.url + "/jobs", headers=service_headers()).json()
+    assert jobs == {"jobs": []}  # nothing half-stored
     assert httpx.get(service.url + "/health").json()["status"] == "ok"
 
 
@@ -237,10 +245,12 @@ def test_restart_keeps_results_and_reports_lost_tasks(
             json.dumps({"file": path, "line": n, "task": t})
             for n, t in enumerate(Path(path).read_text().splitlines(), start=1)
         ),
+        headers=service_headers(),
     )
     job = upload.json()["job"]
     wait_for(lambda: started.exists())
-    wait_for(lambda: httpx.get(f"{service.url}/jobs/{job}").json()["finished"] >= 2)
+    status_of = f"{service.url}/jobs/{job}"
+    wait_for(lambda: httpx.get(status_of, headers=service_headers()).json()["finished"] >= 2)
     service.kill()
 
     restarted = scheduler_service(journal=journal)
@@ -268,6 +278,7 @@ def test_cancel_and_exit_when_idle(
             json.dumps({"file": path, "line": n, "task": "true && /bin/sleep 0.2"})
             for n in range(1, 41)
         ),
+        headers=service_headers(),
     ).json()["job"]
     cancelled = run_cli("cancel", job, "--scheduler", service.url)
     assert cancelled.returncode == 0, cancelled.stderr

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.api import Notifier, ServiceState, build_app
+from scheduler.guard import AccessRules
 from scheduler.local_pool import LocalPool
 from scheduler.server import bind
 from scheduler.service_dispatch import ServiceDispatcher
@@ -100,15 +101,19 @@ def service() -> Iterator[httpx.Client]:
         journal = Path(folder) / "journal.sqlite3"
         notifier = Notifier()
         dispatcher = ServiceDispatcher(journal, LocalPool(1, None), notifier.notify_threadsafe)
-        state = ServiceState(journal, dispatcher, notifier, 1, 0, "s3cret")
         sock = bind("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        rules = AccessRules.for_address("127.0.0.1", port, "s3cret-token-of-16")
+        state = ServiceState(journal, dispatcher, notifier, 1, 0, rules)
         server = uvicorn.Server(uvicorn.Config(build_app(state), log_level="warning"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         while not server.started:
             time.sleep(0.01)
-        port = sock.getsockname()[1]
-        headers = {"Authorization": "Bearer s3cret"}
+        headers = {
+            "Authorization": "Bearer s3cret-token-of-16",
+            "Content-Type": "application/x-ndjson",
+        }
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
                 yield client

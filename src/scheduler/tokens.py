@@ -1,0 +1,76 @@
+"""The scheduler service's token: given, read from a file, or made on first start.
+
+Without ``--token`` or ``--token-file``, the service uses the token in the
+user's state folder (``default_token_path``), writing a new random one there
+(0600) the first time. Clients on the same machine read the same file, so
+other local users, and web pages, cannot submit jobs.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+from scheduler.errors import TokenError
+from scheduler.state import PRIVATE_FILE_MODE, default_token_path, private_dir
+
+#: Shortest token accepted: shorter ones can be guessed.
+MIN_TOKEN_CHARS = 16
+
+#: Longest token accepted (it travels in every request's headers).
+MAX_TOKEN_CHARS = 1024
+
+
+def check_token(token: str, source: str) -> str:
+    """``token`` if it is usable; TokenError names ``source`` and what is wrong."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise TokenError(f"{source}: the token must be at least {MIN_TOKEN_CHARS} characters")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError(f"{source}: the token must be at most {MAX_TOKEN_CHARS} characters")
+    if not token.isascii() or not token.isprintable() or token.strip() != token:
+        raise TokenError(f"{source}: the token must be printable ASCII without spaces at its ends")
+    return token
+
+
+def read_token_file(path: Path) -> str:
+    """The token in a file (one line); refused if others may read the file."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise TokenError(f"{path}: cannot read the token: {error}") from error
+    if mode & 0o077:
+        raise TokenError(f"{path}: others may read this token file (chmod 600 {path})")
+    return check_token(text, str(path))
+
+
+def service_token(token: str | None, token_file: Path | None) -> tuple[str, str]:
+    """The token a service uses and where it came from: ``token`` as given,
+    else the one in ``token_file``, else the state folder's (made if missing)."""
+    if token is not None and token_file is not None:
+        raise TokenError("give --token or --token-file, not both")
+    if token is not None:
+        return check_token(token, "--token"), "as given"
+    if token_file is not None:
+        return read_token_file(token_file), f"from {token_file}"
+    token, path = load_or_create_token()
+    return token, f"in {path}"
+
+
+def load_or_create_token(path: Path | None = None) -> tuple[str, Path]:
+    """The service's token from ``path`` (default: the state folder's), made if missing."""
+    path = path or default_token_path()
+    if not path.exists():
+        private_dir(path.parent)
+        # Written whole to a file of its own, then linked into place: a
+        # scheduler starting at the same moment sees no file or a full one.
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another scheduler made it first: use that one
+        finally:
+            draft.unlink()
+    return read_token_file(path), path
