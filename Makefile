@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck bench bench-remote local-aws-up local-aws-down clean
+.PHONY: install demo test lint typecheck system-packages bench bench-remote local-aws-up local-aws-down worker-constraints clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,19 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy cdk scripts tests bench
 
-test: lint typecheck
+# Debian packages some tests use: nftables for the task firewall's test, in a
+# network namespace. Installed when missing and root (as in CI); elsewhere
+# those tests skip.
+SYSTEM_PACKAGES := nft:nftables
+system-packages:
+	@for entry in $(SYSTEM_PACKAGES); do \
+	  command -v $${entry%%:*} >/dev/null || PATH="$$PATH:/usr/sbin:/sbin" command -v $${entry%%:*} >/dev/null || { \
+	    if [ "$$(id -u)" = 0 ]; then \
+	      apt-get update -qq && apt-get install -y -qq $${entry##*:} >/dev/null; \
+	    else echo "not root: $${entry##*:} not installed, its tests skip"; fi; }; \
+	done
+
+test: lint typecheck system-packages
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -47,6 +59,10 @@ local-aws-up: $(STAMP)
 
 local-aws-down: $(STAMP)
 	$(BIN)/python scripts/local_aws.py down
+
+# The versions a fleet instance installs: run after changing dependencies.
+worker-constraints: $(STAMP)
+	$(BIN)/python scripts/pin_worker.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

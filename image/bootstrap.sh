@@ -44,8 +44,8 @@ TASKFLEET_INSTANCE_ID=$instance_id
 TASKFLEET_GROUP_NAME=$group_name
 TASKFLEET_IDLE_TIMEOUT=$TASKFLEET_IDLE_TIMEOUT
 TASKFLEET_VISIBILITY_TIMEOUT=$TASKFLEET_VISIBILITY_TIMEOUT
+TASKFLEET_TASK_USER=taskfleet-task
 CONFIG
-chmod 0640 /etc/taskfleet/worker.env
-chgrp taskfleet /etc/taskfleet/worker.env
+chmod 0600 /etc/taskfleet/worker.env
 
 systemctl enable --now taskfleet-worker.service

@@ -429,6 +429,13 @@ def worker(
     timeout: Annotated[
         float | None, typer.Option(min=0, help="Time limit per shell command, s (0: none).")
     ] = None,
+    task_user: Annotated[
+        str | None,
+        typer.Option(
+            help="Run shell tasks as this unprivileged user (the worker must be root).",
+            envvar="TASKFLEET_TASK_USER",
+        ),
+    ] = None,
 ) -> None:
     """Run bundles from the request queue (what an instance of the fleet runs)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -443,6 +450,7 @@ def worker(
         "visibility_timeout": visibility_timeout,
         "concurrency": concurrency,
         "task_timeout": timeout,
+        "task_user": task_user,
     }
     try:
         config = RemoteConfig.from_environment(os.environ, **overrides)

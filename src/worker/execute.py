@@ -7,12 +7,14 @@ file so a command that prints gigabytes costs disk, not memory.
 
 import contextlib
 import os
+import pwd
 import signal
 import subprocess
 import tempfile
 import time
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
+from worker.errors import WorkerConfigError
 from worker.result import OUTPUT_LIMIT_BYTES, Outcome, Status
 from worker.task import check_line
 
@@ -34,6 +36,42 @@ def scrub_secrets() -> None:
         os.environ.pop(name, None)
 
 
+class TaskUser(NamedTuple):
+    """The unprivileged account shell tasks run as, apart from their worker.
+
+    On a fleet instance the worker holds the instance's role; a task run as
+    the worker could take its credentials. Run as this user, a task starts
+    with a clean environment, in the user's home, with no capability of the
+    worker's (the kernel drops them when root switches to another user).
+    """
+
+    uid: int
+    gid: int
+    home: str
+    environment: dict[str, str]
+
+    @classmethod
+    def named(cls, name: str) -> "TaskUser":
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise WorkerConfigError(f"--task-user: no user {name!r} on this machine") from None
+        if entry.pw_uid == 0:
+            raise WorkerConfigError(f"--task-user: {name!r} is root; tasks need their own user")
+        if os.geteuid() != 0:
+            raise WorkerConfigError("--task-user: only a worker run as root can switch users")
+        home = entry.pw_dir if os.path.isdir(entry.pw_dir) else "/"
+        environment = {
+            "HOME": home,
+            "USER": name,
+            "LOGNAME": name,
+            "SHELL": "/bin/sh",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+        }
+        return cls(entry.pw_uid, entry.pw_gid, home, environment)
+
+
 def precise_sleep(seconds: float) -> None:
     """Sleep for ``seconds``, waking as close after the deadline as the clock allows."""
     deadline = time.perf_counter() + seconds
@@ -45,9 +83,13 @@ def precise_sleep(seconds: float) -> None:
 
 
 class ShellRunner:
-    """Runs shell commands one at a time, reusing two spool files for their output."""
+    """Runs shell commands one at a time, reusing two spool files for their output.
 
-    def __init__(self) -> None:
+    With a ``user``, each command runs as that user (see TaskUser).
+    """
+
+    def __init__(self, user: TaskUser | None = None) -> None:
+        self.user = user
         self._stdout: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self._stderr: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.current: subprocess.Popen[bytes] | None = None
@@ -68,13 +110,23 @@ class ShellRunner:
             spool.truncate()
         started_at = time.time()
         began = time.perf_counter()
+        as_user: dict[str, object] = {}
+        if self.user is not None:
+            as_user = {
+                "user": self.user.uid,
+                "group": self.user.gid,
+                "extra_groups": [],
+                "env": self.user.environment,
+                "cwd": self.user.home,
+            }
         try:
-            self.current = subprocess.Popen(
+            self.current = subprocess.Popen(  # type: ignore[call-overload]
                 ["/bin/sh", "-c", command],
                 stdin=subprocess.DEVNULL,
                 stdout=self._stdout,
                 stderr=self._stderr,
                 start_new_session=True,
+                **as_user,
             )
         except OSError as start_error:
             return _finished(Status.FAILED, None, started_at, began, error=str(start_error))
@@ -160,9 +212,9 @@ def plan(text: str) -> int | str | None:
 class TaskRunner:
     """Runs task lines: sleeps in process, everything else through the shell."""
 
-    def __init__(self, timeout: float | None) -> None:
+    def __init__(self, timeout: float | None, user: TaskUser | None = None) -> None:
         self.timeout = timeout
-        self.shell = ShellRunner()
+        self.shell = ShellRunner(user)
 
     def run(self, text: str, planned: int | str | None) -> Outcome:
         """Run one task line, given ``plan(text)``."""

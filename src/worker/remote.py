@@ -31,7 +31,7 @@ from worker.bundle import (
 )
 from worker.claims import ClaimLedger
 from worker.errors import DuplicateBundleError, WorkerConfigError
-from worker.execute import TaskRunner, plan, scrub_secrets
+from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
 from worker.result import Result, make_result
 from worker.sqs import (
     LONG_POLL_SECONDS,
@@ -74,6 +74,7 @@ class RemoteConfig(NamedTuple):
     visibility_timeout: int
     concurrency: int
     task_timeout: float | None
+    task_user: TaskUser | None  # None: tasks run as the worker
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str], **overrides: Any) -> "RemoteConfig":
@@ -95,6 +96,7 @@ class RemoteConfig(NamedTuple):
                 or instance_id_from_metadata()
             )
             timeout = float(value("task_timeout", "TASKFLEET_TASK_TIMEOUT", "3600"))
+            task_user = overrides.get("task_user") or environment.get("TASKFLEET_TASK_USER")
             return cls(
                 request_queue_url=value("request_queue_url", "TASKFLEET_REQUEST_QUEUE_URL"),
                 response_queue_url=value("response_queue_url", "TASKFLEET_RESPONSE_QUEUE_URL"),
@@ -110,6 +112,7 @@ class RemoteConfig(NamedTuple):
                 ),
                 concurrency=int(value("concurrency", "TASKFLEET_CONCURRENCY", "1")),
                 task_timeout=timeout or None,
+                task_user=TaskUser.named(task_user) if task_user else None,
             )
         except ValueError as error:
             raise WorkerConfigError(f"invalid worker setting: {error}") from error
@@ -170,7 +173,7 @@ class RemoteWorker:
                     continue
                 self._protect(True)
                 # Every bundle received starts now, its tasks sharing the slots.
-                list(bundles.map(lambda message: self._handle(message, slots), messages))
+                list(bundles.map(lambda message: self._handle_one(message, slots), messages))
                 idle_since = time.monotonic()
         self._protect(False)
         return 0
@@ -198,6 +201,17 @@ class RemoteWorker:
         make_visible(self.sqs, self.config.request_queue_url, messages)
 
     # -- one bundle -----------------------------------------------------------
+
+    def _handle_one(self, message: dict[str, Any], slots: ThreadPoolExecutor) -> None:
+        """Handle a message; whatever goes wrong with it is logged, and the worker goes on.
+
+        The message is left to SQS: it comes back, and after maxReceiveCount
+        receives the dead-letter queue takes it.
+        """
+        try:
+            self._handle(message, slots)
+        except Exception:
+            log.exception("message %s failed; left to SQS", message.get("MessageId"))
 
     def _handle(self, message: dict[str, Any], slots: ThreadPoolExecutor) -> None:
         receipt = message["ReceiptHandle"]
@@ -244,7 +258,8 @@ class RemoteWorker:
             return None
         runner: TaskRunner | None = getattr(self._runners, "runner", None)
         if runner is None:
-            runner = self._runners.runner = TaskRunner(self.config.task_timeout)
+            runner = TaskRunner(self.config.task_timeout, self.config.task_user)
+            self._runners.runner = runner
         outcome = runner.run(task.text, plan(task.text))
         return make_result(
             task_id(bundle.job, task.file_number, task.line),

@@ -77,7 +77,14 @@ def test_sigterm_finishes_the_bundle_in_hand_and_exits_0(
 def test_malformed_and_oversized_messages_do_not_kill_a_worker(
     resources: Resources, tmp_path: Path
 ) -> None:
-    resources.sqs.send_message(QueueUrl=resources.requests, MessageBody="{not a bundle")
+    crafted = [
+        "{not a bundle",
+        bundle("", "echo empty id"),  # DynamoDB refuses an empty key
+        bundle("b" * 3000, "echo long id"),  # and one above its key size
+        bundle("job1-6", "echo no tasks")[:-2].rsplit("[[", 1)[0] + "[]}",
+    ]
+    for body in crafted:
+        resources.sqs.send_message(QueueUrl=resources.requests, MessageBody=body)
     # A bundle whose task is far beyond the line limit (the message itself is within
     # SQS's): that task fails with the reason, the others run.
     huge = "echo " + "x" * 500_000
@@ -87,7 +94,7 @@ def test_malformed_and_oversized_messages_do_not_kill_a_worker(
     worker = start_worker(resources, "i-dlq", tmp_path, "--idle-timeout", "8")
     assert worker.wait(timeout=120) == 0  # the bad messages did not kill it
     assert "is not a bundle" in (tmp_path / "i-dlq.log").read_text()
-    assert drain(resources.sqs, resources.dead_letters) == ["{not a bundle"]
+    assert sorted(drain(resources.sqs, resources.dead_letters)) == sorted(crafted)
     results = {
         r.line: r
         for body in drain(resources.sqs, resources.responses)
