@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from aws_cdk import CfnOutput, CfnResource, Duration, Stack, Token
+from aws_cdk import CfnOutput, CfnResource, Duration, Stack, Stage, Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
@@ -12,26 +12,9 @@ from cdk.claims import ClaimTable
 from cdk.fleet import WorkerFleet, read_image_file
 from cdk.nag import acknowledge
 from cdk.queues import TaskQueues
+from cdk.source import write_source_zip
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-
-#: What the project source asset leaves out: build outputs, caches, tests.
-SOURCE_EXCLUDES = [
-    ".git",
-    ".venv",
-    "node_modules",
-    "cdk.out",
-    "**/__pycache__",
-    "*.egg-info",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    "tests",
-    "bench",
-    "demo-results.jsonl",
-    ".local-aws",
-    "cdk.context.json",
-]
 
 
 class TaskfleetStack(Stack):
@@ -70,7 +53,11 @@ class TaskfleetStack(Stack):
             if ami_id
             else ec2.MachineImage.latest_amazon_linux2023()
         )
-        source = s3_assets.Asset(self, "Source", path=str(REPOSITORY), exclude=SOURCE_EXCLUDES)
+        source_zip = write_source_zip(
+            REPOSITORY,
+            Path(Stage.of(self).outdir) / "taskfleet-source.zip",  # type: ignore[union-attr]
+        )
+        source = s3_assets.Asset(self, "Source", path=str(source_zip))
         # The worker's configuration. Its group's name is not here: the launch
         # template cannot name the group made from it; the instance reads it
         # from its own tags (instance metadata).
@@ -127,7 +114,8 @@ class TaskfleetStack(Stack):
         queues.requests.grant_consume_messages(role)
         queues.responses.grant_send_messages(role)
         claims.table.grant(role, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
-        source.grant_read(role)
+        # The source object alone, not the whole asset bucket.
+        source.bucket.grant_read(role, source.s3_object_key)
         # A policy of its own: in the role's default policy, the group's ARN would
         # make the launch template wait on the group that waits on it.
         own_group = iam.Policy(
@@ -157,13 +145,11 @@ class TaskfleetStack(Stack):
         )
         acknowledge(
             role,
-            "CDK's grant on the project source asset: read-only actions (s3:GetObject*, "
-            "s3:GetBucket*, s3:List*) on the CDK asset bucket, as CDK grants every asset.",
+            "CDK's read grant on the project source object: read-only actions "
+            "(s3:GetObject*, s3:GetBucket*, s3:List*) on that one object of the asset bucket.",
             "AwsSolutions-IAM5[Action::s3:GetObject*]",
             "AwsSolutions-IAM5[Action::s3:GetBucket*]",
             "AwsSolutions-IAM5[Action::s3:List*]",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
-            f"{self._as_nag_writes(source.s3_bucket_name, 'AssetBucket')}/*]",
         )
 
     @staticmethod

@@ -69,6 +69,10 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
     }
     for statement in granted:
         assert statement["Resource"] != "*", statement  # every grant names its resources
+    (source,) = [s for s in granted if "s3:GetObject*" in s["Action"]]
+    objects = [json.dumps(r) for r in source["Resource"] if "/" in json.dumps(r)]
+    assert len(objects) == 1  # the source zip alone, not the asset bucket's every object
+    assert objects[0].endswith('.zip"]]}'), objects
     own_group = [s for s in granted if "autoscaling:SetInstanceProtection" in s["Action"]]
     assert len(own_group) == 1
     assert "autoScalingGroupName/" in json.dumps(own_group[0]["Resource"])
