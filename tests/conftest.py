@@ -1,6 +1,7 @@
 """Shared fixtures: workload files, the real CLI, a real scheduler service process,
 moto_server with the remote path's queues and table, and workers against them."""
 
+import contextlib
 import json
 import os
 import re
@@ -8,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,7 +20,14 @@ from typing import Any, NamedTuple
 import boto3
 import httpx
 import pytest
+import uvicorn
 
+from scheduler.api import Notifier, ServiceState, build_app
+from scheduler.guard import AccessRules
+from scheduler.http_protocol import GuardedH11Protocol
+from scheduler.local_pool import LocalPool
+from scheduler.server import bind
+from scheduler.service_dispatch import ServiceDispatcher
 from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 
 WriteWorkload = Callable[..., str]
@@ -154,6 +164,49 @@ def scheduler_service(tmp_path: Path) -> Iterator[Callable[..., SchedulerProcess
         if service.process is not None and service.process.poll() is None:
             service.process.kill()
             service.process.wait()
+
+
+class InProcessService(NamedTuple):
+    port: int
+    url: str
+    journal: Path
+    headers: dict[str, str]  # what a request needs: the token and the upload type
+
+
+#: The token of in-process services.
+IN_PROCESS_TOKEN = "token-of-an-in-process-service"
+
+
+@contextlib.contextmanager
+def in_process_service() -> Iterator[InProcessService]:
+    """The service's real app, protocol, journal and HTTP server on a loopback
+    port, in this process; its dispatch thread is not started, so nothing
+    uploaded ever runs."""
+    with tempfile.TemporaryDirectory() as folder:
+        journal = Path(folder) / "journal.sqlite3"
+        notifier = Notifier()
+        dispatcher = ServiceDispatcher(journal, LocalPool(1, None), notifier.notify_threadsafe)
+        sock = bind("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        rules = AccessRules.for_address("127.0.0.1", port, IN_PROCESS_TOKEN)
+        state = ServiceState(journal, dispatcher, notifier, 1, 0, rules)
+        config = uvicorn.Config(build_app(state), http=GuardedH11Protocol, log_level="critical")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        headers = {
+            "Authorization": f"Bearer {IN_PROCESS_TOKEN}",
+            "Content-Type": "application/x-ndjson",
+        }
+        try:
+            yield InProcessService(port, f"http://127.0.0.1:{port}", journal, headers)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+            sock.close()
+            dispatcher.journal.close()
 
 
 def children_of(pid: int) -> list[int]:

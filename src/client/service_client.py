@@ -1,19 +1,16 @@
 """Talking to the scheduler service over HTTP (httpx)."""
 
-import ipaddress
 import ssl
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from client.errors import ClientError
 from scheduler.errors import TokenError
-from scheduler.state import default_token_path
-from scheduler.tokens import read_token_file
+from scheduler.tokens import client_token
 from worker.task import TaskLine, encode_task_lines
 from worker.workload import TaskReader
 
@@ -36,32 +33,6 @@ def upload_body(paths: Sequence[str]) -> Iterator[bytes]:
                 yield encode_task_lines(tasks)
 
 
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def client_token(url: str, token: str | None, token_file: Path | None) -> str | None:
-    """The token to send: as given, else from ``token_file``, else, for a
-    scheduler on this machine, the one it keeps in the user's state folder."""
-    try:
-        if token is not None:
-            return token
-        if token_file is not None:
-            return read_token_file(token_file)
-        default = default_token_path()
-        if is_loopback_url(url) and default.exists():
-            return read_token_file(default)
-    except TokenError as error:
-        raise ClientError(str(error)) from error
-    return None
-
-
 class SchedulerClient:
     """A connection to one scheduler service.
 
@@ -78,7 +49,10 @@ class SchedulerClient:
         ca_cert: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        secret = client_token(self.url, token, token_file)
+        try:
+            secret = client_token(self.url, token, token_file)
+        except TokenError as error:
+            raise ClientError(str(error)) from error
         headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         verify: ssl.SSLContext | bool = True
         if ca_cert is not None:

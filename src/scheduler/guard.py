@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scheduler.tokens import is_loopback
+
 #: Requests served at once; connections that sent no request do not count.
 MAX_OPEN_REQUESTS = 256
 
@@ -54,7 +56,7 @@ class AccessRules(NamedTuple):
         if host in ("", "0.0.0.0", "::"):
             return cls(None, port, token)
         names = {host.lower().strip("[]")}
-        if names & LOOPBACK_NAMES or host.startswith("127."):
+        if is_loopback(host):
             names |= LOOPBACK_NAMES
         return cls(frozenset(names), port, token)
 

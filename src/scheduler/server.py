@@ -1,6 +1,5 @@
 """Starting and stopping the scheduler service: pool, dispatch thread, HTTP server."""
 
-import ipaddress
 import resource
 import socket
 import threading
@@ -18,7 +17,7 @@ from scheduler.journal import Journal
 from scheduler.local_pool import LocalPool
 from scheduler.remote_dispatch import RemoteFleet, StackResources
 from scheduler.service_dispatch import ServiceDispatcher
-from scheduler.tokens import service_token
+from scheduler.tokens import is_loopback, service_token
 from worker.execute import scrub_secrets
 
 #: Seconds between two looks at whether the service is idle.
@@ -26,15 +25,6 @@ IDLE_CHECK_SECONDS = 0.5
 
 #: File descriptors the service wants: its connections, the journal's, the workers' pipes.
 WANTED_FILES = MAX_CONNECTIONS + 512
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:

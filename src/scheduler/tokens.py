@@ -2,13 +2,16 @@
 
 Without ``--token`` or ``--token-file``, the service uses the token in the
 user's state folder (``default_token_path``), writing a new random one there
-(0600) the first time. Clients on the same machine read the same file, so
-other local users, and web pages, cannot submit jobs.
+(0600) the first time. Clients of a scheduler on this machine (a loopback
+address) read the same file, so other local users, and web pages, cannot
+submit jobs.
 """
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from scheduler.errors import TokenError
 from scheduler.state import PRIVATE_FILE_MODE, default_token_path, private_dir
@@ -74,3 +77,26 @@ def load_or_create_token(path: Path | None = None) -> tuple[str, Path]:
         finally:
             draft.unlink()
     return read_token_file(path), path
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def client_token(url: str, token: str | None, token_file: Path | None) -> str | None:
+    """The token a client sends to ``url``: as given, else from ``token_file``,
+    else, for a scheduler on this machine, the one in the user's state folder."""
+    if token is not None:
+        return token
+    if token_file is not None:
+        return read_token_file(token_file)
+    default = default_token_path()
+    if is_loopback(urlsplit(url).hostname or "") and default.exists():
+        return read_token_file(default)
+    return None

@@ -8,23 +8,16 @@ never a 500.
 import json
 import string
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.api import Notifier, ServiceState, build_app
-from scheduler.guard import AccessRules
-from scheduler.local_pool import LocalPool
-from scheduler.server import bind
-from scheduler.service_dispatch import ServiceDispatcher
+from tests.conftest import in_process_service
 from worker.errors import TaskfleetError
 from worker.task import MAX_SLEEP_MS, check_line
 from worker.workload import WorkloadCounts, check_workload
@@ -95,33 +88,12 @@ def counted(path: str) -> WorkloadCounts | TaskfleetError:
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[httpx.Client]:
-    """The service's real app, journal and HTTP server on a loopback port; its dispatch
-    thread is not started, so nothing generated ever runs."""
-    with tempfile.TemporaryDirectory() as folder:
-        journal = Path(folder) / "journal.sqlite3"
-        notifier = Notifier()
-        dispatcher = ServiceDispatcher(journal, LocalPool(1, None), notifier.notify_threadsafe)
-        sock = bind("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        rules = AccessRules.for_address("127.0.0.1", port, "s3cret-token-of-16")
-        state = ServiceState(journal, dispatcher, notifier, 1, 0, rules)
-        server = uvicorn.Server(uvicorn.Config(build_app(state), log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
-        headers = {
-            "Authorization": "Bearer s3cret-token-of-16",
-            "Content-Type": "application/x-ndjson",
-        }
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
-                yield client
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
-            sock.close()
-            dispatcher.journal.close()
+    """The service in this process (nothing generated ever runs), and a client of it."""
+    with (
+        in_process_service() as running,
+        httpx.Client(base_url=running.url, headers=running.headers) as client,
+    ):
+        yield client
 
 
 json_values = st.recursive(

@@ -6,24 +6,16 @@ shortened so a test does not wait out the real ones.
 """
 
 import socket
-import tempfile
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from scheduler import guard, http_protocol
-from scheduler.api import Notifier, ServiceState, build_app
 from scheduler.guard import AccessGuard, AccessRules
 from scheduler.journal import Journal
-from scheduler.local_pool import LocalPool
-from scheduler.server import bind
-from scheduler.service_dispatch import ServiceDispatcher
+from tests.conftest import IN_PROCESS_TOKEN, InProcessService, in_process_service
 
 TOKEN = "a-token-of-the-test-1234"
 
@@ -109,43 +101,13 @@ def test_a_wildcard_address_accepts_any_name_but_still_wants_the_token() -> None
 # -- the time limits, on a real server ------------------------------------------------
 
 
-class Service:
-    def __init__(self, port: int, journal: Path) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.journal = journal
-        self.headers = {"Authorization": f"Bearer {TOKEN}"}
-
-
 @pytest.fixture
-def short_limits_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
-    """The real app and protocol with one-second header and body timeouts; its
-    dispatch thread is not started, so nothing uploaded runs."""
+def short_limits_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessService]:
+    """The service in this process, with one-second header and body timeouts."""
     monkeypatch.setattr(http_protocol, "HEADER_TIMEOUT_SECONDS", 1.0)
     monkeypatch.setattr(guard, "BODY_READ_TIMEOUT_SECONDS", 1.0)
-    with tempfile.TemporaryDirectory() as folder:
-        journal = Path(folder) / "journal.sqlite3"
-        notifier = Notifier()
-        dispatcher = ServiceDispatcher(journal, LocalPool(1, None), notifier.notify_threadsafe)
-        sock = bind("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        rules = AccessRules.for_address("127.0.0.1", port, TOKEN)
-        state = ServiceState(journal, dispatcher, notifier, 1, 0, rules)
-        config = uvicorn.Config(
-            build_app(state), http=http_protocol.GuardedH11Protocol, log_level="critical"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
-        try:
-            yield Service(port, journal)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
-            sock.close()
-            dispatcher.journal.close()
+    with in_process_service() as service:
+        yield service
 
 
 def closed_by_peer(sock: socket.socket, within: float) -> bool:
@@ -161,7 +123,7 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
     return True
 
 
-def test_headers_that_never_finish_are_cut_off(short_limits_service: Service) -> None:
+def test_headers_that_never_finish_are_cut_off(short_limits_service: InProcessService) -> None:
     silent = socket.create_connection(("127.0.0.1", short_limits_service.port))
     partial = socket.create_connection(("127.0.0.1", short_limits_service.port))
     partial.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -173,11 +135,11 @@ def test_headers_that_never_finish_are_cut_off(short_limits_service: Service) ->
     assert health.status_code == 200
 
 
-def test_a_body_that_stops_arriving_ends_the_upload(short_limits_service: Service) -> None:
+def test_a_body_that_stops_arriving_ends_the_upload(short_limits_service: InProcessService) -> None:
     sock = socket.create_connection(("127.0.0.1", short_limits_service.port))
     head = (
         f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1:{short_limits_service.port}\r\n"
-        f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/x-ndjson\r\n"
+        f"Authorization: Bearer {IN_PROCESS_TOKEN}\r\nContent-Type: application/x-ndjson\r\n"
         "Content-Length: 100000\r\n\r\n"
     )
     sock.sendall(head.encode() + b'{"file": "w.txt", "line": 1, "task": "echo hi"}\n')
@@ -196,7 +158,7 @@ def test_a_body_that_stops_arriving_ends_the_upload(short_limits_service: Servic
 
 
 def test_idle_connections_give_way_to_new_ones(
-    short_limits_service: Service, monkeypatch: pytest.MonkeyPatch
+    short_limits_service: InProcessService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(http_protocol, "HEADER_TIMEOUT_SECONDS", 60.0)
     monkeypatch.setattr(http_protocol, "MAX_CONNECTIONS", 20)
