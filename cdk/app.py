@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "taskfleet:stackName": "Taskfleet",
     "taskfleet:instanceTypes": "t3.small,t3a.small",
     "taskfleet:maxWorkers": 16,
+    # Tasks an instance runs at once: one per vCPU of the default types (2).
+    "taskfleet:slotsPerInstance": 2,
     "taskfleet:idleTimeoutSeconds": 300,
     "taskfleet:visibilityTimeoutSeconds": 60,
     "taskfleet:maxReceiveCount": 5,
@@ -81,6 +83,7 @@ def build(app: cdk.App, *, account: str | None, region: str | None) -> Taskfleet
         get("taskfleet:stackName", str),
         instance_types=get("taskfleet:instanceTypes", names),
         max_workers=get("taskfleet:maxWorkers", positive_int),
+        slots_per_instance=get("taskfleet:slotsPerInstance", positive_int),
         idle_timeout=cdk.Duration.seconds(get("taskfleet:idleTimeoutSeconds", positive_int)),
         visibility_timeout=cdk.Duration.seconds(
             get("taskfleet:visibilityTimeoutSeconds", positive_int)

@@ -25,6 +25,9 @@ METRIC_PERIOD = Duration.minutes(1)
 #: Seconds a new instance is given to boot before its metrics count.
 WARMUP = Duration.minutes(2)
 
+#: The name of the group's termination lifecycle hook, which workers complete.
+TERMINATION_HOOK = "taskfleet-termination"
+
 
 class WorkerFleet(Construct):
     """EC2 workers in an Auto Scaling group that grows from zero with the request queue."""
@@ -103,6 +106,17 @@ class WorkerFleet(Construct):
             ),
             group_metrics=[autoscaling.GroupMetrics.all()],
             default_instance_warmup=WARMUP,
+            # A spot instance at risk is replaced before its interruption.
+            capacity_rebalance=spot,
+        )
+        # An instance the group ends waits (up to the hook's timeout) while its
+        # worker gives its bundles back, then completes the hook itself.
+        self.group.add_lifecycle_hook(
+            "Termination",
+            lifecycle_hook_name=TERMINATION_HOOK,
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
+            heartbeat_timeout=Duration.minutes(3),
+            default_result=autoscaling.DefaultResult.CONTINUE,
         )
         acknowledge(
             self.group,

@@ -9,7 +9,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from cdk.claims import ClaimTable
-from cdk.fleet import WorkerFleet, read_image_file
+from cdk.fleet import TERMINATION_HOOK, WorkerFleet, read_image_file
 from cdk.nag import acknowledge
 from cdk.queues import TaskQueues
 from cdk.source import write_source_zip
@@ -27,6 +27,7 @@ class TaskfleetStack(Stack):
         *,
         instance_types: list[str],
         max_workers: int,
+        slots_per_instance: int,
         idle_timeout: Duration,
         visibility_timeout: Duration,
         max_receive_count: int,
@@ -69,6 +70,8 @@ class TaskfleetStack(Stack):
             "TASKFLEET_CLAIM_TABLE": claims.table.table_name,
             "TASKFLEET_IDLE_TIMEOUT": str(int(idle_timeout.to_seconds())),
             "TASKFLEET_VISIBILITY_TIMEOUT": str(int(visibility_timeout.to_seconds())),
+            "TASKFLEET_CONCURRENCY": str(slots_per_instance),
+            "TASKFLEET_LIFECYCLE_HOOK": TERMINATION_HOOK,
         }
         user_data = ec2.UserData.for_linux()
         user_data.add_commands(
@@ -96,6 +99,7 @@ class TaskfleetStack(Stack):
             "AutoScalingGroupName": fleet.group.auto_scaling_group_name,
             "Region": self.region,
             "MaxWorkers": str(max_workers),
+            "SlotsPerInstance": str(slots_per_instance),
             "IdleTimeoutSeconds": settings["TASKFLEET_IDLE_TIMEOUT"],
             "VisibilityTimeoutSeconds": settings["TASKFLEET_VISIBILITY_TIMEOUT"],
         }
@@ -112,6 +116,7 @@ class TaskfleetStack(Stack):
         """The worker's grants: these queues, this table, its own group; nothing else."""
         role = fleet.role
         queues.requests.grant_consume_messages(role)
+        queues.requests.grant_send_messages(role)  # a bundle given back goes as a fresh copy
         queues.responses.grant_send_messages(role)
         claims.table.grant(role, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
         # The source object alone, not the whole asset bucket.
@@ -127,6 +132,7 @@ class TaskfleetStack(Stack):
                     actions=[
                         "autoscaling:SetInstanceProtection",
                         "autoscaling:TerminateInstanceInAutoScalingGroup",
+                        "autoscaling:CompleteLifecycleAction",
                     ],
                     resources=[fleet.group.auto_scaling_group_arn],
                 )

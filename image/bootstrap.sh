@@ -8,11 +8,14 @@
 #   TASKFLEET_CLAIM_TABLE           the DynamoDB claim table
 #   TASKFLEET_IDLE_TIMEOUT          seconds idle before the worker ends its instance
 #   TASKFLEET_VISIBILITY_TIMEOUT    the request queue's visibility timeout, seconds
+#   TASKFLEET_CONCURRENCY           task slots of an instance
+#   TASKFLEET_LIFECYCLE_HOOK        the group's termination hook, completed by the worker
 set -euo pipefail
 
 : "${TASKFLEET_SOURCE_URL:?}" "${TASKFLEET_REGION:?}" "${TASKFLEET_REQUEST_QUEUE_URL:?}"
 : "${TASKFLEET_RESPONSE_QUEUE_URL:?}" "${TASKFLEET_CLAIM_TABLE:?}"
 : "${TASKFLEET_IDLE_TIMEOUT:?}" "${TASKFLEET_VISIBILITY_TIMEOUT:?}"
+: "${TASKFLEET_CONCURRENCY:?}" "${TASKFLEET_LIFECYCLE_HOOK:?}"
 
 # A baked AMI (worker.pkr.hcl) has taskfleet installed already: boot is then
 # only the configuration below.
@@ -44,6 +47,10 @@ TASKFLEET_INSTANCE_ID=$instance_id
 TASKFLEET_GROUP_NAME=$group_name
 TASKFLEET_IDLE_TIMEOUT=$TASKFLEET_IDLE_TIMEOUT
 TASKFLEET_VISIBILITY_TIMEOUT=$TASKFLEET_VISIBILITY_TIMEOUT
+TASKFLEET_CONCURRENCY=$TASKFLEET_CONCURRENCY
+TASKFLEET_LIFECYCLE_HOOK=$TASKFLEET_LIFECYCLE_HOOK
+TASKFLEET_METADATA_URL=$imds
+TASKFLEET_STATE_DIR=/var/lib/taskfleet/worker
 TASKFLEET_TASK_USER=taskfleet-task
 CONFIG
 chmod 0600 /etc/taskfleet/worker.env

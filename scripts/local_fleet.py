@@ -70,6 +70,12 @@ class LocalFleet:
                     str(self.idle_timeout),
                     "--visibility-timeout",
                     outputs["VisibilityTimeoutSeconds"],
+                    # As many slots as an instance of the stack has.
+                    "--concurrency",
+                    outputs.get("SlotsPerInstance", "1"),
+                    # Restarted after a failure, it takes its bundles back at once.
+                    "--state-dir",
+                    str(self.logs / f"{instance_id}.state"),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

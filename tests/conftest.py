@@ -2,6 +2,7 @@
 moto_server with the remote path's queues and table, and workers against them."""
 
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -209,6 +210,50 @@ def in_process_service() -> Iterator[InProcessService]:
             dispatcher.journal.close()
 
 
+class FakeMetadata:
+    """A stand-in for the instance metadata service (IMDSv2) on a loopback port:
+    a session token, then whatever ``answer`` put at a path (404 elsewhere)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, str] = {}
+        answers = self.answers
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                self._reply("token-of-the-fake")
+
+            def do_GET(self) -> None:
+                found = answers.get(self.path.removeprefix("/latest/meta-data/"))
+                if found is None:
+                    self.send_error(404)
+                else:
+                    self._reply(found)
+
+            def _reply(self, text: str) -> None:
+                body = text.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/latest"
+
+    def answer(self, path: str, text: str) -> None:
+        self.answers[path] = text
+
+    def __enter__(self) -> "FakeMetadata":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def children_of(pid: int) -> list[int]:
     """Every live descendant of a process (from /proc)."""
     parents: dict[int, int] = {}
@@ -337,6 +382,12 @@ def start_worker(
                 instance,
                 "--visibility-timeout",
                 "3",
+                # One slot unless a test says otherwise; short polls, so idle
+                # workers end soon after their idle timeout.
+                "--concurrency",
+                "1",
+                "--poll-seconds",
+                "1",
                 *extra,
             ],
             stdout=log,

@@ -424,16 +424,50 @@ def worker(
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, help="Tasks run at once [default: 1].", envvar="TASKFLEET_CONCURRENCY"),
+        typer.Option(
+            min=1, help="Task slots (default: one per CPU).", envvar="TASKFLEET_CONCURRENCY"
+        ),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(min=0, help="Time limit per shell command, s (0: none).")
+        float | None,
+        typer.Option(
+            min=0,
+            help="Time limit per shell command, s (0: none).",
+            envvar="TASKFLEET_TASK_TIMEOUT",
+        ),
     ] = None,
     task_user: Annotated[
         str | None,
         typer.Option(
             help="Run shell tasks as this unprivileged user (the worker must be root).",
             envvar="TASKFLEET_TASK_USER",
+        ),
+    ] = None,
+    metadata_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Instance metadata to watch for spot and termination notices (none: not watched).",
+            envvar="TASKFLEET_METADATA_URL",
+        ),
+    ] = None,
+    lifecycle_hook: Annotated[
+        str | None,
+        typer.Option(
+            help="The group's termination hook, completed once bundles are given back.",
+            envvar="TASKFLEET_LIFECYCLE_HOOK",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Note held bundles here, so a restarted worker takes them back at once.",
+            envvar="TASKFLEET_STATE_DIR",
+        ),
+    ] = None,
+    poll_seconds: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=20, help="Long poll wait, s (default: 20).", envvar="TASKFLEET_POLL_SECONDS"
         ),
     ] = None,
 ) -> None:
@@ -451,6 +485,10 @@ def worker(
         "concurrency": concurrency,
         "task_timeout": timeout,
         "task_user": task_user,
+        "metadata_url": metadata_url,
+        "lifecycle_hook": lifecycle_hook,
+        "state_dir": state_dir,
+        "poll_seconds": poll_seconds,
     }
     try:
         config = RemoteConfig.from_environment(os.environ, **overrides)

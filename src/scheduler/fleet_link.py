@@ -63,7 +63,7 @@ class FleetLink:
 
     def __init__(self, fleet: RemoteFleet, on_arrival: Callable[[], None]) -> None:
         self.fleet = fleet
-        self.slots = fleet.resources.max_workers
+        self.slots = fleet.resources.slots
         self.on_arrival = on_arrival  # wakes the dispatch thread
         self.stopping = threading.Event()
         self._outbox: queue.Queue[PackedBundle] = queue.Queue()

@@ -9,6 +9,7 @@ they hold: a crash in between means a duplicate delivery, never a lost result.
 """
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -41,6 +42,12 @@ class StackResources(NamedTuple):
     dead_letter_queue_url: str
     group_name: str | None
     max_workers: int
+    slots_per_instance: int = 1
+
+    @property
+    def slots(self) -> int:
+        """Tasks the whole fleet runs at once."""
+        return self.max_workers * self.slots_per_instance
 
     @classmethod
     def from_stack(cls, cloudformation: Any, stack_name: str) -> "StackResources":
@@ -53,6 +60,7 @@ class StackResources(NamedTuple):
                 outputs["DeadLetterQueueUrl"],
                 outputs.get("AutoScalingGroupName"),
                 int(outputs.get("MaxWorkers", "1")),
+                int(outputs.get("SlotsPerInstance", "1")),
             )
         except (KeyError, ValueError) as missing:
             raise ValueError(f"stack {stack_name} lacks a usable output: {missing}") from missing
@@ -89,10 +97,12 @@ class RemoteFleet:
         return send_batches(self.sqs, self.resources.request_queue_url, bodies)
 
     def slots(self) -> int:
-        """Instances the fleet may have now: its group's maximum (it may have changed
-        since the stack was deployed), else the stack's MaxWorkers."""
+        """Task slots the fleet may have now: its group's maximum (it may have changed
+        since the stack was deployed), else the stack's MaxWorkers, times each
+        instance's slots."""
         group = self._group()
-        return self.resources.max_workers if group is None else int(group["MaxSize"])
+        instances = self.resources.max_workers if group is None else int(group["MaxSize"])
+        return instances * self.resources.slots_per_instance
 
     def _group(self) -> dict[str, Any] | None:
         if self.resources.group_name is None:
@@ -109,8 +119,11 @@ class RemoteFleet:
             return None
         instances = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
         busy = sum(1 for i in instances if i.get("ProtectedFromScaleIn"))
+        # A busy instance holds at least one bundle; the rest wait for instances,
+        # each taking as many as it has slots.
+        waiting = max(open_bundles - busy, 0)
         wanted = desired_capacity(
-            backlog=max(open_bundles - busy, 0),  # a busy instance holds at least one
+            backlog=math.ceil(waiting / self.resources.slots_per_instance),
             in_service=len(instances),
             busy=busy,
             minimum=group["MinSize"],

@@ -95,7 +95,7 @@ def serve(
     try:
         pool.start()
         dispatcher = ServiceDispatcher(journal_path, pool, notifier.notify_threadsafe, fleet)
-        slots = 0 if fleet is None else fleet.resources.max_workers
+        slots = 0 if fleet is None else fleet.resources.slots
         rules = AccessRules.for_address(host, sock.getsockname()[1], secret)
         state = ServiceState(journal_path, dispatcher, notifier, workers, slots, rules)
         app = build_app(state)

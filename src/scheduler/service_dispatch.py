@@ -1,4 +1,7 @@
-"""The scheduler service's dispatch thread: journal in, local pool and fleet, journal out.
+"""The dispatch thread of journaled jobs: journal in, local pool and fleet, journal out.
+
+The scheduler service runs one; so does ``run --remote`` (on a journal of its
+own, without a local pool), so the fleet has one dispatcher.
 
 Jobs take turns (round robin, a chunk each), so a huge job does not starve a
 small one submitted after it. A job runs where its placement says: local
@@ -229,7 +232,8 @@ class FleetFeeder:
 
 
 class ServiceDispatcher(threading.Thread):
-    """Runs jobs from the journal on a local pool (and a fleet) until stopped.
+    """Runs jobs from the journal on a local pool and a fleet (either may be
+    missing) until stopped.
 
     Made in the main thread, it settles what a previous run left in the
     journal (``Journal.recover``) before the service takes requests.
@@ -238,7 +242,7 @@ class ServiceDispatcher(threading.Thread):
     def __init__(
         self,
         journal_path: Path,
-        pool: LocalPool,
+        pool: LocalPool | None,
         notify: Callable[[], None],
         fleet: RemoteFleet | None = None,
     ) -> None:
@@ -249,7 +253,8 @@ class ServiceDispatcher(threading.Thread):
         self.wake = threading.Event()  # set when a job is sealed or cancelled, or results came
         self.fleet = None
         if fleet is not None:
-            self.fleet = FleetFeeder(FleetLink(fleet, on_arrival=self.wake.set), pool.size)
+            local_workers = 0 if pool is None else pool.size
+            self.fleet = FleetFeeder(FleetLink(fleet, on_arrival=self.wake.set), local_workers)
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
         self.last_busy = time.monotonic()
@@ -265,7 +270,7 @@ class ServiceDispatcher(threading.Thread):
 
     def run(self) -> None:
         source = JournalSource(self.journal)
-        dispatcher = Dispatcher(self.pool, source, self.sink)
+        dispatcher = None if self.pool is None else Dispatcher(self.pool, source, self.sink)
         if self.fleet is not None:
             self.fleet.link.start()
         try:
@@ -279,7 +284,7 @@ class ServiceDispatcher(threading.Thread):
                     self.fleet.feed(source)
                     if self.fleet.link.open_bundles():
                         self.last_busy = time.monotonic()
-                if source.has_work() or dispatcher.in_flight():
+                if dispatcher is not None and (source.has_work() or dispatcher.in_flight()):
                     self.last_busy = time.monotonic()
                     dispatcher.step(POLL_SECONDS)
                 else:

@@ -1,13 +1,16 @@
 """The claim ledger: DynamoDB makes sure a bundle SQS delivers twice runs once.
 
 A worker claims a bundle with a conditional write before running it, holds
-it with a lease it extends while it runs (the heartbeat), and marks it done
-after its results are sent. A claim whose lease expired, because its holder
-died, may be taken over; a done bundle is never run again.
+it with a lease it extends while it runs (the heartbeat), records which of
+its tasks have their results sent (``progress``), and marks it done after
+the last results are sent. A claim whose lease expired, because its holder
+died, may be taken over, and so may one its holder gave up (``release``) or
+held under the same worker name before a restart; the heir runs only the
+tasks without recorded progress. A done bundle is never run again.
 """
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -24,6 +27,24 @@ def _conditional_failed(error: ClientError) -> bool:
     return code == "ConditionalCheckFailedException"
 
 
+class Claim(NamedTuple):
+    """A bundle this worker now holds, and what an earlier holder finished of it."""
+
+    done: bytes  # a bitmap over the bundle's tasks, by index: bit set = result sent
+
+
+def is_done(done: bytes, index: int) -> bool:
+    return index // 8 < len(done) and bool(done[index // 8] >> (index % 8) & 1)
+
+
+def progress_bitmap(indexes: "set[int] | list[int]", size: int) -> bytes:
+    """The bitmap of ``indexes`` among ``size`` tasks."""
+    bitmap = bytearray((size + 7) // 8)
+    for index in indexes:
+        bitmap[index // 8] |= 1 << (index % 8)
+    return bytes(bitmap)
+
+
 class ClaimLedger:
     """Claims in one DynamoDB table (key ``bundle``, TTL attribute ``expires_at``)."""
 
@@ -31,31 +52,35 @@ class ClaimLedger:
         self.dynamodb = dynamodb  # a boto3 DynamoDB client
         self.table = table
 
-    def claim(self, bundle_id: str, worker: str, lease_seconds: float) -> bool:
-        """Take the bundle: True if this worker now holds it, False if a live worker does.
+    def claim(self, bundle_id: str, worker: str, lease_seconds: float) -> Claim | None:
+        """Take the bundle: its Claim if this worker now holds it, None if a live
+        worker does. Raises ``DuplicateBundleError`` if the bundle is done already.
 
-        Raises ``DuplicateBundleError`` if the bundle is done already.
+        A claim keeps the progress its earlier holders recorded.
         """
         now = time.time()
         try:
-            self.dynamodb.put_item(
+            answer = self.dynamodb.update_item(
                 TableName=self.table,
-                Item={
-                    "bundle": {"S": bundle_id},
-                    "state": {"S": CLAIMED},
-                    "holder": {"S": worker},
-                    "lease_until": {"N": f"{now + lease_seconds:.3f}"},
-                    "expires_at": {"N": str(int(now + DONE_RETENTION_SECONDS))},
-                },
-                # New, or claimed by a worker whose lease ran out (it died).
+                Key={"bundle": {"S": bundle_id}},
+                UpdateExpression=(
+                    "SET #state = :claimed, holder = :me, lease_until = :until, expires_at = :ttl"
+                ),
+                # New; or claimed by a worker whose lease ran out (it died, or gave
+                # the bundle up), or by this worker before it was restarted.
                 ConditionExpression=(
-                    "attribute_not_exists(bundle) OR (#state = :claimed AND lease_until < :now)"
+                    "attribute_not_exists(bundle) OR "
+                    "(#state = :claimed AND (lease_until < :now OR holder = :me))"
                 ),
                 ExpressionAttributeNames={"#state": "state"},
                 ExpressionAttributeValues={
                     ":claimed": {"S": CLAIMED},
+                    ":me": {"S": worker},
                     ":now": {"N": f"{now:.3f}"},
+                    ":until": {"N": f"{now + lease_seconds:.3f}"},
+                    ":ttl": {"N": str(int(now + DONE_RETENTION_SECONDS))},
                 },
+                ReturnValues="ALL_NEW",
             )
         except ClientError as error:
             if not _conditional_failed(error):
@@ -65,8 +90,12 @@ class ClaimLedger:
             ).get("Item", {})
             if item.get("state", {}).get("S") == DONE:
                 raise DuplicateBundleError(f"bundle {bundle_id} is done already") from error
-            return False
-        return True
+            return None
+        return Claim(answer.get("Attributes", {}).get("done", {}).get("B", b""))
+
+    def progress(self, bundle_id: str, worker: str, done: bytes) -> bool:
+        """Record which tasks have their results sent; False if the bundle was lost."""
+        return self._update_held(bundle_id, worker, "SET done = :done", {":done": {"B": done}})
 
     def extend(self, bundle_id: str, worker: str, lease_seconds: float) -> bool:
         """Renew this worker's lease; False if it no longer holds the bundle."""

@@ -1,37 +1,48 @@
 """``taskfleet worker``: the program an instance of the fleet runs.
 
-It long-polls the request queue for as many bundles as it has slots (up to
-ten), claims each bundle in the claim table, runs their tasks on
-``concurrency`` local slots while a heartbeat extends both the
-message's visibility and the claim's lease, sends the results to the
-response queue, marks the claim done and deletes the message. While busy it
-holds scale-in protection; idle for ``idle_timeout`` seconds, it terminates
-its own instance through the Auto Scaling API (one fewer desired). SIGTERM
-stops it gracefully: no new receives, messages not started are made visible
-again at once, the bundle running is finished.
+It keeps ``concurrency`` slots (one per vCPU unless told) busy: whenever
+slots would otherwise go idle it long-polls the request queue for that many
+bundles (up to ten), claims each in the claim table and lets the slots take
+its tasks, starting new bundles as old ones drain instead of waiting for the
+slowest. While a bundle runs, a heartbeat extends its message's visibility
+and its claim's lease, and its results go to the response queue as they
+finish (within about a second), each batch then recorded as progress in the
+claim; the last batch marks the claim done and deletes the message. While
+busy it holds scale-in protection; idle for ``idle_timeout`` seconds, it
+terminates its own instance (one fewer desired).
+
+SIGTERM, a spot interruption notice or the group's termination lifecycle
+hook stops it within seconds: it receives nothing more, stops its commands,
+sends the results it has, records progress, gives every bundle back (a fresh
+copy on the request queue, so a preemption never counts toward the
+dead-letter queue's receives) and releases its claims; the next holder runs
+only the tasks without a sent result.
 """
 
+import json
 import logging
+import os
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.bundle import (
-    Bundle,
-    BundleError,
-    decode_bundle,
-    result_messages,
-)
+from worker.bundle import BundleError, BundleTask, decode_bundle, result_messages
+from worker.bundle_run import BundleRun
 from worker.claims import ClaimLedger
 from worker.errors import DuplicateBundleError, WorkerConfigError
 from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
+from worker.interruptions import (
+    DEFAULT_METADATA_URL,
+    InterruptionWatcher,
+    Metadata,
+    Notice,
+)
 from worker.result import Result, make_result
 from worker.sqs import (
     LONG_POLL_SECONDS,
@@ -47,6 +58,12 @@ log = logging.getLogger("taskfleet.worker")
 #: The heartbeat renews visibility and lease this many times per timeout.
 HEARTBEATS_PER_TIMEOUT = 3
 
+#: Seconds between two looks of the reporter at the bundles held.
+REPORT_TICK_SECONDS = 0.2
+
+#: The file, in the state folder, naming the messages this worker holds.
+HELD_FILE = "held.json"
+
 
 def lease_seconds(visibility_timeout: float) -> float:
     """A claim's lease: a little shorter than the message's visibility, so that when
@@ -56,9 +73,6 @@ def lease_seconds(visibility_timeout: float) -> float:
     (and spending one of the message's receives before the dead-letter queue)."""
     margin = min(max(1.0, visibility_timeout / 10), visibility_timeout / HEARTBEATS_PER_TIMEOUT)
     return visibility_timeout - margin
-
-
-IMDS = "http://169.254.169.254/latest"
 
 
 class RemoteConfig(NamedTuple):
@@ -75,6 +89,10 @@ class RemoteConfig(NamedTuple):
     concurrency: int
     task_timeout: float | None
     task_user: TaskUser | None  # None: tasks run as the worker
+    metadata_url: str | None  # None: no instance metadata to watch for notices
+    lifecycle_hook: str | None  # the group's termination hook, completed on leaving
+    state_dir: Path | None  # where it notes the messages it holds, for a restart
+    poll_seconds: int  # the long poll's wait
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str], **overrides: Any) -> "RemoteConfig":
@@ -89,58 +107,47 @@ class RemoteConfig(NamedTuple):
                 raise WorkerConfigError(f"missing {name} (or --{key.replace('_', '-')})")
             return found
 
+        def optional(key: str, name: str) -> str | None:
+            return overrides.get(key) or environment.get(name) or None
+
         try:
-            instance_id = (
-                overrides.get("instance_id")
-                or environment.get("TASKFLEET_INSTANCE_ID")
-                or instance_id_from_metadata()
+            metadata_url = optional("metadata_url", "TASKFLEET_METADATA_URL")
+            instance_id = optional("instance_id", "TASKFLEET_INSTANCE_ID") or (
+                Metadata(metadata_url or DEFAULT_METADATA_URL).instance_id()
             )
             timeout = float(value("task_timeout", "TASKFLEET_TASK_TIMEOUT", "3600"))
-            task_user = overrides.get("task_user") or environment.get("TASKFLEET_TASK_USER")
+            task_user = optional("task_user", "TASKFLEET_TASK_USER")
+            state_dir = optional("state_dir", "TASKFLEET_STATE_DIR")
+            concurrency = int(value("concurrency", "TASKFLEET_CONCURRENCY", "0"))
+            poll = int(value("poll_seconds", "TASKFLEET_POLL_SECONDS", str(LONG_POLL_SECONDS)))
+            if not 0 <= poll <= LONG_POLL_SECONDS:
+                raise ValueError(f"the long poll's wait must be 0 to {LONG_POLL_SECONDS} s")
             return cls(
                 request_queue_url=value("request_queue_url", "TASKFLEET_REQUEST_QUEUE_URL"),
                 response_queue_url=value("response_queue_url", "TASKFLEET_RESPONSE_QUEUE_URL"),
                 claim_table=value("claim_table", "TASKFLEET_CLAIM_TABLE"),
                 region=value("region", "TASKFLEET_REGION", environment.get("AWS_DEFAULT_REGION")),
                 instance_id=instance_id,
-                group_name=overrides.get("group_name")
-                or environment.get("TASKFLEET_GROUP_NAME")
-                or None,
+                group_name=optional("group_name", "TASKFLEET_GROUP_NAME"),
                 idle_timeout=float(value("idle_timeout", "TASKFLEET_IDLE_TIMEOUT", "300")),
                 visibility_timeout=int(
                     value("visibility_timeout", "TASKFLEET_VISIBILITY_TIMEOUT", "60")
                 ),
-                concurrency=int(value("concurrency", "TASKFLEET_CONCURRENCY", "1")),
+                # One slot per vCPU unless told: every core paid for runs tasks.
+                concurrency=concurrency or os.cpu_count() or 1,
                 task_timeout=timeout or None,
                 task_user=TaskUser.named(task_user) if task_user else None,
+                metadata_url=metadata_url,
+                lifecycle_hook=optional("lifecycle_hook", "TASKFLEET_LIFECYCLE_HOOK"),
+                state_dir=Path(state_dir) if state_dir else None,
+                poll_seconds=poll,
             )
         except ValueError as error:
             raise WorkerConfigError(f"invalid worker setting: {error}") from error
 
 
-def instance_id_from_metadata() -> str:
-    """This instance's id, from IMDSv2."""
-    try:
-        token_request = urllib.request.Request(
-            f"{IMDS}/api/token",
-            method="PUT",
-            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
-        )
-        with urllib.request.urlopen(token_request, timeout=2) as response:
-            token = response.read().decode()
-        id_request = urllib.request.Request(
-            f"{IMDS}/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}
-        )
-        with urllib.request.urlopen(id_request, timeout=2) as response:
-            return str(response.read().decode())
-    except OSError as error:
-        raise WorkerConfigError(
-            f"no instance id given and instance metadata did not answer ({error})"
-        ) from error
-
-
 class RemoteWorker:
-    """One worker process: receive, claim, run, report, delete; end when idle."""
+    """One worker process: slots fed with bundles from the request queue."""
 
     def __init__(self, config: RemoteConfig) -> None:
         self.config = config
@@ -148,47 +155,88 @@ class RemoteWorker:
         self.autoscaling = aws_client("autoscaling", config.region)
         self.ledger = ClaimLedger(aws_client("dynamodb", config.region), config.claim_table)
         self.stopping = threading.Event()
-        self._runners = threading.local()
+        self.stop_reason = ""
+        self._held: dict[str, tuple[BundleRun, Heartbeat]] = {}
+        self._changed = threading.Condition()  # a slot freed, a bundle came, or stopping
+        self._report_now = threading.Event()
+        self._runners: list[TaskRunner] = []
+        self._local = threading.local()
         self._protected = False
+        self._last_busy = time.monotonic()
 
     # -- the loop -------------------------------------------------------------
 
     def run(self) -> int:
-        """Work until stopped (SIGTERM) or idle; return the exit code."""
-        signal.signal(signal.SIGTERM, self._stop)
+        """Work until stopped or idle; return the exit code."""
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         scrub_secrets()
-        idle_since = time.monotonic()
-        concurrency = self.config.concurrency
-        with (
-            ThreadPoolExecutor(concurrency, "taskfleet-slot") as slots,
-            ThreadPoolExecutor(concurrency, "taskfleet-bundle") as bundles,
-        ):
-            while not self.stopping.is_set():
-                messages = self._receive()
-                if not messages:
-                    if time.monotonic() - idle_since >= self.config.idle_timeout:
-                        self._protect(False)
-                        self._end_instance()
-                        return 0
-                    continue
-                self._protect(True)
-                # Every bundle received starts now, its tasks sharing the slots.
-                list(bundles.map(lambda message: self._handle_one(message, slots), messages))
-                idle_since = time.monotonic()
-        self._protect(False)
+        self._take_back_held()
+        reporter = threading.Thread(target=self._report, name="taskfleet-report")
+        threads: list[threading.Thread] = [
+            threading.Thread(target=self._slot, name=f"taskfleet-slot-{n}", daemon=True)
+            for n in range(self.config.concurrency)
+        ]
+        threads.append(reporter)
+        if self.config.metadata_url is not None:
+            threads.append(InterruptionWatcher(Metadata(self.config.metadata_url), self.stop))
+        for thread in threads:
+            thread.start()
+        try:
+            ended_idle = self._receive_loop()
+        finally:
+            self.stop(self.stop_reason or "idle")
+            reporter.join()
+        if ended_idle:
+            self._end_instance()
+        else:
+            self._complete_lifecycle()
         return 0
 
-    def _stop(self, _signum: int, _frame: FrameType | None) -> None:
-        log.info("SIGTERM: finishing the bundle in hand, then stopping")
-        self.stopping.set()
+    def stop(self, reason: str) -> None:
+        """Stop: receive nothing more, and give every held bundle back."""
+        with self._changed:
+            if self.stopping.is_set():
+                return
+            self.stop_reason = reason
+            self.stopping.set()
+            self._changed.notify_all()
+        if reason != "idle":
+            log.info("stopping (%s): giving back %d bundles", reason, len(self._held))
+        self._report_now.set()
 
-    def _receive(self) -> list[dict[str, Any]]:
-        """Bundles to start now: no more than the slots, so none waits here while
+    def _on_sigterm(self, _signum: int, _frame: FrameType | None) -> None:
+        # Not here: a signal handler must not take the locks the work holds.
+        threading.Thread(target=self.stop, args=("SIGTERM",), daemon=True).start()
+
+    def _receive_loop(self) -> bool:
+        """Keep the slots fed; True when it ended idle, False when stopped."""
+        while not self.stopping.is_set():
+            free = self._free_slots()
+            if free <= 0:
+                with self._changed:
+                    self._changed.wait(0.5)
+                continue
+            messages = self._receive(free)
+            for message in messages:
+                self._start(message)
+            if self._held:
+                self._last_busy = time.monotonic()
+            elif time.monotonic() - self._last_busy >= self.config.idle_timeout:
+                return True
+        return False
+
+    def _free_slots(self) -> int:
+        with self._changed:
+            waiting = sum(run.tasks_waiting() for run, _ in self._held.values())
+        return self.config.concurrency - waiting
+
+    def _receive(self, count: int) -> list[dict[str, Any]]:
+        """Bundles to start now: no more than free slots, so none waits here while
         another worker could run it (instances come up one by one)."""
         response = self.sqs.receive_message(
             QueueUrl=self.config.request_queue_url,
-            MaxNumberOfMessages=min(self.config.concurrency, MAX_MESSAGES_PER_CALL),
-            WaitTimeSeconds=LONG_POLL_SECONDS,
+            MaxNumberOfMessages=min(count, MAX_MESSAGES_PER_CALL),
+            WaitTimeSeconds=self.config.poll_seconds,
             VisibilityTimeout=self.config.visibility_timeout,
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
@@ -200,67 +248,88 @@ class RemoteWorker:
     def _make_visible(self, messages: list[dict[str, Any]]) -> None:
         make_visible(self.sqs, self.config.request_queue_url, messages)
 
-    # -- one bundle -----------------------------------------------------------
+    # -- starting a bundle ----------------------------------------------------
 
-    def _handle_one(self, message: dict[str, Any], slots: ThreadPoolExecutor) -> None:
-        """Handle a message; whatever goes wrong with it is logged, and the worker goes on.
-
-        The message is left to SQS: it comes back, and after maxReceiveCount
-        receives the dead-letter queue takes it.
-        """
+    def _start(self, message: dict[str, Any]) -> None:
+        """Claim a received bundle and give its tasks to the slots; whatever goes
+        wrong with one message is logged and left to SQS, and the worker goes on."""
         try:
-            self._handle(message, slots)
+            self._claim(message)
         except Exception:
             log.exception("message %s failed; left to SQS", message.get("MessageId"))
 
-    def _handle(self, message: dict[str, Any], slots: ThreadPoolExecutor) -> None:
-        receipt = message["ReceiptHandle"]
+    def _claim(self, message: dict[str, Any]) -> None:
         try:
             bundle = decode_bundle(message["Body"])
         except BundleError as error:
             # Left alone, it comes back until the dead-letter queue takes it.
             log.warning("message %s is not a bundle: %s", message.get("MessageId"), error)
             return
-        worker = self.config.instance_id
-        claimed_at = time.monotonic()  # no later than the lease's own start
-        try:
-            lease = lease_seconds(self.config.visibility_timeout)
-            if not self.ledger.claim(bundle.bundle_id, worker, lease):
-                log.info("bundle %s is held by a live worker", bundle.bundle_id)
+        with self._changed:
+            held = self._held.get(bundle.bundle_id)
+            if held is not None:
+                # Delivered again while this worker runs it: deleted with it.
+                log.info("bundle %s delivered again while held here", bundle.bundle_id)
+                held[0].duplicates.append(message["ReceiptHandle"])
                 return
+        claimed_at = time.monotonic()  # no later than the lease's own start
+        lease = lease_seconds(self.config.visibility_timeout)
+        try:
+            claim = self.ledger.claim(bundle.bundle_id, self.config.instance_id, lease)
         except DuplicateBundleError:
             log.info("bundle %s was done already: deleting the duplicate", bundle.bundle_id)
-            self._delete(receipt)
+            self._delete(message["ReceiptHandle"])
             return
-        heartbeat = Heartbeat(self, bundle.bundle_id, receipt, claimed_at)
+        if claim is None:
+            log.info("bundle %s is held by a live worker", bundle.bundle_id)
+            return
+        self._protect(True)
+        run = BundleRun(message, bundle, claim)
+        heartbeat = Heartbeat(self, run, claimed_at)
         heartbeat.start()
-        try:
-            ran = list(slots.map(lambda task: self._run(bundle, task, heartbeat), bundle.tasks))
-        finally:
-            heartbeat.stop()
-        results = [result for result in ran if result is not None]
-        if not heartbeat.holds():  # sticky: also when a task was skipped
-            # Another worker took it (or may have: the lease ran out while this
-            # process was paused): that one reports it.
-            log.warning("lost the claim on bundle %s: dropping its results", bundle.bundle_id)
-            return
-        send_batches(
-            self.sqs,
-            self.config.response_queue_url,
-            result_messages(bundle.bundle_id, worker, results),
-        )
-        if self.ledger.complete(bundle.bundle_id, worker):
-            self._delete(receipt)
+        with self._changed:
+            self._held[bundle.bundle_id] = (run, heartbeat)
+            self._note_held()
+            self._changed.notify_all()
+        self._report_now.set()  # a bundle whose every task was done already ends at once
 
-    def _run(self, bundle: Bundle, task: Any, heartbeat: "Heartbeat") -> Result | None:
-        """A task's result; None, and the task not run, once the bundle may not be ours."""
-        if not heartbeat.holds():
-            return None
-        runner: TaskRunner | None = getattr(self._runners, "runner", None)
+    # -- the slots ------------------------------------------------------------
+
+    def _slot(self) -> None:
+        """One slot: run tasks of the held bundles, oldest bundle first."""
+        while True:
+            with self._changed:
+                while (work := self._next_task()) is None and not self.stopping.is_set():
+                    self._changed.wait(0.5)
+            if work is None:
+                return
+            run, heartbeat, index = work
+            result = (
+                self._run(run, heartbeat, run.bundle.tasks[index]) if heartbeat.holds() else None
+            )
+            if run.finished(index, result):
+                self._report_now.set()
+            with self._changed:
+                self._changed.notify_all()  # a slot is free
+
+    def _next_task(self) -> tuple[BundleRun, "Heartbeat", int] | None:
+        for run, heartbeat in self._held.values():
+            index = run.next_task()
+            if index is not None:
+                return run, heartbeat, index
+        return None
+
+    def _run(self, run: BundleRun, heartbeat: "Heartbeat", task: BundleTask) -> Result | None:
+        """A task's result; None once the bundle may not be ours."""
+        runner: TaskRunner | None = getattr(self._local, "runner", None)
         if runner is None:
             runner = TaskRunner(self.config.task_timeout, self.config.task_user)
-            self._runners.runner = runner
+            self._local.runner = runner
+            self._runners.append(runner)
         outcome = runner.run(task.text, plan(task.text))
+        if run.released or not heartbeat.holds():
+            return None  # given back meanwhile (a stop may have killed it): not reported
+        bundle = run.bundle
         return make_result(
             task_id(bundle.job, task.file_number, task.line),
             bundle.job,
@@ -271,12 +340,125 @@ class RemoteWorker:
             outcome,
         )
 
-    def _delete(self, receipt: str) -> None:
+    # -- reporting ------------------------------------------------------------
+
+    def _report(self) -> None:
+        """Send results as they are due, end finished bundles; on stop, give back the rest."""
+        while True:
+            self._report_now.wait(REPORT_TICK_SECONDS)
+            self._report_now.clear()
+            stopping = self.stopping.is_set()
+            for run, heartbeat in list(self._held.values()):
+                try:
+                    if stopping:
+                        self._give_back(run, heartbeat)
+                    else:
+                        self._report_bundle(run, heartbeat)
+                except (BotoCoreError, ClientError) as error:
+                    log.warning("bundle %s: %s (trying again)", run.bundle_id, error)
+                except Exception:
+                    # A bug must not stop the reporting of every other bundle.
+                    log.exception("bundle %s: dropped", run.bundle_id)
+                    run.release()
+                    self._forget(run, heartbeat)
+            if stopping:
+                return
+
+    def _report_bundle(self, run: BundleRun, heartbeat: "Heartbeat") -> None:
+        if not heartbeat.holds():
+            # Another worker took it (or may have: the lease ran out while this
+            # process was paused): that one reports the rest.
+            log.warning("lost the claim on bundle %s: dropping its results", run.bundle_id)
+            run.release()
+            self._forget(run, heartbeat)
+            return
+        ended = run.ended()  # before the results are taken: none may come after
+        if run.due() or ended:
+            sent = self._send(run)
+            if not ended:
+                self.ledger.progress(run.bundle_id, self.config.instance_id, sent)
+        if ended:
+            if self.ledger.complete(run.bundle_id, self.config.instance_id):
+                self._delete(run.receipt, *run.duplicates)
+            self._forget(run, heartbeat)
+
+    def _send(self, run: BundleRun) -> bytes:
+        """Send a bundle's waiting results; returns its progress bitmap."""
+        unsent = run.take_unsent()
+        results = [result for _, result in unsent]
+        if results:
+            messages = result_messages(run.bundle_id, self.config.instance_id, results)
+            send_batches(self.sqs, self.config.response_queue_url, messages)
+        return run.mark_sent([index for index, _ in unsent])
+
+    def _give_back(self, run: BundleRun, heartbeat: "Heartbeat") -> None:
+        """Hand an unfinished bundle over: results sent, progress kept, a fresh message."""
+        run.release()
+        for runner in self._runners:
+            runner.shell.kill_current()  # cut off: its next holder runs it again
+        heartbeat.stop()
+        worker = self.config.instance_id
+        if heartbeat.holds():  # else another worker has it, and its receipt
+            done = self._send(run)
+            if run.ended():  # it ended as the stop came
+                self.ledger.complete(run.bundle_id, worker)
+            else:
+                self.ledger.progress(run.bundle_id, worker, done)
+                self.ledger.release(run.bundle_id, worker)
+                # A fresh copy: the message's receives then count failures, not
+                # preemptions, toward the dead-letter queue.
+                send_batches(self.sqs, self.config.request_queue_url, [run.message["Body"]])
+            self._delete(run.receipt, *run.duplicates)
+        self._forget(run, heartbeat)
+
+    def _forget(self, run: BundleRun, heartbeat: "Heartbeat") -> None:
+        heartbeat.stop()
+        with self._changed:
+            self._held.pop(run.bundle_id, None)
+            self._note_held()
+            self._changed.notify_all()
+
+    def _delete(self, *receipts: str) -> None:
+        for receipt in receipts:
+            try:
+                self.sqs.delete_message(
+                    QueueUrl=self.config.request_queue_url, ReceiptHandle=receipt
+                )
+            except ClientError as error:
+                # A receipt outdated by a later delivery: that delivery's holder deletes it.
+                log.warning("could not delete a message: %s", error)
+
+    # -- a restart on the same instance --------------------------------------
+
+    def _note_held(self) -> None:
+        """Write down the messages held (under the lock), for a restarted worker."""
+        if self.config.state_dir is None:
+            return
+        receipts = [run.receipt for run, _ in self._held.values()]
+        path = self.config.state_dir / HELD_FILE
+        draft = path.with_suffix(".draft")
+        draft.write_text(json.dumps(receipts))
+        draft.replace(path)
+
+    def _take_back_held(self) -> None:
+        """Make the messages an earlier process on this instance held visible at
+        once: its claims are this worker's to take over, without waiting out
+        the visibility timeout."""
+        if self.config.state_dir is None:
+            return
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.config.state_dir / HELD_FILE
         try:
-            self.sqs.delete_message(QueueUrl=self.config.request_queue_url, ReceiptHandle=receipt)
-        except ClientError as error:
-            # A receipt outdated by a later delivery: that delivery's holder deletes it.
-            log.warning("could not delete a message: %s", error)
+            receipts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if receipts:
+            log.info("taking back %d bundles held before a restart", len(receipts))
+            try:
+                self._make_visible([{"ReceiptHandle": receipt} for receipt in receipts])
+            except ClientError as error:
+                log.warning("could not take back held bundles: %s", error)
+        path.unlink()
 
     # -- the instance ---------------------------------------------------------
 
@@ -292,6 +474,7 @@ class RemoteWorker:
         self._protected = protected
 
     def _end_instance(self) -> None:
+        self._protect(False)
         if self.config.group_name is None:
             log.info("idle for %g s: exiting", self.config.idle_timeout)
             return
@@ -300,17 +483,30 @@ class RemoteWorker:
             InstanceId=self.config.instance_id, ShouldDecrementDesiredCapacity=True
         )
 
+    def _complete_lifecycle(self) -> None:
+        """Let the group go on ending this instance: the bundles are given back."""
+        self._protect(False)
+        hook, group = self.config.lifecycle_hook, self.config.group_name
+        if self.stop_reason != Notice.LIFECYCLE or hook is None or group is None:
+            return
+        try:
+            self.autoscaling.complete_lifecycle_action(
+                LifecycleHookName=hook,
+                AutoScalingGroupName=group,
+                InstanceId=self.config.instance_id,
+                LifecycleActionResult="CONTINUE",
+            )
+        except ClientError as error:
+            log.warning("could not complete the lifecycle action: %s", error)
+
 
 class Heartbeat(threading.Thread):
-    """Extends a running bundle's message visibility and claim lease, a few times a timeout."""
+    """Extends a held bundle's message visibility and claim lease, a few times a timeout."""
 
-    def __init__(
-        self, worker: RemoteWorker, bundle_id: str, receipt: str, claimed_at: float
-    ) -> None:
-        super().__init__(name=f"heartbeat {bundle_id}", daemon=True)
+    def __init__(self, worker: RemoteWorker, run: BundleRun, claimed_at: float) -> None:
+        super().__init__(name=f"heartbeat {run.bundle_id}", daemon=True)
         self.worker = worker
-        self.bundle_id = bundle_id
-        self.receipt = receipt
+        self.run_ = run
         self.lost = False
         # When the lease was last renewed (the claim, at start, counts): past
         # renewed_at + the lease, another worker may hold the bundle.
@@ -334,16 +530,23 @@ class Heartbeat(threading.Thread):
         interval = config.visibility_timeout / HEARTBEATS_PER_TIMEOUT
         while not self._done.wait(interval):
             renewing_at = time.monotonic()
-            if not self.worker.ledger.extend(
-                self.bundle_id, config.instance_id, lease_seconds(config.visibility_timeout)
-            ):
+            try:
+                renewed = self.worker.ledger.extend(
+                    self.run_.bundle_id,
+                    config.instance_id,
+                    lease_seconds(config.visibility_timeout),
+                )
+            except (BotoCoreError, ClientError) as error:
+                log.warning("could not renew the lease of %s: %s", self.run_.bundle_id, error)
+                continue  # holds() ends it if this goes on past the lease
+            if not renewed:
                 self.lost = True
                 return
             self.renewed_at = renewing_at
             try:
                 self.worker.sqs.change_message_visibility(
                     QueueUrl=config.request_queue_url,
-                    ReceiptHandle=self.receipt,
+                    ReceiptHandle=self.run_.receipt,
                     VisibilityTimeout=config.visibility_timeout,
                 )
             except ClientError as error:
@@ -352,4 +555,5 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._done.set()
-        self.join()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join()

@@ -3,7 +3,7 @@ import pytest
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
-from cdk.fleet import BACKLOG_PER_INSTANCE, WorkerFleet
+from cdk.fleet import BACKLOG_PER_INSTANCE, TERMINATION_HOOK, WorkerFleet
 
 VISIBLE = "ApproximateNumberOfMessagesVisible"
 
@@ -77,6 +77,23 @@ def test_group_starts_at_zero_with_metrics_and_spot() -> None:
                 ),
             },
         },
+    )
+
+
+def test_spot_groups_rebalance_and_every_group_waits_for_its_workers_to_leave() -> None:
+    spot = fleet_template()
+    spot.has_resource_properties("AWS::AutoScaling::AutoScalingGroup", {"CapacityRebalance": True})
+    spot.has_resource_properties(
+        "AWS::AutoScaling::LifecycleHook",
+        {
+            "LifecycleHookName": TERMINATION_HOOK,
+            "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+            "DefaultResult": "CONTINUE",
+            "HeartbeatTimeout": 180,
+        },
+    )
+    fleet_template(spot=False).has_resource_properties(
+        "AWS::AutoScaling::AutoScalingGroup", {"CapacityRebalance": False}
     )
 
 

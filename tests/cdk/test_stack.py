@@ -66,6 +66,7 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
         "s3:List*",
         "autoscaling:SetInstanceProtection",
         "autoscaling:TerminateInstanceInAutoScalingGroup",
+        "autoscaling:CompleteLifecycleAction",
     }
     for statement in granted:
         assert statement["Resource"] != "*", statement  # every grant names its resources
@@ -90,6 +91,8 @@ def test_user_data_configures_the_worker(synthesized: tuple[Template, Path]) -> 
         "TASKFLEET_CLAIM_TABLE",
         "TASKFLEET_SOURCE_URL",
         "TASKFLEET_IDLE_TIMEOUT",
+        "TASKFLEET_CONCURRENCY",
+        "TASKFLEET_LIFECYCLE_HOOK",
     ):
         assert f"export {name}=" in user_data
     assert "systemctl enable --now taskfleet-worker.service" in user_data

@@ -1,0 +1,108 @@
+"""One bundle a remote worker holds: which tasks are left to start, which
+results wait to be sent, and which are sent (the progress the claim records).
+
+Slot threads take tasks from it and hand results back; the worker's reporter
+sends them and records progress; a release (the worker stopping) makes the
+rest someone else's. Every method takes the run's lock: several slots share
+one bundle.
+"""
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from worker.bundle import Bundle
+from worker.claims import Claim, is_done, progress_bitmap
+from worker.result import Result
+
+#: Seconds a finished task's result may wait before its bundle reports it.
+REPORT_INTERVAL_SECONDS = 1.0
+
+#: Bytes of results that make a bundle report at once (about a message's worth).
+REPORT_BYTES = 256 * 1024
+
+
+class BundleRun:
+    """The state of one held bundle."""
+
+    def __init__(self, message: dict[str, Any], bundle: Bundle, claim: Claim) -> None:
+        self.message = message
+        self.receipt: str = message["ReceiptHandle"]
+        self.duplicates: list[str] = []  # receipts of the same bundle delivered again
+        self.bundle = bundle
+        size = len(bundle.tasks)
+        self.sent = {index for index in range(size) if is_done(claim.done, index)}
+        self.pending = deque(index for index in range(size) if index not in self.sent)
+        self.running = 0
+        self.released = False  # given up: nothing more of it starts or is reported
+        self._unsent: list[tuple[int, Result]] = []
+        self._unsent_bytes = 0
+        self._oldest_unsent = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def bundle_id(self) -> str:
+        return self.bundle.bundle_id
+
+    def next_task(self) -> int | None:
+        """The index of a task to start now, or None."""
+        with self._lock:
+            if self.released or not self.pending:
+                return None
+            self.running += 1
+            return self.pending.popleft()
+
+    def finished(self, index: int, result: Result | None) -> bool:
+        """A task ended (``None``: it did not run); True when the bundle should
+        report now (all its tasks have ended, or enough results wait)."""
+        with self._lock:
+            self.running -= 1
+            if result is not None and not self.released:
+                if not self._unsent:
+                    self._oldest_unsent = time.monotonic()
+                self._unsent.append((index, result))
+                self._unsent_bytes += len(result.stdout or "") + len(result.stderr or "") + 256
+            return self._ended() or self._unsent_bytes >= REPORT_BYTES
+
+    def tasks_waiting(self) -> int:
+        """Tasks taken or waiting to be taken: what keeps slots busy."""
+        with self._lock:
+            return 0 if self.released else len(self.pending) + self.running
+
+    def ended(self) -> bool:
+        """Every task has run (here or under an earlier holder)."""
+        with self._lock:
+            return self._ended()
+
+    def _ended(self) -> bool:
+        return not self.pending and self.running == 0
+
+    def due(self) -> bool:
+        """Whether results wait long enough, or are many enough, to be sent now."""
+        with self._lock:
+            if not self._unsent:
+                return False
+            waited = time.monotonic() - self._oldest_unsent
+            return (
+                self._ended()
+                or waited >= REPORT_INTERVAL_SECONDS
+                or (self._unsent_bytes >= REPORT_BYTES)
+            )
+
+    def take_unsent(self) -> list[tuple[int, Result]]:
+        """The results waiting to be sent; the caller sends them, then ``mark_sent``."""
+        with self._lock:
+            unsent, self._unsent, self._unsent_bytes = self._unsent, [], 0
+            return unsent
+
+    def mark_sent(self, indexes: list[int]) -> bytes:
+        """Note results as sent; returns the progress bitmap to record."""
+        with self._lock:
+            self.sent.update(indexes)
+            return progress_bitmap(self.sent, len(self.bundle.tasks))
+
+    def release(self) -> None:
+        """Start nothing more of it; results still arriving are dropped."""
+        with self._lock:
+            self.released = True

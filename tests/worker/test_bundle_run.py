@@ -1,0 +1,66 @@
+"""A held bundle's bookkeeping: what starts, what waits to be sent, what is progress."""
+
+import time
+
+import pytest
+
+from worker import bundle_run
+from worker.bundle import Bundle, BundleTask
+from worker.bundle_run import BundleRun
+from worker.claims import Claim, is_done, progress_bitmap
+from worker.result import Result, Status
+
+
+def held(*texts: str, done: bytes = b"") -> BundleRun:
+    tasks = [BundleTask(1, n, text) for n, text in enumerate(texts, start=1)]
+    message = {"ReceiptHandle": "r1", "Body": "{}"}
+    return BundleRun(message, Bundle("b1", "job1", ["w.txt"], tasks), Claim(done))
+
+
+def result(line: int, stdout: str = "") -> Result:
+    now = time.time()
+    return Result(
+        f"job1:1:{line}", "job1", "w.txt", line, "echo", Status.SUCCEEDED, 0, "i-1",
+        now, now, 1.0, None, stdout, "", False,
+    )  # fmt: skip
+
+
+def test_progress_bitmaps_round_trip() -> None:
+    bitmap = progress_bitmap({0, 3, 9}, 12)
+    assert len(bitmap) == 2
+    assert [i for i in range(12) if is_done(bitmap, i)] == [0, 3, 9]
+    assert not is_done(b"", 0)
+
+
+def test_an_heir_starts_only_what_has_no_progress() -> None:
+    run = held("a", "b", "c", "d", done=progress_bitmap({0, 2}, 4))
+    assert [run.next_task(), run.next_task(), run.next_task()] == [1, 3, None]
+    assert run.tasks_waiting() == 2  # both running
+    run.finished(1, result(2))
+    assert run.finished(3, result(4))  # the last: report now
+    assert run.ended()
+    unsent = run.take_unsent()
+    assert [index for index, _ in unsent] == [1, 3]
+    assert run.mark_sent([1, 3]) == progress_bitmap({0, 1, 2, 3}, 4)
+
+
+def test_results_wait_about_a_second_unless_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = held("a", "b", "c")
+    for _ in range(3):
+        run.next_task()
+    run.finished(0, result(1))
+    assert not run.due()  # one result, just now: it waits for company
+    monkeypatch.setattr(bundle_run, "REPORT_INTERVAL_SECONDS", 0.0)
+    assert run.due()
+    monkeypatch.setattr(bundle_run, "REPORT_INTERVAL_SECONDS", 60.0)
+    assert run.finished(1, result(2, stdout="x" * bundle_run.REPORT_BYTES))  # a full batch
+
+
+def test_a_released_bundle_starts_and_keeps_nothing() -> None:
+    run = held("a", "b")
+    assert run.next_task() == 0
+    run.release()
+    assert run.next_task() is None
+    assert run.tasks_waiting() == 0
+    run.finished(0, result(1))
+    assert run.take_unsent() == []
