@@ -17,23 +17,32 @@ process per in-service instance), then measures:
   an observer polling the group every 20 ms sees it;
 - efficiency of `sleep 1000` tasks, 10 per worker, 4 workers, from the first
   task queued (the fleet at zero) to the last result, beside the same tasks
-  on a local multiprocessing.Pool(4).
+  on a local multiprocessing.Pool(4);
+- makespan efficiency (ideal / measured) on 4 workers of a sorted workload
+  (short tasks first, long ones last) and a heavy-tailed one (Pareto task
+  times), beside one bundle per fleet slot (the old packing) and one task per
+  message; and for taskfleet, the time from a task's end to its record in
+  the output (median and 95th percentile).
 """
 
 import argparse
 import json
+import math
 import os
+import random
+import statistics
 import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from scripts import local_aws
 
 from bench.aws_calls import FOLDER_VARIABLE, SITE, count_requests, record_requests
+from bench.fleet_peers import run_packed
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
 from scheduler.remote_dispatch import RemoteFleet, StackResources
@@ -132,10 +141,41 @@ class FirstQueued:
         self.events.unregister(self.EVENT, unique_id="bench-first-queued")
 
 
+class ArrivalStamps:
+    """An output that notes when each write arrived, for the records it holds."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.writes: list[tuple[float, bytes]] = []
+
+    def write(self, data: bytes) -> int:
+        self.writes.append((time.time(), data))
+        return self.stream.write(data)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def delays(self) -> list[float]:
+        """Seconds from each task's end to its record's arrival."""
+        return [
+            arrived - json.loads(line)["finished_at"]
+            for arrived, data in self.writes
+            for line in data.splitlines()
+        ]
+
+
 def run_job(
-    path: str, resources: StackResources, slots: int, directory: Path, group: Group
+    path: str,
+    resources: StackResources,
+    slots: int,
+    directory: Path,
+    group: Group,
+    per_bundle: int | None = None,
 ) -> dict[str, Any]:
-    """One job through the fleet from zero; its figures once the fleet is back at zero."""
+    """One job through the fleet from zero; its figures once the fleet is back at zero.
+
+    ``per_bundle``: run it with a peer's packing (that many tasks a bundle)
+    instead of taskfleet's."""
     requests = directory / "requests"
     group.wait_for_zero(requests)
     before = count_requests(requests)
@@ -146,9 +186,12 @@ def run_job(
     output = directory / "results.jsonl"
     began = time.perf_counter()
     with output.open("wb") as stream:
-        summary = run_remote(
-            [path], counts=counts, fleet=RemoteFleet(resources), slots=slots, output=stream
-        )
+        stamped = ArrivalStamps(stream)
+        fleet = RemoteFleet(resources)
+        if per_bundle is None:
+            run_remote([path], counts=counts, fleet=fleet, slots=slots, output=stamped)  # type: ignore[arg-type]
+        else:
+            run_packed(path, fleet, per_bundle, stamped)  # type: ignore[arg-type]
     job_seconds = time.perf_counter() - began
     observer.stop()
     first_queued.close()
@@ -156,8 +199,9 @@ def run_job(
     ids = Counter(record["id"] for record in records)
     if len(ids) != counts.total or max(ids.values()) != 1:
         raise SystemExit(f"{len(records)} results for {counts.total} tasks")
-    if summary.failed:
-        raise SystemExit(f"{summary.failed} tasks failed")
+    failed = sum(1 for record in records if record["status"] != "succeeded")
+    if failed:
+        raise SystemExit(f"{failed} tasks failed")
     group.wait_for_zero(requests)
     spent = count_requests(requests) - before
     total = sum(spent.values())
@@ -166,17 +210,21 @@ def run_job(
         None if queued is None or observer.seen_at is None else observer.seen_at - queued
     )
     running = max(r["finished_at"] for r in records) - min(r["started_at"] for r in records)
+    delays = sorted(stamped.delays())
     return {
         "tasks": counts.total,
         "requests": total,
         "requests_per_1000_tasks": round(total * 1000 / counts.total, 2),
         "requests_by_operation": dict(sorted(spent.items())),
-        "wall_seconds": round(summary.wall_seconds, 3),
         "job_seconds": round(job_seconds, 3),
         "running_seconds": round(running, 3),
         "capacity_after_first_queued_seconds": (
             None if capacity_after is None else round(capacity_after, 3)
         ),
+        "task_work_seconds": round(sum(r["duration_ms"] for r in records) / 1000, 3),
+        "longest_task_seconds": round(max(r["duration_ms"] for r in records) / 1000, 3),
+        "record_delay_median_seconds": round(statistics.median(delays), 3),
+        "record_delay_p95_seconds": round(delays[int(0.95 * (len(delays) - 1))], 3),
     }
 
 
@@ -200,9 +248,9 @@ def requests_experiment(
         group.resize(workers)
         fleet = resources._replace(max_workers=workers)
         for dispatch, count, path in runs:
-            slots = workers if dispatch == "taskfleet bundles" else count  # 1 task a bundle
+            per_bundle = None if dispatch == "taskfleet bundles" else 1
             print(f"requests: {count} tasks, {workers} workers, {dispatch} ...", flush=True)
-            figures = run_job(path, fleet, slots, directory, group)
+            figures = run_job(path, fleet, fleet.slots, directory, group, per_bundle)
             rows.append({"workers": workers, "dispatch": dispatch, **figures})
             print(
                 f"  {figures['requests']} requests = {figures['requests_per_1000_tasks']} "
@@ -222,14 +270,15 @@ def efficiency_experiment(
     path = write_workload(directory, "sleep1000.txt", f"sleep {sleep_ms}", tasks)
     group.resize(workers)
     print(f"efficiency: {tasks} x sleep {sleep_ms}, {workers} workers ...", flush=True)
-    figures = run_job(path, resources._replace(max_workers=workers), workers, directory, group)
+    fleet = resources._replace(max_workers=workers)
+    figures = run_job(path, fleet, fleet.slots, directory, group)
     pool_seconds = runners.pool_seconds(Workload(f"sleep {sleep_ms}", tasks, workers), 1)
     row = {
         "workers": workers,
         "tasks": tasks,
         "ideal_seconds": ideal,
-        "taskfleet_seconds": figures["wall_seconds"],
-        "efficiency": round(ideal / figures["wall_seconds"], 4),
+        "taskfleet_seconds": figures["job_seconds"],
+        "efficiency": round(ideal / figures["job_seconds"], 4),
         "efficiency_once_running": round(ideal / figures["running_seconds"], 4),
         "capacity_after_first_queued_seconds": figures["capacity_after_first_queued_seconds"],
         "pool_seconds": round(pool_seconds, 3),
@@ -241,6 +290,58 @@ def efficiency_experiment(
         flush=True,
     )
     return row
+
+
+#: Workers in the balance experiment.
+BALANCE_WORKERS = 4
+
+
+def balance_workloads(directory: Path) -> dict[str, str]:
+    """A sorted workload and a heavy-tailed one (Pareto task times, fixed seed)."""
+    sorted_path = directory / "sorted.txt"
+    sorted_path.write_text("sleep 0\n" * 400 + "sleep 500\n" * 32)
+    rng = random.Random(553)
+    tail = [min(4000, int(40 * rng.paretovariate(1.5))) for _ in range(120)]
+    tailed_path = directory / "heavy-tailed.txt"
+    tailed_path.write_text("".join(f"sleep {ms}\n" for ms in tail))
+    return {"sorted": str(sorted_path), "heavy-tailed": str(tailed_path)}
+
+
+def balance_experiment(
+    directory: Path, resources: StackResources, group: Group
+) -> list[dict[str, Any]]:
+    group.resize(BALANCE_WORKERS)
+    fleet = resources._replace(max_workers=BALANCE_WORKERS)
+    rows = []
+    for name, path in balance_workloads(directory).items():
+        total = len(Path(path).read_text().splitlines())
+        packings: list[tuple[str, int | None]] = [
+            ("taskfleet", None),
+            ("one bundle per slot", math.ceil(total / fleet.slots)),
+            ("one task per message", 1),
+        ]
+        for packing, per_bundle in packings:
+            print(f"balance: {name}, {packing}, {fleet.slots} slots ...", flush=True)
+            figures = run_job(path, fleet, fleet.slots, directory, group, per_bundle)
+            ideal = max(figures["task_work_seconds"] / fleet.slots, figures["longest_task_seconds"])
+            row = {
+                "workload": name,
+                "packing": packing,
+                "slots": fleet.slots,
+                "ideal_seconds": round(ideal, 3),
+                "efficiency_once_running": round(ideal / figures["running_seconds"], 4),
+                "efficiency_from_queued": round(ideal / figures["job_seconds"], 4),
+                **figures,
+            }
+            rows.append(row)
+            print(
+                f"  ideal {row['ideal_seconds']} s, running {figures['running_seconds']} s: "
+                f"{row['efficiency_once_running']} ({row['efficiency_from_queued']} from "
+                f"queued); record delay median {figures['record_delay_median_seconds']} s, "
+                f"p95 {figures['record_delay_p95_seconds']} s; {figures['requests']} requests",
+                flush=True,
+            )
+    return rows
 
 
 def machine() -> dict[str, object]:
@@ -278,6 +379,7 @@ def main() -> None:
                 "machine": machine(),
                 "requests": requests_experiment(tasks, directory, resources, group),
                 "efficiency": efficiency_experiment(directory, resources, group),
+                "balance": balance_experiment(directory, resources, group),
             }
         finally:
             local_aws.down(state)

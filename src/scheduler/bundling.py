@@ -1,11 +1,9 @@
 """Packing a job's tasks into bundles: many tasks per SQS message.
 
-Bundles are as large as they may be (one SQS request, one claim and one
-delete per bundle instead of per task), but never so large that the fleet
-has fewer bundles than it can run at once, and never above the message limit.
+How many tasks a bundle holds is ``bundle_sizing``'s choice; the packer
+turns them into messages, splitting where one would pass the message limit.
 """
 
-import math
 import secrets
 from typing import NamedTuple
 
@@ -31,13 +29,6 @@ class PackedBundle(NamedTuple):
     bundle_id: str
     body: str  # the message body
     tasks: int  # how many tasks it holds
-
-
-def tasks_per_bundle(total: int, slots: int) -> int:
-    """Tasks per bundle so that ``slots`` task slots of the fleet all get work."""
-    if total < 1 or slots < 1:
-        raise ValueError("total and slots must be at least 1")
-    return math.ceil(total / slots)
 
 
 class BundlePacker:

@@ -12,6 +12,7 @@ thread writes results to the journal; request handlers read them.
 """
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -19,7 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from scheduler.bundling import BundlePacker, tasks_per_bundle
+from scheduler.bundle_sizing import SHARES_PER_SLOT, BundleSizer
+from scheduler.bundling import BundlePacker
 from scheduler.dispatch import Dispatcher
 from scheduler.fleet_link import FleetLink
 from scheduler.journal import DISPATCHED, SENT, Journal, Placement
@@ -38,6 +40,16 @@ POLL_SECONDS = 0.05
 
 #: Most bundles packed per turn of the loop, so local workers wait little.
 BUNDLES_PER_TURN = 50
+
+#: Bundles per fleet slot kept sent and unfinished: a slot that frees finds
+#: the next one waiting.
+OPEN_BUNDLES_PER_SLOT = 2
+
+#: Pending tasks a bundle is cut from (it takes a prefix of them).
+FLEET_LOOKAHEAD = 10_000
+
+#: How many of a job's next pending tasks (their texts) to take: f(job, texts).
+Cut = Callable[["_JobCursor", list[str]], int]
 
 #: Placements whose tasks the local pool runs, and those the fleet runs.
 LOCAL_PLACEMENTS = (Placement.LOCAL, Placement.HYBRID)
@@ -84,31 +96,32 @@ class JournalSource:
         """A chunk of at most ``count`` tasks for the local pool."""
         if self._returned:
             return self._returned.popleft()
-        return self._take(lambda _: count, LOCAL_PLACEMENTS, state=DISPATCHED)
+        return self._take(count, lambda _cursor, texts: len(texts), LOCAL_PLACEMENTS, DISPATCHED)
 
-    def take_for_fleet(self, size: Callable[[_JobCursor], int], hybrid: bool) -> Chunk | None:
-        """A bundle's worth of tasks (``size`` of a job) for the fleet; hybrid jobs too?"""
+    def take_for_fleet(self, cut: Cut, hybrid: bool) -> Chunk | None:
+        """A bundle's worth of a job's tasks for the fleet (hybrid jobs too?): of the
+        next FLEET_LOOKAHEAD pending tasks, as many as ``cut`` says."""
         placements = FLEET_PLACEMENTS if hybrid else (Placement.REMOTE,)
-        return self._take(size, placements, state=SENT)
+        return self._take(FLEET_LOOKAHEAD, cut, placements, SENT)
 
-    def _take(
-        self, size: Callable[[_JobCursor], int], placements: tuple[str, ...], state: int
-    ) -> Chunk | None:
+    def _take(self, limit: int, cut: Cut, placements: tuple[str, ...], state: int) -> Chunk | None:
         for _ in range(len(self.cursors)):
             cursor = self.cursors[0]
             self.cursors.rotate(-1)
             if not cursor.pending or cursor.placement not in placements:
                 continue
-            pending = self.journal.pending(cursor.job_id, cursor.after, size(cursor))
+            pending = self.journal.pending(cursor.job_id, cursor.after, limit)
             if pending is None:
                 cursor.pending = 0
                 continue
-            self.journal.mark_dispatched(cursor.job_id, pending.file_number, pending.lines, state)
-            cursor.after = (pending.file_number, pending.lines[-1])
-            cursor.pending = max(cursor.pending - len(pending.lines), 0)
+            taken = max(1, cut(cursor, pending.texts))
+            lines, texts = pending.lines[:taken], pending.texts[:taken]
+            self.journal.mark_dispatched(cursor.job_id, pending.file_number, lines, state)
+            cursor.after = (pending.file_number, lines[-1])
+            cursor.pending = max(cursor.pending - len(lines), 0)
             self._chunk_ids += 1
             file = cursor.files[pending.file_number - 1]
-            batch = TaskBatch(pending.lines, pending.texts)
+            batch = TaskBatch(lines, texts)
             return Chunk(self._chunk_ids, cursor.job_id, pending.file_number, file, batch)
         return None
 
@@ -180,24 +193,41 @@ class JournalSink:
 
 
 class FleetFeeder:
-    """Packs the fleet's share of jobs into bundles and stores what comes back."""
+    """Packs the fleet's share of jobs into bundles and stores what comes back.
+
+    Bundles are cut by work (``BundleSizer``) as they are sent, not all at
+    once: the fleet is kept OPEN_BUNDLES_PER_SLOT bundles per slot ahead, so
+    instances pull work as they free up and later bundles are sized from what
+    earlier ones cost. Hybrid jobs go to the fleet only while it has a slot
+    without a bundle; the local workers take the rest.
+    """
 
     def __init__(self, link: FleetLink, local_workers: int) -> None:
         self.link = link
         self.local_workers = local_workers
+        self.sizers: dict[str, BundleSizer] = {}  # by job
 
-    def bundle_size(self, cursor: _JobCursor) -> int:
-        """Tasks per bundle: every slot that may run the job gets work."""
-        slots = self.link.slots
-        if cursor.placement == Placement.HYBRID:
-            slots += self.local_workers
-        return tasks_per_bundle(cursor.total, slots)
+    def sizer(self, job_id: str) -> BundleSizer:
+        return self.sizers.setdefault(job_id, BundleSizer())
+
+    def cut(self, cursor: _JobCursor, texts: list[str]) -> int:
+        """How many of a job's next pending tasks make its next bundle."""
+        sizer = self.sizer(cursor.job_id)
+        if cursor.placement != Placement.HYBRID:
+            return sizer.cut(texts, cursor.pending, self.link.slots)
+        # Shared with the local workers: no bundle takes more than a share of
+        # the tasks left, or a small job would go to the fleet whole.
+        slots = self.link.slots + self.local_workers
+        share = math.ceil(cursor.pending / (SHARES_PER_SLOT * slots))
+        return min(sizer.cut(texts, cursor.pending, slots), share)
 
     def feed(self, source: JournalSource) -> None:
-        """Send bundles: every one of remote jobs, hybrid ones while a slot is free."""
+        """Send bundles while the fleet has fewer open than it should."""
         for _ in range(BUNDLES_PER_TURN):
-            hybrid = self.link.open_bundles() < self.link.slots
-            chunk = source.take_for_fleet(self.bundle_size, hybrid)
+            open_bundles = self.link.open_bundles()
+            if open_bundles >= OPEN_BUNDLES_PER_SLOT * self.link.slots:
+                return
+            chunk = source.take_for_fleet(self.cut, hybrid=open_bundles < self.link.slots)
             if chunk is None:
                 return
             # One chunk, one bundle (or more, should it pass the message limit).
@@ -229,6 +259,11 @@ class FleetFeeder:
         job_id = batch.results[0].job
         files = source.files_of(job_id)  # none for a job this journal does not know
         self.link.finished(batch.bundle_id, sink.fleet_results(job_id, batch.results, files))
+        sizer = self.sizers.get(job_id)
+        if sizer is not None:
+            for result in batch.results:
+                if result.stdout is not None:  # a shell command's record
+                    sizer.observe_command(result.duration_ms / 1000.0)
 
 
 class ServiceDispatcher(threading.Thread):

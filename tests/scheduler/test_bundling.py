@@ -1,6 +1,4 @@
-import pytest
-
-from scheduler.bundling import MAX_BUNDLE_BYTES, BundlePacker, tasks_per_bundle
+from scheduler.bundling import MAX_BUNDLE_BYTES, BundlePacker
 from worker.bundle import decode_bundle
 
 
@@ -12,14 +10,6 @@ def pack(packer: BundlePacker, tasks: list[tuple[int, int, str]]) -> list[str]:
         decoded = decode_bundle(bundle.body)
         assert (decoded.bundle_id, len(decoded.tasks)) == (bundle.bundle_id, bundle.tasks)
     return [bundle.body for bundle in bundles]
-
-
-def test_never_fewer_bundles_than_slots() -> None:
-    assert tasks_per_bundle(10_000, 16) == 625
-    assert tasks_per_bundle(10, 16) == 1
-    assert tasks_per_bundle(17, 16) == 2
-    with pytest.raises(ValueError, match="at least 1"):
-        tasks_per_bundle(0, 4)
 
 
 def test_tasks_are_packed_in_order_by_count() -> None:

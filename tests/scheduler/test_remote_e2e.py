@@ -37,6 +37,8 @@ def deployed(
     context = {
         "taskfleet:idleTimeoutSeconds": "3",
         "taskfleet:maxWorkers": str(MAX_WORKERS),
+        # One slot an instance: a worker a poison task kills runs nothing else.
+        "taskfleet:slotsPerInstance": "1",
         # Short, so a poison bundle reaches the dead-letter queue in seconds.
         "taskfleet:visibilityTimeoutSeconds": "3",
         "taskfleet:maxReceiveCount": "2",
@@ -127,23 +129,21 @@ def test_a_poison_bundle_ends_in_the_dead_letter_queue_and_is_reported_failed(
     deployed: tuple[dict[str, str], dict[str, str]], workload: WriteWorkload
 ) -> None:
     _, environment = deployed
-    # Several bundles (one per fleet slot); the task on line 22 kills the worker
-    # running it (the shell's parent) every time it is delivered.
-    path = workload(*(["sleep 0"] * 21), "kill -9 $PPID")
+    # Bundles of about two seconds of work: lines 1-7, 8-14, 15-21, and the task
+    # on line 22 alone, which kills the worker running it (the shell's parent)
+    # every time it is delivered.
+    path = workload(*(["sleep 300"] * 21), "kill -9 $PPID")
     done = run_cli("run", path, "--remote", "--stack", "Taskfleet", env=environment, timeout=300)
     assert done.returncode == 1, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert Counter(r["line"] for r in records) == Counter(range(1, 23))  # each exactly once
     by_status = {r["line"]: r["status"] for r in records}
-    assert by_status[22] == "failed"
-    # The other bundles are unaffected; of the poison bundle, what had finished and
-    # been reported before the kill keeps its result, the rest fails with the reason.
-    assert {line for line, status in by_status.items() if status == "succeeded"} >= set(
-        range(1, 12)
-    )
-    failed = [r for r in records if r["status"] != "succeeded"]
-    assert {r["status"] for r in failed} == {"failed"}
-    assert all("dead-letter queue" in r["error"] for r in failed)
+    assert {line for line, status in by_status.items() if status == "succeeded"} == set(
+        range(1, 22)
+    )  # the other bundles are unaffected
+    (poisoned,) = [r for r in records if r["line"] == 22]
+    assert poisoned["status"] == "failed"
+    assert "dead-letter queue" in poisoned["error"]
 
 
 def test_a_scheduler_without_a_stack_refuses_remote_jobs(
