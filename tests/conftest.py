@@ -211,10 +211,11 @@ def in_process_service() -> Iterator[InProcessService]:
 
 
 class FakeMetadata:
-    """A stand-in for the instance metadata service (IMDSv2) on a loopback port:
-    a session token, then whatever ``answer`` put at a path (404 elsewhere)."""
+    """A stand-in for the instance metadata service (IMDSv2), on a free loopback
+    port unless told: a session token, then whatever ``answer`` put at a path
+    (404 elsewhere)."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         self.answers: dict[str, str] = {}
         answers = self.answers
 
@@ -239,8 +240,9 @@ class FakeMetadata:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/latest"
+        self.server = http.server.ThreadingHTTPServer(address, Handler)
+        host, port = self.server.server_address[:2]
+        self.url = f"http://{host!s}:{port}/latest"
 
     def answer(self, path: str, text: str) -> None:
         self.answers[path] = text
@@ -286,34 +288,46 @@ def is_running(pid: int) -> bool:
 @pytest.fixture
 def moto_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A real moto_server process on a free localhost port; boto3 here points at it."""
+    process, url = start_moto_server(tmp_path / "moto.log")
+    for name, value in emulator_environment(url).items():
+        monkeypatch.setenv(name, value)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def start_moto_server(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A moto_server process on a free localhost port, answering; and its URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     moto = Path(sys.executable).parent / "moto_server"
-    with (tmp_path / "moto.log").open("wb") as log:
+    with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://localhost:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
             httpx.get(f"{url}/moto-api/", timeout=2)
-            break
+            return process, url
         except httpx.TransportError:
-            assert process.poll() is None, (tmp_path / "moto.log").read_text()
+            assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "moto_server did not start"
             time.sleep(0.1)
-    for name, value in {
+
+
+def emulator_environment(url: str) -> dict[str, str]:
+    """What boto3 needs to talk to the emulator at ``url``."""
+    return {
         "AWS_ENDPOINT_URL": url,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    }
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:

@@ -82,6 +82,7 @@ def test_the_metadata_address_is_closed_to_tasks_and_open_to_the_worker() -> Non
             TASK_USER,
         ],
         input=body,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},  # its helpers, from tests/
         capture_output=True,
         text=True,
         timeout=240,

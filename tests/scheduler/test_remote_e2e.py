@@ -146,6 +146,21 @@ def test_a_poison_bundle_ends_in_the_dead_letter_queue_and_is_reported_failed(
     assert "dead-letter queue" in poisoned["error"]
 
 
+def test_a_sorted_workload_spreads_its_long_tasks_over_the_fleet(
+    deployed: tuple[dict[str, str], dict[str, str]], workload: WriteWorkload
+) -> None:
+    _, environment = deployed
+    # Short tasks first, long ones last, as files often are: packed one bundle per
+    # slot by count, every long task would land in the last bundle, on one instance.
+    path = workload(*(["sleep 0"] * 200), *(["sleep 400"] * 24))
+    done = run_cli("run", path, "--remote", "--stack", "Taskfleet", env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert Counter(r["line"] for r in records) == Counter(range(1, 225))
+    long_tasks = [r for r in records if r["line"] > 200]
+    assert len({r["worker"] for r in long_tasks}) == MAX_WORKERS
+
+
 def test_a_scheduler_without_a_stack_refuses_remote_jobs(
     workload: WriteWorkload, scheduler_service: Callable[..., SchedulerProcess]
 ) -> None:
