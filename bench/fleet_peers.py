@@ -18,6 +18,7 @@ from scheduler.bundling import BundlePacker
 from scheduler.embedded import new_job_id
 from scheduler.remote_dispatch import RemoteFleet
 from worker.result import encode_lines
+from worker.sqs import MAX_MESSAGES_PER_CALL
 from worker.workload import TaskReader
 
 #: Seconds between two settings of the group's capacity while the job runs.
@@ -39,8 +40,10 @@ def run_packed(path: str, fleet: RemoteFleet, per_bundle: int, output: BinaryIO)
                     bodies.append(bundle.body)
     if (last := packer.finish()) is not None:
         bodies.append(last.body)
-    fleet.send(bodies)
+    # Capacity is asked for as the first bundles land, as taskfleet does.
+    fleet.send(bodies[:MAX_MESSAGES_PER_CALL])
     fleet.provision(open_bundles=len(bodies))
+    fleet.send(bodies[MAX_MESSAGES_PER_CALL:])
     reported: set[str] = set()
     provisioned = time.monotonic()
     while len(reported) < total:

@@ -15,9 +15,9 @@ process per in-service instance), then measures:
   1,000 tasks: its cost per task is constant, and it is slow);
 - the time from the first task queued to a desired capacity above zero, as
   an observer polling the group every 20 ms sees it;
-- efficiency of `sleep 1000` tasks, 10 per worker, 4 workers, from the first
-  task queued (the fleet at zero) to the last result, beside the same tasks
-  on a local multiprocessing.Pool(4);
+- efficiency of `sleep 1000` tasks, 10 per fleet slot, 4 workers, from the
+  first task queued (the fleet at zero) to the last result, beside the same
+  tasks on a local multiprocessing.Pool with as many processes as slots;
 - makespan efficiency (ideal / measured) on 4 workers of a sorted workload
   (short tasks first, long ones last) and a heavy-tailed one (Pareto task
   times), beside one bundle per fleet slot (the old packing) and one task per
@@ -264,17 +264,18 @@ def requests_experiment(
 def efficiency_experiment(
     directory: Path, resources: StackResources, group: Group
 ) -> dict[str, Any]:
-    workers, per_worker, sleep_ms = 4, 10, 1000
-    tasks = workers * per_worker
-    ideal = per_worker * sleep_ms / 1000
+    workers, per_slot, sleep_ms = 4, 10, 1000
+    fleet = resources._replace(max_workers=workers)
+    tasks = fleet.slots * per_slot
+    ideal = per_slot * sleep_ms / 1000
     path = write_workload(directory, "sleep1000.txt", f"sleep {sleep_ms}", tasks)
     group.resize(workers)
-    print(f"efficiency: {tasks} x sleep {sleep_ms}, {workers} workers ...", flush=True)
-    fleet = resources._replace(max_workers=workers)
+    print(f"efficiency: {tasks} x sleep {sleep_ms}, {fleet.slots} slots ...", flush=True)
     figures = run_job(path, fleet, fleet.slots, directory, group)
-    pool_seconds = runners.pool_seconds(Workload(f"sleep {sleep_ms}", tasks, workers), 1)
+    pool_seconds = runners.pool_seconds(Workload(f"sleep {sleep_ms}", tasks, fleet.slots), 1)
     row = {
         "workers": workers,
+        "slots": fleet.slots,
         "tasks": tasks,
         "ideal_seconds": ideal,
         "taskfleet_seconds": figures["job_seconds"],
@@ -286,7 +287,7 @@ def efficiency_experiment(
     }
     print(
         f"  taskfleet (fleet from zero) {row['efficiency']}, once running "
-        f"{row['efficiency_once_running']}; local Pool({workers}) {row['pool_efficiency']}",
+        f"{row['efficiency_once_running']}; local Pool({fleet.slots}) {row['pool_efficiency']}",
         flush=True,
     )
     return row
