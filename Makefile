@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck system-packages bench bench-remote local-aws-up local-aws-down worker-constraints clean
+.PHONY: install demo test test-fast lint typecheck system-packages bench bench-remote local-aws-up local-aws-down worker-constraints clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ local-aws-up: $(STAMP)
 
 local-aws-down: $(STAMP)
 	$(BIN)/python scripts/local_aws.py down
+
+# Unit and in-process tests only: no end-to-end processes, emulator, CDK
+# synthesis or generated volume (under a minute). `make test` runs everything.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e and not volume and not emulator and not cdk"
 
 # The versions a fleet instance installs: run after changing dependencies.
 worker-constraints: $(STAMP)

@@ -33,6 +33,20 @@ from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 
 WriteWorkload = Callable[..., str]
 
+#: What `make test-fast` leaves out.
+SLOW_MARKERS = ("e2e", "volume", "emulator", "cdk")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need the emulator or the CDK app, so the fast tier can
+    leave them out without each test having to say so."""
+    cdk_tests = Path(__file__).parent / "cdk"
+    for item in items:
+        if "moto_endpoint" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.emulator)
+        if item.path.is_relative_to(cdk_tests):
+            item.add_marker(pytest.mark.cdk)
+
 
 @pytest.fixture(autouse=True)
 def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

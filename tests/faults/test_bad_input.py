@@ -117,6 +117,7 @@ upload_bodies = st.one_of(
 )
 
 
+@pytest.mark.volume
 @examples(UPLOADS)
 @given(
     body=upload_bodies,
@@ -134,6 +135,7 @@ def test_any_upload_is_taken_or_refused_with_a_4xx(
         assert answer["error"]
 
 
+@pytest.mark.volume
 @examples(QUERIES)
 @given(
     # "." and ".." are dot segments: the client resolves them (RFC 3986) before

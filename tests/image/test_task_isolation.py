@@ -63,6 +63,7 @@ def test_a_task_user_must_exist_and_not_be_root() -> None:
         TaskUser.named("root")
 
 
+@pytest.mark.e2e
 def test_the_metadata_address_is_closed_to_tasks_and_open_to_the_worker() -> None:
     needs_root_tools("unshare", "nft", "ip")
     probe = (
