@@ -35,6 +35,12 @@ SMOOTHING = 0.3
 #: Bundles per slot the fair share divides the remaining work into.
 SHARES_PER_SLOT = 2
 
+#: Pending tasks a bundle is cut from, at the most and at the least: after a
+#: bundle of n tasks, the next is cut from 4 n, so a job of long tasks does not
+#: read ten thousand rows for every bundle of two.
+MAX_VIEW = 10_000
+MIN_VIEW = 256
+
 
 class BundleSizer:
     """Cuts a job's pending tasks into bundles of about the right work."""
@@ -42,6 +48,8 @@ class BundleSizer:
     def __init__(self) -> None:
         #: Running mean of the job's commands' seconds; None until one reported.
         self.command_seconds: float | None = None
+        #: How many pending tasks the next bundle is cut from.
+        self.view = MAX_VIEW
 
     def observe_command(self, seconds: float) -> None:
         """A shell command of the job took ``seconds``."""
@@ -71,8 +79,11 @@ class BundleSizer:
         fair_share = remaining_work / (SHARES_PER_SLOT * max(slots, 1))
         target = min(max(fair_share, MIN_BUNDLE_SECONDS), MAX_BUNDLE_SECONDS)
         work = 0.0
-        for taken, cost in enumerate(costs, start=1):
+        taken = 0
+        for cost in costs:
+            taken += 1
             work += cost
             if work >= target:
-                return taken
-        return len(costs)
+                break
+        self.view = min(MAX_VIEW, max(MIN_VIEW, 4 * taken))
+        return taken

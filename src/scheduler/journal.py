@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,               -- see JobState
     placement TEXT NOT NULL DEFAULT 'local',  -- see Placement
-    files TEXT NOT NULL DEFAULT '[]',  -- unused: file names live in job_files
+    files TEXT NOT NULL DEFAULT '[]',  -- JSON: the first FILES_SHOWN names (all: job_files)
     file_count INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0,
     finished INTEGER NOT NULL DEFAULT 0,
@@ -55,9 +55,9 @@ CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (job, seq) WHERE seq IS NOT NUL
 #: Task states: dispatched is to a local worker, sent is to the fleet.
 PENDING, DISPATCHED, FINISHED, SENT = 0, 1, 2, 3
 
-#: The columns of jobs a JobInfo is made of, in its order (its file names apart).
+#: The columns of jobs a JobInfo is made of, in its order.
 JOB_COLUMNS = (
-    "id, state, placement, file_count, total, finished, succeeded, created_at, finished_at"
+    "id, state, placement, file_count, total, finished, succeeded, created_at, finished_at, files"
 )
 
 #: File names a JobInfo carries: a job may have many, and jobs are listed often.
@@ -152,19 +152,21 @@ class Journal:
             self.db.execute("ALTER TABLE jobs ADD COLUMN file_count INTEGER NOT NULL DEFAULT 0")
         with self.db:
             self.db.execute("BEGIN")
+            # Journals from before job_files held every name in jobs.files.
             for job_id, files in self.db.execute(
-                "SELECT id, files FROM jobs WHERE files != '[]'"
+                "SELECT id, files FROM jobs WHERE file_count = 0 AND files != '[]'"
             ).fetchall():
-                names = json.loads(files)
-                self._store_files(job_id, names)
-                self.db.execute("UPDATE jobs SET files = '[]' WHERE id = ?", (job_id,))
+                self._store_files(job_id, json.loads(files))
 
     def _store_files(self, job_id: str, files: list[str]) -> None:
         self.db.executemany(
             "INSERT INTO job_files (job, number, name) VALUES (?, ?, ?)",
             ((job_id, number, name) for number, name in enumerate(files, start=1)),
         )
-        self.db.execute("UPDATE jobs SET file_count = ? WHERE id = ?", (len(files), job_id))
+        self.db.execute(
+            "UPDATE jobs SET file_count = ?, files = ? WHERE id = ?",
+            (len(files), json.dumps(files[:FILES_SHOWN]), job_id),
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -214,7 +216,7 @@ class Journal:
         ).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r}")
-        return self._job_info(row)
+        return _job_info(row)
 
     def progress(self, job_id: str) -> tuple[str, int, int]:
         """A job's (state, finished, total): what a results stream looks at, cheaply."""
@@ -238,7 +240,7 @@ class Journal:
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state != ? ORDER BY created_at DESC LIMIT ?",
             (JobState.UPLOADING, limit),
         ).fetchall()
-        return [self._job_info(row) for row in rows]
+        return [_job_info(row) for row in rows]
 
     def active_jobs(self) -> list[JobInfo]:
         """Jobs that may have tasks to run, oldest first."""
@@ -246,26 +248,7 @@ class Journal:
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY created_at",
             JobState.ACTIVE,
         ).fetchall()
-        return [self._job_info(row) for row in rows]
-
-    def _job_info(self, row: tuple[object, ...]) -> JobInfo:
-        shown = self.db.execute(
-            "SELECT name FROM job_files WHERE job = ? ORDER BY number LIMIT ?",
-            (row[0], FILES_SHOWN),
-        ).fetchall()
-        job_id, state, placement, file_count, total, finished, succeeded, created, ended = row
-        return JobInfo(
-            str(job_id),
-            str(state),
-            str(placement),
-            int(file_count),  # type: ignore[call-overload]
-            int(total),  # type: ignore[call-overload]
-            int(finished),  # type: ignore[call-overload]
-            int(succeeded),  # type: ignore[call-overload]
-            float(created),  # type: ignore[arg-type]
-            None if ended is None else float(ended),  # type: ignore[arg-type]
-            [name for (name,) in shown],
-        )
+        return [_job_info(row) for row in rows]
 
     # -- dispatch ----------------------------------------------------------
 
@@ -424,7 +407,7 @@ class Journal:
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = ? AND finished < total",
             (JobState.CANCELLED,),
         ).fetchall()
-        return [self._job_info(row) for row in rows]
+        return [_job_info(row) for row in rows]
 
     # -- results -----------------------------------------------------------
 
@@ -446,3 +429,19 @@ class Journal:
                 break
         rows.close()
         return page
+
+
+def _job_info(row: tuple[object, ...]) -> JobInfo:
+    job_id, state, placement, count, total, finished, succeeded, created, ended, files = row
+    return JobInfo(
+        str(job_id),
+        str(state),
+        str(placement),
+        int(count),  # type: ignore[call-overload]
+        int(total),  # type: ignore[call-overload]
+        int(finished),  # type: ignore[call-overload]
+        int(succeeded),  # type: ignore[call-overload]
+        float(created),  # type: ignore[arg-type]
+        None if ended is None else float(ended),  # type: ignore[arg-type]
+        json.loads(str(files)),
+    )

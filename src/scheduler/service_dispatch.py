@@ -45,8 +45,8 @@ BUNDLES_PER_TURN = 50
 #: the next one waiting.
 OPEN_BUNDLES_PER_SLOT = 2
 
-#: Pending tasks a bundle is cut from (it takes a prefix of them).
-FLEET_LOOKAHEAD = 10_000
+#: How many of a job's next pending tasks to look at: f(job).
+View = Callable[["_JobCursor"], int]
 
 #: How many of a job's next pending tasks (their texts) to take: f(job, texts).
 Cut = Callable[["_JobCursor", list[str]], int]
@@ -96,21 +96,23 @@ class JournalSource:
         """A chunk of at most ``count`` tasks for the local pool."""
         if self._returned:
             return self._returned.popleft()
-        return self._take(count, lambda _cursor, texts: len(texts), LOCAL_PLACEMENTS, DISPATCHED)
+        return self._take(
+            lambda _cursor: count, lambda _cursor, texts: len(texts), LOCAL_PLACEMENTS, DISPATCHED
+        )
 
-    def take_for_fleet(self, cut: Cut, hybrid: bool) -> Chunk | None:
-        """A bundle's worth of a job's tasks for the fleet (hybrid jobs too?): of the
-        next FLEET_LOOKAHEAD pending tasks, as many as ``cut`` says."""
+    def take_for_fleet(self, view: View, cut: Cut, hybrid: bool) -> Chunk | None:
+        """A bundle's worth of a job's tasks for the fleet (hybrid jobs too?): of its
+        next ``view`` pending tasks, as many as ``cut`` says."""
         placements = FLEET_PLACEMENTS if hybrid else (Placement.REMOTE,)
-        return self._take(FLEET_LOOKAHEAD, cut, placements, SENT)
+        return self._take(view, cut, placements, SENT)
 
-    def _take(self, limit: int, cut: Cut, placements: tuple[str, ...], state: int) -> Chunk | None:
+    def _take(self, view: View, cut: Cut, placements: tuple[str, ...], state: int) -> Chunk | None:
         for _ in range(len(self.cursors)):
             cursor = self.cursors[0]
             self.cursors.rotate(-1)
             if not cursor.pending or cursor.placement not in placements:
                 continue
-            pending = self.journal.pending(cursor.job_id, cursor.after, limit)
+            pending = self.journal.pending(cursor.job_id, cursor.after, view(cursor))
             if pending is None:
                 cursor.pending = 0
                 continue
@@ -210,6 +212,10 @@ class FleetFeeder:
     def sizer(self, job_id: str) -> BundleSizer:
         return self.sizers.setdefault(job_id, BundleSizer())
 
+    def view(self, cursor: _JobCursor) -> int:
+        """How many of a job's next pending tasks its next bundle is cut from."""
+        return self.sizer(cursor.job_id).view
+
     def cut(self, cursor: _JobCursor, texts: list[str]) -> int:
         """How many of a job's next pending tasks make its next bundle."""
         sizer = self.sizer(cursor.job_id)
@@ -227,7 +233,8 @@ class FleetFeeder:
             open_bundles = self.link.open_bundles()
             if open_bundles >= OPEN_BUNDLES_PER_SLOT * self.link.slots:
                 return
-            chunk = source.take_for_fleet(self.cut, hybrid=open_bundles < self.link.slots)
+            hybrid = open_bundles < self.link.slots
+            chunk = source.take_for_fleet(self.view, self.cut, hybrid)
             if chunk is None:
                 return
             # One chunk, one bundle (or more, should it pass the message limit).

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-from worker.result import Result, Short
+from worker.result import CheckedResult, Result, Short
 from worker.task import FileName, JobId, LineNumber
 
 #: SQS's largest message, and the largest a SendMessageBatch may carry in all.
@@ -46,14 +46,22 @@ class Bundle(msgspec.Struct, gc=False):
 class ResultBatch(msgspec.Struct, gc=False):
     """Results of some tasks of one bundle (a bundle's results may need several)."""
 
+    bundle_id: str
+    worker: str
+    results: list[Result]
+
+
+class _ReceivedBatch(msgspec.Struct, gc=False):
+    """A result batch as read from the response queue: every field bounded."""
+
     bundle_id: BundleId
     worker: Short
-    results: list[Result]
+    results: list[CheckedResult]
 
 
 _encoder = msgspec.json.Encoder()
 _bundle_decoder = msgspec.json.Decoder(Bundle)
-_batch_decoder = msgspec.json.Decoder(ResultBatch)
+_batch_decoder = msgspec.json.Decoder(_ReceivedBatch)
 
 
 class BundleError(ValueError):
@@ -77,10 +85,14 @@ def decode_bundle(body: str) -> Bundle:
 
 
 def decode_result_batch(body: str) -> ResultBatch:
+    """A result batch from a message body, every field checked; BundleError says
+    what is wrong with a bad one."""
     try:
-        return _batch_decoder.decode(body)
+        received = _batch_decoder.decode(body)
     except msgspec.DecodeError as error:
         raise BundleError(f"not a result batch: {error}") from error
+    results: list[Result] = list(received.results)
+    return ResultBatch(received.bundle_id, received.worker, results)
 
 
 def result_messages(bundle_id: str, worker: str, results: list[Result]) -> list[str]:

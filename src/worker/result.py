@@ -57,14 +57,35 @@ class Outcome(msgspec.Struct, gc=False):
 
 
 class Result(msgspec.Struct, gc=False):
-    """One task's result record. Decoding checks every field's bounds."""
+    """One task's result record, as taskfleet's own processes pass it on."""
+
+    id: str
+    job: str
+    file: str
+    line: int
+    task: str
+    status: Status
+    exit_code: int | None
+    worker: str
+    started_at: float
+    finished_at: float
+    duration_ms: float
+    error: str | None
+    stdout: str | None
+    stderr: str | None
+    truncated: bool
+
+
+class CheckedResult(Result, gc=False):
+    """A record read from elsewhere (the fleet's response queue): decoding it
+    checks every field's bounds. Records from local workers and the journal
+    skip those checks, which would cost their hot path a microsecond each."""
 
     id: TaskId
     job: JobId
     file: FileName
     line: LineNumber
     task: str  # a line the worker refused as too long comes back whole
-    status: Status
     exit_code: ExitCode | None
     worker: Short
     started_at: Seconds
@@ -73,7 +94,6 @@ class Result(msgspec.Struct, gc=False):
     error: Message | None
     stdout: Output | None
     stderr: Output | None
-    truncated: bool
 
 
 def make_result(
