@@ -2,6 +2,7 @@
 
     python -m bench.remote_path            # the full run (several minutes)
     python -m bench.remote_path --quick    # 1,000 tasks instead of 10,000
+    python -m bench.remote_path --only kill   # one experiment (repeat --only for more)
 
 It stands the whole cloud path up as `make local-aws-up` does (moto_server,
 the real CDK CLI deploying the stack, the local fleet: one `taskfleet worker`
@@ -22,7 +23,10 @@ process per in-service instance), then measures:
   (short tasks first, long ones last) and a heavy-tailed one (Pareto task
   times), beside one bundle per fleet slot (the old packing) and one task per
   message; and for taskfleet, the time from a task's end to its record in
-  the output (median and 95th percentile).
+  the output (median and 95th percentile);
+- the extra time a job takes when one worker is SIGKILLed mid-job (the local
+  fleet restarts it, as systemd does on an instance) beside the same job
+  undisturbed.
 """
 
 import argparse
@@ -30,16 +34,18 @@ import json
 import math
 import os
 import random
+import shutil
+import signal
 import statistics
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import boto3
-from scripts import local_aws
 
 from bench.aws_calls import FOLDER_VARIABLE, SITE, count_requests, record_requests
 from bench.fleet_peers import run_packed
@@ -47,6 +53,7 @@ from client.benchmark import output, runners
 from client.benchmark.runners import Workload
 from scheduler.remote_dispatch import RemoteFleet, StackResources
 from scheduler.remote_run import run_remote
+from scripts import local_aws
 from worker.workload import check_workload
 
 STACK = "Taskfleet"
@@ -171,11 +178,13 @@ def run_job(
     directory: Path,
     group: Group,
     per_bundle: int | None = None,
+    disturb: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """One job through the fleet from zero; its figures once the fleet is back at zero.
 
     ``per_bundle``: run it with a peer's packing (that many tasks a bundle)
-    instead of taskfleet's."""
+    instead of taskfleet's. ``disturb``: called in a thread of its own with the
+    results file as the job starts (a fault to inject)."""
     requests = directory / "requests"
     group.wait_for_zero(requests)
     before = count_requests(requests)
@@ -186,6 +195,8 @@ def run_job(
     output = directory / "results.jsonl"
     began = time.perf_counter()
     with output.open("wb") as stream:
+        if disturb is not None:
+            threading.Thread(target=disturb, args=(output,), daemon=True).start()
         stamped = ArrivalStamps(stream)
         fleet = RemoteFleet(resources)
         if per_bundle is None:
@@ -293,6 +304,90 @@ def efficiency_experiment(
     return row
 
 
+def fleet_workers(fleet_pid: int) -> list[int]:
+    """The local fleet's worker processes (its children), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == fleet_pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def kill_a_worker(
+    fleet_pid: int, after_records: int, forget_state: Path | None = None
+) -> Callable[[Path], None]:
+    """A fault: once ``after_records`` results are out, SIGKILL one fleet worker (the
+    local fleet restarts it on its instance, as systemd would). With
+    ``forget_state`` (the fleet's folder), its state folder goes too: the restart
+    knows nothing of what it held, as before workers kept one."""
+
+    def disturb(output: Path) -> None:
+        while output.read_bytes().count(b"\n") < after_records:
+            time.sleep(0.05)
+        victim = fleet_workers(fleet_pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        if forget_state is not None:
+            arguments = (Path("/proc") / str(victim) / "cmdline").read_bytes().split(b"\0")
+            instance = arguments[arguments.index(b"--instance-id") + 1].decode()
+            shutil.rmtree(forget_state / f"{instance}.state")
+
+    return disturb
+
+
+#: Times each run of the kill experiment is repeated (its figures are medians).
+KILL_REPEATS = 3
+
+
+def kill_experiment(
+    directory: Path,
+    resources: StackResources,
+    group: Group,
+    fleet_pid: int,
+    state: Path,
+    visibility_timeout: int,
+) -> dict[str, Any]:
+    """The same job undisturbed, with a worker SIGKILLed a few bundles in and
+    restarted, and the same without the state a restart takes its bundles back
+    from; median time once running (the fleet's start-up varies more than this)."""
+    workers, per_slot, sleep_ms = 4, 10, 1000
+    fleet = resources._replace(max_workers=workers)
+    tasks = fleet.slots * per_slot
+    path = write_workload(directory, "kill.txt", f"sleep {sleep_ms}", tasks)
+    group.resize(workers)
+    after = 2 * per_slot
+    cases: list[tuple[str, Callable[[Path], None] | None, int]] = [
+        ("undisturbed", None, KILL_REPEATS),
+        ("worker killed, restarted", kill_a_worker(fleet_pid, after), KILL_REPEATS),
+        ("worker killed, restarted without its state", kill_a_worker(fleet_pid, after, state), 1),
+    ]
+    row: dict[str, Any] = {"workers": workers, "slots": fleet.slots, "tasks": tasks}
+    for case, disturb, repeats in cases:
+        print(f"kill: {tasks} x sleep {sleep_ms}, {fleet.slots} slots, {case} ...", flush=True)
+        runs = [
+            run_job(path, fleet, fleet.slots, directory, group, disturb=disturb)
+            for _ in range(repeats)
+        ]
+        row[case] = statistics.median(r["running_seconds"] for r in runs)
+        print(f"  {row[case]} s once running (median of {repeats})", flush=True)
+    undisturbed = row["undisturbed"]
+    row["extra_seconds"] = round(row["worker killed, restarted"] - undisturbed, 3)
+    row["extra_seconds_without_state"] = round(
+        row["worker killed, restarted without its state"] - undisturbed, 3
+    )
+    row["visibility_timeout_seconds"] = visibility_timeout
+    print(
+        f"  extra time after a kill: {row['extra_seconds']} s; without the state "
+        f"{row['extra_seconds_without_state']} s (visibility timeout {visibility_timeout} s)",
+        flush=True,
+    )
+    return row
+
+
 #: Workers in the balance experiment.
 BALANCE_WORKERS = 4
 
@@ -353,6 +448,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 tasks instead of 10,000")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["requests", "efficiency", "balance", "kill"],
+        help="run this experiment (again for more); default: all",
+    )
     args = parser.parse_args()
     tasks = 1_000 if args.quick else 10_000
     with tempfile.TemporaryDirectory(prefix="taskfleet-bench-") as temporary:
@@ -376,12 +477,23 @@ def main() -> None:
             os.environ.update(local_aws.environment(local_aws.emulator_of(state)["port"]))
             resources = StackResources.lookup(STACK)
             group = Group(outputs["AutoScalingGroupName"])
-            report = {
-                "machine": machine(),
-                "requests": requests_experiment(tasks, directory, resources, group),
-                "efficiency": efficiency_experiment(directory, resources, group),
-                "balance": balance_experiment(directory, resources, group),
+            experiments: dict[str, Callable[[], Any]] = {
+                "requests": lambda: requests_experiment(tasks, directory, resources, group),
+                "efficiency": lambda: efficiency_experiment(directory, resources, group),
+                "balance": lambda: balance_experiment(directory, resources, group),
+                "kill": lambda: kill_experiment(
+                    directory,
+                    resources,
+                    group,
+                    local_aws.emulator_of(state)["fleet"],
+                    state,
+                    int(outputs["VisibilityTimeoutSeconds"]),
+                ),
             }
+            report = {"machine": machine()}
+            for name, experiment in experiments.items():
+                if args.only is None or name in args.only:
+                    report[name] = experiment()
         finally:
             local_aws.down(state)
     print(json.dumps(report, indent=2))

@@ -1,7 +1,10 @@
 """The taskfleet stack on this machine, with no AWS account.
 
-    python scripts/local_aws.py up      # moto_server, cdk bootstrap, cdk deploy, local fleet
-    python scripts/local_aws.py down    # local fleet and cdk destroy, stop moto_server
+    python -m scripts.local_aws up      # moto_server, cdk bootstrap, cdk deploy, local fleet
+    python -m scripts.local_aws down    # local fleet and cdk destroy, stop moto_server
+    python -m scripts.local_aws interrupt INSTANCE [--lifecycle]
+                                        # a spot notice (or the group's termination) to one
+                                        # instance of the local fleet
 
 moto_server stands in for AWS; the real CDK CLI (from node_modules, see
 package.json) deploys the real app to it with `--method=direct` (a change-set
@@ -24,6 +27,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from scripts.metadata_stand_in import MetadataAnswers, spot_notice
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 CDK_CLI = REPOSITORY / "node_modules" / ".bin" / "cdk"
@@ -140,7 +145,8 @@ def start_fleet(state: Path, port: int, outputs_file: Path) -> int:
     """The local fleet (scripts/local_fleet.py) in the background; returns its pid."""
     with (state / "fleet.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(REPOSITORY / "scripts" / "local_fleet.py"), str(outputs_file)],
+            [sys.executable, "-m", "scripts.local_fleet", str(outputs_file)],
+            cwd=REPOSITORY,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environment(port),
@@ -198,9 +204,29 @@ def stop_fleet(state: Path) -> None:
     (state / "emulator.json").write_text(json.dumps(processes))
 
 
+def interrupt(state: Path, instance_id: str, lifecycle: bool) -> None:
+    """Give one instance of the local fleet a spot interruption notice, or say its
+    group is ending it (a termination lifecycle hook): its worker sees it within
+    seconds through the fleet's metadata stand-in."""
+    emulator_of(state)  # something is up
+    metadata = MetadataAnswers(state / "metadata")
+    if not metadata.knows(instance_id):
+        raise LocalAwsError(f"no instance {instance_id} in the local fleet")
+    if lifecycle:
+        metadata.answer("autoscaling/target-lifecycle-state", "Terminated", instance_id)
+    else:
+        metadata.answer("spot/instance-action", spot_notice(), instance_id)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "down", "interrupt"])
+    parser.add_argument("instance", nargs="?", help="interrupt: the instance id")
+    parser.add_argument(
+        "--lifecycle",
+        action="store_true",
+        help="interrupt: the group is ending the instance (default: a spot notice)",
+    )
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state folder")
     parser.add_argument("--port", type=int, help="moto_server port (default: a free one)")
     parser.add_argument(
@@ -225,6 +251,11 @@ def main() -> None:
                 f" AWS_DEFAULT_REGION={REGION} AWS_ACCESS_KEY_ID=testing"
                 " AWS_SECRET_ACCESS_KEY=testing"
             )
+        elif args.command == "interrupt":
+            if args.instance is None:
+                parser.error("interrupt needs an instance id")
+            interrupt(args.state, args.instance, args.lifecycle)
+            print(f"{args.instance}: notice given; its worker gives its bundles back")
         else:
             down(args.state)
             print("fleet stopped, stack destroyed, emulator stopped")

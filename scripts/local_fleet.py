@@ -8,7 +8,14 @@ Restart=on-failure would), and stops it (SIGTERM) when its instance leaves
 the group. A worker that goes idle terminates its own instance, and so the
 group shrinks back to zero.
 
-    python scripts/local_fleet.py OUTPUTS_JSON     # until SIGTERM or Ctrl-C
+Each worker watches a stand-in for its instance metadata (files under
+``LOGS/metadata/INSTANCE/``), so a notice can be given to one instance
+(``python -m scripts.local_aws interrupt INSTANCE``): the worker gives its
+bundles back and exits, and the fleet then ends the instance as EC2 would —
+a spot instance is replaced (the group keeps its size), an instance the group
+was ending leaves it.
+
+    python -m scripts.local_fleet OUTPUTS_JSON     # until SIGTERM or Ctrl-C
 """
 
 import argparse
@@ -21,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from scripts.metadata_stand_in import MetadataStandIn
 from worker.sqs import aws_client
 
 #: Seconds between two looks at the group.
@@ -32,9 +40,16 @@ TASKFLEET = str(Path(sys.executable).parent / "taskfleet")
 class LocalFleet:
     """Worker processes mirroring a group's in-service instances."""
 
-    def __init__(self, outputs: dict[str, str], logs: Path, idle_timeout: float | None) -> None:
+    def __init__(
+        self,
+        outputs: dict[str, str],
+        logs: Path,
+        idle_timeout: float | None,
+        metadata: MetadataStandIn,
+    ) -> None:
         self.outputs = outputs
         self.logs = logs
+        self.metadata = metadata
         self.idle_timeout = idle_timeout or float(outputs["IdleTimeoutSeconds"])
         self.autoscaling = aws_client("autoscaling", outputs["Region"])
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -49,6 +64,7 @@ class LocalFleet:
 
     def start(self, instance_id: str) -> None:
         outputs = self.outputs
+        self.metadata.answer("instance-id", instance_id, instance_id)
         with (self.logs / f"{instance_id}.log").open("ab") as log:
             self.workers[instance_id] = subprocess.Popen(
                 [
@@ -76,6 +92,8 @@ class LocalFleet:
                     # Restarted after a failure, it takes its bundles back at once.
                     "--state-dir",
                     str(self.logs / f"{instance_id}.state"),
+                    "--metadata-url",
+                    self.metadata.url_for(instance_id),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -90,10 +108,36 @@ class LocalFleet:
                     process.terminate()  # its instance left the group
                 process.wait()
                 del self.workers[instance_id]
-            elif process.poll() is not None and process.returncode != 0:
-                del self.workers[instance_id]  # failed: started again below
+            elif process.poll() is not None:
+                if process.returncode != 0:
+                    del self.workers[instance_id]  # failed: started again below
+                elif (notice := self.notice(instance_id)) is not None:
+                    self.end_instance(instance_id, notice)
         for instance_id in sorted(alive - self.workers.keys()):
             self.start(instance_id)
+
+    def notice(self, instance_id: str) -> str | None:
+        """The notice the instance was given, if any: "spot" or "lifecycle"."""
+        if self.metadata.lookup(f"/{instance_id}/latest/meta-data/spot/instance-action"):
+            return "spot"
+        path = f"/{instance_id}/latest/meta-data/autoscaling/target-lifecycle-state"
+        if self.metadata.lookup(path) == "Terminated":
+            return "lifecycle"
+        return None
+
+    def end_instance(self, instance_id: str, notice: str) -> None:
+        """What EC2 does once a noticed instance's worker has left: a spot instance
+        is reclaimed and replaced; one the group was ending is gone for good."""
+        replaced = notice == "spot"
+        self.autoscaling.terminate_instance_in_auto_scaling_group(
+            InstanceId=instance_id, ShouldDecrementDesiredCapacity=not replaced
+        )
+        del self.workers[instance_id]
+        print(
+            f"{instance_id}: its worker left after a {notice} notice; instance ended"
+            + (" and replaced" if replaced else ""),
+            flush=True,
+        )
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -116,14 +160,15 @@ def main() -> None:
     (outputs,) = stacks.values()
     logs = args.logs or args.outputs.parent
     logs.mkdir(parents=True, exist_ok=True)
-    fleet = LocalFleet(outputs, logs, args.idle_timeout)
+    with MetadataStandIn(logs / "metadata") as metadata:
+        fleet = LocalFleet(outputs, logs, args.idle_timeout, metadata)
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        fleet.stopping.set()
+        def stop(_signum: int, _frame: FrameType | None) -> None:
+            fleet.stopping.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    fleet.run()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        fleet.run()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 moto_server with the remote path's queues and table, and workers against them."""
 
 import contextlib
-import http.server
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import boto3
 import httpx
 import pytest
 import uvicorn
+from scripts.metadata_stand_in import MetadataStandIn
 
 from scheduler.api import Notifier, ServiceState, build_app
 from scheduler.guard import AccessRules
@@ -224,50 +224,15 @@ def in_process_service() -> Iterator[InProcessService]:
             dispatcher.journal.close()
 
 
-class FakeMetadata:
-    """A stand-in for the instance metadata service (IMDSv2), on a free loopback
-    port unless told: a session token, then whatever ``answer`` put at a path
-    (404 elsewhere)."""
-
-    def __init__(self, address: tuple[str, int] = ("127.0.0.1", 0)) -> None:
-        self.answers: dict[str, str] = {}
-        answers = self.answers
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:
-                self._reply("token-of-the-fake")
-
-            def do_GET(self) -> None:
-                found = answers.get(self.path.removeprefix("/latest/meta-data/"))
-                if found is None:
-                    self.send_error(404)
-                else:
-                    self._reply(found)
-
-            def _reply(self, text: str) -> None:
-                body = text.encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(address, Handler)
-        host, port = self.server.server_address[:2]
-        self.url = f"http://{host!s}:{port}/latest"
-
-    def answer(self, path: str, text: str) -> None:
-        self.answers[path] = text
-
-    def __enter__(self) -> "FakeMetadata":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+@contextlib.contextmanager
+def fake_metadata(address: tuple[str, int] = ("127.0.0.1", 0)) -> Iterator[MetadataStandIn]:
+    """Instance metadata (IMDSv2) served on a free loopback port unless told:
+    whatever ``answer`` put at a path, 404 elsewhere."""
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        MetadataStandIn(Path(folder), address) as stand_in,
+    ):
+        yield stand_in
 
 
 def children_of(pid: int) -> list[int]:

@@ -23,22 +23,40 @@ REPORT_INTERVAL_SECONDS = 1.0
 REPORT_BYTES = 256 * 1024
 
 
+def result_bytes(result: Result) -> int:
+    """About what a result adds to a result message."""
+    return len(result.stdout or "") + len(result.stderr or "") + 256
+
+
 class BundleRun:
     """The state of one held bundle."""
 
-    def __init__(self, message: dict[str, Any], bundle: Bundle, claim: Claim) -> None:
+    def __init__(
+        self,
+        message: dict[str, Any],
+        bundle: Bundle,
+        claim: Claim,
+        recovered: dict[int, Result] | None = None,
+    ) -> None:
+        """``recovered``: results an earlier process on this instance finished and
+        may not have sent; those not in the claim's progress are sent, not run."""
         self.message = message
         self.receipt: str = message["ReceiptHandle"]
         self.duplicates: list[str] = []  # receipts of the same bundle delivered again
         self.bundle = bundle
         size = len(bundle.tasks)
         self.sent = {index for index in range(size) if is_done(claim.done, index)}
-        self.pending = deque(index for index in range(size) if index not in self.sent)
+        self._unsent = [
+            (index, result)
+            for index, result in sorted((recovered or {}).items())
+            if index < size and index not in self.sent
+        ]
+        self._unsent_bytes = sum(result_bytes(result) for _, result in self._unsent)
+        self._oldest_unsent = time.monotonic() - REPORT_INTERVAL_SECONDS  # due at once
+        done = self.sent | {index for index, _ in self._unsent}
+        self.pending = deque(index for index in range(size) if index not in done)
         self.running = 0
         self.released = False  # given up: nothing more of it starts or is reported
-        self._unsent: list[tuple[int, Result]] = []
-        self._unsent_bytes = 0
-        self._oldest_unsent = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -62,7 +80,7 @@ class BundleRun:
                 if not self._unsent:
                     self._oldest_unsent = time.monotonic()
                 self._unsent.append((index, result))
-                self._unsent_bytes += len(result.stdout or "") + len(result.stderr or "") + 256
+                self._unsent_bytes += result_bytes(result)
             return self._ended() or self._unsent_bytes >= REPORT_BYTES
 
     def tasks_waiting(self) -> int:

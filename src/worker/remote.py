@@ -17,6 +17,11 @@ sends the results it has, records progress, gives every bundle back (a fresh
 copy on the request queue, so a preemption never counts toward the
 dead-letter queue's receives) and releases its claims; the next holder runs
 only the tasks without a sent result.
+
+With a state folder, a process that dies is replaced at once on its instance:
+the new one makes the held messages visible again, takes their claims back
+and sends the results the old one had finished (``finished_log``), so only
+the tasks running at the crash run twice.
 """
 
 import json
@@ -37,6 +42,7 @@ from worker.bundle_run import BundleRun
 from worker.claims import ClaimLedger
 from worker.errors import DuplicateBundleError, WorkerConfigError
 from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
+from worker.finished_log import FinishedLog
 from worker.interruptions import (
     DEFAULT_METADATA_URL,
     InterruptionWatcher,
@@ -163,6 +169,9 @@ class RemoteWorker:
         self._local = threading.local()
         self._protected = False
         self._last_busy = time.monotonic()
+        self._finished_log = (
+            None if config.state_dir is None else FinishedLog(config.state_dir / "finished")
+        )
 
     # -- the loop -------------------------------------------------------------
 
@@ -186,6 +195,8 @@ class RemoteWorker:
         finally:
             self.stop(self.stop_reason or "idle")
             reporter.join()
+            if self._finished_log is not None:
+                self._finished_log.clear()
         if ended_idle:
             self._end_instance()
         else:
@@ -284,7 +295,12 @@ class RemoteWorker:
             log.info("bundle %s is held by a live worker", bundle.bundle_id)
             return
         self._protect(True)
-        run = BundleRun(message, bundle, claim)
+        recovered = {} if self._finished_log is None else self._finished_log.read(bundle.bundle_id)
+        if recovered:
+            log.info(
+                "bundle %s: %d results finished before a restart", bundle.bundle_id, len(recovered)
+            )
+        run = BundleRun(message, bundle, claim, recovered)
         heartbeat = Heartbeat(self, run, claimed_at)
         heartbeat.start()
         with self._changed:
@@ -307,6 +323,8 @@ class RemoteWorker:
             result = (
                 self._run(run, heartbeat, run.bundle.tasks[index]) if heartbeat.holds() else None
             )
+            if result is not None and self._finished_log is not None:
+                self._finished_log.append(run.bundle_id, index, result)
             if run.finished(index, result):
                 self._report_now.set()
             with self._changed:
@@ -413,6 +431,8 @@ class RemoteWorker:
 
     def _forget(self, run: BundleRun, heartbeat: "Heartbeat") -> None:
         heartbeat.stop()
+        if self._finished_log is not None:
+            self._finished_log.forget(run.bundle_id)
         with self._changed:
             self._held.pop(run.bundle_id, None)
             self._note_held()

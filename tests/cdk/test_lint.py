@@ -52,6 +52,9 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     analyze = tool("systemd-analyze")
     text = (IMAGE / "taskfleet-worker.service").read_text()
     assert f"ExecStart={INSTALLED_WORKER} worker" in text
+    # A restarted worker takes its bundles back from here, inside the writable state.
+    assert "Environment=TASKFLEET_STATE_DIR=/var/lib/taskfleet/worker" in text
+    assert "ReadWritePaths=/var/lib/taskfleet" in text
     assert "/opt/taskfleet" in (IMAGE / "install.sh").read_text()  # where install.sh puts it
     # Verified with a stand-in for the worker this machine has not installed.
     stand_in = tmp_path / "taskfleet"

@@ -22,6 +22,8 @@ class Figures(NamedTuple):
     reported_twice: int  # tasks with more than one result
     executed_twice: int  # tasks whose command ran twice
     note: str  # how executed-twice is bounded, or what else was checked
+    # Of those, tasks whose first run had ended before the fault (None: not measured).
+    finished_ran_again: int | None = None
 
 
 _recorded: list[Figures] = []
@@ -41,11 +43,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("fault suite figures")
     terminalreporter.write_line(
         f"{'fault':72} {'trials':>6} {'tasks':>6} {'lost':>5} {'twice':>6} {'ran 2x':>6}"
+        f" {'fin. 2x':>7}"
     )
     for f in _recorded:
+        finished = "-" if f.finished_ran_again is None else str(f.finished_ran_again)
         terminalreporter.write_line(
             f"{f.fault:72} {f.trials:>6} {f.tasks:>6} {f.lost:>5} "
-            f"{f.reported_twice:>6} {f.executed_twice:>6}"
+            f"{f.reported_twice:>6} {f.executed_twice:>6} {finished:>7}"
         )
     FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
     FIGURES_FILE.write_text(json.dumps([f._asdict() for f in _recorded], indent=2) + "\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import boto3
 
-from tests.conftest import FakeMetadata, emulator_environment, start_moto_server
+from tests.conftest import emulator_environment, fake_metadata, start_moto_server
 
 METADATA_ADDRESS = "169.254.169.254"
 INSTANCE_ID = "i-0namespace"
@@ -36,7 +36,7 @@ def main() -> None:
     os.environ.update(emulator_environment(url))
     bin_dir = Path(sys.executable).parent
     try:
-        with FakeMetadata((METADATA_ADDRESS, 80)) as metadata:
+        with fake_metadata((METADATA_ADDRESS, 80)) as metadata:
             metadata.answer("instance-id", INSTANCE_ID)
             sqs = boto3.client("sqs")
             requests = sqs.create_queue(QueueName="requests")["QueueUrl"]

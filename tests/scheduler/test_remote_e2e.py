@@ -7,6 +7,7 @@ the group brings into service, and the installed command.
 
 import json
 import os
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,9 +16,9 @@ from typing import Any
 
 import boto3
 import pytest
-from scripts import local_aws
 
-from tests.conftest import SchedulerProcess, WriteWorkload, run_cli
+from scripts import local_aws
+from tests.conftest import SchedulerProcess, WriteWorkload, run_cli, taskfleet_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +28,16 @@ MAX_WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def deployed(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local stack's state folder: outputs, worker logs, instance metadata."""
+    return tmp_path_factory.mktemp("local-aws")
+
+
+@pytest.fixture(scope="module")
+def deployed(state: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     """The stack on an emulator: its outputs and the environment that reaches it."""
     if not local_aws.CDK_CLI.exists() and not os.environ.get("CI"):
         pytest.skip("the CDK CLI is not installed (npm ci)")
-    state = tmp_path_factory.mktemp("local-aws")
     context = {
         "taskfleet:idleTimeoutSeconds": "3",
         "taskfleet:maxWorkers": str(MAX_WORKERS),
@@ -159,6 +163,49 @@ def test_a_sorted_workload_spreads_its_long_tasks_over_the_fleet(
     assert Counter(r["line"] for r in records) == Counter(range(1, 225))
     long_tasks = [r for r in records if r["line"] > 200]
     assert len({r["worker"] for r in long_tasks}) == MAX_WORKERS
+
+
+def test_a_spot_notice_to_a_fleet_instance_moves_its_work_to_a_replacement(
+    deployed: tuple[dict[str, str], dict[str, str]], state: Path, workload: WriteWorkload
+) -> None:
+    outputs, environment = deployed
+    path = workload(*(["sleep 1500"] * 12))
+    output = state / "spot-run.jsonl"
+    command = [*taskfleet_command(), "run", path, "--remote", "--stack", "Taskfleet"]
+    with output.open("wb") as stdout:
+        running = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, env=environment)
+    try:
+        wait_for(lambda: output.stat().st_size > 0, timeout=120)  # the fleet is at work
+        (noticed, *_) = sorted(in_service(environment, outputs))
+        local_aws.interrupt(state, noticed, lifecycle=False)
+        _, stderr = running.communicate(timeout=300)
+    finally:
+        running.kill()
+    assert running.returncode == 0, stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert Counter(r["line"] for r in records) == Counter(range(1, 13))  # each exactly once
+    log = (state / f"{noticed}.log").read_text()
+    assert "stopping (spot interruption notice)" in log
+    # The spot instance was reclaimed; the group put another in its place.
+    assert noticed not in in_service(environment, outputs)
+    fleet_log = (state / "fleet.log").read_text()
+    assert f"{noticed}: its worker left after a spot notice; instance ended and replaced" in (
+        fleet_log
+    )
+
+
+def in_service(environment: dict[str, str], outputs: dict[str, str]) -> set[str]:
+    autoscaling: Any = boto3.client(
+        "autoscaling",
+        endpoint_url=environment["AWS_ENDPOINT_URL"],
+        region_name=local_aws.REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    (group,) = autoscaling.describe_auto_scaling_groups(
+        AutoScalingGroupNames=[outputs["AutoScalingGroupName"]]
+    )["AutoScalingGroups"]
+    return {i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "InService"}
 
 
 def test_a_scheduler_without_a_stack_refuses_remote_jobs(

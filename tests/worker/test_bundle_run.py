@@ -11,10 +11,10 @@ from worker.claims import Claim, is_done, progress_bitmap
 from worker.result import Result, Status
 
 
-def held(*texts: str, done: bytes = b"") -> BundleRun:
+def held(*texts: str, done: bytes = b"", recovered: dict[int, Result] | None = None) -> BundleRun:
     tasks = [BundleTask(1, n, text) for n, text in enumerate(texts, start=1)]
     message = {"ReceiptHandle": "r1", "Body": "{}"}
-    return BundleRun(message, Bundle("b1", "job1", ["w.txt"], tasks), Claim(done))
+    return BundleRun(message, Bundle("b1", "job1", ["w.txt"], tasks), Claim(done), recovered)
 
 
 def result(line: int, stdout: str = "") -> Result:
@@ -64,3 +64,12 @@ def test_a_released_bundle_starts_and_keeps_nothing() -> None:
     assert run.tasks_waiting() == 0
     run.finished(0, result(1))
     assert run.take_unsent() == []
+
+
+def test_results_finished_before_a_restart_are_sent_at_once_not_run() -> None:
+    # Task 0 was sent (progress), 1 and 2 finished unsent; 3 had not run.
+    recovered = {0: result(1), 1: result(2), 2: result(3), 9: result(10)}
+    run = held("a", "b", "c", "d", done=progress_bitmap({0}, 4), recovered=recovered)
+    assert run.due()  # no second's wait: they are old already
+    assert [index for index, _ in run.take_unsent()] == [1, 2]  # not the sent one, nor 9
+    assert [run.next_task(), run.next_task()] == [3, None]
