@@ -90,3 +90,48 @@ def test_stack_outputs_are_required() -> None:
 
     with pytest.raises(ValueError, match="ResponseQueueUrl"):
         StackResources.from_stack(FakeCloudFormation(), "Taskfleet")
+
+
+def test_the_group_never_shrinks_below_the_instances_holding_bundles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        ec2: Any = boto3.client("ec2")
+        autoscaling: Any = boto3.client("autoscaling")
+        ec2.create_launch_template(
+            LaunchTemplateName="workers",
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.small"},
+        )
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName="fleet",
+            LaunchTemplate={"LaunchTemplateName": "workers"},
+            MinSize=0,
+            MaxSize=4,
+            DesiredCapacity=3,
+            AvailabilityZones=["us-east-1a"],
+        )
+
+        def instances() -> list[dict[str, Any]]:
+            (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["fleet"])[
+                "AutoScalingGroups"
+            ]
+            return list(group["Instances"])
+
+        holder = instances()[0]["InstanceId"]
+        # Its worker holds a bundle (and may have died holding it): protected.
+        autoscaling.set_instance_protection(
+            InstanceIds=[holder], AutoScalingGroupName="fleet", ProtectedFromScaleIn=True
+        )
+        sqs: Any = boto3.client("sqs")
+        request, response, dead = (
+            sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("req", "resp", "dlq")
+        )
+        fleet = RemoteFleet(StackResources(request, response, dead, "fleet", 4, 2))
+        # Nothing waits in the queue; the held bundle is still open.
+        assert fleet.provision(open_bundles=1) == 1
+        assert [i["InstanceId"] for i in instances()] == [holder]
+        # Three more bundles: one instance more (two slots each), the holder kept.
+        assert fleet.provision(open_bundles=4) == 3
+        assert holder in {i["InstanceId"] for i in instances()}

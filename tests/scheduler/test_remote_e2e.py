@@ -71,24 +71,10 @@ def test_the_whole_cloud_path_scales_from_zero_and_back(
     assert by_line[33]["duration_ms"] >= 200
     assert all(r["worker"].startswith("i-") for r in records)  # run by the fleet's workers
 
-    autoscaling: Any = boto3.client(
-        "autoscaling",
-        endpoint_url=environment["AWS_ENDPOINT_URL"],
-        region_name=local_aws.REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-    def group() -> dict[str, Any]:
-        (found,) = autoscaling.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[outputs["AutoScalingGroupName"]]
-        )["AutoScalingGroups"]
-        return dict(found)
-
     # Idle, every worker terminated its own instance: the group is back at zero.
     deadline = time.monotonic() + 120
-    while group()["DesiredCapacity"] or group()["Instances"]:
-        assert time.monotonic() < deadline, group()
+    while (found := group(environment, outputs))["DesiredCapacity"] or found["Instances"]:
+        assert time.monotonic() < deadline, found
         time.sleep(1)
 
 
@@ -194,7 +180,8 @@ def test_a_spot_notice_to_a_fleet_instance_moves_its_work_to_a_replacement(
     )
 
 
-def in_service(environment: dict[str, str], outputs: dict[str, str]) -> set[str]:
+def group(environment: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
+    """The stack's Auto Scaling group, as the emulator describes it."""
     autoscaling: Any = boto3.client(
         "autoscaling",
         endpoint_url=environment["AWS_ENDPOINT_URL"],
@@ -202,10 +189,15 @@ def in_service(environment: dict[str, str], outputs: dict[str, str]) -> set[str]
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    (group,) = autoscaling.describe_auto_scaling_groups(
+    (found,) = autoscaling.describe_auto_scaling_groups(
         AutoScalingGroupNames=[outputs["AutoScalingGroupName"]]
     )["AutoScalingGroups"]
-    return {i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "InService"}
+    return dict(found)
+
+
+def in_service(environment: dict[str, str], outputs: dict[str, str]) -> set[str]:
+    instances = group(environment, outputs)["Instances"]
+    return {i["InstanceId"] for i in instances if i["LifecycleState"] == "InService"}
 
 
 def test_a_scheduler_without_a_stack_refuses_remote_jobs(
