@@ -235,8 +235,8 @@ def fake_metadata(address: tuple[str, int] = ("127.0.0.1", 0)) -> Iterator[Metad
         yield stand_in
 
 
-def children_of(pid: int) -> list[int]:
-    """Every live descendant of a process (from /proc)."""
+def parent_pids() -> dict[int, int]:
+    """The parent of every live process (from /proc)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -246,12 +246,19 @@ def children_of(pid: int) -> list[int]:
                 parents[int(entry)] = int(fields[1])
             except (OSError, IndexError):
                 continue
+    return parents
+
+
+def children_of(pid: int, *, direct: bool = False) -> list[int]:
+    """Every live descendant of a process, or only its children (``direct``)."""
+    parents = parent_pids()
     found, frontier = [], [pid]
     while frontier:
         parent = frontier.pop()
         kids = [child for child, ppid in parents.items() if ppid == parent]
         found.extend(kids)
-        frontier.extend(kids)
+        if not direct:
+            frontier.extend(kids)
     return found
 
 

@@ -1,19 +1,19 @@
-"""What a person sees on stderr: a live progress bar, then a summary."""
+"""What a person sees on stderr: a live progress bar, then a summary.
 
+The bar is drawn by rich, and only on a terminal: a run whose stderr is a
+file or pipe does not even import it. It is redrawn by ``update``, from the
+caller's own loop, not by a thread of rich's: `taskfleet run` then has no
+thread when it forks its workers.
+"""
+
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 
 class Counts(Protocol):
@@ -29,16 +29,28 @@ class Counts(Protocol):
     def as_dict(self) -> dict[str, object]: ...
 
 
-def stderr_console() -> Console:
+def stderr_console() -> "Console":
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
 @contextmanager
-def live_progress(console: Console, total: int, label: str = "tasks") -> Iterator[Progress | None]:
+def live_progress(total: int, label: str = "tasks") -> Iterator["Progress | None"]:
     """A progress bar on a terminal; nothing (None) when stderr is a file or pipe."""
-    if not console.is_terminal:
+    if not sys.stderr.isatty():
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     bar = Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
@@ -46,21 +58,24 @@ def live_progress(console: Console, total: int, label: str = "tasks") -> Iterato
         TaskProgressColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=stderr_console(),
         transient=True,
+        auto_refresh=False,  # redrawn by update(): no thread of its own
     )
     bar.add_task(label, total=total)
     with bar:
+        bar.refresh()
         yield bar
 
 
-def update(bar: Progress | None, counts: Counts) -> None:
+def update(bar: "Progress | None", counts: Counts) -> None:
     if bar is not None:
         bar.update(bar.task_ids[0], completed=counts.done)
+        bar.refresh()
 
 
-def print_summary(console: Console, counts: Counts) -> None:
-    """One block of figures after the last result."""
+def print_summary(counts: Counts) -> None:
+    """One block of figures on stderr after the last result."""
     figures = counts.as_dict()
     by_status = figures["by_status"]
     assert isinstance(by_status, dict)
@@ -68,12 +83,12 @@ def print_summary(console: Console, counts: Counts) -> None:
         f"{name} {count}" for name, count in sorted(by_status.items()) if name != "succeeded"
     )
     head = "interrupted" if counts.interrupted else "done"
-    console.print(
+    sys.stderr.write(
         f"{head}: {figures['finished']}/{figures['tasks']} tasks, "
         f"{figures['succeeded']} succeeded, {figures['failed']} failed"
         + (f" ({others})" if others else "")
-    )
-    console.print(
+        + "\n"
         f"wall {figures['wall_seconds']:.3f} s, {figures['throughput']:,.0f} tasks/s, "
-        f"efficiency {figures['efficiency']:.3f} on {figures['workers']} workers"
+        f"efficiency {figures['efficiency']:.3f} on {figures['workers']} workers\n"
     )
+    sys.stderr.flush()

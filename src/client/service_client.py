@@ -114,8 +114,10 @@ class SchedulerClient:
         result: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/cancel")
         return result
 
-    def results(self, job_id: str, *, follow: bool) -> Iterator[bytes]:
-        """A job's result records (JSON lines, without newlines), as they arrive."""
+    def results(self, job_id: str, *, follow: bool) -> Iterator[list[bytes]]:
+        """A job's result records (JSON lines, without newlines), as they arrive: the
+        records of each piece the network delivered together, so that a caller can
+        write them at once and flush before it waits for more."""
         params = {"follow": "true" if follow else "false"}
         # No read timeout while following: a job may run for hours between results.
         timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS, read=None)
@@ -130,9 +132,10 @@ class SchedulerClient:
                 for piece in response.iter_bytes():
                     lines = (pending + piece).split(b"\n")
                     pending = lines.pop()
-                    yield from (line for line in lines if line)
+                    if records := [line for line in lines if line]:
+                        yield records
                 if pending:
-                    yield pending
+                    yield [pending]
         except httpx.ConnectError as error:
             raise ClientError(f"cannot reach the scheduler at {self.url}: {error}") from error
         except httpx.TransportError as error:

@@ -17,3 +17,7 @@ class JobNotFoundError(SchedulerError):
 
 class TokenError(SchedulerError):
     """A token (given, or in a token file) is unusable: too short, unreadable, or exposed."""
+
+
+class FleetError(SchedulerError):
+    """A deployed stack cannot be used: not found, unreadable, or missing an output."""

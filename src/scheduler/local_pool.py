@@ -10,9 +10,10 @@ from a counter the worker keeps in shared memory.
 
 import contextlib
 import ctypes
-import multiprocessing
+import threading
 from collections import deque
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkContext, ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import NamedTuple
 
@@ -24,6 +25,20 @@ START_TIMEOUT_SECONDS = 60.0
 
 #: Seconds a stopping worker has to exit before it is killed.
 STOP_TIMEOUT_SECONDS = 5.0
+
+
+def start_context() -> ForkContext | ForkServerContext:
+    """How to start a worker now: a plain fork while this process has one thread
+    (`taskfleet run` forks all its workers before it starts any: a few
+    milliseconds each, where a fresh interpreter costs a few hundred); with other
+    threads about (the service), a fork server, since a fork copies locks other
+    threads may hold. The fork server is one clean process, started once, that
+    has the worker's modules loaded and forks each worker from itself."""
+    if threading.active_count() == 1:
+        return ForkContext()
+    context = ForkServerContext()
+    context.set_forkserver_preload(["__main__", "worker.local"])
+    return context
 
 
 class WorkerLost(NamedTuple):
@@ -58,8 +73,6 @@ class LocalPool:
             raise PoolError("workers must be at least 1")
         self.size = workers
         self.timeout = timeout
-        # spawn: workers must not inherit the scheduler's threads and locks.
-        self._context = multiprocessing.get_context("spawn")
         self._workers: dict[str, _Worker] = {}
         self._spawned = 0
 
@@ -88,9 +101,10 @@ class LocalPool:
     def _spawn(self) -> _Worker:
         self._spawned += 1
         name = f"local-{self._spawned}"
-        parent, child = self._context.Pipe()
-        started = self._context.RawValue(ctypes.c_uint64, 0)
-        process = self._context.Process(
+        context = start_context()
+        parent, child = context.Pipe()
+        started = context.RawValue(ctypes.c_uint64, 0)
+        process = context.Process(
             target=serve,
             args=(child, name, self.timeout, started),
             name=f"taskfleet {name}",

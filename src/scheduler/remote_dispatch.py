@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from scheduler.errors import FleetError
 from scheduler.provisioner import desired_capacity
 from worker.bundle import BundleError, ResultBatch, decode_bundle, decode_result_batch
 from worker.result import Status, make_result, unfinished
@@ -63,7 +64,7 @@ class StackResources(NamedTuple):
                 int(outputs.get("SlotsPerInstance", "1")),
             )
         except (KeyError, ValueError) as missing:
-            raise ValueError(f"stack {stack_name} lacks a usable output: {missing}") from missing
+            raise FleetError(f"stack {stack_name} lacks a usable output: {missing}") from missing
 
     @classmethod
     def lookup(cls, stack_name: str) -> "StackResources":
@@ -72,7 +73,18 @@ class StackResources(NamedTuple):
         try:
             return cls.from_stack(cloudformation, stack_name)
         except (ClientError, BotoCoreError) as error:
-            raise ValueError(f"cannot read stack {stack_name}: {error}") from error
+            raise FleetError(f"cannot read stack {stack_name}: {error}") from error
+
+
+def open_fleet(stack_name: str) -> "RemoteFleet":
+    """The fleet of a deployed stack, checked to answer (its group's size is read);
+    ``FleetError`` says why not. What `run --remote`, the service and the bench use."""
+    fleet = RemoteFleet(StackResources.lookup(stack_name))
+    try:
+        fleet.slots()
+    except (ClientError, BotoCoreError) as error:
+        raise FleetError(f"cannot use stack {stack_name}: {error}") from error
+    return fleet
 
 
 class Delivery(NamedTuple):

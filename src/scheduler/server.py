@@ -15,7 +15,7 @@ from scheduler.guard import AccessRules
 from scheduler.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
 from scheduler.journal import Journal
 from scheduler.local_pool import LocalPool
-from scheduler.remote_dispatch import RemoteFleet, StackResources
+from scheduler.remote_dispatch import open_fleet
 from scheduler.service_dispatch import ServiceDispatcher
 from scheduler.tokens import is_loopback, service_token
 from worker.execute import scrub_secrets
@@ -83,12 +83,7 @@ def serve(
     secret, token_source = service_token(token, token_file)
     scrub_secrets()  # no worker process or task inherits TASKFLEET_TOKEN
     raise_file_limit()
-    fleet = None
-    if stack is not None:
-        try:
-            fleet = RemoteFleet(StackResources.lookup(stack))
-        except ValueError as error:
-            raise SchedulerError(str(error)) from error
+    fleet = None if stack is None else open_fleet(stack)
     sock = bind(host, port)
     pool = LocalPool(workers, timeout)
     notifier = Notifier()

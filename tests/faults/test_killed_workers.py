@@ -68,16 +68,9 @@ def ledger_ends(ledger: Path) -> list[tuple[int, float, int]]:
 
 
 def local_workers(pid: int) -> list[int]:
-    """The worker processes of a `taskfleet run` (spawned by multiprocessing)."""
-    found = []
-    for child in children_of(pid):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline:
-            found.append(child)
-    return found
+    """The worker processes of a `taskfleet run`: its children (their commands are
+    its grandchildren)."""
+    return children_of(pid, direct=True)
 
 
 def test_a_local_worker_killed_at_random_moments(

@@ -7,6 +7,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from scheduler.errors import FleetError
 from scheduler.remote_dispatch import RemoteFleet, StackResources
 from worker.bundle import Bundle, BundleTask, encode_bundle, result_messages
 from worker.result import Outcome, Status, make_result
@@ -88,7 +89,7 @@ def test_stack_outputs_are_required() -> None:
             assert query == {"StackName": "Taskfleet"}
             return {"Stacks": [{"Outputs": [{"OutputKey": "RequestQueueUrl", "OutputValue": "u"}]}]}
 
-    with pytest.raises(ValueError, match="ResponseQueueUrl"):
+    with pytest.raises(FleetError, match="ResponseQueueUrl"):
         StackResources.from_stack(FakeCloudFormation(), "Taskfleet")
 
 

@@ -1,0 +1,126 @@
+"""The typer app, the options commands share, and how a command fails or finishes.
+
+Only what every command needs is imported here; a command imports the rest
+when it runs.
+"""
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, BinaryIO
+
+import typer
+
+if TYPE_CHECKING:
+    from scheduler.summary import Summary
+    from worker.workload import WorkloadCounts
+
+app = typer.Typer(
+    name="taskfleet",
+    help="Run a workload (one task a line) on local worker processes or a fleet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Exit code for bad input or usage, as click uses for usage errors.
+EXIT_USAGE = 2
+#: Exit code after Ctrl-C, as shells report a SIGINT.
+EXIT_INTERRUPTED = 130
+
+DEFAULT_SCHEDULER = "http://127.0.0.1:8750"
+
+Files = Annotated[
+    list[str],
+    typer.Argument(help="Workload files: one task a line ('sleep N' ms, or a shell command)."),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-w",
+        min=1,
+        max=1024,
+        help="Local worker processes [default: one per CPU core].",
+        envvar="TASKFLEET_WORKERS",
+    ),
+]
+Output = Annotated[
+    str | None,
+    typer.Option("--output", "-o", help="Write JSON Lines results here instead of stdout."),
+]
+Timeout = Annotated[
+    float,
+    typer.Option(min=0, help="Time limit per shell command in seconds (0: none)."),
+]
+Stack = Annotated[
+    str | None, typer.Option(help="The deployed stack's name.", envvar="TASKFLEET_STACK")
+]
+SummaryPath = Annotated[
+    Path | None,
+    typer.Option("--summary", help="Also write the summary figures here, as JSON."),
+]
+
+
+@app.callback()
+def taskfleet() -> None:
+    """Run a workload (one task a line) on local worker processes or a fleet."""
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print ``taskfleet: MESSAGE`` on stderr; raise the returned Exit."""
+    sys.stderr.write(f"taskfleet: {message}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def checked(files: list[str]) -> "WorkloadCounts":
+    """The task counts of workload files, or exit 2 naming the first bad line."""
+    from worker.errors import TaskfleetError
+    from worker.workload import check_workload
+
+    try:
+        return check_workload(files)
+    except TaskfleetError as error:
+        raise fail(str(error)) from error
+
+
+@contextmanager
+def results_output(path: str | None) -> Iterator[BinaryIO]:
+    """The results stream: a new file at ``path``, or stdout."""
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    try:
+        stream = open(path, "wb")  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise fail(f"{path}: cannot write results: {error.strerror}") from error
+    with stream:
+        yield stream
+
+
+def finish(summary: "Summary", path: Path | None) -> None:
+    """Print the summary, write it as JSON if asked, and exit with its code."""
+    import json
+    import resource
+
+    from client import report
+
+    report.print_summary(summary)
+    if path is not None:
+        figures = summary.as_dict()
+        # This process's own peak memory: the scheduler's, for `run`.
+        figures["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        path.write_text(json.dumps(figures, indent=2) + "\n")
+    raise typer.Exit(summary.exit_code())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,286 @@
+"""The scheduler service and its clients: scheduler, submit, results, status, cancel."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, BinaryIO
+
+import typer
+
+from client.cli.app import (
+    DEFAULT_SCHEDULER,
+    Files,
+    Output,
+    SummaryPath,
+    Timeout,
+    Workers,
+    app,
+    checked,
+    default_workers,
+    fail,
+    finish,
+    results_output,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from client.service_client import SchedulerClient
+    from scheduler.summary import Summary
+
+SchedulerUrl = Annotated[
+    str,
+    typer.Option("--scheduler", "-s", help="Scheduler service URL.", envvar="TASKFLEET_SCHEDULER"),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        help="The scheduler's token (visible in ps: prefer --token-file).",
+        envvar="TASKFLEET_TOKEN",
+    ),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="A file (mode 600) holding the scheduler's token"
+        " (default: ~/.local/state/taskfleet/token, for a scheduler on this machine).",
+        envvar="TASKFLEET_TOKEN_FILE",
+    ),
+]
+CaCert = Annotated[
+    Path | None,
+    typer.Option(
+        help="Trust this certificate (PEM) for an HTTPS scheduler.", envvar="TASKFLEET_CA_CERT"
+    ),
+]
+JobId = Annotated[str, typer.Argument(help="A job id, as submit printed it.")]
+
+
+@contextmanager
+def connected(
+    scheduler: str, token: str | None, token_file: Path | None, ca_cert: Path | None
+) -> Iterator["SchedulerClient"]:
+    """A client of the scheduler; a failure to talk to it is one line and exit 2."""
+    from client.errors import ClientError
+    from client.service_client import SchedulerClient
+
+    try:
+        with SchedulerClient(scheduler, token, token_file=token_file, ca_cert=ca_cert) as client:
+            yield client
+    except ClientError as error:
+        raise fail(str(error)) from error
+
+
+@app.command()
+def scheduler(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8750,
+    workers: Workers = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            help="Journal database [default: ~/.local/state/taskfleet/].",
+            envvar="TASKFLEET_JOURNAL",
+        ),
+    ] = None,
+    timeout: Timeout = 3600.0,
+    exit_when_idle: Annotated[
+        float | None,
+        typer.Option(min=0, help="Exit after this many seconds with no job and no request."),
+    ] = None,
+    stack: Annotated[
+        str | None,
+        typer.Option(help="Also run jobs on this deployed stack's fleet (submit --remote)."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+) -> None:
+    """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
+    from client import report
+    from scheduler.server import serve
+    from scheduler.state import default_journal_path
+    from worker.errors import TaskfleetError
+
+    console = report.stderr_console()
+    try:
+        code = serve(
+            host=host,
+            port=port,
+            workers=workers or default_workers(),
+            token=token,
+            token_file=token_file,
+            journal_path=journal or default_journal_path(),
+            timeout=timeout or None,
+            exit_when_idle=exit_when_idle,
+            announce=lambda line: console.print(
+                f"taskfleet scheduler {line}", markup=False, soft_wrap=True
+            ),
+            stack=stack or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+    except TaskfleetError as error:
+        raise fail(str(error)) from error
+    raise typer.Exit(code)
+
+
+@app.command()
+def submit(
+    files: Files,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
+    output: Output = None,
+    summary_path: SummaryPath = None,
+    remote: Annotated[
+        bool, typer.Option(help="Run on the scheduler's fleet (scheduler --stack).")
+    ] = False,
+    hybrid: Annotated[
+        bool, typer.Option(help="Run on the scheduler's local workers and its fleet together.")
+    ] = False,
+) -> None:
+    """Submit a workload to a scheduler service and stream its results back."""
+    from client import report
+    from scheduler.summary import Summary
+
+    console = report.stderr_console()
+    if remote and hybrid:
+        raise fail("--remote and --hybrid exclude each other")
+    placement = "remote" if remote else "hybrid" if hybrid else "local"
+    counts = checked(files)
+    with connected(scheduler, token, token_file, ca_cert) as client:
+        health = client.health()
+        local, fleet = int(health.get("workers", 1)), int(health.get("fleet_slots", 0))
+        workers = {"local": local, "remote": fleet, "hybrid": local + fleet}[placement]
+        summary = Summary(total=counts.total, workers=max(workers, 1))
+        summary.start()
+        job = client.submit(files, placement)
+        console.print(f"job {job['job']}: {job['tasks']} tasks")
+        console.file.flush()  # the job id must reach a log even if this process is killed
+        with results_output(output) as stream, report.live_progress(counts.total) as bar:
+            try:
+                follow(client, job["job"], stream, summary, bar)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                console.print(
+                    f"stopped following; job {job['job']} goes on: taskfleet results {job['job']}"
+                )
+    finish(summary, summary_path)
+
+
+def follow(
+    client: "SchedulerClient",
+    job_id: str,
+    stream: BinaryIO,
+    summary: "Summary",
+    bar: "Progress | None",
+) -> None:
+    """Write a job's results as they arrive and count them."""
+    import msgspec
+
+    from client import report
+    from client.errors import ClientError
+    from worker.result import decode
+
+    for records in client.results(job_id, follow=True):
+        for line in records:
+            try:
+                result = decode(line)
+            except msgspec.DecodeError as error:
+                raise ClientError(f"scheduler sent a bad result record: {error}") from error
+            summary.add({result.status: 1}, result.duration_ms / 1000.0)
+        stream.write(b"".join(line + b"\n" for line in records))
+        stream.flush()  # before waiting for more: a person may be watching the file
+        report.update(bar, summary)
+
+
+@app.command()
+def results(
+    job: JobId,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
+    output: Output = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = False,
+) -> None:
+    """Print the results of a job, finished so far (or all, with --wait)."""
+    with (
+        connected(scheduler, token, token_file, ca_cert) as client,
+        results_output(output) as stream,
+    ):
+        for records in client.results(job, follow=wait):
+            stream.write(b"".join(line + b"\n" for line in records))
+            stream.flush()  # before waiting for more: a person may be watching the file
+
+
+@app.command()
+def status(
+    job: Annotated[str | None, typer.Argument(help="A job id; all recent jobs if omitted.")] = None,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
+) -> None:
+    """Show the state of one job, or of recent jobs."""
+    from rich.console import Console
+
+    with connected(scheduler, token, token_file, ca_cert) as client:
+        jobs = [client.job(job)] if job else client.jobs()
+    print_jobs(Console(), jobs)
+
+
+@app.command()
+def cancel(
+    job: JobId,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
+) -> None:
+    """Cancel the tasks of a job that have not started; running ones finish."""
+    from rich.console import Console
+
+    with connected(scheduler, token, token_file, ca_cert) as client:
+        info = client.cancel(job)
+    print_jobs(Console(), [info])
+
+
+def print_jobs(console: "Console", jobs: list[dict[str, object]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table()
+    # Figures are never cut: on a narrow terminal only the file names wrap.
+    for name in ("job", "state", "placement", "tasks", "finished", "succeeded", "failed"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("files", overflow="fold")
+    for info in jobs:
+        cells = [
+            info["job"],
+            info["state"],
+            info.get("placement", "local"),
+            info["tasks"],
+            info["finished"],
+            info["succeeded"],
+            info["failed"],
+            files_cell(info),
+        ]
+        # Text, not markup: a file name like "[red]x" is shown as it is.
+        table.add_row(*(Text(str(cell)) for cell in cells))
+    console.print(table)
+
+
+def files_cell(info: dict[str, object]) -> str:
+    """A job's file names as the service lists them, and how many more there are."""
+    files = info.get("files")
+    names = [str(name) for name in files] if isinstance(files, list) else []
+    count = info.get("file_count", len(names))
+    more = count - len(names) if isinstance(count, int) else 0
+    return ", ".join(names) + (f" (+{more} more)" if more > 0 else "")

@@ -1,0 +1,125 @@
+"""``taskfleet worker``: what an instance of the fleet runs."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from client.cli.app import app, fail
+
+
+@app.command()
+def worker(
+    request_queue_url: Annotated[
+        str | None, typer.Option(help="The request queue.", envvar="TASKFLEET_REQUEST_QUEUE_URL")
+    ] = None,
+    response_queue_url: Annotated[
+        str | None,
+        typer.Option(help="The response queue.", envvar="TASKFLEET_RESPONSE_QUEUE_URL"),
+    ] = None,
+    claim_table: Annotated[
+        str | None, typer.Option(help="The claim table.", envvar="TASKFLEET_CLAIM_TABLE")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="AWS region.", envvar="TASKFLEET_REGION")
+    ] = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="This instance [default: from IMDSv2].", envvar="TASKFLEET_INSTANCE_ID"),
+    ] = None,
+    group_name: Annotated[
+        str | None,
+        typer.Option(
+            help="Its Auto Scaling group (none: no group).", envvar="TASKFLEET_GROUP_NAME"
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(min=0, help="Seconds idle before ending.", envvar="TASKFLEET_IDLE_TIMEOUT"),
+    ] = None,
+    visibility_timeout: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Request queue visibility, s.", envvar="TASKFLEET_VISIBILITY_TIMEOUT"
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Task slots (default: one per CPU).", envvar="TASKFLEET_CONCURRENCY"
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Time limit per shell command, s (0: none).",
+            envvar="TASKFLEET_TASK_TIMEOUT",
+        ),
+    ] = None,
+    task_user: Annotated[
+        str | None,
+        typer.Option(
+            help="Run shell tasks as this unprivileged user (the worker must be root).",
+            envvar="TASKFLEET_TASK_USER",
+        ),
+    ] = None,
+    metadata_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Instance metadata to watch for spot and termination notices (none: not watched).",
+            envvar="TASKFLEET_METADATA_URL",
+        ),
+    ] = None,
+    lifecycle_hook: Annotated[
+        str | None,
+        typer.Option(
+            help="The group's termination hook, completed once bundles are given back.",
+            envvar="TASKFLEET_LIFECYCLE_HOOK",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Note held bundles and finished tasks here, so a restarted worker takes"
+            " them back at once.",
+            envvar="TASKFLEET_STATE_DIR",
+        ),
+    ] = None,
+    poll_seconds: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=20, help="Long poll wait, s (default: 20).", envvar="TASKFLEET_POLL_SECONDS"
+        ),
+    ] = None,
+) -> None:
+    """Run bundles from the request queue (what an instance of the fleet runs)."""
+    import logging
+    import os
+
+    from worker.errors import TaskfleetError
+    from worker.remote import RemoteConfig, RemoteWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    overrides = {
+        "request_queue_url": request_queue_url,
+        "response_queue_url": response_queue_url,
+        "claim_table": claim_table,
+        "region": region,
+        "instance_id": instance_id,
+        "group_name": group_name,
+        "idle_timeout": idle_timeout,
+        "visibility_timeout": visibility_timeout,
+        "concurrency": concurrency,
+        "task_timeout": timeout,
+        "task_user": task_user,
+        "metadata_url": metadata_url,
+        "lifecycle_hook": lifecycle_hook,
+        "state_dir": state_dir,
+        "poll_seconds": poll_seconds,
+    }
+    try:
+        config = RemoteConfig.from_environment(os.environ, **overrides)
+    except TaskfleetError as error:
+        raise fail(str(error)) from error
+    raise typer.Exit(RemoteWorker(config).run())
