@@ -88,7 +88,13 @@ def print_summary(counts: Counts) -> None:
         f"{figures['succeeded']} succeeded, {figures['failed']} failed"
         + (f" ({others})" if others else "")
         + "\n"
-        f"wall {figures['wall_seconds']:.3f} s, {figures['throughput']:,.0f} tasks/s, "
+        f"wall {figures['wall_seconds']:.3f} s from the first task"
+        + (
+            f" ({figures['command_seconds']:.2f} s since the command started)"
+            if isinstance(figures.get("command_seconds"), float)
+            else ""
+        )
+        + f", {figures['throughput']:,.0f} tasks/s, "
         f"efficiency {figures['efficiency']:.3f} on {figures['workers']} workers\n"
     )
     sys.stderr.flush()

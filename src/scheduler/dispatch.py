@@ -32,7 +32,8 @@ class ResultSink(Protocol):
         """Tasks of the chunk finished: ``progress.size`` of them from ``progress.first``."""
 
     def lost(self, chunk: Chunk, first: int, reason: str) -> None:
-        """Tasks from ``first`` on were on a worker that died; each may or may not have run."""
+        """Tasks from ``first`` on were in hand when their worker died or stopped:
+        each may or may not have run."""
 
 
 class Dispatcher:
@@ -74,7 +75,19 @@ class Dispatcher:
     def _lost(self, event: WorkerLost) -> None:
         code = event.exit_code
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-        for chunk, first in event.started:
-            self.sink.lost(chunk, first, f"worker {event.worker} died ({how}) while running")
+        self._settle(event, f"worker {event.worker} died ({how}) while running it")
         for chunk in event.unstarted:
-            self.source.give_back(chunk)
+            self.source.give_back(chunk)  # they run on another worker
+
+    def _settle(self, event: WorkerLost, reason: str) -> None:
+        """Report what a worker that is gone finished, and the task it had in hand."""
+        for chunk, progress in event.finished:
+            self.sink.results(chunk, progress)
+        for chunk in event.in_hand:
+            self.sink.lost(chunk, 0, reason)
+
+    def interrupt(self) -> None:
+        """Stop every worker at once (Ctrl-C): what they finished is reported, the
+        tasks they were running are lost, and the rest are not run."""
+        for event in self.pool.stop(graceful=False):
+            self._settle(event, "cut off by an interrupt while running")

@@ -100,15 +100,16 @@ def run_embedded(
 
     ``counts`` comes from ``check_workload(paths)``, so bad input has been
     refused before this is called.
-    Ctrl-C stops the workers (and their commands) at once; the results so far
-    are written and the summary says it was interrupted.
+    Ctrl-C stops the workers (and their commands) at once; every task that
+    finished has its record, the ones cut off are recorded lost, and the
+    summary says it was interrupted.
     """
     summary = Summary(total=counts.total, workers=workers)
     source = FileSource(new_job_id(), paths, counts.total)
     pool = LocalPool(workers, timeout)
+    dispatcher = Dispatcher(pool, source, StreamSink(output, summary))
     try:
         pool.start()
-        dispatcher = Dispatcher(pool, source, StreamSink(output, summary))
         summary.start()
         while summary.done < summary.total:
             dispatcher.step(POLL_SECONDS)
@@ -116,7 +117,8 @@ def run_embedded(
                 on_progress(summary)
     except KeyboardInterrupt:
         summary.interrupted = True
-        pool.stop(graceful=False)
+        summary.end()
+        dispatcher.interrupt()
     else:
         pool.stop()
     finally:

@@ -1,24 +1,32 @@
 """A pool of local worker processes, one pipe each, with dead workers replaced.
 
-The scheduler assigns chunks to particular workers, so when a worker dies it
-knows exactly which tasks were on it: the chunks it had started (whose
-unreported tasks are lost: they may have run) and the chunks still waiting in
-its pipe (which never started and can be dispatched again). A worker's reports
-can lag behind its work, so which chunks had started is not read from them but
-from a counter the worker keeps in shared memory.
+The scheduler assigns chunks to particular workers, so when a worker dies (or
+is stopped) it knows exactly which tasks were on it. A worker's reports lag
+behind its work, so what it had done is read from what it leaves behind (see
+``worker.local``): the reports whole in its pipe, then its task log for the
+tasks it finished since; the task it had in hand is lost (it may have run),
+and the tasks it never started, in its pipe or after the one in hand, can be
+dispatched again.
 """
 
 import contextlib
 import ctypes
+import os
+import shutil
+import signal
+import tempfile
 import threading
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, ForkServerContext
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import NamedTuple
 
 from scheduler.errors import PoolError
-from worker.local import Chunk, Progress, Ready, serve
+from worker.local import Chunk, Progress, Ready, part, report, serve
+from worker.result import Outcome
+from worker.task_log import SleepSpan, read_task_log
 
 #: Seconds a starting worker has to report ready.
 START_TIMEOUT_SECONDS = 60.0
@@ -42,24 +50,34 @@ def start_context() -> ForkContext | ForkServerContext:
 
 
 class WorkerLost(NamedTuple):
-    """A worker died; the chunks in ``started`` had begun, ``unstarted`` never did."""
+    """A worker died or was stopped: what became of the tasks it had."""
 
     worker: str
     exit_code: int | None
-    started: list[tuple[Chunk, int]]  # each chunk and its first unreported task
-    unstarted: list[Chunk]
+    finished: list[tuple[Chunk, Progress]]  # finished and not reported: from its task log
+    in_hand: list[Chunk]  # the task it was running (a chunk of one): it may have run
+    unstarted: list[Chunk]  # never started: to be dispatched again
 
 
 class _Worker:
     """A worker process, its end of the pipe, and the chunks assigned to it in order."""
 
     def __init__(
-        self, name: str, process: BaseProcess, conn: Connection, started: ctypes.c_uint64
+        self,
+        name: str,
+        process: BaseProcess,
+        conn: Connection,
+        started: ctypes.c_uint64,
+        position: "ctypes.Array[ctypes.c_int64]",
+        log: Path,
     ) -> None:
         self.name = name
         self.process = process
         self.conn = conn
         self.started = started  # chunks the worker began, counted by the worker
+        # [chunk count, task index] of the task it is on, and its command's pid
+        self.position = position
+        self.log = log  # its task log
         self.finished = 0  # chunks whose last report arrived
         self.assigned: deque[Chunk] = deque()
         self.reported = 0  # tasks of assigned[0] already reported
@@ -75,6 +93,7 @@ class LocalPool:
         self.timeout = timeout
         self._workers: dict[str, _Worker] = {}
         self._spawned = 0
+        self._logs = Path(tempfile.mkdtemp(prefix="taskfleet-workers-"))  # 0700
 
     def __enter__(self) -> "LocalPool":
         self.start()
@@ -104,15 +123,17 @@ class LocalPool:
         context = start_context()
         parent, child = context.Pipe()
         started = context.RawValue(ctypes.c_uint64, 0)
+        position = context.RawArray(ctypes.c_int64, [0, -1, 0])
+        log = self._logs / f"{name}.log"
         process = context.Process(
             target=serve,
-            args=(child, name, self.timeout, started),
+            args=(child, name, self.timeout, started, position, str(log)),
             name=f"taskfleet {name}",
             daemon=True,
         )
         process.start()
         child.close()
-        worker = _Worker(name, process, parent, started)
+        worker = _Worker(name, process, parent, started, position, log)
         self._workers[name] = worker
         return worker
 
@@ -151,13 +172,11 @@ class LocalPool:
                 if isinstance(message, Progress):
                     events.append((self._record(worker, message), message))
                     continue
-            # Sentinel ready or pipe closed: drain what it sent before dying.
-            while worker.conn.poll():
-                message = self._receive(worker)
-                if not isinstance(message, Progress):
-                    break
-                events.append((self._record(worker, message), message))
-            events.append(self._replace(worker))
+            # Sentinel ready or pipe closed: it died.
+            events.extend(self._drain(worker))
+            events.append(self._collect(worker))
+            del self._workers[worker.name]
+            self._spawn_ready()
             dead.add(worker.name)
         return events
 
@@ -172,39 +191,83 @@ class LocalPool:
             worker.reported = progress.first + progress.size
         return chunk
 
-    def _replace(self, worker: _Worker) -> WorkerLost:
+    def _drain(self, worker: _Worker) -> list[tuple[Chunk, Progress]]:
+        """The reports a dead worker left whole in its pipe."""
+        drained = []
+        while worker.conn.poll():
+            message = self._receive(worker)
+            if not isinstance(message, Progress):
+                break  # the end of the pipe, or a report cut off by the death
+            drained.append((self._record(worker, message), message))
+        return drained
+
+    def _collect(self, worker: _Worker) -> WorkerLost:
+        """What became of a dead worker's tasks (its pipe drained already)."""
         worker.process.join(STOP_TIMEOUT_SECONDS)
         if worker.process.is_alive():
             worker.process.kill()
             worker.process.join()
         worker.conn.close()
-        del self._workers[worker.name]
-        # Read once the process is gone, so the count is final.
+        # Read once the process is gone, so nothing changes any more.
         begun = worker.started.value - worker.finished
-        chunks = list(worker.assigned)
-        started = [
-            (chunk, worker.reported if n == 0 else 0) for n, chunk in enumerate(chunks[:begun])
-        ]
-        lost = WorkerLost(worker.name, worker.process.exitcode, started, chunks[begun:])
+        in_hand_sequence, in_hand_index, command = worker.position
+        if command:
+            # Its command runs in a session of its own and outlived it: it is cut off.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(command, signal.SIGKILL)
+        logged = read_task_log(worker.log)
+        worker.log.unlink(missing_ok=True)
+        lost = WorkerLost(worker.name, worker.process.exitcode, [], [], [])
+        for n, chunk in enumerate(worker.assigned):
+            if n >= begun:
+                lost.unstarted.append(chunk)
+                continue
+            sequence = worker.finished + 1 + n
+            first = worker.reported if n == 0 else 0
+            entries = logged.get(sequence, {})
+            done: list[Outcome | SleepSpan] = []
+            while first + len(done) in entries:
+                done.append(entries[first + len(done)])
+            upto = first + len(done)
+            size = len(chunk.tasks.lines)
+            if done:
+                progress = report(worker.name, chunk, first, done, 0.0, done=upto == size)
+                lost.finished.append((chunk, progress))
+            if upto < size and (in_hand_sequence, in_hand_index) == (sequence, upto):
+                lost.in_hand.append(part(chunk, upto, upto + 1))
+                upto += 1
+            if upto < size:
+                lost.unstarted.append(part(chunk, upto))
+        return lost
+
+    def _spawn_ready(self) -> None:
+        """A new worker in place of a dead one, once it says it is ready."""
         replacement = self._spawn()
         if not replacement.conn.poll(START_TIMEOUT_SECONDS) or not isinstance(
             self._receive(replacement), Ready
         ):
-            raise PoolError(f"replacement for {worker.name} failed to start")
-        return lost
+            raise PoolError(f"a new worker ({replacement.name}) failed to start")
 
-    def stop(self, *, graceful: bool = True) -> None:
-        """Stop every worker: after its current chunk if graceful, else at once (SIGTERM)."""
+    def stop(self, *, graceful: bool = True) -> list[WorkerLost]:
+        """Stop every worker: after its chunks if graceful (returns nothing), else at
+        once (SIGTERM: its command is killed) and returns what became of their tasks."""
         for worker in self._workers.values():
             if graceful:
                 with contextlib.suppress(BrokenPipeError, OSError):
                     worker.conn.send(None)
             elif worker.process.is_alive() and worker.process.pid is not None:
                 worker.process.terminate()  # SIGTERM: kills its running command, then exits
+        stopped: list[WorkerLost] = []
         for worker in self._workers.values():
             worker.process.join(STOP_TIMEOUT_SECONDS)
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
+            if not graceful and worker.assigned:
+                drained = self._drain(worker)
+                lost = self._collect(worker)
+                stopped.append(lost._replace(finished=[*drained, *lost.finished]))
             worker.conn.close()
         self._workers.clear()
+        shutil.rmtree(self._logs, ignore_errors=True)
+        return stopped

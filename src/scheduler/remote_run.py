@@ -60,6 +60,7 @@ def run_remote(
             copy_results(journal, job_id, dispatcher, news, output, summary, on_progress)
         except KeyboardInterrupt:
             summary.interrupted = True
+            summary.end()
         finally:
             dispatcher.stopping.set()
             dispatcher.wake.set()

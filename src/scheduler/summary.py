@@ -17,8 +17,11 @@ class Summary:
     by_status: Counter[Status] = field(default_factory=Counter)
     task_seconds: float = 0.0
     started: float | None = None  # perf_counter when the first task was dispatched
-    finished: float | None = None  # perf_counter when the last result arrived
+    finished: float | None = None  # perf_counter when the last result arrived, or the run ended
     interrupted: bool = False
+    # Seconds from the command's start to its end (start-up and the check pass
+    # included), when the command measures it: what the person waited.
+    command_seconds: float | None = None
 
     def start(self) -> None:
         if self.started is None:
@@ -29,6 +32,11 @@ class Summary:
         self.by_status.update(by_status)
         self.task_seconds += task_seconds
         self.finished = time.perf_counter()
+
+    def end(self) -> None:
+        """The run ended now (an interrupt, say): the wall time runs to here."""
+        if self.started is not None:
+            self.finished = time.perf_counter()
 
     @property
     def done(self) -> int:
@@ -76,6 +84,9 @@ class Summary:
             "by_status": {status.value: count for status, count in self.by_status.items()},
             "workers": self.workers,
             "wall_seconds": round(self.wall_seconds, 6),
+            "command_seconds": (
+                None if self.command_seconds is None else round(self.command_seconds, 3)
+            ),
             "throughput": round(self.throughput, 3),
             "efficiency": round(self.efficiency, 4),
             "interrupted": self.interrupted,

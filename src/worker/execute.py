@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from typing import BinaryIO, NamedTuple
 
 from worker.errors import WorkerConfigError
@@ -87,10 +88,15 @@ class ShellRunner:
     """Runs shell commands one at a time, reusing two spool files for their output.
 
     With a ``user``, each command runs as that user (see TaskUser).
+    ``on_command`` hears the pid (and process group) of each command as it
+    starts, and 0 once it has ended.
     """
 
-    def __init__(self, user: TaskUser | None = None) -> None:
+    def __init__(
+        self, user: TaskUser | None = None, on_command: Callable[[int], None] | None = None
+    ) -> None:
         self.user = user
+        self.on_command = on_command
         self._stdout: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self._stderr: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.current: subprocess.Popen[bytes] | None = None
@@ -131,6 +137,8 @@ class ShellRunner:
             )
         except OSError as start_error:
             return _finished(Status.FAILED, None, started_at, began, error=str(start_error))
+        if self.on_command is not None:
+            self.on_command(self.current.pid)
         try:
             exit_code: int | None = wait_for_exit(self.current, timeout)
             status = Status.SUCCEEDED if exit_code == 0 else Status.FAILED
@@ -143,6 +151,8 @@ class ShellRunner:
             error = f"killed after the time limit of {timeout:g} s"
         finally:
             self.current = None
+            if self.on_command is not None:
+                self.on_command(0)
         stdout, cut_out = _read_spool(self._stdout)
         stderr, cut_err = _read_spool(self._stderr)
         return _finished(
@@ -233,9 +243,14 @@ def plan(text: str) -> int | str | None:
 class TaskRunner:
     """Runs task lines: sleeps in process, everything else through the shell."""
 
-    def __init__(self, timeout: float | None, user: TaskUser | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float | None,
+        user: TaskUser | None = None,
+        on_command: Callable[[int], None] | None = None,
+    ) -> None:
         self.timeout = timeout
-        self.shell = ShellRunner(user)
+        self.shell = ShellRunner(user, on_command)
 
     def run(self, text: str, planned: int | str | None) -> Outcome:
         """Run one task line, given ``plan(text)``."""

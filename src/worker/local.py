@@ -4,11 +4,17 @@ The protocol on the pipe, scheduler to worker: a ``Chunk`` to run, or ``None``
 to finish. Worker to scheduler: ``Ready`` once, then ``Progress`` reports in
 task order, the last one of each chunk with ``done`` set. A chunk that runs
 for longer than ``FLUSH_SECONDS`` reports what it has so far, so results
-stream back while long chunks run and a crash loses as little as possible.
+stream back while long chunks run.
+
 Reports go out from a thread of their own while the next tasks run, so a
-report can still be waiting when the worker starts its next chunk; the worker
-counts the chunks it starts in memory the scheduler shares (``started``), which
-tells a scheduler whose worker died which of its chunks had begun.
+report can still be waiting when the worker starts its next chunk. What a
+scheduler whose worker died (or was stopped) needs to know lives where the
+death cannot take it: in memory the two share, the count of chunks the worker
+began (``started``) and the task it is on (``position``: chunk count, task
+index); in the worker's ``TaskLog``, every task it finished and has not yet
+put in the pipe. So every finished task is reported with its outcome, the
+one in hand as lost (its command, which runs in a session of its own, is
+ended with it), and the rest run elsewhere.
 """
 
 import ctypes
@@ -20,12 +26,14 @@ import threading
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import FrameType
 from typing import NamedTuple, Protocol
 
 from worker.execute import TaskRunner, plan, precise_sleep, scrub_secrets
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished
 from worker.task import task_id
+from worker.task_log import SleepSpan, TaskLog
 from worker.workload import TaskBatch
 
 #: prctl(2) option: the signal a process gets when its parent dies.
@@ -46,6 +54,12 @@ class Chunk(NamedTuple):
     file_number: int  # which file of the job, from 1
     file: str
     tasks: TaskBatch  # parsed and checked by the scheduler
+
+
+def part(chunk: Chunk, start: int, stop: int | None = None) -> Chunk:
+    """The chunk's tasks from ``start`` to ``stop`` (to the end if None), as a chunk."""
+    tasks = TaskBatch(chunk.tasks.lines[start:stop], chunk.tasks.texts[start:stop])
+    return chunk._replace(tasks=tasks)
 
 
 class Ready(NamedTuple):
@@ -85,6 +99,8 @@ class ReportSender:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._queue: queue.Queue[Progress | None] = queue.Queue(maxsize=QUEUED_REPORTS)
+        self._unsent = 0  # reports queued or being written to the pipe
+        self._lock = threading.Lock()
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="reports", daemon=True)
         self._thread.start()
@@ -93,7 +109,14 @@ class ReportSender:
         """Queue a report; raises BrokenPipeError once the scheduler is gone."""
         if self._error is not None:
             raise BrokenPipeError(f"cannot report to the scheduler: {self._error}")
+        with self._lock:
+            self._unsent += 1
         self._queue.put(report)
+
+    def idle(self) -> bool:
+        """Every report so far is whole in the pipe."""
+        with self._lock:
+            return self._unsent == 0
 
     def close(self) -> None:
         """Send every queued report, then end the thread."""
@@ -107,22 +130,30 @@ class ReportSender:
                     self._conn.send(report)
                 except OSError as error:
                     self._error = error
+            with self._lock:
+                self._unsent -= 1
 
 
-#: A built-in sleep that ran: its start and end on ``time.perf_counter_ns``.
-#: The hot loop keeps only these two clock readings per sleep; the record is
-#: built when the report is sent.
-SleepSpan = tuple[int, int]
+class Tracking(NamedTuple):
+    """Where a worker notes what a scheduler needs if it dies: see the module's doc."""
+
+    started: "ctypes.c_uint64"  # chunks begun (shared memory)
+    # [chunk count, task index] in hand, and its command's pid while one runs (shared)
+    position: "ctypes.Array[ctypes.c_int64]"
+    log: TaskLog
 
 
-def run_chunk(reports: ReportChannel, worker: str, chunk: Chunk, runner: TaskRunner) -> None:
+def run_chunk(
+    reports: ReportChannel, worker: str, chunk: Chunk, runner: TaskRunner, tracking: Tracking
+) -> None:
     """Run every task of a chunk, reporting at least every FLUSH_SECONDS.
 
     Between two tasks the worker does as little as it can: a process that
     wakes from a sleep runs its next Python lines tens of times slower than
     usual (cold caches), and for `sleep 0` the bookkeeping is all there is.
     So each distinct line is parsed once, before the first task runs; a sleep
-    costs two clock readings; records are built when a report is sent.
+    costs two clock readings and an entry in the task log; records are built
+    when a report is sent.
     """
     texts = chunk.tasks.texts
     plans = {text: plan(text) for text in dict.fromkeys(texts)}
@@ -131,15 +162,23 @@ def run_chunk(reports: ReportChannel, worker: str, chunk: Chunk, runner: TaskRun
     last_flush = time.perf_counter()
     total = len(texts)
     clock = time.perf_counter_ns
-    for text in texts:
+    sequence = tracking.started.value
+    position = tracking.position
+    log_sleep, log_outcome = tracking.log.sleep, tracking.log.outcome
+    for index, text in enumerate(texts):
+        position[1] = index  # before it starts: from here a death may cut it off
         planned = plans[text]
         if type(planned) is int:
             began = clock()
             if planned:
                 precise_sleep(planned / 1000.0)
-            finished.append((began, clock()))
+            ended = clock()
+            log_sleep(sequence, index, began, ended)
+            finished.append((began, ended))
         else:
-            finished.append(runner.run(text, planned))
+            outcome = runner.run(text, planned)
+            log_outcome(sequence, index, outcome)
+            finished.append(outcome)
         now = time.perf_counter()
         if now - last_flush >= FLUSH_SECONDS and first + len(finished) < total:
             reports.send(report(worker, chunk, first, finished, now - last_flush, done=False))
@@ -244,28 +283,45 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def serve(conn: Connection, worker: str, timeout: float | None, started: ctypes.c_uint64) -> None:
-    """Main function of a local worker process; ``started`` counts the chunks it began."""
+def serve(
+    conn: Connection,
+    worker: str,
+    timeout: float | None,
+    started: ctypes.c_uint64,
+    position: "ctypes.Array[ctypes.c_int64]",
+    log_path: str,
+) -> None:
+    """Main function of a local worker process (see the module's doc for the rest)."""
     # Ctrl-C reaches the whole foreground process group; the scheduler decides
     # what happens to its workers and stops them with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     scrub_secrets()
-    runner = TaskRunner(timeout)
+
+    def note_command(pid: int) -> None:
+        position[2] = pid  # a scheduler whose worker died ends what it left running
+
+    runner = TaskRunner(timeout, on_command=note_command)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         runner.shell.kill_current()
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    tracking = Tracking(started, position, TaskLog(Path(log_path)))
     try:
         conn.send(Ready(worker))
         reports = ReportSender(conn)
         while (chunk := conn.recv()) is not None:
-            started.value += 1  # before its first task: this process may die at any moment
-            run_chunk(reports, worker, chunk, runner)
+            if reports.idle():
+                tracking.log.empty()  # all of it is in the pipe
+            # Before its first task: this process may die at any moment.
+            position[0], position[1] = started.value + 1, -1
+            started.value += 1
+            run_chunk(reports, worker, chunk, runner, tracking)
         reports.close()
     except (EOFError, BrokenPipeError):
         pass  # the scheduler went away: nothing left to report to
     finally:
         runner.close()
+        tracking.log.close()

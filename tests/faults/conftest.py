@@ -24,6 +24,9 @@ class Figures(NamedTuple):
     note: str  # how executed-twice is bounded, or what else was checked
     # Of those, tasks whose first run had ended before the fault (None: not measured).
     finished_ran_again: int | None = None
+    # Tasks reported lost that had finished, or had never started (None: not measured).
+    finished_but_lost: int | None = None
+    unstarted_but_lost: int | None = None
 
 
 _recorded: list[Figures] = []
@@ -43,13 +46,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("fault suite figures")
     terminalreporter.write_line(
         f"{'fault':72} {'trials':>6} {'tasks':>6} {'lost':>5} {'twice':>6} {'ran 2x':>6}"
-        f" {'fin. 2x':>7}"
+        f" {'fin. 2x':>7} {'fin. lost':>9} {'unst. lost':>10}"
     )
     for f in _recorded:
-        finished = "-" if f.finished_ran_again is None else str(f.finished_ran_again)
+        optional = [
+            "-" if figure is None else str(figure)
+            for figure in (f.finished_ran_again, f.finished_but_lost, f.unstarted_but_lost)
+        ]
         terminalreporter.write_line(
             f"{f.fault:72} {f.trials:>6} {f.tasks:>6} {f.lost:>5} "
-            f"{f.reported_twice:>6} {f.executed_twice:>6} {finished:>7}"
+            f"{f.reported_twice:>6} {f.executed_twice:>6} {optional[0]:>7} {optional[1]:>9}"
+            f" {optional[2]:>10}"
         )
     FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
     FIGURES_FILE.write_text(json.dumps([f._asdict() for f in _recorded], indent=2) + "\n")

@@ -5,6 +5,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,10 +56,14 @@ def test_a_dead_worker_is_replaced_and_its_chunks_accounted_for(pool: LocalPool)
     assert len(lost) == 1
     assert lost[0].worker == "local-1"
     assert lost[0].exit_code == -signal.SIGKILL
-    ((running, first),) = lost[0].started
-    assert running.chunk_id == 1
-    assert first == 0  # nothing of it was reported before the worker died
-    assert [c.chunk_id for c in lost[0].unstarted] == [2]
+    # The sleep before the kill finished: reported from the worker's task log.
+    ((done, progress),) = lost[0].finished
+    assert (done.chunk_id, progress.first, progress.size, progress.done) == (1, 0, 1, False)
+    assert json.loads(progress.records)["status"] == "succeeded"
+    # The killer was in hand; the sleep after it, and chunk 2, never started.
+    (in_hand,) = lost[0].in_hand
+    assert (in_hand.chunk_id, in_hand.tasks.lines) == (1, [2])
+    assert [(c.chunk_id, c.tasks.lines) for c in lost[0].unstarted] == [(1, [3]), (2, [1])]
     assert sorted(pool.load()) == ["local-2", "local-3"]
     pool.assign("local-3", chunk(3, "echo again"))
     (event,) = collect(pool, until=1)
@@ -75,9 +80,14 @@ def test_a_chunk_begun_while_the_last_report_waits_is_not_given_back(pool: Local
     worker = pool._workers["local-1"].process
     worker.join(30)
     assert worker.exitcode == -signal.SIGKILL
-    lost = [event for event in collect(pool, until=1) if isinstance(event, WorkerLost)]
+    events = collect(pool, until=1)
+    lost = [event for event in events if isinstance(event, WorkerLost)]
     assert len(lost) == 1
-    assert [(c.chunk_id, first) for c, first in lost[0].started] == [(1, 0), (2, 0)]
+    # Chunk 1 finished: from its report if it reached the pipe whole, else from
+    # the task log; once either way.
+    reports = [e for e in events if not isinstance(e, WorkerLost)] + lost[0].finished
+    assert sum(p.size for c, p in reports if c.chunk_id == 1) == 20_000
+    assert [(c.chunk_id, c.tasks.lines) for c in lost[0].in_hand] == [(2, [1])]
     assert [c.chunk_id for c in lost[0].unstarted] == [3]
 
 
@@ -93,3 +103,20 @@ def test_stopping_at_once_kills_running_commands() -> None:
         assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_stopping_at_once_reports_what_finished_and_what_was_cut_off(tmp_path: Path) -> None:
+    marker = tmp_path / "second-done"
+    texts = ["echo a", f"echo b; touch {marker}", "/bin/sleep 30", "echo d"]
+    with LocalPool(workers=1, timeout=None) as pool:
+        pool.assign("local-1", chunk(1, *texts))
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.1)  # into the long one
+        (stopped,) = pool.stop(graceful=False)
+    records = [json.loads(line) for _, p in stopped.finished for line in p.records.splitlines()]
+    assert [(r["line"], r["stdout"]) for r in records] == [(1, "a\n"), (2, "b\n")]
+    assert [c.tasks.lines for c in stopped.in_hand] == [[3]]
+    assert [c.tasks.lines for c in stopped.unstarted] == [[4]]

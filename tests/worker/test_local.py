@@ -1,14 +1,23 @@
+import ctypes
 import json
 import multiprocessing
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from worker.execute import TaskRunner
-from worker.local import Chunk, Progress, ReportSender, lost_results, run_chunk
-from worker.result import Status
+from worker.local import Chunk, Progress, ReportSender, Tracking, lost_results, run_chunk
+from worker.result import Outcome, Status
+from worker.task_log import TaskLog, read_task_log
 from worker.workload import TaskBatch
+
+
+@pytest.fixture
+def tracking(tmp_path: Path) -> Tracking:
+    started = ctypes.c_uint64(1)  # the chunk run is the worker's first
+    return Tracking(started, (ctypes.c_int64 * 2)(1, -1), TaskLog(tmp_path / "tasks.log"))
 
 
 class RecordingPipe:
@@ -19,14 +28,21 @@ class RecordingPipe:
         self.sent.append(message)
 
 
-def test_a_chunk_reports_every_task_in_order() -> None:
+def test_a_chunk_reports_every_task_in_order(tracking: Tracking, tmp_path: Path) -> None:
     pipe = RecordingPipe()
     chunk = Chunk(7, "job1", 2, "w.txt", TaskBatch([3, 5, 8], ["sleep 0", "exit 1", "sleep x"]))
     runner = TaskRunner(timeout=10)
     try:
-        run_chunk(pipe, "local-1", chunk, runner)
+        run_chunk(pipe, "local-1", chunk, runner, tracking)
     finally:
         runner.close()
+    # Each task was logged as it ended: a scheduler reads them if the worker dies.
+    logged = read_task_log(tmp_path / "tasks.log")[1]
+    assert sorted(logged) == [0, 1, 2]
+    assert isinstance(logged[0], tuple)  # a sleep: its two clock readings
+    assert isinstance(logged[1], Outcome)
+    assert logged[1].exit_code == 1
+    assert list(tracking.position) == [1, 2]  # the last task it was on
     assert len(pipe.sent) == 1
     report: Progress = pipe.sent[0]
     assert (report.chunk_id, report.first, report.size, report.done) == (7, 0, 3, True)
@@ -38,13 +54,13 @@ def test_a_chunk_reports_every_task_in_order() -> None:
     assert report.by_status == {Status.SUCCEEDED: 1, Status.FAILED: 2}
 
 
-def test_sleep_records_carry_epoch_times_and_their_duration() -> None:
+def test_sleep_records_carry_epoch_times_and_their_duration(tracking: Tracking) -> None:
     pipe = RecordingPipe()
     chunk = Chunk(1, "j", 1, "w.txt", TaskBatch([1, 2], ["sleep 20", "sleep 0"]))
     runner = TaskRunner(timeout=None)
     before = time.time()
     try:
-        run_chunk(pipe, "w", chunk, runner)
+        run_chunk(pipe, "w", chunk, runner, tracking)
     finally:
         runner.close()
     after = time.time()
@@ -61,13 +77,13 @@ def test_sleep_records_carry_epoch_times_and_their_duration() -> None:
     assert report.task_seconds == (slept["duration_ms"] + instant["duration_ms"]) / 1000.0
 
 
-def test_a_long_chunk_reports_before_it_ends(monkeypatch: Any) -> None:
+def test_a_long_chunk_reports_before_it_ends(monkeypatch: Any, tracking: Tracking) -> None:
     monkeypatch.setattr("worker.local.FLUSH_SECONDS", 0.0)
     pipe = RecordingPipe()
     chunk = Chunk(1, "j", 1, "w.txt", TaskBatch([1, 2, 3], ["sleep 1", "sleep 1", "sleep 1"]))
     runner = TaskRunner(timeout=None)
     try:
-        run_chunk(pipe, "w", chunk, runner)
+        run_chunk(pipe, "w", chunk, runner, tracking)
     finally:
         runner.close()
     reports: list[Progress] = pipe.sent

@@ -6,6 +6,7 @@ when it runs.
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,6 +114,7 @@ def finish(summary: "Summary", path: Path | None) -> None:
 
     from client import report
 
+    summary.command_seconds = process_age()
     report.print_summary(summary)
     if path is not None:
         figures = summary.as_dict()
@@ -120,6 +122,16 @@ def finish(summary: "Summary", path: Path | None) -> None:
         figures["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         path.write_text(json.dumps(figures, indent=2) + "\n")
     raise typer.Exit(summary.exit_code())
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: from /proc), start-up included."""
+    try:
+        with open("/proc/self/stat") as stat:
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def main() -> None:

@@ -168,6 +168,7 @@ def submit(
                 follow(client, job["job"], stream, summary, bar)
             except KeyboardInterrupt:
                 summary.interrupted = True
+                summary.end()
                 console.print(
                     f"stopped following; job {job['job']} goes on: taskfleet results {job['job']}"
                 )
