@@ -33,7 +33,8 @@ typecheck: $(STAMP)
 # Debian packages some tests use: nftables for the task firewall's test, in a
 # network namespace. Installed when missing and root (as in CI); elsewhere
 # those tests skip.
-SYSTEM_PACKAGES := nft:nftables
+# command:package pairs the tests and the bench use (GNU parallel: a bench peer).
+SYSTEM_PACKAGES := nft:nftables parallel:parallel
 system-packages:
 	@for entry in $(SYSTEM_PACKAGES); do \
 	  command -v $${entry%%:*} >/dev/null || PATH="$$PATH:/usr/sbin:/sbin" command -v $${entry%%:*} >/dev/null || { \
@@ -45,7 +46,7 @@ system-packages:
 test: lint typecheck system-packages
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP) system-packages
 	$(BIN)/python bench/local_path.py --json bench/results/local_path.json
 
 # The remote path through the emulator: stands the stack up and tears it down.

@@ -4,10 +4,19 @@
     python bench/local_path.py --quick    # smaller workloads, same shape
 
 Figures:
+- start-up: a one-task file, `taskfleet run -w N` as a whole process beside
+  a Python process doing one task on multiprocessing.Pool(N), N = 2 and 16;
 - throughput: `sleep 0` tasks, 2 workers, `taskfleet run` end to end with
   results written, against multiprocessing.Pool(2).imap_unordered(chunksize=1)
-  running the same per-task work (parse the line, run the built-in sleep);
-  also through the scheduler service (`taskfleet submit`);
+  running the same per-task work (parse the line, run the built-in sleep):
+  in-run (first task to last result) and whole process; also through the
+  scheduler service (`taskfleet submit`);
+- commands: 2,000 `true` on 1, 2, 4 and 8 workers, whole process, beside
+  `xargs -P N` and GNU `parallel -j N` (each line through the shell; a peer
+  that is not installed is shown as absent);
+- heterogeneous workloads: a sorted one (short tasks first) and a heavy-tailed
+  one (Pareto), 2 workers, makespan efficiency (ideal / measured) beside
+  Pool(2) with chunksize 1;
 - efficiency: `sleep 10` tasks, 1,000 per worker, 1-16 workers: ideal time
   over measured time, against a plain Pool on the same tasks;
 - memory: the scheduler's peak RSS for 1,000,000 against 10,000 tasks, for
@@ -21,7 +30,9 @@ wall time), and the whole command's wall time is printed beside it.
 
 import argparse
 import json
+import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,6 +93,126 @@ class Service(runners.Service):
         return taskfleet(directory, "submit", path, "--scheduler", self.url)
 
 
+#: A whole Python process doing what a Pool user writes: the peer of a whole
+#: `taskfleet run`. It parses each line and runs the built-in sleep, as a worker does.
+POOL_SCRIPT = """
+import sys, time
+from multiprocessing import Pool
+
+def task(line):
+    time.sleep(int(line.split()[1]) / 1000)
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as lines, Pool(int(sys.argv[2])) as pool:
+        for _ in pool.imap_unordered(task, lines.read().splitlines(), chunksize=1):
+            pass
+"""
+
+
+def whole_seconds(command: list[str], stdin: Path | None = None) -> float:
+    """Wall time of a whole process, from its start to its exit."""
+    with (stdin or Path("/dev/null")).open("rb") as source:
+        began = time.perf_counter()
+        done = subprocess.run(command, stdin=source, capture_output=True, check=False)
+        seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"{command[0]} failed ({done.returncode}): {done.stderr[-500:]!r}")
+    return seconds
+
+
+def pool_whole_seconds(directory: Path, path: str, workers: int) -> float:
+    script = directory / "pool_peer.py"
+    script.write_text(POOL_SCRIPT)
+    return whole_seconds([sys.executable, str(script), path, str(workers)])
+
+
+def run_whole_seconds(path: str, workers: int, directory: Path) -> float:
+    output = directory / "results.jsonl"
+    return whole_seconds([TASKFLEET, "run", path, "-w", str(workers), "-o", str(output)])
+
+
+def startup(directory: Path, repeats: int) -> list[dict[str, float]]:
+    """One task, whole process: taskfleet run beside a Pool doing the same, taking turns."""
+    path = write_workload(directory, "one.txt", "sleep 0", 1)
+    rows = []
+    for workers in (2, 16):
+        runs, peers = [], []
+        for _ in range(repeats):
+            runs.append(run_whole_seconds(path, workers, directory))
+            peers.append(pool_whole_seconds(directory, path, workers))
+        run, peer = statistics.median(runs), statistics.median(peers)
+        rows.append({"workers": workers, "run_s": run, "pool_s": peer, "ratio": run / peer})
+        print(f"  start-up, {workers} workers: run {run:.3f} s, Pool {peer:.3f} s", flush=True)
+    return rows
+
+
+#: Workers of the commands experiment.
+COMMAND_WORKERS = (1, 2, 4, 8)
+
+
+def commands(directory: Path, count: int, repeats: int) -> list[dict[str, float | None]]:
+    """`true` lines, whole process: taskfleet run beside xargs -P and GNU parallel."""
+    path = Path(write_workload(directory, "true.txt", "true", count))
+    has_parallel = shutil.which("parallel") is not None
+    rows: list[dict[str, float | None]] = []
+    for workers in COMMAND_WORKERS:
+        runs, xargs, parallel = [], [], []
+        for _ in range(repeats):
+            runs.append(run_whole_seconds(str(path), workers, directory))
+            xargs.append(
+                whole_seconds(["xargs", "-P", str(workers), "-I{}", "sh", "-c", "{}"], path)
+            )
+            if has_parallel:
+                parallel.append(whole_seconds(["parallel", "-j", str(workers)], path))
+        row: dict[str, float | None] = {
+            "workers": workers,
+            "tasks": count,
+            "run_s": statistics.median(runs),
+            "xargs_s": statistics.median(xargs),
+            "parallel_s": statistics.median(parallel) if parallel else None,
+        }
+        rows.append(row)
+        print(f"  commands, {workers} workers: {row}", flush=True)
+    return rows
+
+
+def heterogeneous_workloads(directory: Path) -> dict[str, str]:
+    """Sorted (short tasks first, long ones last) and heavy-tailed (Pareto) sleeps."""
+    sorted_path = directory / "sorted.txt"
+    sorted_path.write_text("sleep 0\n" * 4000 + "sleep 200\n" * 40)
+    rng = random.Random(553)
+    tail = [min(2000, int(10 * rng.paretovariate(1.5))) for _ in range(400)]
+    tailed_path = directory / "heavy-tailed.txt"
+    tailed_path.write_text("".join(f"sleep {ms}\n" for ms in tail))
+    return {"sorted": str(sorted_path), "heavy-tailed": str(tailed_path)}
+
+
+def heterogeneous(directory: Path, repeats: int) -> list[dict[str, Any]]:
+    """Makespan efficiency, 2 workers: ideal (work / workers, or the longest task) over
+    first task to last result, taskfleet run beside Pool(2) chunksize 1."""
+    rows = []
+    for name, path in heterogeneous_workloads(directory).items():
+        milliseconds = [int(line.split()[1]) for line in Path(path).read_text().splitlines()]
+        ideal = max(sum(milliseconds) / 2, max(milliseconds)) / 1000
+        runs, peers = [], []
+        for _ in range(repeats):
+            runs.append(taskfleet_run(path, 2, directory)["wall_seconds"])
+            peers.append(runners.pool_lines_seconds(Path(path).read_text().splitlines(), 2))
+        run, peer = statistics.median(runs), statistics.median(peers)
+        rows.append(
+            {
+                "workload": name,
+                "ideal_s": ideal,
+                "run_s": run,
+                "run_efficiency": ideal / run,
+                "pool_s": peer,
+                "pool_efficiency": ideal / peer,
+            }
+        )
+        print(f"  {name}: taskfleet {ideal / run:.3f}, Pool {ideal / peer:.3f}", flush=True)
+    return rows
+
+
 def pool_seconds(tasks: int, line: str, workers: int) -> float:
     """Pool(workers).imap_unordered(chunksize=1) over the same task lines, first in to last out."""
     return runners.pool_seconds(Workload(line, tasks, workers), 1)
@@ -93,12 +224,15 @@ def throughput(directory: Path, tasks: int, repeats: int) -> dict[str, float]:
     # (it is shared) falls on both alike.
     runs = []
     pool_runs = []
+    pool_wholes = []
     for _ in range(repeats):
         runs.append(taskfleet_run(path, 2, directory))
         pool_runs.append(pool_seconds(tasks, "sleep 0", 2))
+        pool_wholes.append(pool_whole_seconds(directory, path, 2))
     run_rate = statistics.median(r["throughput"] for r in runs)
     command = statistics.median(r["command_seconds"] for r in runs)
     peer = tasks / statistics.median(pool_runs)
+    pool_whole = statistics.median(pool_wholes)
     service = Service(2, directory)
     try:
         submits = [service.submit_figures(path, directory) for _ in range(repeats)]
@@ -111,6 +245,8 @@ def throughput(directory: Path, tasks: int, repeats: int) -> dict[str, float]:
         "run_command_seconds": command,
         "pool_chunksize1_tasks_per_s": peer,
         "run_over_pool": run_rate / peer,
+        "pool_whole_seconds": pool_whole,
+        "whole_run_over_whole_pool": pool_whole / command,
         "submit_tasks_per_s": submit_rate,
         "submit_over_pool": submit_rate / peer,
     }
@@ -175,9 +311,18 @@ def main() -> None:
     results: dict[str, object] = {"machine": output.machine(), "quick": quick}
     with tempfile.TemporaryDirectory(prefix="taskfleet-bench-") as temporary:
         directory = Path(temporary)
+        print("start-up ...", flush=True)
+        starts = startup(directory, 3 if quick else 7)
+        results["startup"] = starts
         print("throughput ...", flush=True)
-        tp = throughput(directory, 20_000 if quick else 100_000, 1 if quick else 5)
+        tp = throughput(directory, 20_000 if quick else 300_000, 1 if quick else 5)
         results["throughput"] = tp
+        print("commands ...", flush=True)
+        cmds = commands(directory, 2000, 1 if quick else 3)
+        results["commands"] = cmds
+        print("heterogeneous workloads ...", flush=True)
+        mixed = heterogeneous(directory, 1 if quick else 3)
+        results["heterogeneous"] = mixed
         print("efficiency ...", flush=True)
         eff = efficiency(
             directory,
@@ -192,16 +337,41 @@ def main() -> None:
 
     print()
     print(f"machine: {results['machine']}")
-    print(f"throughput, {tp['tasks']:,} sleep-0 tasks, 2 workers (target: run >= 15x Pool):")
+    print("start-up, a one-task file, whole process (target: run <= 3x Pool):")
+    for start in starts:
+        print(
+            f"  {start['workers']:2d} workers: taskfleet run {start['run_s']:.3f} s, "
+            f"Pool({start['workers']}) {start['pool_s']:.3f} s = {start['ratio']:.2f}x"
+        )
+    print(
+        f"throughput, {tp['tasks']:,} sleep-0 tasks, 2 workers (targets: in-run >= 15x Pool,"
+        " whole process >= 10x Pool's whole process):"
+    )
     print(
         f"  taskfleet run      {tp['run_tasks_per_s']:>10,.0f} tasks/s  "
-        f"{tp['run_over_pool']:5.1f}x Pool  (whole command {tp['run_command_seconds']:.2f} s)"
+        f"{tp['run_over_pool']:5.1f}x Pool in-run;  whole command {tp['run_command_seconds']:.2f} s"
+        f" vs Pool's whole process {tp['pool_whole_seconds']:.2f} s ="
+        f" {tp['whole_run_over_whole_pool']:.1f}x"
     )
     print(
         f"  taskfleet submit   {tp['submit_tasks_per_s']:>10,.0f} tasks/s  "
         f"{tp['submit_over_pool']:5.1f}x Pool"
     )
     print(f"  Pool chunksize=1   {tp['pool_chunksize1_tasks_per_s']:>10,.0f} tasks/s")
+    print("commands, 2,000 `true`, whole process (target: taskfleet <= xargs, << parallel):")
+    for cmd in cmds:
+        parallel = "absent" if cmd["parallel_s"] is None else f"{cmd['parallel_s']:.2f} s"
+        print(
+            f"  {cmd['workers']} workers: taskfleet run {cmd['run_s']:.2f} s, "
+            f"xargs -P {cmd['xargs_s']:.2f} s, parallel -j {parallel}"
+        )
+    print("heterogeneous workloads, 2 workers, makespan efficiency (ideal / measured):")
+    for row in mixed:
+        print(
+            f"  {row['workload']:12}: taskfleet {row['run_efficiency']:.3f} "
+            f"({row['run_s']:.2f} s), Pool(2) chunksize 1 {row['pool_efficiency']:.3f}"
+            f" ({row['pool_s']:.2f} s); ideal {row['ideal_s']:.2f} s"
+        )
     print("efficiency, sleep 10 tasks, ideal / measured (target: taskfleet >= 0.99):")
     for row in eff:
         print(

@@ -3,18 +3,17 @@
 Tiny tasks travel in big chunks, so dispatch costs one pipe message per
 thousands of tasks; long tasks travel one at a time, so no worker sits idle
 behind another's queue. Near the end of a job chunks shrink (guided
-self-scheduling: at most a half share of what is left per worker) so the last
-results arrive together, but not below MIN_CHUNK_SECONDS of work: a chunk
-smaller than that costs more in its round trip than it saves in balance.
+self-scheduling: at most a half share of what is left per worker) down to a
+single task, so the last results arrive together. The tail is where a file
+sorted by task size keeps its longest tasks: a chunk cut by the mean of the
+tiny tasks before them would hand them all to one worker. Shrinking costs a
+few dozen more round trips at the end of a job, whatever its size.
 """
 
 import math
 
 #: Work one chunk should hold, in seconds of task time.
 TARGET_CHUNK_SECONDS = 0.5
-
-#: Work below which a chunk does not shrink near the end of a job, in seconds.
-MIN_CHUNK_SECONDS = 0.001
 
 #: Upper bound on tasks per chunk, which bounds a chunk's memory and pipe message.
 MAX_CHUNK_TASKS = 4096
@@ -54,7 +53,7 @@ class ChunkSizer:
         size = max(1, min(MAX_CHUNK_TASKS, int(TARGET_CHUNK_SECONDS / mean)))
         if remaining is not None:
             share = math.ceil(remaining / (2 * self.workers))
-            size = min(size, max(1, share, int(MIN_CHUNK_SECONDS / mean)))
+            size = min(size, max(1, share))
         return size
 
     def prefetch(self) -> int:

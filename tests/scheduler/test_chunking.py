@@ -2,7 +2,6 @@ import pytest
 
 from scheduler.chunking import (
     MAX_CHUNK_TASKS,
-    MIN_CHUNK_SECONDS,
     TARGET_CHUNK_SECONDS,
     ChunkSizer,
 )
@@ -43,12 +42,15 @@ def test_chunks_shrink_near_the_end_of_a_job() -> None:
     assert sizer.size(remaining=0) == 1
 
 
-def test_chunks_near_the_end_keep_a_minimum_of_work() -> None:
+def test_even_tiny_tasks_shrink_to_one_near_the_end() -> None:
+    # A sorted file keeps its long tasks last: the tail must spread whatever the
+    # tasks before it cost.
     sizer = ChunkSizer(workers=4)
     sizer.observe(tasks=1000, busy_seconds=0.001)  # 1 µs a task
-    floor = MIN_CHUNK_SECONDS / 1e-6
-    assert sizer.size(remaining=800) == pytest.approx(floor, abs=1)
     assert sizer.size(remaining=100_000) == MAX_CHUNK_TASKS
+    assert sizer.size(remaining=800) == 100
+    assert sizer.size(remaining=40) == 5
+    assert sizer.size(remaining=7) == 1
 
 
 def test_mean_follows_changing_durations() -> None:

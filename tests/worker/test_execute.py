@@ -98,3 +98,49 @@ def test_plan_and_runner_report_invalid_lines_as_failed() -> None:
 def test_durations_are_rounded_to_the_microsecond(shell: ShellRunner) -> None:
     for outcome in (run_sleep(1), shell.run("true", timeout=10)):
         assert outcome.duration_ms == round(outcome.duration_ms, 3)
+
+
+@pytest.mark.parametrize(
+    ("line", "direct"),
+    [
+        ("true", True),
+        ("ls -la /tmp", True),
+        ("dd if=/dev/null of=/dev/null", True),
+        ("echo -e hello", False),  # the shell's echo differs from /bin/echo
+        ("A=1 env", False),  # an assignment
+        ("ls ~", False),  # tilde expansion
+        ("ls *.txt", False),  # a glob
+        ("echo $HOME", False),
+        ("cd /tmp", False),  # a builtin with no program
+        ("no-such-program-here", False),  # the shell says exit 127, as usual
+        ("true; false", False),
+    ],
+)
+def test_plain_lines_run_without_the_shell(line: str, direct: bool) -> None:
+    runner = ShellRunner()
+    try:
+        program, argv = runner.argv(line)
+    finally:
+        runner.close()
+    assert (program != "/bin/sh") == direct
+    if direct:
+        assert argv == line.split()
+        assert Path(program).name == argv[0]
+
+
+def test_a_program_run_without_the_shell_behaves_as_with_it(tmp_path: Path) -> None:
+    runner = ShellRunner()
+    try:
+        direct = runner.run(f"ls {tmp_path} /no/such/path", timeout=10)
+        through_shell = runner.run(f"ls {tmp_path} /no/such/path;", timeout=10)
+        missing = runner.run("no-such-program-here", timeout=10)
+    finally:
+        runner.close()
+    assert (direct.exit_code, direct.stdout, direct.stderr) == (
+        through_shell.exit_code,
+        through_shell.stdout,
+        through_shell.stderr,
+    )
+    assert direct.exit_code == 2
+    assert (missing.exit_code, missing.status) == (127, Status.FAILED)
+    assert "not found" in (missing.stderr or "")

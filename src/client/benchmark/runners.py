@@ -158,9 +158,13 @@ def peer_task(text: str) -> None:
 
 def pool_seconds(workload: Workload, chunksize: int | None) -> float:
     """multiprocessing.Pool: imap_unordered with ``chunksize``, or map's automatic one (None)."""
-    lines = [workload.line] * workload.tasks
-    with multiprocessing.get_context("spawn").Pool(workload.workers) as pool:
-        pool.map(peer_task, ["sleep 0"] * workload.workers, chunksize=1)  # started, warm
+    return pool_lines_seconds([workload.line] * workload.tasks, workload.workers, chunksize)
+
+
+def pool_lines_seconds(lines: list[str], workers: int, chunksize: int | None = 1) -> float:
+    """Task lines on a started multiprocessing.Pool, first in to last out."""
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(peer_task, ["sleep 0"] * workers, chunksize=1)  # started, warm
         began = time.perf_counter()
         if chunksize is None:
             pool.map(peer_task, lines)
