@@ -12,11 +12,12 @@ few dozen more round trips at the end of a job, whatever its size.
 
 import math
 
+# The bound on tasks per chunk, which bounds a chunk's memory and pipe message,
+# and what a worker's task log must hold.
+from worker.task_log import MAX_CHUNK_TASKS
+
 #: Work one chunk should hold, in seconds of task time.
 TARGET_CHUNK_SECONDS = 0.5
-
-#: Upper bound on tasks per chunk, which bounds a chunk's memory and pipe message.
-MAX_CHUNK_TASKS = 4096
 
 #: Tasks longer than this on average are never queued behind another on a worker.
 LONG_TASK_SECONDS = 0.1

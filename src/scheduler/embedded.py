@@ -5,18 +5,20 @@ streamed from disk to the workers; results stream to the output as they
 arrive. Memory stays flat whatever the workload's size.
 """
 
+import heapq
 import itertools
 import secrets
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from scheduler.dispatch import Dispatcher
 from scheduler.local_pool import LocalPool
 from scheduler.summary import Summary
-from worker.local import Chunk, Progress, lost_results
-from worker.result import Status, encode_lines
-from worker.workload import TaskReader, WorkloadCounts
+from worker.local import Chunk, Progress, lost_results, part
+from worker.result import Result, Status, decode, encode_lines
+from worker.workload import TaskBatch, TaskReader, WorkloadCounts
 
 #: Seconds the loop waits for results before it refreshes progress anyway.
 POLL_SECONDS = 0.1
@@ -27,19 +29,45 @@ def new_job_id() -> str:
     return secrets.token_hex(4)
 
 
-class FileSource:
-    """Chunks read lazily from checked workload files, one file at a time."""
+#: Seconds before a task's first retry; each further one waits twice as long.
+RETRY_FIRST_SECONDS = 0.5
 
-    def __init__(self, job_id: str, paths: Sequence[str], total: int) -> None:
+#: The longest wait before a retry.
+RETRY_MAX_SECONDS = 10.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` of a task."""
+    return float(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempt - 1)))
+
+
+class FileSource:
+    """Chunks read lazily from checked workload files, one file at a time.
+
+    ``skip`` holds tasks (file as given, line, text) not to run (``--resume``);
+    ``total`` counts the rest. Chunks given back come first; retries once due.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        paths: Sequence[str],
+        total: int,
+        skip: frozenset[tuple[str, int, str]] = frozenset(),
+    ) -> None:
         self.job_id = job_id
         self._files: Iterator[tuple[int, str]] = enumerate(paths, start=1)
         self._reader: TaskReader | None = None
         self._file_number = 0
         self._undispatched = total
+        self._skip = skip
         self._returned: deque[Chunk] = deque()
+        self._retries: list[tuple[float, int, Chunk]] = []  # a heap: when due
         self._ids = itertools.count(1)
 
     def take(self, count: int) -> Chunk | None:
+        if self._retries and self._retries[0][0] <= time.monotonic():
+            self._returned.append(heapq.heappop(self._retries)[2])
         if self._returned:
             return self._returned.popleft()
         while True:
@@ -48,19 +76,38 @@ class FileSource:
                 if not self._file_number:
                     return None
                 self._reader = TaskReader(path, check=False)
-            batch = self._reader.read(count)
+            read = self._reader.read(count)
+            if not read.lines:
+                self.close()  # the end of this file
+                continue
+            batch = self._unskipped(read)
             if batch.lines:
                 break
-            self.close()
         self._undispatched -= len(batch.lines)
         chunk_id = next(self._ids)
         return Chunk(chunk_id, self.job_id, self._file_number, self._reader.path, batch)
 
+    def _unskipped(self, batch: TaskBatch) -> TaskBatch:
+        if not self._skip or self._reader is None:
+            return batch
+        path, skip = self._reader.path, self._skip
+        kept = [
+            (line, text)
+            for line, text in zip(batch.lines, batch.texts, strict=True)
+            if (path, line, text) not in skip
+        ]
+        return TaskBatch([line for line, _ in kept], [text for _, text in kept])
+
     def remaining(self) -> int:
-        return self._undispatched + sum(len(chunk.tasks.lines) for chunk in self._returned)
+        waiting = [*self._returned, *(chunk for _, _, chunk in self._retries)]
+        return self._undispatched + sum(len(chunk.tasks.lines) for chunk in waiting)
 
     def give_back(self, chunk: Chunk) -> None:
         self._returned.append(chunk)
+
+    def retry(self, chunk: Chunk, delay: float) -> None:
+        """Run a chunk again in ``delay`` seconds."""
+        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._ids), chunk))
 
     def close(self) -> None:
         if self._reader is not None:
@@ -69,22 +116,57 @@ class FileSource:
 
 
 class StreamSink:
-    """Writes result records as JSON Lines and counts them."""
+    """Writes result records as JSON Lines and counts them.
 
-    def __init__(self, output: BinaryIO, summary: Summary) -> None:
+    With ``retries``, a task that failed, timed out or was lost runs again (up to
+    that many more times, after a short wait) before its record is written; the
+    record then says which attempt it is and the exit codes of the ones before.
+    """
+
+    def __init__(
+        self, output: BinaryIO, summary: Summary, source: FileSource, retries: int = 0
+    ) -> None:
         self.output = output
         self.summary = summary
+        self.source = source
+        self.retries = retries
+        self._earlier: dict[str, list[int | None]] = {}  # exit codes of failed attempts
 
     def results(self, chunk: Chunk, progress: Progress) -> None:
-        del chunk  # the records carry their own ids
+        if self.retries and (self._earlier or set(progress.by_status) - {Status.SUCCEEDED}):
+            self._write(chunk, [decode(line) for line in progress.records.splitlines()])
+            return
         self.summary.add(progress.by_status, progress.task_seconds)
         self.output.write(progress.records)
         self.output.flush()  # a person may be watching the file
 
     def lost(self, chunk: Chunk, first: int, reason: str) -> None:
         results = lost_results(chunk, first, reason)
+        if self.retries:
+            self._write(chunk, results)
+            return
         self.summary.add({Status.LOST: len(results)}, 0.0)
         self.output.write(encode_lines(results))
+
+    def _write(self, chunk: Chunk, results: list[Result]) -> None:
+        """Write final records; send the others back for another attempt."""
+        final: list[Result] = []
+        for result in results:
+            earlier = self._earlier.get(result.id, [])
+            if result.status != Status.SUCCEEDED and len(earlier) < self.retries:
+                self._earlier[result.id] = [*earlier, result.exit_code]
+                index = chunk.tasks.lines.index(result.line)
+                self.source.retry(part(chunk, index, index + 1), retry_delay(len(earlier) + 1))
+                continue
+            if earlier:
+                del self._earlier[result.id]
+                result.attempt = len(earlier) + 1
+                result.earlier_exit_codes = earlier
+            final.append(result)
+        by_status = Counter(result.status for result in final)
+        self.summary.add(by_status, sum(result.duration_ms for result in final) / 1000.0)
+        self.output.write(encode_lines(final))
+        self.output.flush()
 
 
 def run_embedded(
@@ -95,19 +177,23 @@ def run_embedded(
     timeout: float | None,
     output: BinaryIO,
     on_progress: Callable[[Summary], None] | None = None,
+    retries: int = 0,
+    skip: frozenset[tuple[str, int, str]] = frozenset(),
 ) -> Summary:
     """Run a checked workload on local worker processes; write results; return the summary.
 
     ``counts`` comes from ``check_workload(paths)``, so bad input has been
-    refused before this is called.
+    refused before this is called; with ``skip`` (tasks not to run: ``--resume``)
+    its total counts only the others. ``retries``: how often a task that did not
+    succeed runs again.
     Ctrl-C stops the workers (and their commands) at once; every task that
     finished has its record, the ones cut off are recorded lost, and the
     summary says it was interrupted.
     """
     summary = Summary(total=counts.total, workers=workers)
-    source = FileSource(new_job_id(), paths, counts.total)
+    source = FileSource(new_job_id(), paths, counts.total, skip)
     pool = LocalPool(workers, timeout)
-    dispatcher = Dispatcher(pool, source, StreamSink(output, summary))
+    dispatcher = Dispatcher(pool, source, StreamSink(output, summary, source, retries))
     try:
         pool.start()
         summary.start()

@@ -26,7 +26,7 @@ from typing import NamedTuple
 from scheduler.errors import PoolError
 from worker.local import Chunk, Progress, Ready, part, report, serve
 from worker.result import Outcome
-from worker.task_log import SleepSpan, read_task_log
+from worker.task_log import MAX_CHUNK_TASKS, RING_BYTES, SleepSpan, read_task_log
 
 #: Seconds a starting worker has to report ready.
 START_TIMEOUT_SECONDS = 60.0
@@ -70,6 +70,7 @@ class _Worker:
         started: ctypes.c_uint64,
         position: "ctypes.Array[ctypes.c_int64]",
         log: Path,
+        ring: "ctypes.Array[ctypes.c_char]",
     ) -> None:
         self.name = name
         self.process = process
@@ -77,7 +78,7 @@ class _Worker:
         self.started = started  # chunks the worker began, counted by the worker
         # [chunk count, task index] of the task it is on, and its command's pid
         self.position = position
-        self.log = log  # its task log
+        self.log, self.ring = log, ring  # its task log: a file and a ring in shared memory
         self.finished = 0  # chunks whose last report arrived
         self.assigned: deque[Chunk] = deque()
         self.reported = 0  # tasks of assigned[0] already reported
@@ -124,16 +125,17 @@ class LocalPool:
         parent, child = context.Pipe()
         started = context.RawValue(ctypes.c_uint64, 0)
         position = context.RawArray(ctypes.c_int64, [0, -1, 0])
+        ring = context.RawArray(ctypes.c_char, RING_BYTES)
         log = self._logs / f"{name}.log"
         process = context.Process(
             target=serve,
-            args=(child, name, self.timeout, started, position, str(log)),
+            args=(child, name, self.timeout, started, position, str(log), ring),
             name=f"taskfleet {name}",
             daemon=True,
         )
         process.start()
         child.close()
-        worker = _Worker(name, process, parent, started, position, log)
+        worker = _Worker(name, process, parent, started, position, log, ring)
         self._workers[name] = worker
         return worker
 
@@ -149,6 +151,9 @@ class LocalPool:
         return {name: len(worker.assigned) for name, worker in self._workers.items()}
 
     def assign(self, worker_name: str, chunk: Chunk) -> None:
+        if len(chunk.tasks.lines) > MAX_CHUNK_TASKS:
+            # Its worker's task log could not account for all of it after a death.
+            raise PoolError(f"a chunk holds at most {MAX_CHUNK_TASKS} tasks")
         worker = self._workers[worker_name]
         worker.assigned.append(chunk)
         # If it died, wait() reports the loss, with this chunk among its unstarted.
@@ -215,7 +220,7 @@ class LocalPool:
             # Its command runs in a session of its own and outlived it: it is cut off.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(command, signal.SIGKILL)
-        logged = read_task_log(worker.log)
+        logged = read_task_log(worker.log, worker.ring)
         worker.log.unlink(missing_ok=True)
         lost = WorkerLost(worker.name, worker.process.exitcode, [], [], [])
         for n, chunk in enumerate(worker.assigned):

@@ -33,7 +33,7 @@ from typing import NamedTuple, Protocol
 from worker.execute import TaskRunner, plan, precise_sleep, scrub_secrets
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished
 from worker.task import task_id
-from worker.task_log import SleepSpan, TaskLog
+from worker.task_log import QUEUED_REPORTS, SleepSpan, TaskLog
 from worker.workload import TaskBatch
 
 #: prctl(2) option: the signal a process gets when its parent dies.
@@ -41,9 +41,6 @@ PR_SET_PDEATHSIG = 1
 
 #: A chunk that is still running reports its finished tasks this often.
 FLUSH_SECONDS = 0.5
-
-#: Reports a worker keeps waiting to be sent (each up to about a megabyte).
-QUEUED_REPORTS = 2
 
 
 class Chunk(NamedTuple):
@@ -290,6 +287,7 @@ def serve(
     started: ctypes.c_uint64,
     position: "ctypes.Array[ctypes.c_int64]",
     log_path: str,
+    ring: "ctypes.Array[ctypes.c_char]",
 ) -> None:
     """Main function of a local worker process (see the module's doc for the rest)."""
     # Ctrl-C reaches the whole foreground process group; the scheduler decides
@@ -308,7 +306,7 @@ def serve(
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    tracking = Tracking(started, position, TaskLog(Path(log_path)))
+    tracking = Tracking(started, position, TaskLog(Path(log_path), ring))
     try:
         conn.send(Ready(worker))
         reports = ReportSender(conn)

@@ -4,7 +4,9 @@ Every record has the same keys: ``id``, ``job``, ``file``, ``line``, ``task``,
 ``status``, ``exit_code``, ``worker``, ``started_at``, ``finished_at`` (epoch
 seconds), ``duration_ms``, ``error``, and for shell commands ``stdout``,
 ``stderr`` (cut to a limit, ``truncated`` says so); those three are null and
-false for built-in sleeps. Encoding is on the hot path of every task, so the
+false for built-in sleeps; ``attempt`` (1 unless the task was run again, see
+``--retries``) and ``earlier_exit_codes`` (of the attempts before, null for one
+that timed out or was lost). Encoding is on the hot path of every task, so the
 record is a msgspec Struct, encoded a chunk at a time by msgspec's JSON encoder.
 """
 
@@ -74,6 +76,12 @@ class Result(msgspec.Struct, gc=False):
     stdout: str | None
     stderr: str | None
     truncated: bool
+    attempt: int = 1
+    earlier_exit_codes: list[int | None] = msgspec.field(default_factory=list)
+
+
+#: Most attempts of one task (``--retries`` at most this less one).
+MAX_ATTEMPTS = 101
 
 
 class CheckedResult(Result, gc=False):
@@ -94,6 +102,10 @@ class CheckedResult(Result, gc=False):
     error: Message | None
     stdout: Output | None
     stderr: Output | None
+    attempt: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)] = 1
+    earlier_exit_codes: Annotated[
+        list[ExitCode | None], msgspec.Meta(max_length=MAX_ATTEMPTS - 1)
+    ] = msgspec.field(default_factory=list)
 
 
 def make_result(

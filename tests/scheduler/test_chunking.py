@@ -1,10 +1,7 @@
 import pytest
 
-from scheduler.chunking import (
-    MAX_CHUNK_TASKS,
-    TARGET_CHUNK_SECONDS,
-    ChunkSizer,
-)
+from scheduler.chunking import TARGET_CHUNK_SECONDS, ChunkSizer
+from worker.task_log import MAX_CHUNK_TASKS
 
 
 def test_first_chunk_is_one_task_to_learn_the_duration() -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.errors import PoolError
 from scheduler.local_pool import LocalPool, WorkerLost
 from worker.local import Chunk, Progress
+from worker.task_log import MAX_CHUNK_TASKS
 from worker.workload import TaskBatch
 
 
@@ -74,7 +76,7 @@ def test_a_chunk_begun_while_the_last_report_waits_is_not_given_back(pool: Local
     # Chunk 1's report (megabytes) outgrows the pipe's socket buffers while
     # nobody reads it, so it is still on its way when chunk 2 starts and kills
     # the worker. Chunk 2 had started; only chunk 3 may run again.
-    pool.assign("local-1", chunk(1, *["sleep 0"] * 20_000))
+    pool.assign("local-1", chunk(1, *["sleep 0"] * MAX_CHUNK_TASKS))
     pool.assign("local-1", chunk(2, "kill -9 $PPID"))
     pool.assign("local-1", chunk(3, "echo three"))
     worker = pool._workers["local-1"].process
@@ -86,7 +88,7 @@ def test_a_chunk_begun_while_the_last_report_waits_is_not_given_back(pool: Local
     # Chunk 1 finished: from its report if it reached the pipe whole, else from
     # the task log; once either way.
     reports = [e for e in events if not isinstance(e, WorkerLost)] + lost[0].finished
-    assert sum(p.size for c, p in reports if c.chunk_id == 1) == 20_000
+    assert sum(p.size for c, p in reports if c.chunk_id == 1) == MAX_CHUNK_TASKS
     assert [(c.chunk_id, c.tasks.lines) for c in lost[0].in_hand] == [(2, [1])]
     assert [c.chunk_id for c in lost[0].unstarted] == [3]
 
@@ -120,3 +122,8 @@ def test_stopping_at_once_reports_what_finished_and_what_was_cut_off(tmp_path: P
     assert [(r["line"], r["stdout"]) for r in records] == [(1, "a\n"), (2, "b\n")]
     assert [c.tasks.lines for c in stopped.in_hand] == [[3]]
     assert [c.tasks.lines for c in stopped.unstarted] == [[4]]
+
+
+def test_a_chunk_larger_than_a_worker_can_account_for_is_refused(pool: LocalPool) -> None:
+    with pytest.raises(PoolError, match="at most 4096 tasks"):
+        pool.assign("local-1", chunk(1, *["sleep 0"] * (MAX_CHUNK_TASKS + 1)))

@@ -10,14 +10,17 @@ import pytest
 from worker.execute import TaskRunner
 from worker.local import Chunk, Progress, ReportSender, Tracking, lost_results, run_chunk
 from worker.result import Outcome, Status
-from worker.task_log import TaskLog, read_task_log
+from worker.task_log import TaskLog, new_ring, read_task_log
 from worker.workload import TaskBatch
+
+RING = new_ring()
 
 
 @pytest.fixture
 def tracking(tmp_path: Path) -> Tracking:
     started = ctypes.c_uint64(1)  # the chunk run is the worker's first
-    return Tracking(started, (ctypes.c_int64 * 2)(1, -1), TaskLog(tmp_path / "tasks.log"))
+    log = TaskLog(tmp_path / "tasks.log", RING)
+    return Tracking(started, (ctypes.c_int64 * 3)(1, -1, 0), log)
 
 
 class RecordingPipe:
@@ -37,12 +40,12 @@ def test_a_chunk_reports_every_task_in_order(tracking: Tracking, tmp_path: Path)
     finally:
         runner.close()
     # Each task was logged as it ended: a scheduler reads them if the worker dies.
-    logged = read_task_log(tmp_path / "tasks.log")[1]
+    logged = read_task_log(tmp_path / "tasks.log", RING)[1]
     assert sorted(logged) == [0, 1, 2]
     assert isinstance(logged[0], tuple)  # a sleep: its two clock readings
     assert isinstance(logged[1], Outcome)
     assert logged[1].exit_code == 1
-    assert list(tracking.position) == [1, 2]  # the last task it was on
+    assert list(tracking.position) == [1, 2, 0]  # the last task it was on, no command
     assert len(pipe.sent) == 1
     report: Progress = pipe.sent[0]
     assert (report.chunk_id, report.first, report.size, report.done) == (7, 0, 3, True)

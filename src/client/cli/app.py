@@ -93,14 +93,14 @@ def checked(files: list[str]) -> "WorkloadCounts":
 
 
 @contextmanager
-def results_output(path: str | None) -> Iterator[BinaryIO]:
-    """The results stream: a new file at ``path``, or stdout."""
+def results_output(path: str | None, *, append: bool = False) -> Iterator[BinaryIO]:
+    """The results stream: a new file at ``path`` (or its end, with ``append``), or stdout."""
     if path is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
     try:
-        stream = open(path, "wb")  # noqa: SIM115 - closed below
+        stream = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed below
     except OSError as error:
         raise fail(f"{path}: cannot write results: {error.strerror}") from error
     with stream:

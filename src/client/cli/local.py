@@ -1,5 +1,7 @@
 """``taskfleet run``: a workload here and now, on local workers (or the fleet)."""
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +21,9 @@ from client.cli.app import (
     results_output,
 )
 
+#: Most retries of one task (worker.result.MAX_ATTEMPTS less the first).
+MAX_RETRIES = 100
+
 
 @app.command()
 def run(
@@ -31,11 +36,44 @@ def run(
         bool, typer.Option(help="Run on the deployed fleet of --stack instead of locally.")
     ] = False,
     stack: Stack = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=MAX_RETRIES,
+            help="Run a task that failed, timed out or was lost again, up to N more times.",
+        ),
+    ] = 0,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run only the tasks without a 'succeeded' record in this earlier results file"
+            " (same file, line and text); -o appends.",
+        ),
+    ] = None,
 ) -> None:
     """Run a workload here and now, on local worker processes (or the fleet: --remote)."""
     from client import report
 
     counts = checked(files)
+    if remote and (retries or resume):
+        raise fail("--retries and --resume are not available with --remote yet")
+    skip: frozenset[tuple[str, int, str]] = frozenset()
+    if resume is not None:
+        from scheduler.resume import plan_resumption
+        from worker.errors import TaskfleetError
+
+        try:
+            resumption = plan_resumption(files, resume)
+        except TaskfleetError as error:
+            raise fail(str(error)) from error
+        skip = resumption.done
+        counts = counts._replace(total=counts.total - resumption.tasks)
+        sys.stderr.write(
+            f"resuming: {resumption.tasks} tasks done already, {counts.total} to run\n"
+        )
+        if counts.total == 0:
+            raise typer.Exit(0)
     if remote:
         if not stack:
             raise fail("--remote needs --stack NAME (or TASKFLEET_STACK)")
@@ -59,7 +97,10 @@ def run(
     else:
         from scheduler.embedded import run_embedded
 
-        with results_output(output) as stream, report.live_progress(counts.total) as bar:
+        with (
+            results_output(output, append=resume is not None) as stream,
+            report.live_progress(counts.total) as bar,
+        ):
             summary = run_embedded(
                 files,
                 counts=counts,
@@ -67,5 +108,7 @@ def run(
                 timeout=timeout or None,
                 output=stream,
                 on_progress=lambda s: report.update(bar, s),
+                retries=retries,
+                skip=skip,
             )
     finish(summary, summary_path)

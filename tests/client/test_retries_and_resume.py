@@ -1,0 +1,95 @@
+"""`run --retries` and `run --resume`, through the real command."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import WriteWorkload, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def records(path: Path | str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def flaky(tmp_path: Path) -> str:
+    """A command that fails the first time it runs, then succeeds."""
+    state = tmp_path / "ran-once"
+    return f"if [ -e {state} ]; then echo second; else touch {state}; echo first; exit 3; fi"
+
+
+def test_a_flaky_command_succeeds_on_its_second_attempt(
+    workload: WriteWorkload, tmp_path: Path
+) -> None:
+    output = tmp_path / "results.jsonl"
+    path = workload("sleep 1", flaky(tmp_path), "exit 5", "echo ok")
+    done = run_cli("run", path, "-w", "2", "--retries", "2", "-o", str(output))
+    assert done.returncode == 1, done.stderr  # 'exit 5' failed every time
+    by_line = {r["line"]: r for r in records(output)}
+    assert sorted(by_line) == [1, 2, 3, 4]  # one record a task, the last attempt's
+    assert (by_line[2]["status"], by_line[2]["stdout"]) == ("succeeded", "second\n")
+    assert (by_line[2]["attempt"], by_line[2]["earlier_exit_codes"]) == (2, [3])
+    assert (by_line[3]["attempt"], by_line[3]["earlier_exit_codes"]) == (3, [5, 5])
+    assert (by_line[4]["attempt"], by_line[4]["earlier_exit_codes"]) == (1, [])
+    assert "done: 4/4 tasks, 3 succeeded, 1 failed" in done.stderr
+
+
+def test_without_retries_a_failed_command_is_not_run_again(
+    workload: WriteWorkload, tmp_path: Path
+) -> None:
+    done = run_cli("run", workload(flaky(tmp_path)))
+    assert done.returncode == 1
+    ((record,),) = [records_of(done.stdout)]
+    assert (record["status"], record["attempt"], record["stdout"]) == ("failed", 1, "first\n")
+
+
+def records_of(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_resume_runs_only_what_did_not_succeed(workload: WriteWorkload, tmp_path: Path) -> None:
+    output = tmp_path / "results.jsonl"
+    ledger = tmp_path / "ledger"
+    path = workload(
+        f"echo 1 >> {ledger}", flaky(tmp_path), f"echo 3 >> {ledger}; exit 7", "sleep 0"
+    )
+    first = run_cli("run", path, "-o", str(output))
+    assert first.returncode == 1
+    # A partial results file: the last record lost, as if the run had been killed.
+    output.write_text("".join(f"{line}\n" for line in output.read_text().splitlines()[:-1]))
+    statuses = {r["line"]: r["status"] for r in records(output)}
+    again = run_cli("run", path, "--resume", str(output), "-o", str(output))
+    assert again.returncode == 1, again.stderr  # line 3 fails again
+    done_before = sum(1 for status in statuses.values() if status == "succeeded")
+    assert f"resuming: {done_before} tasks done already" in again.stderr
+    after = records(output)
+    rerun = [r["line"] for r in after[len(statuses) :]]
+    expected = sorted({2, 3, 4} - {n for n, s in statuses.items() if s == "succeeded"})
+    assert sorted(rerun) == expected  # appended: only the tasks without success
+    assert ledger.read_text().split().count("1") == 1  # line 1 did not run again
+
+
+def test_a_changed_line_runs_again(workload: WriteWorkload, tmp_path: Path) -> None:
+    output = tmp_path / "results.jsonl"
+    path = workload("echo a", "echo b", name="w.txt")
+    assert run_cli("run", path, "-o", str(output)).returncode == 0
+    workload("echo a", "echo changed", name="w.txt")
+    again = run_cli("run", path, "--resume", str(output))
+    assert again.returncode == 0, again.stderr
+    assert [r["stdout"] for r in records_of(again.stdout)] == ["changed\n"]
+
+
+def test_a_bad_results_file_is_refused_naming_its_line(
+    workload: WriteWorkload, tmp_path: Path
+) -> None:
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text('{"not": "a record"}\n')
+    done = run_cli("run", workload("echo a"), "--resume", str(earlier))
+    assert done.returncode == 2
+    assert f"{earlier}:1: not a taskfleet result record" in done.stderr
+    missing = run_cli("run", workload("echo a"), "--resume", str(tmp_path / "none.jsonl"))
+    assert missing.returncode == 2
+    assert "cannot read earlier results" in missing.stderr
