@@ -130,7 +130,9 @@ class StreamSink:
         self.summary = summary
         self.source = source
         self.retries = retries
-        self._earlier: dict[str, list[int | None]] = {}  # exit codes of failed attempts
+        # Tasks waiting for another attempt: the exit codes of theirs so far, and
+        # the last attempt's record.
+        self._earlier: dict[str, tuple[list[int | None], Result]] = {}
 
     def results(self, chunk: Chunk, progress: Progress) -> None:
         if self.retries and (self._earlier or set(progress.by_status) - {Status.SUCCEEDED}):
@@ -152,21 +154,34 @@ class StreamSink:
         """Write final records; send the others back for another attempt."""
         final: list[Result] = []
         for result in results:
-            earlier = self._earlier.get(result.id, [])
+            earlier, _ = self._earlier.pop(result.id, ([], result))
             if result.status != Status.SUCCEEDED and len(earlier) < self.retries:
-                self._earlier[result.id] = [*earlier, result.exit_code]
+                self._earlier[result.id] = ([*earlier, result.exit_code], result)
                 index = chunk.tasks.lines.index(result.line)
                 self.source.retry(part(chunk, index, index + 1), retry_delay(len(earlier) + 1))
                 continue
-            if earlier:
-                del self._earlier[result.id]
-                result.attempt = len(earlier) + 1
-                result.earlier_exit_codes = earlier
-            final.append(result)
+            final.append(attempted(result, earlier))
+        self._write_final(final)
+
+    def stop_retrying(self) -> None:
+        """The run is cut short: tasks waiting for another attempt keep their last one's."""
+        self.retries = 0
+        waiting, self._earlier = self._earlier, {}
+        self._write_final([attempted(last, codes[:-1]) for codes, last in waiting.values()])
+
+    def _write_final(self, final: list[Result]) -> None:
         by_status = Counter(result.status for result in final)
         self.summary.add(by_status, sum(result.duration_ms for result in final) / 1000.0)
         self.output.write(encode_lines(final))
         self.output.flush()
+
+
+def attempted(result: Result, earlier: list[int | None]) -> Result:
+    """The record of a task's last attempt, after ``earlier`` ones that failed."""
+    if earlier:
+        result.attempt = len(earlier) + 1
+        result.earlier_exit_codes = earlier
+    return result
 
 
 def run_embedded(
@@ -193,7 +208,8 @@ def run_embedded(
     summary = Summary(total=counts.total, workers=workers)
     source = FileSource(new_job_id(), paths, counts.total, skip)
     pool = LocalPool(workers, timeout)
-    dispatcher = Dispatcher(pool, source, StreamSink(output, summary, source, retries))
+    sink = StreamSink(output, summary, source, retries)
+    dispatcher = Dispatcher(pool, source, sink)
     try:
         pool.start()
         summary.start()
@@ -204,6 +220,7 @@ def run_embedded(
     except KeyboardInterrupt:
         summary.interrupted = True
         summary.end()
+        sink.stop_retrying()
         dispatcher.interrupt()
     else:
         pool.stop()

@@ -121,7 +121,12 @@ def test_ctrl_c_stops_cleanly_and_keeps_results(workload: WriteWorkload, tmp_pat
     assert process.returncode == 130
     assert "interrupted" in stderr
     kept = records_of(output.read_text())
-    assert [r["task"] for r in kept] == ["echo quick"]
+    assert kept[0]["task"] == "echo quick"
+    # The two commands running were cut off, and say so; the other two never ran.
+    cut_off = kept[1:]
+    assert [r["task"] for r in cut_off] == [slow, slow]
+    assert all(r["status"] == "lost" for r in cut_off)
+    assert all(r["error"] == "cut off by an interrupt while running" for r in cut_off)
     for pid in workers + [int(p) for p in pids.read_text().split()]:
         wait_for(lambda pid=pid: not is_running(pid), timeout=10)  # type: ignore[misc]
 

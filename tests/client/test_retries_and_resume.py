@@ -1,12 +1,15 @@
 """`run --retries` and `run --resume`, through the real command."""
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import WriteWorkload, run_cli
+from tests.conftest import WriteWorkload, run_cli, taskfleet_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +96,25 @@ def test_a_bad_results_file_is_refused_naming_its_line(
     missing = run_cli("run", workload("echo a"), "--resume", str(tmp_path / "none.jsonl"))
     assert missing.returncode == 2
     assert "cannot read earlier results" in missing.stderr
+
+
+def test_ctrl_c_while_a_task_waits_for_a_retry_keeps_its_last_attempt(
+    workload: WriteWorkload, tmp_path: Path
+) -> None:
+    output = tmp_path / "results.jsonl"
+    marker = tmp_path / "failed-twice"
+    # Fails at once, every time; waits grow 0.5 s, 1 s, 2 s, ...
+    path = workload(f"if [ -e {marker}.1 ]; then touch {marker}; fi; touch {marker}.1; exit 4")
+    run = subprocess.Popen(
+        [*taskfleet_command(), "run", path, "--retries", "10", "-o", str(output)],
+        stderr=subprocess.PIPE,
+    )
+    wait_for(marker.exists, timeout=30)  # its second attempt ran
+    time.sleep(0.2)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130, stderr
+    ((record,),) = [records(output)]
+    assert (record["status"], record["exit_code"]) == ("failed", 4)
+    assert record["attempt"] >= 2
+    assert record["earlier_exit_codes"] == [4] * (record["attempt"] - 1)

@@ -91,8 +91,8 @@ def test_a_local_worker_killed_at_random_moments(
         time.sleep(rng.uniform(0, 0.3))
         workers = local_workers(run.pid)
         assert workers, f"trial {trial}: no worker left to kill"
-        killed_at = time.time()
-        os.kill(rng.choice(workers), signal.SIGKILL)
+        victim = rng.choice(workers)
+        os.kill(victim, signal.SIGKILL)
         code = run.wait(timeout=120)
         records = [json.loads(row) for row in output.read_text().splitlines()]
         reported = Counter(r["line"] for r in records)
@@ -101,7 +101,7 @@ def test_a_local_worker_killed_at_random_moments(
         ran_twice += sum(
             1 for count in Counter(n for n, *_ in ledger_runs(ledger)).values() if count > 1
         )
-        wrongly = wrongly_lost(records, ledger, killed_at)
+        wrongly = wrongly_lost(records, ledger, moved_on(ledger, {victim}))
         finished_but_lost += wrongly[0]
         unstarted_but_lost += wrongly[1]
         statuses = Counter(r["status"] for r in records)
@@ -125,13 +125,26 @@ def test_a_local_worker_killed_at_random_moments(
     assert (lost, twice, ran_twice, finished_but_lost, unstarted_but_lost) == (0, 0, 0, 0, 0)
 
 
-def wrongly_lost(records: list[dict[str, Any]], ledger: Path, fault_at: float) -> tuple[int, int]:
-    """Tasks reported lost although their command had ended before the fault, or had
-    never started."""
-    ended = {n for n, at, _ in ledger_ends(ledger) if at < fault_at}
+def moved_on(ledger: Path, workers: set[int] | None = None) -> set[int]:
+    """Tasks a worker had finished with: it went on to start another after them. (A
+    command can end a moment before its worker learns so, and the worker can die in
+    that moment: such a task was still in hand.)"""
+    starts = ledger_runs(ledger)
+    return {
+        line
+        for line, ended, pid in ledger_ends(ledger)
+        if (workers is None or pid in workers)
+        and any(p == pid and at > ended for _, at, p in starts)
+    }
+
+
+def wrongly_lost(
+    records: list[dict[str, Any]], ledger: Path, finished: set[int]
+) -> tuple[int, int]:
+    """Tasks reported lost although finished with, or never started."""
     started = {n for n, *_ in ledger_runs(ledger)}
     lost = [r["line"] for r in records if r["status"] == "lost"]
-    return sum(1 for n in lost if n in ended), sum(1 for n in lost if n not in started)
+    return sum(1 for n in lost if n in finished), sum(1 for n in lost if n not in started)
 
 
 def test_a_task_that_kills_its_worker_costs_only_itself(
@@ -181,9 +194,9 @@ def test_ctrl_c_keeps_every_finished_record(
         records = [json.loads(row) for row in output.read_text().splitlines()]
         reported = Counter(r["line"] for r in records)
         twice += sum(1 for count in reported.values() if count > 1)
-        ended = {n for n, at, _ in ledger_ends(ledger) if at < interrupted_at}
-        finished_missing += sum(1 for n in ended if not reported[n])
-        wrongly = wrongly_lost(records, ledger, interrupted_at)
+        finished = moved_on(ledger)
+        finished_missing += sum(1 for n in finished if not reported[n])
+        wrongly = wrongly_lost(records, ledger, finished)
         finished_but_lost += wrongly[0]
         unstarted_but_lost += wrongly[1]
         lost += sum(1 for r in records if r["status"] == "lost")

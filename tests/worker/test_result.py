@@ -18,6 +18,8 @@ KEYS = {
     "stdout",
     "stderr",
     "truncated",
+    "attempt",
+    "earlier_exit_codes",
 }
 
 
