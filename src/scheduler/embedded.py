@@ -180,7 +180,7 @@ def attempted(result: Result, earlier: list[int | None]) -> Result:
     """The record of a task's last attempt, after ``earlier`` ones that failed."""
     if earlier:
         result.attempt = len(earlier) + 1
-        result.earlier_exit_codes = earlier
+        result.earlier_exit_codes = tuple(earlier)
     return result
 
 

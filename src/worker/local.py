@@ -161,7 +161,7 @@ def run_chunk(
     clock = time.perf_counter_ns
     sequence = tracking.started.value
     position = tracking.position
-    log_sleep, log_outcome = tracking.log.sleep, tracking.log.outcome
+    log_sleep, log_outcome = tracking.log.sleeps_of(sequence), tracking.log.outcome
     for index, text in enumerate(texts):
         position[1] = index  # before it starts: from here a death may cut it off
         planned = plans[text]
@@ -170,7 +170,7 @@ def run_chunk(
             if planned:
                 precise_sleep(planned / 1000.0)
             ended = clock()
-            log_sleep(sequence, index, began, ended)
+            log_sleep(index, began, ended)
             finished.append((began, ended))
         else:
             outcome = runner.run(text, planned)

@@ -77,7 +77,8 @@ class Result(msgspec.Struct, gc=False):
     stderr: str | None
     truncated: bool
     attempt: int = 1
-    earlier_exit_codes: list[int | None] = msgspec.field(default_factory=list)
+    # A tuple: its default is shared, where a list would be made for every record.
+    earlier_exit_codes: tuple[int | None, ...] = ()
 
 
 #: Most attempts of one task (``--retries`` at most this less one).
@@ -104,8 +105,8 @@ class CheckedResult(Result, gc=False):
     stderr: Output | None
     attempt: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)] = 1
     earlier_exit_codes: Annotated[
-        list[ExitCode | None], msgspec.Meta(max_length=MAX_ATTEMPTS - 1)
-    ] = msgspec.field(default_factory=list)
+        tuple[ExitCode | None, ...], msgspec.Meta(max_length=MAX_ATTEMPTS - 1)
+    ] = ()
 
 
 def make_result(

@@ -21,6 +21,7 @@ pipe (the chunk running and the reports waiting: ``RING_TASKS``).
 import ctypes
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -66,10 +67,21 @@ class TaskLog:
         self._sleeps = 0
 
     def sleep(self, chunk: int, index: int, began: int, ended: int) -> None:
-        at = _COUNT.size + (self._sleeps % RING_TASKS) * _RING_ENTRY.size
-        _RING_ENTRY.pack_into(self._ring, at, chunk, index, began, ended)
-        self._sleeps += 1
-        _COUNT.pack_into(self._ring, 0, self._sleeps)  # after the entry: it is whole
+        self.sleeps_of(chunk)(index, began, ended)
+
+    def sleeps_of(self, chunk: int) -> Callable[[int, int, int], None]:
+        """A function logging a sleep of ``chunk`` by its index and clock readings:
+        what the hot loop calls, with everything it needs at hand."""
+        ring, pack_entry, pack_count = self._ring, _RING_ENTRY.pack_into, _COUNT.pack_into
+        header, size, slots = _COUNT.size, _RING_ENTRY.size, RING_TASKS
+
+        def log(index: int, began: int, ended: int) -> None:
+            count = self._sleeps
+            pack_entry(ring, header + (count % slots) * size, chunk, index, began, ended)
+            self._sleeps = count = count + 1
+            pack_count(ring, 0, count)  # after the entry: it is whole
+
+        return log
 
     def outcome(self, chunk: int, index: int, outcome: Outcome) -> None:
         body = _encode_outcome(outcome)

@@ -73,6 +73,22 @@ def local_workers(pid: int) -> list[int]:
     return children_of(pid, direct=True)
 
 
+def start_ledger_run(
+    workload: WriteWorkload, tmp_path: Path, trial: int, tasks: int, seconds: float
+) -> tuple["subprocess.Popen[bytes]", Path, Path]:
+    """`taskfleet run` of ledger tasks on 2 workers, once the first has started:
+    the process (its stderr piped), the ledger and the results file."""
+    ledger = tmp_path / f"ledger-{trial}.txt"
+    path = workload(*(ledger_task(ledger, n, seconds) for n in range(1, tasks + 1)))
+    output = tmp_path / f"results-{trial}.jsonl"
+    run = subprocess.Popen(
+        [*taskfleet_command(), "run", path, "--workers", "2", "-o", str(output)],
+        stderr=subprocess.PIPE,
+    )
+    wait_for(ledger.exists, timeout=60)
+    return run, ledger, output
+
+
 def test_a_local_worker_killed_at_random_moments(
     workload: WriteWorkload, tmp_path: Path, record: list[Figures]
 ) -> None:
@@ -80,20 +96,14 @@ def test_a_local_worker_killed_at_random_moments(
     tasks = 30
     lost = twice = ran_twice = finished_but_lost = unstarted_but_lost = 0
     for trial in range(TRIALS):
-        ledger = tmp_path / f"ledger-{trial}.txt"
-        path = workload(*(ledger_task(ledger, n, 0.02) for n in range(1, tasks + 1)))
-        output = tmp_path / f"results-{trial}.jsonl"
-        run = subprocess.Popen(
-            [*taskfleet_command(), "run", path, "--workers", "2", "-o", str(output)],
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(ledger.exists, timeout=60)
+        run, ledger, output = start_ledger_run(workload, tmp_path, trial, tasks, 0.02)
         time.sleep(rng.uniform(0, 0.3))
         workers = local_workers(run.pid)
         assert workers, f"trial {trial}: no worker left to kill"
         victim = rng.choice(workers)
         os.kill(victim, signal.SIGKILL)
-        code = run.wait(timeout=120)
+        run.communicate(timeout=120)
+        code = run.returncode
         records = [json.loads(row) for row in output.read_text().splitlines()]
         reported = Counter(r["line"] for r in records)
         lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
@@ -178,14 +188,7 @@ def test_ctrl_c_keeps_every_finished_record(
     trials, tasks = 10, 40
     lost = twice = finished_missing = finished_but_lost = unstarted_but_lost = 0
     for trial in range(trials):
-        ledger = tmp_path / f"ledger-{trial}.txt"
-        path = workload(*(ledger_task(ledger, n, 0.05) for n in range(1, tasks + 1)))
-        output = tmp_path / f"results-{trial}.jsonl"
-        run = subprocess.Popen(
-            [*taskfleet_command(), "run", path, "--workers", "2", "-o", str(output)],
-            stderr=subprocess.PIPE,
-        )
-        wait_for(ledger.exists, timeout=60)
+        run, ledger, output = start_ledger_run(workload, tmp_path, trial, tasks, 0.05)
         time.sleep(rng.uniform(0.1, 0.5))
         interrupted_at = time.time()
         run.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends
