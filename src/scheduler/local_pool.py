@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from scheduler.errors import PoolError
+from worker.execute import plan
 from worker.local import Chunk, Progress, Ready, part, report, serve
 from worker.result import Outcome
 from worker.task_log import MAX_CHUNK_TASKS, RING_BYTES, SleepSpan, read_task_log
@@ -76,7 +77,8 @@ class _Worker:
         self.process = process
         self.conn = conn
         self.started = started  # chunks the worker began, counted by the worker
-        # [chunk count, task index] of the task it is on, and its command's pid
+        # [chunk count, task index] of the task it is on, and the pid of its command
+        # (0 while that command has not started)
         self.position = position
         self.log, self.ring = log, ring  # its task log: a file and a ring in shared memory
         self.finished = 0  # chunks whose last report arrived
@@ -216,10 +218,6 @@ class LocalPool:
         # Read once the process is gone, so nothing changes any more.
         begun = worker.started.value - worker.finished
         in_hand_sequence, in_hand_index, command = worker.position
-        if command:
-            # Its command runs in a session of its own and outlived it: it is cut off.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(command, signal.SIGKILL)
         logged = read_task_log(worker.log, worker.ring)
         worker.log.unlink(missing_ok=True)
         lost = WorkerLost(worker.name, worker.process.exitcode, [], [], [])
@@ -239,8 +237,15 @@ class LocalPool:
                 progress = report(worker.name, chunk, first, done, 0.0, done=upto == size)
                 lost.finished.append((chunk, progress))
             if upto < size and (in_hand_sequence, in_hand_index) == (sequence, upto):
-                lost.in_hand.append(part(chunk, upto, upto + 1))
-                upto += 1
+                if plan(chunk.tasks.texts[upto]) is not None:  # a sleep: it had begun
+                    lost.in_hand.append(part(chunk, upto, upto + 1))
+                    upto += 1
+                elif command:  # a command that had started (else it never did)
+                    # It runs in a session of its own and outlived its worker: cut off.
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(command, signal.SIGKILL)
+                    lost.in_hand.append(part(chunk, upto, upto + 1))
+                    upto += 1
             if upto < size:
                 lost.unstarted.append(part(chunk, upto))
         return lost

@@ -114,8 +114,8 @@ class ShellRunner:
     """Runs shell commands one at a time, reusing two spool files for their output.
 
     With a ``user``, each command runs as that user (see TaskUser).
-    ``on_command`` hears the pid (and process group) of each command as it
-    starts, and 0 once it has ended.
+    ``on_command`` hears the pid (and process group) of each command once it
+    has started.
     """
 
     def __init__(
@@ -201,8 +201,6 @@ class ShellRunner:
             error = f"killed after the time limit of {timeout:g} s"
         finally:
             self.current = None
-            if self.on_command is not None:
-                self.on_command(0)
         stdout, cut_out = _read_spool(self._stdout)
         stderr, cut_err = _read_spool(self._stderr)
         return _finished(

@@ -173,6 +173,7 @@ def run_chunk(
             log_sleep(index, began, ended)
             finished.append((began, ended))
         else:
+            position[2] = 0  # until its command has started (note_command)
             outcome = runner.run(text, planned)
             log_outcome(sequence, index, outcome)
             finished.append(outcome)
@@ -297,7 +298,8 @@ def serve(
     scrub_secrets()
 
     def note_command(pid: int) -> None:
-        position[2] = pid  # a scheduler whose worker died ends what it left running
+        # A scheduler whose worker died knows the command had started, and ends it.
+        position[2] = pid
 
     runner = TaskRunner(timeout, on_command=note_command)
 
