@@ -21,7 +21,6 @@ import boto3
 import httpx
 import pytest
 import uvicorn
-from scripts.metadata_stand_in import MetadataStandIn
 
 from scheduler.api import Notifier, ServiceState, build_app
 from scheduler.guard import AccessRules
@@ -29,6 +28,7 @@ from scheduler.http_protocol import GuardedH11Protocol
 from scheduler.local_pool import LocalPool
 from scheduler.server import bind
 from scheduler.service_dispatch import ServiceDispatcher
+from scripts.metadata_stand_in import MetadataStandIn
 from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 
 WriteWorkload = Callable[..., str]

@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 import pytest
+
 from scripts import local_aws
 
 pytestmark = pytest.mark.e2e

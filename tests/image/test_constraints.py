@@ -2,6 +2,7 @@
 package taskfleet needs at run time, and agrees with pyproject's bounds."""
 
 import pytest
+
 from scripts.pin_worker import CONSTRAINTS, pinned, resolve
 
 

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from scripts.metadata_stand_in import MetadataStandIn, spot_notice
 
+from scripts.metadata_stand_in import MetadataStandIn, spot_notice
 from worker.interruptions import InterruptionWatcher, Metadata, Notice
 
 
