@@ -78,7 +78,7 @@ class _Worker:
         self.conn = conn
         self.started = started  # chunks the worker began, counted by the worker
         # [chunk count, task index] of the task it is on, and the pid of its command
-        # (0 while that command has not started)
+        # (0 until that command has started)
         self.position = position
         self.log, self.ring = log, ring  # its task log: a file and a ring in shared memory
         self.finished = 0  # chunks whose last report arrived
@@ -237,15 +237,14 @@ class LocalPool:
                 progress = report(worker.name, chunk, first, done, 0.0, done=upto == size)
                 lost.finished.append((chunk, progress))
             if upto < size and (in_hand_sequence, in_hand_index) == (sequence, upto):
-                if plan(chunk.tasks.texts[upto]) is not None:  # a sleep: it had begun
-                    lost.in_hand.append(part(chunk, upto, upto + 1))
-                    upto += 1
-                elif command:  # a command that had started (else it never did)
-                    # It runs in a session of its own and outlived its worker: cut off.
+                # In hand: it may have run (a command forked a moment before its
+                # worker died may not have told it so yet), so it is never run again.
+                if command and plan(chunk.tasks.texts[upto]) is None:
+                    # Its command runs in a session of its own and outlived its worker.
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(command, signal.SIGKILL)
-                    lost.in_hand.append(part(chunk, upto, upto + 1))
-                    upto += 1
+                lost.in_hand.append(part(chunk, upto, upto + 1))
+                upto += 1
             if upto < size:
                 lost.unstarted.append(part(chunk, upto))
         return lost
