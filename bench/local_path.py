@@ -30,7 +30,6 @@ wall time), and the whole command's wall time is printed beside it.
 
 import argparse
 import json
-import random
 import re
 import shutil
 import statistics
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.workloads import uneven_workloads
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
 
@@ -177,14 +177,9 @@ def commands(directory: Path, count: int, repeats: int) -> list[dict[str, float 
 
 
 def heterogeneous_workloads(directory: Path) -> dict[str, str]:
-    """Sorted (short tasks first, long ones last) and heavy-tailed (Pareto) sleeps."""
-    sorted_path = directory / "sorted.txt"
-    sorted_path.write_text("sleep 0\n" * 4000 + "sleep 200\n" * 40)
-    rng = random.Random(553)
-    tail = [min(2000, int(10 * rng.paretovariate(1.5))) for _ in range(400)]
-    tailed_path = directory / "heavy-tailed.txt"
-    tailed_path.write_text("".join(f"sleep {ms}\n" for ms in tail))
-    return {"sorted": str(sorted_path), "heavy-tailed": str(tailed_path)}
+    return uneven_workloads(
+        directory, short=4000, long=40, long_ms=200, tailed=400, scale_ms=10, cap_ms=2000
+    )
 
 
 def heterogeneous(directory: Path, repeats: int) -> list[dict[str, Any]]:

@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import random
 import shutil
 import signal
 import statistics
@@ -49,6 +48,7 @@ import boto3
 
 from bench.aws_calls import FOLDER_VARIABLE, SITE, count_requests, record_requests
 from bench.fleet_peers import run_packed
+from bench.workloads import uneven_workloads
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
 from scheduler.remote_dispatch import RemoteFleet, StackResources
@@ -393,14 +393,9 @@ BALANCE_WORKERS = 4
 
 
 def balance_workloads(directory: Path) -> dict[str, str]:
-    """A sorted workload and a heavy-tailed one (Pareto task times, fixed seed)."""
-    sorted_path = directory / "sorted.txt"
-    sorted_path.write_text("sleep 0\n" * 400 + "sleep 500\n" * 32)
-    rng = random.Random(553)
-    tail = [min(4000, int(40 * rng.paretovariate(1.5))) for _ in range(120)]
-    tailed_path = directory / "heavy-tailed.txt"
-    tailed_path.write_text("".join(f"sleep {ms}\n" for ms in tail))
-    return {"sorted": str(sorted_path), "heavy-tailed": str(tailed_path)}
+    return uneven_workloads(
+        directory, short=400, long=32, long_ms=500, tailed=120, scale_ms=40, cap_ms=4000
+    )
 
 
 def balance_experiment(

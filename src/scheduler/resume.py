@@ -53,9 +53,10 @@ def plan_resumption(paths: Sequence[str], results: Path) -> Resumption:
     """The tasks of ``paths`` that ``results`` shows done (a pass over the files,
     which the checking pass has already found sound)."""
     succeeded = succeeded_tasks(results)
+    files = {file for file, _ in succeeded}
     done: set[tuple[str, int, str]] = set()
     for path in dict.fromkeys(paths):
-        if not any(file == path for file, _ in succeeded):
+        if path not in files:
             continue
         with TaskReader(path, check=False) as reader:
             while (batch := reader.read(4096)).lines:
