@@ -418,3 +418,10 @@ def results_by_id(sqs: Any, queue: str) -> Counter[str]:
 def bundle(bundle_id: str, *texts: str) -> str:
     tasks = [BundleTask(1, n, text) for n, text in enumerate(texts, start=1)]
     return encode_bundle(Bundle(bundle_id, "job1", ["w.txt"], tasks))
+
+
+def flaky(folder: Path, name: str = "ran-once") -> str:
+    """A command that fails (exit 3, stdout "first") the first time it runs, then
+    succeeds (stdout "second"); ``name``: its marker file in ``folder``."""
+    state = folder / name
+    return f"if [ -e {state} ]; then echo second; else touch {state}; echo first; exit 3; fi"

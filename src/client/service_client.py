@@ -87,10 +87,13 @@ class SchedulerClient:
         result: dict[str, Any] = self._request("GET", "/health")
         return result
 
-    def submit(self, paths: Sequence[str], placement: str = "local") -> dict[str, Any]:
+    def submit(
+        self, paths: Sequence[str], placement: str = "local", retries: int = 0
+    ) -> dict[str, Any]:
         """Upload checked workload files as one job; returns {"job", "tasks"}.
 
-        ``placement``: ``local``, ``remote`` (the scheduler's fleet) or ``hybrid``.
+        ``placement``: ``local``, ``remote`` (the scheduler's fleet) or ``hybrid``;
+        ``retries``: how often a task that fails, times out or is lost runs again.
         """
         headers = {"Content-Type": "application/x-ndjson"}
         result: dict[str, Any] = self._request(
@@ -98,8 +101,17 @@ class SchedulerClient:
             "/jobs",
             content=upload_body(paths),
             headers=headers,
-            params={"placement": placement},
+            params={"placement": placement, "retries": retries},
         )
+        return result
+
+    def retry(self, job_id: str, placement: str | None = None, retries: int = 0) -> dict[str, Any]:
+        """Run the tasks of an ended job that did not succeed again, as a new job;
+        returns {"job", "tasks", "retry_of"}. ``placement``: the old job's if None."""
+        params: dict[str, str | int] = {"retries": retries}
+        if placement is not None:
+            params["placement"] = placement
+        result: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/retry", params=params)
         return result
 
     def job(self, job_id: str) -> dict[str, Any]:

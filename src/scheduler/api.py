@@ -2,12 +2,17 @@
 
     GET  /health                 liveness, pool size and fleet slots (no token needed)
     POST /jobs                   body: tasks as JSON Lines ({"file", "line", "task"});
-                                 ?placement=local|remote|hybrid (remote needs --stack)
+                                 ?placement=local|remote|hybrid (remote needs --stack);
+                                 ?retries=N runs a task that failed, timed out or was
+                                 lost again, up to N more times (default 0)
     GET  /jobs                   recent jobs
     GET  /jobs/{id}              one job's state and counts
     GET  /jobs/{id}/results      its result records as JSON Lines;
                                  ?follow=true streams until the job ends
     POST /jobs/{id}/cancel       cancel the tasks that have not started
+    POST /jobs/{id}/retry        a new job of the tasks of an ended job that did not
+                                 succeed; ?placement= and ?retries= as for /jobs
+                                 (placement defaults to the job's)
 
 Every request passes ``scheduler.guard`` first (its Host, its origin, the
 token on every route but /health, the limits). Errors are JSON objects with
@@ -31,9 +36,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from scheduler.embedded import new_job_id
-from scheduler.errors import JobNotFoundError
+from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.guard import AccessGuard, AccessRules
 from scheduler.journal import JobInfo, JobState, Journal, Placement
+from scheduler.retries import MAX_RETRIES
 from scheduler.service_dispatch import ServiceDispatcher
 from worker.bundle import MAX_JOB_FILES
 from worker.task import MAX_FILE_NAME_CHARS, MAX_LINE_CHARS, check_line, decode_task_line
@@ -66,7 +72,7 @@ P = ParamSpec("P")
 
 
 class UploadError(Exception):
-    """A job upload refused, with the HTTP status to answer."""
+    """A job upload (or its settings) refused, with the HTTP status to answer."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -146,13 +152,12 @@ def build_app(state: ServiceState) -> Starlette:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
             return error(413, f"upload is {length} bytes, above the limit of {MAX_UPLOAD_BYTES}")
-        placement = request.query_params.get("placement", Placement.LOCAL)
-        if placement not in Placement.ALL:
-            return error(400, f"placement must be one of {', '.join(Placement.ALL)}")
-        if placement != Placement.LOCAL and not state.fleet_slots:
-            return error(409, "this scheduler has no fleet: start it with --stack NAME")
+        try:
+            placement, retries = job_settings(request, Placement.LOCAL)
+        except UploadError as refused:
+            return error(refused.status, str(refused))
         job_id = new_job_id()
-        await state.run(Journal.create_job, job_id, placement)
+        await state.run(Journal.create_job, job_id, placement, retries)
         try:
             files, total = await store_upload(state, job_id, request.stream())
         except UploadError as refused:
@@ -163,7 +168,8 @@ def build_app(state: ServiceState) -> Starlette:
             raise
         await state.run(Journal.seal_job, job_id, files, total)
         state.dispatcher.wake.set()
-        return JSONResponse({"job": job_id, "tasks": total}, status_code=201)
+        body = {"job": job_id, "tasks": total, "placement": placement}
+        return JSONResponse(body, status_code=201)
 
     async def list_jobs(_request: Request) -> Response:
         jobs = await state.run(Journal.jobs)
@@ -188,6 +194,36 @@ def build_app(state: ServiceState) -> Starlette:
             return error(404, str(missing))
         return JSONResponse(info.as_dict())
 
+    async def retry(request: Request) -> Response:
+        if state.dispatcher.failure is not None:
+            return error(503, f"dispatch stopped: {state.dispatcher.failure!r}")
+        try:
+            info = await job_of(request)
+            placement, retries = job_settings(request, info.placement)
+            job_id = new_job_id()
+            total = await state.run(Journal.retry_job, info.id, job_id, placement, retries)
+        except JobNotFoundError as missing:
+            return error(404, str(missing))
+        except JobStateError as refused:
+            return error(409, str(refused))
+        except UploadError as refused:
+            return error(refused.status, str(refused))
+        state.dispatcher.wake.set()
+        body = {"job": job_id, "tasks": total, "placement": placement, "retry_of": info.id}
+        return JSONResponse(body, status_code=201)
+
+    def job_settings(request: Request, placement: str) -> tuple[str, int]:
+        """A new job's placement and retries from the query (``placement`` if none)."""
+        placement = request.query_params.get("placement", placement)
+        if placement not in Placement.ALL:
+            raise UploadError(400, f"placement must be one of {', '.join(Placement.ALL)}")
+        if placement != Placement.LOCAL and not state.fleet_slots:
+            raise UploadError(409, "this scheduler has no fleet: start it with --stack NAME")
+        retries = request.query_params.get("retries", "0")
+        if not (retries.isascii() and retries.isdigit()) or int(retries) > MAX_RETRIES:
+            raise UploadError(400, f"retries must be a whole number from 0 to {MAX_RETRIES}")
+        return placement, int(retries)
+
     async def results(request: Request) -> Response:
         job_id = request.path_params["job_id"]
         follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
@@ -209,6 +245,7 @@ def build_app(state: ServiceState) -> Starlette:
         Route("/jobs/{job_id}", job_status),
         Route("/jobs/{job_id}/results", results),
         Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+        Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from scheduler.dispatch import Dispatcher
 from scheduler.local_pool import LocalPool
+from scheduler.retries import attempted, retry_delay, should_retry
 from scheduler.summary import Summary
 from worker.local import Chunk, Progress, lost_results, part
 from worker.result import Result, Status, decode, encode_lines
@@ -27,18 +28,6 @@ POLL_SECONDS = 0.1
 def new_job_id() -> str:
     """A short random job id, unique enough to tell runs and jobs apart."""
     return secrets.token_hex(4)
-
-
-#: Seconds before a task's first retry; each further one waits twice as long.
-RETRY_FIRST_SECONDS = 0.5
-
-#: The longest wait before a retry.
-RETRY_MAX_SECONDS = 10.0
-
-
-def retry_delay(attempt: int) -> float:
-    """Seconds to wait before attempt ``attempt + 1`` of a task."""
-    return float(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempt - 1)))
 
 
 class FileSource:
@@ -155,7 +144,7 @@ class StreamSink:
         final: list[Result] = []
         for result in results:
             earlier, _ = self._earlier.pop(result.id, ([], result))
-            if result.status != Status.SUCCEEDED and len(earlier) < self.retries:
+            if should_retry(result.status, len(earlier) + 1, self.retries):
                 self._earlier[result.id] = ([*earlier, result.exit_code], result)
                 index = chunk.tasks.lines.index(result.line)
                 self.source.retry(part(chunk, index, index + 1), retry_delay(len(earlier) + 1))
@@ -174,14 +163,6 @@ class StreamSink:
         self.summary.add(by_status, sum(result.duration_ms for result in final) / 1000.0)
         self.output.write(encode_lines(final))
         self.output.flush()
-
-
-def attempted(result: Result, earlier: list[int | None]) -> Result:
-    """The record of a task's last attempt, after ``earlier`` ones that failed."""
-    if earlier:
-        result.attempt = len(earlier) + 1
-        result.earlier_exit_codes = tuple(earlier)
-    return result
 
 
 def run_embedded(

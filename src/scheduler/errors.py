@@ -21,3 +21,7 @@ class TokenError(SchedulerError):
 
 class FleetError(SchedulerError):
     """A deployed stack cannot be used: not found, unreadable, or missing an output."""
+
+
+class JobStateError(SchedulerError):
+    """A job is not in a state that allows what was asked (retry a job still running)."""

@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from scheduler.errors import JobNotFoundError
+from scheduler.errors import JobNotFoundError, JobStateError
+from scheduler.retries import attempted, check_retries, retry_delay, should_retry
 from scheduler.state import private_file
-from worker.result import Status, encode_lines, make_result, unfinished
+from worker.result import Status, decode, encode_lines, make_result, unfinished
 from worker.task import task_id
 
 SCHEMA = """
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished INTEGER NOT NULL DEFAULT 0,
     succeeded INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    retries INTEGER NOT NULL DEFAULT 0 -- how often a task that did not succeed runs again
 );
 CREATE TABLE IF NOT EXISTS tasks (
     job TEXT NOT NULL,
@@ -41,6 +43,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     state INTEGER NOT NULL DEFAULT 0,  -- 0 pending, 1 dispatched, 2 finished, 3 sent
     seq INTEGER,                       -- the order results arrived in, across all jobs
     record BLOB,                       -- the result record, one JSON line
+    earlier TEXT,                      -- JSON: exit codes of earlier attempts (--retries)
+    due REAL,                          -- set while it waits for a retry: its earliest start
     PRIMARY KEY (job, file_number, line)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS job_files (
@@ -52,12 +56,16 @@ CREATE TABLE IF NOT EXISTS job_files (
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (job, seq) WHERE seq IS NOT NULL;
 """
 
+#: Made once the columns are there (a journal of an earlier version gains them first).
+RETRY_INDEX = "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (job, due) WHERE due IS NOT NULL"
+
 #: Task states: dispatched is to a local worker, sent is to the fleet.
 PENDING, DISPATCHED, FINISHED, SENT = 0, 1, 2, 3
 
 #: The columns of jobs a JobInfo is made of, in its order.
 JOB_COLUMNS = (
-    "id, state, placement, file_count, total, finished, succeeded, created_at, finished_at, files"
+    "id, state, placement, file_count, total, finished, succeeded, created_at, finished_at,"
+    " files, retries"
 )
 
 #: File names a JobInfo carries: a job may have many, and jobs are listed often.
@@ -103,6 +111,7 @@ class JobInfo(NamedTuple):
     created_at: float
     finished_at: float | None
     files: list[str]  # the first FILES_SHOWN file names
+    retries: int
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -117,7 +126,16 @@ class JobInfo(NamedTuple):
             "failed": self.finished - self.succeeded,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
+            "retries": self.retries,
         }
+
+
+class Stored(NamedTuple):
+    """What storing results did: the next seq, and how many results were taken
+    (stored, or sent back for another attempt; not duplicates, not strangers)."""
+
+    seq: int
+    taken: int
 
 
 class PendingTasks(NamedTuple):
@@ -150,6 +168,12 @@ class Journal:
             self.db.execute("ALTER TABLE jobs ADD COLUMN placement TEXT NOT NULL DEFAULT 'local'")
         if "file_count" not in columns:
             self.db.execute("ALTER TABLE jobs ADD COLUMN file_count INTEGER NOT NULL DEFAULT 0")
+        if "retries" not in columns:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0")
+        if "due" not in {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}:
+            self.db.execute("ALTER TABLE tasks ADD COLUMN earlier TEXT")
+            self.db.execute("ALTER TABLE tasks ADD COLUMN due REAL")
+        self.db.execute(RETRY_INDEX)
         with self.db:
             self.db.execute("BEGIN")
             # Journals from before job_files held every name in jobs.files.
@@ -173,10 +197,13 @@ class Journal:
 
     # -- jobs --------------------------------------------------------------
 
-    def create_job(self, job_id: str, placement: str = Placement.LOCAL) -> None:
+    def create_job(self, job_id: str, placement: str = Placement.LOCAL, retries: int = 0) -> None:
+        """A job whose tasks are about to be uploaded; ``retries``: how often a task
+        that fails, times out or is lost runs again."""
+        check_retries(retries)
         self.db.execute(
-            "INSERT INTO jobs (id, state, placement, created_at) VALUES (?, ?, ?, ?)",
-            (job_id, JobState.UPLOADING, placement, time.time()),
+            "INSERT INTO jobs (id, state, placement, retries, created_at) VALUES (?, ?, ?, ?, ?)",
+            (job_id, JobState.UPLOADING, placement, retries, time.time()),
         )
 
     def add_tasks(self, job_id: str, rows: Iterable[tuple[int, int, str]]) -> None:
@@ -200,6 +227,42 @@ class Journal:
                 "UPDATE jobs SET state = ?, total = ? WHERE id = ?",
                 (JobState.QUEUED, total, job_id),
             )
+
+    def retry_job(self, job_id: str, new_id: str, placement: str, retries: int) -> int:
+        """Make ``new_id`` a job of the tasks of ``job_id`` that did not succeed
+        (failed, timed out, lost or cancelled), ready to run; how many it has.
+
+        Raises ``JobStateError`` while the job has tasks that may still run, or
+        when every task of it succeeded.
+        """
+        info = self.job(job_id)
+        if info.state not in JobState.FINAL or info.finished < info.total:
+            raise JobStateError(
+                f"job {job_id} still has tasks to run ({info.finished} of {info.total} finished):"
+                " wait for it to end, or cancel it, before retrying it"
+            )
+        check_retries(retries)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO jobs (id, state, placement, retries, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (new_id, JobState.UPLOADING, placement, retries, time.time()),
+            )
+            total = self.db.execute(
+                "INSERT INTO tasks (job, file_number, line, text)"
+                " SELECT ?, file_number, line, text FROM tasks WHERE job = ?"
+                " AND json_extract(CAST(record AS TEXT), '$.status') != ?",
+                (new_id, job_id, Status.SUCCEEDED.value),
+            ).rowcount
+            if total == 0:
+                raise JobStateError(f"every task of job {job_id} succeeded: nothing to retry")
+            self._store_files(new_id, self.job_files(job_id))
+            self.db.execute(
+                "UPDATE jobs SET state = ?, total = ? WHERE id = ?",
+                (JobState.QUEUED, total, new_id),
+            )
+        return total
 
     def discard_job(self, job_id: str) -> None:
         """Forget a job whose upload failed: none of it ever ran."""
@@ -256,26 +319,50 @@ class Journal:
         """Up to ``limit`` pending tasks of one file, the first after (file number, line)."""
         rows = self.db.execute(
             "SELECT file_number, line, text FROM tasks"
-            " WHERE job = ? AND state = 0 AND (file_number, line) > (?, ?)"
+            f" WHERE job = ? AND state = {PENDING} AND due IS NULL AND (file_number, line) > (?, ?)"
             " ORDER BY file_number, line LIMIT ?",
             (job_id, after[0], after[1], limit),
         ).fetchall()
-        if not rows:
-            return None
-        file_number = rows[0][0]
-        lines = [line for number, line, _ in rows if number == file_number]
-        texts = [text for number, _, text in rows if number == file_number]
-        return PendingTasks(file_number, lines, texts)
+        return _of_first_file(rows)
+
+    def retries_due(self, job_id: str, limit: int) -> PendingTasks | None:
+        """Up to ``limit`` tasks of one file of a job whose wait for a retry is over."""
+        rows = self.db.execute(
+            "SELECT file_number, line, text FROM tasks WHERE job = ? AND due <= ?"
+            " ORDER BY file_number, line LIMIT ?",
+            (job_id, time.time(), limit),
+        ).fetchall()
+        return _of_first_file(rows)
+
+    def next_retry(self, job_id: str) -> float | None:
+        """When the first of a job's tasks waiting for a retry is due (epoch seconds)."""
+        row = self.db.execute(
+            "SELECT MIN(due) FROM tasks WHERE job = ? AND due IS NOT NULL", (job_id,)
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def mark_retries_dispatched(
+        self, job_id: str, file_number: int, lines: list[int], state: int
+    ) -> None:
+        """Tasks ``retries_due`` gave left: DISPATCHED or SENT."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "UPDATE tasks SET state = ?, due = NULL"
+                f" WHERE job = ? AND file_number = ? AND line = ? AND state = {PENDING}",
+                ((state, job_id, file_number, line) for line in lines),
+            )
 
     def mark_dispatched(
         self, job_id: str, file_number: int, lines: list[int], state: int = DISPATCHED
     ) -> None:
-        """Pending tasks from ``lines[0]`` to ``lines[-1]`` left: DISPATCHED or SENT."""
+        """Pending tasks from ``lines[0]`` to ``lines[-1]`` left: DISPATCHED or SENT.
+        (Those between waiting for a retry stay.)"""
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
                 "UPDATE tasks SET state = ? WHERE job = ? AND file_number = ?"
-                " AND line BETWEEN ? AND ? AND state = 0",
+                f" AND line BETWEEN ? AND ? AND state = {PENDING} AND due IS NULL",
                 (state, job_id, file_number, lines[0], lines[-1]),
             )
             self.db.execute(
@@ -295,7 +382,7 @@ class Journal:
         A task already finished keeps its first result (a duplicate is ignored).
         """
         rows = [(line, status, record, ()) for line, status, record in results]
-        return self._finish(job_id, file_number, "state != 2", rows, seq)
+        return self._finish(job_id, file_number, f"state != {FINISHED}", rows, seq).seq
 
     def finish_sent(
         self,
@@ -303,15 +390,15 @@ class Journal:
         file_number: int,
         results: list[tuple[int, str, Status, bytes]],
         seq: int,
-    ) -> int:
+    ) -> "Stored":
         """Store (line, task text, status, record) results that came from the fleet.
 
         Only a task sent to the fleet, whose text is the one stored, takes a
         result: a message about any other task (forged, or for a local job)
-        changes nothing. Returns the next seq.
+        changes nothing.
         """
         rows = [(line, status, record, (text,)) for line, text, status, record in results]
-        return self._finish(job_id, file_number, "state = 3 AND text = ?", rows, seq)
+        return self._finish(job_id, file_number, f"state = {SENT} AND text = ?", rows, seq)
 
     def _finish(
         self,
@@ -320,17 +407,26 @@ class Journal:
         condition: str,
         results: Sequence[tuple[int, Status, bytes, tuple[str, ...]]],
         seq: int,
-    ) -> int:
+    ) -> "Stored":
+        """Store results of tasks in ``condition``; with retries, send some back."""
         if not results:
-            return seq
+            return Stored(seq, 0)
+        retries = self._retries(job_id)
         with self.db:
             self.db.execute("BEGIN")
-            finished = succeeded = 0
+            finished = succeeded = retried = 0
             for line, status, record, extra in results:
+                key = (job_id, file_number, line, *extra)
+                if retries:
+                    final = self._final_record(key, condition, status, record, retries)
+                    if final is None:
+                        retried += 1
+                        continue
+                    record = final
                 changed = self.db.execute(
-                    "UPDATE tasks SET state = 2, seq = ?, record = ?"
+                    f"UPDATE tasks SET state = {FINISHED}, seq = ?, record = ?, due = NULL"
                     f" WHERE job = ? AND file_number = ? AND line = ? AND {condition}",
-                    (seq, record, job_id, file_number, line, *extra),
+                    (seq, record, *key),
                 ).rowcount
                 if changed:
                     seq += 1
@@ -345,7 +441,33 @@ class Journal:
                 " WHERE id = ? AND finished >= total AND state IN (?, ?)",
                 (JobState.DONE, time.time(), job_id, *JobState.ACTIVE),
             )
-        return seq
+        return Stored(seq, finished + retried)
+
+    def _retries(self, job_id: str) -> int:
+        row = self.db.execute("SELECT retries FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _final_record(
+        self, key: tuple[object, ...], condition: str, status: Status, record: bytes, retries: int
+    ) -> bytes | None:
+        """A result's record as stored for good (naming the attempts before it), or
+        None when the task waits for another attempt instead (or the result is a
+        duplicate: the caller's update then changes nothing)."""
+        where = f"job = ? AND file_number = ? AND line = ? AND {condition}"
+        row = self.db.execute(f"SELECT earlier FROM tasks WHERE {where}", key).fetchone()
+        if row is None:
+            return record  # a duplicate, or a stranger
+        earlier: list[int | None] = json.loads(row[0]) if row[0] else []
+        if should_retry(status, len(earlier) + 1, retries):
+            earlier.append(decode(record).exit_code)
+            self.db.execute(
+                f"UPDATE tasks SET state = {PENDING}, earlier = ?, due = ? WHERE {where}",
+                (json.dumps(earlier), time.time() + retry_delay(len(earlier)), *key),
+            )
+            return None
+        if not earlier:
+            return record
+        return encode_lines([attempted(decode(record), earlier)])
 
     def close_unfinished(
         self, job_id: str, status: Status, reason: str, states: tuple[int, ...], seq: int
@@ -371,7 +493,8 @@ class Journal:
         return seq
 
     def cancel(self, job_id: str, seq: int) -> int:
-        """Cancel a job's pending tasks; running ones finish. Returns the next seq."""
+        """Cancel a job's pending tasks (those waiting for a retry too); running ones
+        finish. Returns the next seq."""
         info = self.job(job_id)
         if info.state in JobState.FINAL or info.state == JobState.UPLOADING:
             return seq  # an upload is cancelled by ending it: it is then discarded
@@ -431,8 +554,20 @@ class Journal:
         return page
 
 
+def _of_first_file(rows: list[tuple[int, int, str]]) -> PendingTasks | None:
+    """The (file number, line, text) rows of the first row's file."""
+    if not rows:
+        return None
+    file_number = rows[0][0]
+    lines = [line for number, line, _ in rows if number == file_number]
+    texts = [text for number, _, text in rows if number == file_number]
+    return PendingTasks(file_number, lines, texts)
+
+
 def _job_info(row: tuple[object, ...]) -> JobInfo:
-    job_id, state, placement, count, total, finished, succeeded, created, ended, files = row
+    job_id, state, placement, count, total, finished, succeeded, created, ended, files, retries = (
+        row
+    )
     return JobInfo(
         str(job_id),
         str(state),
@@ -444,4 +579,5 @@ def _job_info(row: tuple[object, ...]) -> JobInfo:
         float(created),  # type: ignore[arg-type]
         None if ended is None else float(ended),  # type: ignore[arg-type]
         json.loads(str(files)),
+        int(retries),  # type: ignore[call-overload]
     )

@@ -41,11 +41,13 @@ def run_remote(
     slots: int,
     output: BinaryIO,
     on_progress: Callable[[Summary], None] | None = None,
+    retries: int = 0,
+    skip: frozenset[tuple[str, int, str]] = frozenset(),
 ) -> Summary:
     """Run a checked workload on the fleet; write results; return the summary.
 
-    The fleet's response queue is read by this run alone: run one at a time
-    per stack.
+    ``retries`` and ``skip`` as for ``run_embedded``. The fleet's response queue
+    is read by this run alone: run one at a time per stack.
     """
     summary = Summary(total=counts.total, workers=slots)
     with tempfile.TemporaryDirectory(prefix="taskfleet-run-") as folder:
@@ -54,7 +56,7 @@ def run_remote(
         news = threading.Event()
         dispatcher = ServiceDispatcher(journal_path, None, news.set, fleet)
         try:
-            job_id = store_workload(journal, paths)
+            job_id = store_workload(journal, paths, retries, skip)
             summary.start()
             dispatcher.start()
             copy_results(journal, job_id, dispatcher, news, output, summary, on_progress)
@@ -72,17 +74,27 @@ def run_remote(
     return summary
 
 
-def store_workload(journal: Journal, paths: Sequence[str]) -> str:
-    """Journal every task of checked workload files as one remote job; its id."""
+def store_workload(
+    journal: Journal,
+    paths: Sequence[str],
+    retries: int = 0,
+    skip: frozenset[tuple[str, int, str]] = frozenset(),
+) -> str:
+    """Journal the tasks of checked workload files (but those in ``skip``) as one
+    remote job; its id."""
     job_id = new_job_id()
-    journal.create_job(job_id, Placement.REMOTE)
+    journal.create_job(job_id, Placement.REMOTE, retries)
     total = 0
     for file_number, path in enumerate(paths, start=1):
         with TaskReader(path, check=False) as reader:
             while (batch := reader.read(READ_BATCH)).lines:
-                rows = zip(batch.lines, batch.texts, strict=True)
-                journal.add_tasks(job_id, [(file_number, line, text) for line, text in rows])
-                total += len(batch.lines)
+                rows = [
+                    (file_number, line, text)
+                    for line, text in zip(batch.lines, batch.texts, strict=True)
+                    if (path, line, text) not in skip
+                ]
+                journal.add_tasks(job_id, rows)
+                total += len(rows)
     journal.seal_job(job_id, list(paths), total)
     return job_id
 

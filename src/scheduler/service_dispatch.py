@@ -41,6 +41,9 @@ POLL_SECONDS = 0.05
 #: Most bundles packed per turn of the loop, so local workers wait little.
 BUNDLES_PER_TURN = 50
 
+#: Seconds between looks for tasks whose wait for a retry is over.
+RETRY_LOOK_SECONDS = 0.1
+
 #: Bundles per fleet slot kept sent and unfinished: a slot that frees finds
 #: the next one waiting.
 OPEN_BUNDLES_PER_SLOT = 2
@@ -71,7 +74,8 @@ class _JobCursor:
 
 
 class JournalSource:
-    """Chunks of pending tasks from the journal, jobs taking turns."""
+    """Chunks of pending tasks from the journal, jobs taking turns; a task whose
+    wait for a retry is over goes before the others."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -79,6 +83,8 @@ class JournalSource:
         self._known: set[str] = set()
         self._returned: deque[Chunk] = deque()
         self._chunk_ids = 0
+        self._next_retry = math.inf  # when the first task waiting for a retry is due
+        self._retries_looked_at = -math.inf  # time.monotonic() of the last look
 
     def refresh(self) -> None:
         """Pick up jobs sealed since the last look, and drop cancelled ones."""
@@ -107,6 +113,8 @@ class JournalSource:
         return self._take(view, cut, placements, SENT)
 
     def _take(self, view: View, cut: Cut, placements: tuple[str, ...], state: int) -> Chunk | None:
+        if self._retry_due() and (chunk := self._take_retry(view, placements, state)):
+            return chunk
         for _ in range(len(self.cursors)):
             cursor = self.cursors[0]
             self.cursors.rotate(-1)
@@ -121,10 +129,35 @@ class JournalSource:
             self.journal.mark_dispatched(cursor.job_id, pending.file_number, lines, state)
             cursor.after = (pending.file_number, lines[-1])
             cursor.pending = max(cursor.pending - len(lines), 0)
-            self._chunk_ids += 1
-            file = cursor.files[pending.file_number - 1]
-            batch = TaskBatch(lines, texts)
-            return Chunk(self._chunk_ids, cursor.job_id, pending.file_number, file, batch)
+            return self._chunk(cursor, pending.file_number, TaskBatch(lines, texts))
+        return None
+
+    def _chunk(self, cursor: _JobCursor, file_number: int, tasks: TaskBatch) -> Chunk:
+        self._chunk_ids += 1
+        file = cursor.files[file_number - 1]
+        return Chunk(self._chunk_ids, cursor.job_id, file_number, file, tasks)
+
+    def _retry_due(self) -> bool:
+        """Whether a task waiting for a retry is due (looked up a few times a second)."""
+        now = time.monotonic()
+        if now - self._retries_looked_at >= RETRY_LOOK_SECONDS:
+            self._retries_looked_at = now
+            dues = (self.journal.next_retry(cursor.job_id) for cursor in self.cursors)
+            self._next_retry = min((due for due in dues if due is not None), default=math.inf)
+        return self._next_retry <= time.time()
+
+    def _take_retry(self, view: View, placements: tuple[str, ...], state: int) -> Chunk | None:
+        """Tasks of one job whose wait for a retry is over."""
+        for cursor in self.cursors:
+            if cursor.placement not in placements:
+                continue
+            due = self.journal.retries_due(cursor.job_id, view(cursor))
+            if due is not None:
+                self.journal.mark_retries_dispatched(
+                    cursor.job_id, due.file_number, due.lines, state
+                )
+                return self._chunk(cursor, due.file_number, TaskBatch(due.lines, due.texts))
+        self._retries_looked_at = -math.inf  # none left for these placements: look again
         return None
 
     def remaining(self) -> int:
@@ -134,7 +167,7 @@ class JournalSource:
 
     def has_work(self) -> bool:
         """Whether any task is waiting to be dispatched."""
-        return bool(self._returned) or any(c.pending for c in self.cursors)
+        return bool(self._returned) or any(c.pending for c in self.cursors) or self._retry_due()
 
     def files_of(self, job_id: str) -> list[str]:
         """A job's file names, by file number - 1."""
@@ -169,8 +202,9 @@ class JournalSink:
 
     def fleet_results(self, job_id: str, results: list[Result], files: list[str]) -> int:
         """Store results from the fleet for one job (``files``: its); returns how many
-        were new. Only a result for a task of that job sent to the fleet, with its
-        text, counts: anything else in a message (forged, or stale) is dropped."""
+        were taken (new, or sending their task back for another attempt). Only a
+        result for a task of that job sent to the fleet, with its text, counts:
+        anything else in a message (forged, or stale) is dropped."""
         numbers = {name: number for number, name in enumerate(files, start=1)}
         by_file: dict[int, list[tuple[int, str, Status, bytes]]] = {}
         strangers = 0
@@ -183,11 +217,12 @@ class JournalSink:
             by_file.setdefault(number, []).append(row)
         if strangers:
             log.warning("dropped %d results that name no task of job %s", strangers, job_id)
-        before = self.seq
+        taken = 0
         for file_number, rows in by_file.items():
-            self.seq = self.journal.finish_sent(job_id, file_number, rows, self.seq)
+            self.seq, stored = self.journal.finish_sent(job_id, file_number, rows, self.seq)
+            taken += stored
         self.notify()
-        return self.seq - before
+        return taken
 
     def _store(self, chunk: Chunk, rows: list[tuple[int, Status, bytes]]) -> None:
         self.seq = self.journal.finish(chunk.job_id, chunk.file_number, rows, self.seq)

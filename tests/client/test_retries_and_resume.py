@@ -4,24 +4,30 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.conftest import WriteWorkload, run_cli, taskfleet_command, wait_for
+from tests.conftest import (
+    SchedulerProcess,
+    WriteWorkload,
+    flaky,
+    run_cli,
+    service_headers,
+    taskfleet_command,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
+
+StartScheduler = Callable[..., SchedulerProcess]
 
 
 def records(path: Path | str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
-def flaky(tmp_path: Path) -> str:
-    """A command that fails the first time it runs, then succeeds."""
-    state = tmp_path / "ran-once"
-    return f"if [ -e {state} ]; then echo second; else touch {state}; echo first; exit 3; fi"
 
 
 def test_a_flaky_command_succeeds_on_its_second_attempt(
@@ -118,3 +124,79 @@ def test_ctrl_c_while_a_task_waits_for_a_retry_keeps_its_last_attempt(
     assert (record["status"], record["exit_code"]) == ("failed", 4)
     assert record["attempt"] >= 2
     assert record["earlier_exit_codes"] == [4] * (record["attempt"] - 1)
+
+
+# -- the scheduler service: submit --retries and taskfleet retry ----------------
+
+
+def test_submit_retries_a_task_on_the_service(
+    workload: WriteWorkload, scheduler_service: StartScheduler, tmp_path: Path
+) -> None:
+    service = scheduler_service("--workers", "2")
+    output = tmp_path / "results.jsonl"
+    path = workload(flaky(tmp_path), "exit 5", "echo ok")
+    done = run_cli("submit", path, "--scheduler", service.url, "--retries", "2", "-o", str(output))
+    assert done.returncode == 1, done.stderr  # 'exit 5' failed every time
+    by_line = {r["line"]: r for r in records(output)}
+    assert sorted(by_line) == [1, 2, 3]  # one record a task: the last attempt's
+    assert (by_line[1]["status"], by_line[1]["stdout"]) == ("succeeded", "second\n")
+    assert (by_line[1]["attempt"], by_line[1]["earlier_exit_codes"]) == (2, [3])
+    assert (by_line[2]["attempt"], by_line[2]["earlier_exit_codes"]) == (3, [5, 5])
+    assert (by_line[3]["attempt"], by_line[3]["earlier_exit_codes"]) == (1, [])
+    status = httpx.get(f"{service.url}/jobs/{by_line[1]['job']}", headers=service_headers()).json()
+    assert (status["state"], status["succeeded"], status["retries"]) == ("done", 2, 2)
+
+
+def test_retry_runs_again_only_what_did_not_succeed_as_a_new_job(
+    workload: WriteWorkload, scheduler_service: StartScheduler, tmp_path: Path
+) -> None:
+    service = scheduler_service("--workers", "2")
+    ledger = tmp_path / "ledger"
+    marker = tmp_path / "fixed"
+    path = workload(f"echo 1 >> {ledger}", f"test -e {marker}", "exit 7", "sleep 0")
+    first = run_cli("submit", path, "--scheduler", service.url)
+    assert first.returncode == 1, first.stderr
+    old_job = records_of(first.stdout)[0]["job"]
+    marker.touch()  # what made line 2 fail is fixed
+
+    again = run_cli("retry", old_job, "--scheduler", service.url)
+    assert again.returncode == 1, again.stderr  # 'exit 7' fails again
+    rerun = records_of(again.stdout)
+    new_job = rerun[0]["job"]
+    assert new_job != old_job
+    assert f"job {new_job}: 2 tasks (retrying job {old_job})" in again.stderr
+    assert {r["line"]: r["status"] for r in rerun} == {2: "succeeded", 3: "failed"}
+    assert {r["file"] for r in rerun} == {path}
+    assert ledger.read_text().split() == ["1"]  # the task that succeeded did not run again
+    # The old job's records stay as they were.
+    old = run_cli("results", old_job, "--scheduler", service.url)
+    assert records_of(old.stdout) == records_of(first.stdout)
+
+    # Once everything succeeded there is nothing to retry; an unknown job is named.
+    last = run_cli("retry", new_job, "--scheduler", service.url, "--retries", "1")
+    assert last.returncode == 1  # line 3 still fails, after its retry too
+    (record,) = records_of(last.stdout)
+    assert (record["attempt"], record["earlier_exit_codes"]) == (2, [7])
+    clean = run_cli("submit", workload("sleep 0", name="clean.txt"), "--scheduler", service.url)
+    clean_job = records_of(clean.stdout)[0]["job"]
+    nothing = run_cli("retry", clean_job, "--scheduler", service.url)
+    assert nothing.returncode == 2
+    assert f"every task of job {clean_job} succeeded: nothing to retry" in nothing.stderr
+    unknown = run_cli("retry", "nope", "--scheduler", service.url)
+    assert (unknown.returncode, "404" in unknown.stderr) == (2, True), unknown.stderr
+    both = run_cli("retry", old_job, "--local", "--hybrid", "--scheduler", service.url)
+    assert both.returncode == 2
+    assert "--local and --hybrid exclude each other" in both.stderr
+
+
+def test_a_job_still_running_is_not_retried(scheduler_service: StartScheduler) -> None:
+    service = scheduler_service("--workers", "1")
+    headers = service_headers()
+    upload = json.dumps({"file": "w.txt", "line": 1, "task": "sleep 30000"}) + "\n"
+    job = httpx.post(f"{service.url}/jobs", content=upload, headers=headers).json()["job"]
+    refused = httpx.post(f"{service.url}/jobs/{job}/retry", headers=headers)
+    assert refused.status_code == 409
+    assert "still has tasks to run (0 of 1 finished)" in refused.json()["error"]
+    bad = httpx.post(f"{service.url}/jobs?retries=101", content=upload, headers=headers)
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "retries must be a whole number from 0 to 100"

@@ -1,13 +1,14 @@
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from scheduler.errors import JobNotFoundError
-from scheduler.journal import SENT, JobState, Journal, Placement
-from worker.result import Status
+from scheduler.errors import JobNotFoundError, JobStateError
+from scheduler.journal import DISPATCHED, SENT, JobState, Journal, Placement
+from worker.result import Outcome, Status, decode, encode_lines, make_result
 
 
 @pytest.fixture
@@ -133,14 +134,112 @@ def test_a_journal_of_an_earlier_version_is_upgraded(tmp_path: Path) -> None:
         " finished INTEGER NOT NULL DEFAULT 0, succeeded INTEGER NOT NULL DEFAULT 0,"
         " created_at REAL NOT NULL, finished_at REAL)"
     )
+    old.execute(
+        "CREATE TABLE tasks (job TEXT NOT NULL, file_number INTEGER NOT NULL,"
+        " line INTEGER NOT NULL, text TEXT NOT NULL, state INTEGER NOT NULL DEFAULT 0,"
+        " seq INTEGER, record BLOB, PRIMARY KEY (job, file_number, line)) WITHOUT ROWID"
+    )
     old.execute("INSERT INTO jobs (id, state, created_at) VALUES ('a', 'done', 1.0)")
     old.commit()
     old.close()
     journal = Journal(path)
-    assert journal.job("a").placement == Placement.LOCAL
+    assert (journal.job("a").placement, journal.job("a").retries) == (Placement.LOCAL, 0)
+    journal.create_job("b", retries=1)  # the retry columns are there
+    journal.add_tasks("b", [(1, 1, "exit 1")])
+    journal.seal_job("b", ["w"], 1)
+    journal.mark_dispatched("b", 1, [1])
+    journal.finish("b", 1, [(1, Status.FAILED, result_record(1, Status.FAILED, 1))], seq=1)
+    assert journal.next_retry("b") is not None
     journal.close()
 
 
 def test_unknown_job_is_an_error(journal: Journal) -> None:
     with pytest.raises(JobNotFoundError, match="nope"):
         journal.job("nope")
+
+
+def result_record(line: int, status: Status, exit_code: int | None) -> bytes:
+    outcome = Outcome(status, exit_code, 1.0, 1.0, 0.0)
+    return encode_lines([make_result(f"b:1:{line}", "b", "w", line, "x", "local-1", outcome)])
+
+
+def test_a_task_that_fails_waits_for_its_retry_then_keeps_its_attempts(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal.create_job("b", retries=2)
+    journal.add_tasks("b", [(1, line, "x") for line in (1, 2, 3)])
+    journal.seal_job("b", ["w"], 3)
+    journal.mark_dispatched("b", 1, [1, 2])  # line 3 is still pending
+    failed = [(1, Status.FAILED, result_record(1, Status.FAILED, 9))]
+    assert journal.finish("b", 1, failed, seq=1) == 1  # nothing stored: it waits
+    assert journal.job("b").finished == 0
+    due = journal.next_retry("b")
+    assert due is not None
+    assert time.time() < due <= time.time() + 0.5
+    # Waiting, it is neither pending in order nor swept up with its neighbours.
+    assert journal.pending("b", (0, 0), 10) == journal.pending("b", (1, 2), 10)
+    journal.mark_dispatched("b", 1, [1, 3])
+    assert journal.retries_due("b", 10) is None  # not due yet
+    monkeypatch.setattr(time, "time", lambda: due + 0.01)
+    retry = journal.retries_due("b", 10)
+    assert retry is not None
+    assert (retry.file_number, retry.lines) == (1, [1])
+    journal.mark_retries_dispatched("b", 1, retry.lines, DISPATCHED)
+    assert journal.next_retry("b") is None
+    lost = [(1, Status.LOST, result_record(1, Status.LOST, None))]
+    assert journal.finish("b", 1, lost, seq=1) == 1  # its second attempt: one more to go
+    journal.mark_retries_dispatched("b", 1, [1], DISPATCHED)
+    succeeded = [(1, Status.SUCCEEDED, result_record(1, Status.SUCCEEDED, 0))]
+    assert journal.finish("b", 1, succeeded, seq=1) == 2
+    ((_, stored),) = journal.results_page("b", 0, 10)
+    final = decode(stored)
+    assert (final.status, final.attempt, final.earlier_exit_codes) == (
+        Status.SUCCEEDED,
+        3,
+        (9, None),
+    )
+
+
+def test_a_cancelled_task_is_not_retried_and_a_waiting_one_is_cancelled(
+    journal: Journal,
+) -> None:
+    journal.create_job("b", retries=3)
+    journal.add_tasks("b", [(1, 1, "x"), (1, 2, "x")])
+    journal.seal_job("b", ["w"], 2)
+    journal.mark_dispatched("b", 1, [1])
+    journal.finish("b", 1, [(1, Status.TIMED_OUT, result_record(1, Status.TIMED_OUT, None))], 1)
+    journal.cancel("b", seq=1)
+    assert journal.job("b").state == JobState.CANCELLED
+    records = {decode(r).line: decode(r) for _, r in journal.results_page("b", 0, 10)}
+    assert {line: r.status for line, r in records.items()} == {
+        1: Status.CANCELLED,
+        2: Status.CANCELLED,
+    }
+    assert (records[1].attempt, records[1].earlier_exit_codes) == (2, (None,))
+    assert journal.next_retry("b") is None
+
+
+def test_retry_job_copies_the_tasks_that_did_not_succeed(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x"), (1, 2, "y"), (2, 5, "z")], ["f1", "f2"])
+    with pytest.raises(JobStateError, match="still has tasks to run"):
+        journal.retry_job("a", "b", Placement.LOCAL, 0)
+    journal.mark_dispatched("a", 1, [1, 2])
+    journal.mark_dispatched("a", 2, [5])
+    seq = journal.finish("a", 1, [(1, Status.SUCCEEDED, b'{"status":"succeeded"}\n')], 1)
+    seq = journal.finish("a", 1, [(2, Status.FAILED, b'{"status":"failed"}\n')], seq)
+    journal.finish("a", 2, [(5, Status.LOST, b'{"status":"lost"}\n')], seq)
+    assert journal.retry_job("a", "b", Placement.REMOTE, 1) == 2
+    info = journal.job("b")
+    assert (info.state, info.total, info.placement, info.retries) == ("queued", 2, "remote", 1)
+    assert journal.job_files("b") == ["f1", "f2"]
+    first = journal.pending("b", (0, 0), 10)
+    assert first is not None
+    assert (first.lines, first.texts) == ([2], ["y"])
+    journal.mark_dispatched("b", 1, [2])
+    journal.finish("b", 1, [(2, Status.SUCCEEDED, b'{"status":"succeeded"}\n')], 1)
+    journal.mark_dispatched("b", 2, [5])
+    journal.finish("b", 2, [(5, Status.SUCCEEDED, b'{"status":"succeeded"}\n')], 2)
+    with pytest.raises(JobStateError, match="every task of job b succeeded"):
+        journal.retry_job("b", "c", Placement.LOCAL, 0)
+    with pytest.raises(JobNotFoundError):
+        journal.job("c")  # nothing half made

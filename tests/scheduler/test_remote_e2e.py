@@ -18,7 +18,14 @@ import boto3
 import pytest
 
 from scripts import local_aws
-from tests.conftest import SchedulerProcess, WriteWorkload, run_cli, taskfleet_command, wait_for
+from tests.conftest import (
+    SchedulerProcess,
+    WriteWorkload,
+    flaky,
+    run_cli,
+    taskfleet_command,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -57,18 +64,22 @@ def deployed(state: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
 
 
 def test_the_whole_cloud_path_scales_from_zero_and_back(
-    deployed: tuple[dict[str, str], dict[str, str]], workload: WriteWorkload
+    deployed: tuple[dict[str, str], dict[str, str]], workload: WriteWorkload, tmp_path: Path
 ) -> None:
     outputs, environment = deployed
-    path = workload(*(["sleep 0"] * 30), "echo remote", "exit 4", "sleep 200")
-    done = run_cli("run", path, "--remote", "--stack", "Taskfleet", env=environment, timeout=300)
-    assert done.returncode == 1, done.stderr  # 'exit 4' failed
+    path = workload(*(["sleep 0"] * 30), "echo remote", "exit 4", "sleep 200", flaky(tmp_path))
+    done = run_cli(
+        "run", path, "--remote", "--stack", "Taskfleet", "--retries", "1",
+        env=environment, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # 'exit 4' failed, twice
     records = [json.loads(line) for line in done.stdout.splitlines()]
-    assert Counter(r["line"] for r in records) == Counter(range(1, 34))  # each exactly once
+    assert Counter(r["line"] for r in records) == Counter(range(1, 35))  # each exactly once
     by_line = {r["line"]: r for r in records}
     assert by_line[31]["stdout"] == "remote\n"
-    assert by_line[32]["exit_code"] == 4
+    assert (by_line[32]["exit_code"], by_line[32]["earlier_exit_codes"]) == (4, [4])
     assert by_line[33]["duration_ms"] >= 200
+    assert (by_line[34]["status"], by_line[34]["attempt"]) == ("succeeded", 2)
     assert all(r["worker"].startswith("i-") for r in records)  # run by the fleet's workers
 
     # Idle, every worker terminated its own instance: the group is back at zero.
@@ -82,20 +93,25 @@ def test_the_scheduler_service_runs_remote_and_hybrid_jobs_on_the_fleet(
     deployed: tuple[dict[str, str], dict[str, str]],
     workload: WriteWorkload,
     scheduler_service: Callable[..., SchedulerProcess],
+    tmp_path: Path,
 ) -> None:
     _, environment = deployed
     service = scheduler_service("--stack", "Taskfleet", env=environment)
     health = run_cli("status", "--scheduler", service.url, env=environment)
     assert health.returncode == 0, health.stderr
 
-    remote = workload(*(["sleep 0"] * 20), "echo via-fleet", "exit 3")
+    remote = workload(*(["sleep 0"] * 20), "echo via-fleet", "exit 3", flaky(tmp_path))
     done = run_cli(
-        "submit", remote, "--remote", "--scheduler", service.url, env=environment, timeout=300
-    )
+        "submit", remote, "--remote", "--retries", "1", "--scheduler", service.url,
+        env=environment, timeout=300,
+    )  # fmt: skip
     assert done.returncode == 1, done.stderr  # 'exit 3' failed
     records = [json.loads(line) for line in done.stdout.splitlines()]
-    assert Counter(r["line"] for r in records) == Counter(range(1, 23))  # each exactly once
-    assert {r["line"]: r["stdout"] for r in records}[21] == "via-fleet\n"
+    assert Counter(r["line"] for r in records) == Counter(range(1, 24))  # each exactly once
+    by_line = {r["line"]: r for r in records}
+    assert by_line[21]["stdout"] == "via-fleet\n"
+    assert (by_line[22]["attempt"], by_line[23]["attempt"]) == (2, 2)  # both ran again
+    assert (by_line[23]["status"], by_line[23]["stdout"]) == ("succeeded", "second\n")
     assert all(r["worker"].startswith("i-") for r in records)
 
     # Hybrid: the fleet holds one bundle per slot, local workers take the rest.

@@ -59,6 +59,17 @@ Timeout = Annotated[
 Stack = Annotated[
     str | None, typer.Option(help="The deployed stack's name.", envvar="TASKFLEET_STACK")
 ]
+#: Most retries of one task: scheduler.retries.MAX_RETRIES, written out so that
+#: the CLI starts without importing the scheduler.
+MAX_RETRIES = 100
+Retries = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=MAX_RETRIES,
+        help="Run a task that failed, timed out or was lost again, up to N more times.",
+    ),
+]
 SummaryPath = Annotated[
     Path | None,
     typer.Option("--summary", help="Also write the summary figures here, as JSON."),

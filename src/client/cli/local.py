@@ -9,6 +9,7 @@ import typer
 from client.cli.app import (
     Files,
     Output,
+    Retries,
     Stack,
     SummaryPath,
     Timeout,
@@ -20,9 +21,6 @@ from client.cli.app import (
     finish,
     results_output,
 )
-
-#: Most retries of one task (worker.result.MAX_ATTEMPTS less the first).
-MAX_RETRIES = 100
 
 
 @app.command()
@@ -36,14 +34,7 @@ def run(
         bool, typer.Option(help="Run on the deployed fleet of --stack instead of locally.")
     ] = False,
     stack: Stack = None,
-    retries: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=MAX_RETRIES,
-            help="Run a task that failed, timed out or was lost again, up to N more times.",
-        ),
-    ] = 0,
+    retries: Retries = 0,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -56,8 +47,6 @@ def run(
     from client import report
 
     counts = checked(files)
-    if remote and (retries or resume):
-        raise fail("--retries and --resume are not available with --remote yet")
     skip: frozenset[tuple[str, int, str]] = frozenset()
     if resume is not None:
         from scheduler.resume import plan_resumption
@@ -85,7 +74,10 @@ def run(
             fleet = open_fleet(stack)
         except FleetError as error:
             raise fail(str(error)) from error
-        with results_output(output) as stream, report.live_progress(counts.total) as bar:
+        with (
+            results_output(output, append=resume is not None) as stream,
+            report.live_progress(counts.total) as bar,
+        ):
             summary = run_remote(
                 files,
                 counts=counts,
@@ -93,6 +85,8 @@ def run(
                 slots=fleet.slots(),
                 output=stream,
                 on_progress=lambda s: report.update(bar, s),
+                retries=retries,
+                skip=skip,
             )
     else:
         from scheduler.embedded import run_embedded

@@ -1,9 +1,9 @@
-"""The scheduler service and its clients: scheduler, submit, results, status, cancel."""
+"""The scheduler service and its clients: scheduler, submit, retry, results, status, cancel."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
@@ -11,6 +11,7 @@ from client.cli.app import (
     DEFAULT_SCHEDULER,
     Files,
     Output,
+    Retries,
     SummaryPath,
     Timeout,
     Workers,
@@ -129,6 +130,12 @@ def scheduler(
     raise typer.Exit(code)
 
 
+Remote = Annotated[bool, typer.Option(help="Run on the scheduler's fleet (scheduler --stack).")]
+Hybrid = Annotated[
+    bool, typer.Option(help="Run on the scheduler's local workers and its fleet together.")
+]
+
+
 @app.command()
 def submit(
     files: Files,
@@ -138,41 +145,83 @@ def submit(
     ca_cert: CaCert = None,
     output: Output = None,
     summary_path: SummaryPath = None,
-    remote: Annotated[
-        bool, typer.Option(help="Run on the scheduler's fleet (scheduler --stack).")
-    ] = False,
-    hybrid: Annotated[
-        bool, typer.Option(help="Run on the scheduler's local workers and its fleet together.")
-    ] = False,
+    remote: Remote = False,
+    hybrid: Hybrid = False,
+    retries: Retries = 0,
 ) -> None:
     """Submit a workload to a scheduler service and stream its results back."""
-    from client import report
-    from scheduler.summary import Summary
-
-    console = report.stderr_console()
-    if remote and hybrid:
-        raise fail("--remote and --hybrid exclude each other")
-    placement = "remote" if remote else "hybrid" if hybrid else "local"
+    placement = placement_of(remote=remote, hybrid=hybrid) or "local"
     counts = checked(files)
     with connected(scheduler, token, token_file, ca_cert) as client:
-        health = client.health()
-        local, fleet = int(health.get("workers", 1)), int(health.get("fleet_slots", 0))
-        workers = {"local": local, "remote": fleet, "hybrid": local + fleet}[placement]
-        summary = Summary(total=counts.total, workers=max(workers, 1))
-        summary.start()
-        job = client.submit(files, placement)
-        console.print(f"job {job['job']}: {job['tasks']} tasks")
-        console.file.flush()  # the job id must reach a log even if this process is killed
-        with results_output(output) as stream, report.live_progress(counts.total) as bar:
-            try:
-                follow(client, job["job"], stream, summary, bar)
-            except KeyboardInterrupt:
-                summary.interrupted = True
-                summary.end()
-                console.print(
-                    f"stopped following; job {job['job']} goes on: taskfleet results {job['job']}"
-                )
+        summary = job_summary(client, counts.total, placement)
+        job = client.submit(files, placement, retries)
+        watch(client, job, summary, output)
     finish(summary, summary_path)
+
+
+@app.command()
+def retry(
+    job: JobId,
+    scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_cert: CaCert = None,
+    output: Output = None,
+    summary_path: SummaryPath = None,
+    local: Annotated[bool, typer.Option(help="Run on the scheduler's local workers.")] = False,
+    remote: Remote = False,
+    hybrid: Hybrid = False,
+    retries: Retries = 0,
+) -> None:
+    """Run the tasks of an ended job that did not succeed again, as a new job, and stream
+    their results back (where the job ran, unless --local, --remote or --hybrid)."""
+    placement = placement_of(local=local, remote=remote, hybrid=hybrid)
+    with connected(scheduler, token, token_file, ca_cert) as client:
+        new = client.retry(job, placement, retries)
+        summary = job_summary(client, new["tasks"], new["placement"])
+        watch(client, new, summary, output)
+    finish(summary, summary_path)
+
+
+def placement_of(**flags: bool) -> str | None:
+    """The placement one of the flags names, None if none; two are a usage error."""
+    chosen = [name for name, given in flags.items() if given]
+    if len(chosen) > 1:
+        raise fail(" and ".join(f"--{name}" for name in chosen) + " exclude each other")
+    return chosen[0] if chosen else None
+
+
+def job_summary(client: "SchedulerClient", total: int, placement: str) -> "Summary":
+    """A started summary of a job of ``total`` tasks, with the service's slots for it."""
+    from scheduler.summary import Summary
+
+    health = client.health()
+    local, fleet = int(health.get("workers", 1)), int(health.get("fleet_slots", 0))
+    workers = {"local": local, "remote": fleet, "hybrid": local + fleet}.get(placement, local)
+    summary = Summary(total=total, workers=max(workers, 1))
+    summary.start()
+    return summary
+
+
+def watch(
+    client: "SchedulerClient", job: dict[str, Any], summary: "Summary", output: str | None
+) -> None:
+    """Say which job runs, then write its results as they arrive until it ends
+    (or Ctrl-C: the job goes on)."""
+    from client import report
+
+    console = report.stderr_console()
+    job_id = job["job"]
+    retried = f" (retrying job {job['retry_of']})" if "retry_of" in job else ""
+    console.print(f"job {job_id}: {job['tasks']} tasks{retried}", markup=False)
+    console.file.flush()  # the job id must reach a log even if this process is killed
+    with results_output(output) as stream, report.live_progress(summary.total) as bar:
+        try:
+            follow(client, job_id, stream, summary, bar)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            summary.end()
+            console.print(f"stopped following; job {job_id} goes on: taskfleet results {job_id}")
 
 
 def follow(
