@@ -40,9 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.workloads import uneven_workloads
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
+from client.benchmark.workloads import uneven_workloads
 
 TASKFLEET = str(Path(sys.executable).parent / "taskfleet")
 

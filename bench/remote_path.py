@@ -48,9 +48,9 @@ import boto3
 
 from bench.aws_calls import FOLDER_VARIABLE, SITE, count_requests, record_requests
 from bench.fleet_peers import run_packed
-from bench.workloads import uneven_workloads
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
+from client.benchmark.workloads import uneven_workloads
 from scheduler.remote_dispatch import RemoteFleet, StackResources
 from scheduler.remote_run import run_remote
 from scripts import local_aws

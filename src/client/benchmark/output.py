@@ -16,6 +16,7 @@ from client.benchmark.suite import Row
 MEASURE = {
     "throughput": "tasks/s",
     "efficiency": "efficiency",
+    "uneven": "efficiency",
     "commands": "tasks/s",
 }
 
@@ -64,14 +65,14 @@ def write_plots(folder: Path, rows: list[Row]) -> None:
 
     for name, kinds in (
         ("throughput", ("throughput", "commands")),
-        ("efficiency", ("efficiency",)),
+        ("efficiency", ("efficiency", "uneven")),
     ):
         # One panel per workload (per task count for throughput), in the order they ran.
         panels = list(
             dict.fromkeys(
-                (r.kind, r.line, 0 if r.kind == "efficiency" else r.tasks)
+                (r.kind, r.line, 0 if MEASURE[r.kind] == "efficiency" else r.tasks)
                 for r in rows
-                if r.kind in kinds
+                if r.kind in kinds and not r.absent
             )
         )
         figure, axes = pyplot.subplots(
@@ -81,7 +82,10 @@ def write_plots(folder: Path, rows: list[Row]) -> None:
             chosen = [
                 r
                 for r in rows
-                if r.kind == kind and r.line == line and (not tasks or r.tasks == tasks)
+                if r.kind == kind
+                and r.line == line
+                and (not tasks or r.tasks == tasks)
+                and not r.absent
             ]
             for system in dict.fromkeys(r.system for r in chosen):
                 points = sorted((r.workers, r.figure) for r in chosen if r.system == system)
@@ -92,7 +96,7 @@ def write_plots(folder: Path, rows: list[Row]) -> None:
             axis.set_xticks(workers, [str(w) for w in workers])
             axis.set_xlabel("workers")
             axis.set_ylabel(MEASURE[kind])
-            if kind != "efficiency":
+            if MEASURE[kind] != "efficiency":
                 axis.set_yscale("log")
             title = f"{line}" + (f", {tasks:,} tasks" if tasks else "")
             axis.set_title(title)
@@ -116,7 +120,7 @@ def table(rows: list[Row]) -> Table:
             f"{r.tasks:,}",
             str(r.workers),
             r.system,
-            f"{r.seconds:.3f}",
+            seconds_text(r),
             figure_text(r),
             "" if r.vs_best_peer is None else f"{r.vs_best_peer:.2f}x",
             style=None if r.peer else "bold",
@@ -124,7 +128,13 @@ def table(rows: list[Row]) -> Table:
     return view
 
 
+def seconds_text(row: Row) -> str:
+    return "-" if row.absent else f"{row.seconds:.3f}"
+
+
 def figure_text(row: Row) -> str:
+    if row.absent:
+        return "absent (not installed)"
     if row.efficiency is not None:
         return f"{row.efficiency:.4f}"
     return f"{row.tasks_per_second:,.0f}/s"
@@ -143,7 +153,9 @@ def write_report(
         "",
         "Each figure is the median of the runs; seconds run from the first task handed over",
         "to the last result back, workers already started. Efficiency is ideal time over",
-        "measured time; the last column is each row's figure over the best peer's. The peers",
+        "measured time (for the uneven workloads, the least any schedule could take: the work",
+        "spread evenly, or the longest task); the last column is each row's figure over the",
+        "best peer's. The peers",
         "do the same work per task (parse the line, run it) but keep no record of it;",
         "taskfleet writes a JSON result record per task (and the service journals it).",
         "",
@@ -154,7 +166,7 @@ def write_report(
         system = r.system if r.peer else f"**{r.system}**"
         ratio = "" if r.vs_best_peer is None else f"{r.vs_best_peer:.2f}x"
         lines.append(
-            f"| `{r.line}` | {r.tasks:,} | {r.workers} | {system} | {r.seconds:.3f} "
+            f"| `{r.line}` | {r.tasks:,} | {r.workers} | {system} | {seconds_text(r)} "
             f"| {figure_text(r)} | {ratio} |"
         )
     lines += ["", "![throughput](throughput.png)", "", "![efficiency](efficiency.png)", ""]

@@ -34,25 +34,38 @@ class BenchError(Exception):
 
 
 class Workload(NamedTuple):
-    """The same task line ``tasks`` times, for ``workers`` workers."""
+    """The same task line ``tasks`` times, for ``workers`` workers; or, with
+    ``durations``, one `sleep N` a duration (``line`` then names the workload)."""
 
     line: str
     tasks: int
     workers: int
+    durations: tuple[int, ...] = ()
 
     @property
     def ideal_seconds(self) -> float | None:
-        """Time with no overhead at all: known for sleeps that take time."""
+        """Time with no overhead at all: known for sleeps that take time. For
+        uneven sleeps, the least any schedule could take: the work spread evenly,
+        or the longest task."""
+        if self.durations:
+            work = max(sum(self.durations) / self.workers, max(self.durations))
+            return work / 1000.0
         planned = plan(self.line)
         if not isinstance(planned, int) or planned == 0:
             return None
         per_worker = -(-self.tasks // self.workers)
         return per_worker * planned / 1000.0
 
+    def texts(self) -> list[str]:
+        """Its task lines."""
+        if self.durations:
+            return [f"sleep {ms}" for ms in self.durations]
+        return [self.line] * self.tasks
+
     def write(self, directory: Path) -> Path:
         path = directory / f"{self.line.replace(' ', '-')}-{self.tasks}.txt"
         if not path.exists():
-            path.write_text(f"{self.line}\n" * self.tasks)
+            path.write_text("".join(f"{text}\n" for text in self.texts()))
         return path
 
 
@@ -158,7 +171,7 @@ def peer_task(text: str) -> None:
 
 def pool_seconds(workload: Workload, chunksize: int | None) -> float:
     """multiprocessing.Pool: imap_unordered with ``chunksize``, or map's automatic one (None)."""
-    return pool_lines_seconds([workload.line] * workload.tasks, workload.workers, chunksize)
+    return pool_lines_seconds(workload.texts(), workload.workers, chunksize)
 
 
 def pool_lines_seconds(lines: list[str], workers: int, chunksize: int | None = 1) -> float:
@@ -180,23 +193,29 @@ def executor_seconds(workload: Workload) -> float:
     with ProcessPoolExecutor(workload.workers, mp_context=context) as executor:
         list(executor.map(peer_task, ["sleep 0"] * workload.workers))  # started, warm
         began = time.perf_counter()
-        for _ in executor.map(peer_task, [workload.line] * workload.tasks):
+        for _ in executor.map(peer_task, workload.texts()):
             pass
         return time.perf_counter() - began
 
 
 def xargs_seconds(workload: Workload, directory: Path) -> float:
     """GNU xargs -P running each line through the shell, as people do with command lists."""
-    path = workload.write(directory)
-    with path.open("rb") as lines:
+    command = ["xargs", "-P", str(workload.workers), "-d", "\\n", "-n", "1", "/bin/sh", "-c"]
+    return command_seconds(command, workload.write(directory))
+
+
+def parallel_seconds(workload: Workload, directory: Path) -> float:
+    """GNU parallel -j running each line (through the shell, as it does)."""
+    command = ["parallel", "--will-cite", "-j", str(workload.workers)]
+    return command_seconds(command, workload.write(directory))
+
+
+def command_seconds(command: list[str], lines: Path) -> float:
+    """Whole-process seconds of a command fed the lines of a file on stdin."""
+    with lines.open("rb") as stdin:
         began = time.perf_counter()
-        done = subprocess.run(
-            ["xargs", "-P", str(workload.workers), "-d", "\\n", "-n", "1", "/bin/sh", "-c"],
-            stdin=lines,
-            capture_output=True,
-            check=False,
-        )
+        done = subprocess.run(command, stdin=stdin, capture_output=True, check=False)
         seconds = time.perf_counter() - began
     if done.returncode != 0:
-        raise BenchError(f"xargs exited {done.returncode}: {done.stderr.decode().strip()}")
+        raise BenchError(f"{command[0]} exited {done.returncode}: {done.stderr.decode().strip()}")
     return seconds

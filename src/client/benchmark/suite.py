@@ -1,13 +1,15 @@
 """Which workloads `taskfleet bench` runs on which systems, and the figures it keeps.
 
-The experiments are the seed's: throughput (`sleep 0`, tasks per second),
-efficiency (sleeps of 10 ms, 1 s and 10 s; ideal time over measured) and
+The experiments: throughput (`sleep 0`, tasks per second), efficiency (sleeps
+of 10 ms, 1 s and 10 s; ideal time over measured), uneven sleeps (a sorted
+workload, long tasks last, and a heavy-tailed one; makespan efficiency) and
 shell commands (`true`, tasks per second), each for 1 to 16 workers, on
 taskfleet's ways (embedded `run`, the scheduler service, the fleet of a
 deployed stack) and on the peers people would otherwise use, measured in the
 same run. Each figure is the median of repeated runs.
 """
 
+import shutil
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -16,24 +18,47 @@ from typing import NamedTuple
 
 from client.benchmark import runners
 from client.benchmark.runners import Service, Workload
+from client.benchmark.workloads import heavy_tailed_durations, sorted_durations
 
 WORKERS = (1, 2, 4, 8, 16)
 
+#: A system the suite times: (name, is a peer, how to time a workload, or None
+#: when it is not installed here).
+System = tuple[str, bool, Callable[[Workload], float] | None]
+
 
 class Experiment(NamedTuple):
-    """One task line, at a fixed task count or a fixed count per worker, for worker counts."""
+    """One task line, at a fixed task count or a fixed count per worker, for worker
+    counts; or (``durations``) the same uneven sleeps for every worker count."""
 
-    kind: str  # "throughput", "efficiency" or "commands"
-    line: str
+    kind: str  # "throughput", "efficiency", "uneven" or "commands"
+    line: str  # the task line, or the name of the uneven workload
     tasks: int | None  # the same count for every worker count, or
     per_worker: int | None  # this many per worker
     workers: tuple[int, ...]
+    durations: tuple[int, ...] = ()
 
     def workloads(self) -> list[Workload]:
+        if self.durations:
+            count = len(self.durations)
+            return [Workload(self.line, count, w, self.durations) for w in self.workers]
         return [
             Workload(self.line, self.tasks or (self.per_worker or 1) * workers, workers)
             for workers in self.workers
         ]
+
+
+def uneven(
+    workers: tuple[int, ...], *, short: int, long: int, tailed: int
+) -> tuple[Experiment, Experiment]:
+    """A sorted workload (``short`` `sleep 0`, then ``long`` `sleep 250`) and a
+    heavy-tailed one (``tailed`` sleeps of 10 ms and up, at most 2 s)."""
+    return (
+        Experiment("uneven", "sorted", None, None, workers, sorted_durations(short, long, 250)),
+        Experiment(
+            "uneven", "heavy-tailed", None, None, workers, heavy_tailed_durations(tailed, 10, 2000)
+        ),
+    )
 
 
 FULL = (
@@ -42,12 +67,14 @@ FULL = (
     Experiment("efficiency", "sleep 10", None, 1_000, WORKERS),
     Experiment("efficiency", "sleep 1000", None, 100, WORKERS),
     Experiment("efficiency", "sleep 10000", None, 10, WORKERS),
+    *uneven(WORKERS, short=2000, long=64, tailed=400),
     Experiment("commands", "true", 2_000, None, WORKERS),
 )
 
 QUICK = (
     Experiment("throughput", "sleep 0", 2_000, None, (1, 2)),
     Experiment("efficiency", "sleep 10", None, 20, (1, 2)),
+    *uneven((2,), short=200, long=8, tailed=40),
     Experiment("commands", "true", 100, None, (2,)),
 )
 
@@ -67,6 +94,7 @@ class Row:
     tasks_per_second: float
     efficiency: float | None  # ideal / measured, for sleeps
     vs_best_peer: float | None = None  # this row's figure over the best peer's
+    absent: bool = False  # a peer not installed here: no figure
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -93,11 +121,10 @@ class Suite:
         for service in self._services.values():
             service.stop()
 
-    def systems(
-        self, experiment: Experiment
-    ) -> list[tuple[str, bool, Callable[[Workload], float]]]:
-        """(name, is a peer, how to time a workload) for every system that applies."""
-        found: list[tuple[str, bool, Callable[[Workload], float]]] = [
+    def systems(self, experiment: Experiment) -> list[System]:
+        """(name, is a peer, how to time a workload, or None if it is not installed)
+        for every system that applies."""
+        found: list[System] = [
             ("taskfleet run", False, lambda w: runners.taskfleet_run(w, self.directory)),
             (
                 "taskfleet service",
@@ -121,6 +148,10 @@ class Suite:
         ]
         if experiment.kind == "commands":
             found.append(("xargs -P", True, lambda w: runners.xargs_seconds(w, self.directory)))
+            parallel = None
+            if shutil.which("parallel") is not None:
+                parallel = lambda w: runners.parallel_seconds(w, self.directory)  # noqa: E731
+            found.append(("GNU parallel -j", True, parallel))
         return found
 
     def service(self, workers: int) -> Service:
@@ -130,7 +161,13 @@ class Suite:
 
     def measurements(self, experiments: tuple[Experiment, ...]) -> int:
         """How many timed runs ``run`` makes, for a progress bar."""
-        return sum(len(e.workloads()) * len(self.systems(e)) * self.repeat for e in experiments)
+        return (
+            sum(
+                len(e.workloads()) * sum(timed is not None for _, _, timed in self.systems(e))
+                for e in experiments
+            )
+            * self.repeat
+        )
 
     def run(
         self, experiments: tuple[Experiment, ...], advance: Callable[[str], None]
@@ -140,6 +177,9 @@ class Suite:
             for workload in experiment.workloads():
                 rows = []
                 for name, peer, timed in self.systems(experiment):
+                    if timed is None:
+                        rows.append(absent_row(experiment.kind, workload, name))
+                        continue
                     runs = []
                     for _ in range(self.repeat):
                         runs.append(timed(workload))
@@ -167,11 +207,17 @@ def row(kind: str, workload: Workload, system: str, peer: bool, runs: list[float
     )
 
 
+def absent_row(kind: str, workload: Workload, system: str) -> Row:
+    """The row of a peer that is not installed: shown as such, never dropped."""
+    return Row(kind, workload.line, workload.tasks, workload.workers, system, True, 0.0, [],
+               0.0, None, absent=True)  # fmt: skip
+
+
 def compare_to_peers(rows: list[Row]) -> list[Row]:
     """Set each row's ratio to the best peer on the same workload."""
-    peers = [r.figure for r in rows if r.peer]
+    peers = [r.figure for r in rows if r.peer and not r.absent]
     if peers:
         best = max(peers)
-        for each in rows:
+        for each in (r for r in rows if not r.absent):
             each.vs_best_peer = each.figure / best if best > 0 else None
     return rows

@@ -27,12 +27,13 @@ def bench(
     only: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only these experiments: a kind (throughput, efficiency, commands) or a "
-            "task line ('sleep 10'); repeatable."
+            help="Run only these experiments: a kind (throughput, efficiency, uneven, commands),"
+            " a task line ('sleep 10') or an uneven workload ('sorted'); repeatable."
         ),
     ] = None,
 ) -> None:
-    """Measure throughput and efficiency beside multiprocessing, concurrent.futures and xargs."""
+    """Measure throughput and efficiency beside multiprocessing, concurrent.futures, xargs and
+    GNU parallel."""
     import importlib.util
     import tempfile
     import time

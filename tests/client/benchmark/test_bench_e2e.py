@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,16 +24,23 @@ def test_a_quick_bench_leaves_figures_plots_and_a_report(tmp_path: Path) -> None
     systems = {r["system"] for r in rows}
     assert {"taskfleet run", "taskfleet service", "Pool chunksize=1"} <= systems
     assert {"Pool map (auto chunks)", "ProcessPoolExecutor", "xargs -P"} <= systems
+    # GNU parallel is a peer of the commands whether it is installed or not.
+    (parallel,) = [r for r in rows if r["system"] == "GNU parallel -j"]
+    assert parallel["absent"] == (shutil.which("parallel") is None)
+    assert {r["line"] for r in rows if r["kind"] == "uneven"} == {"sorted", "heavy-tailed"}
     for row in rows:
+        if row["absent"]:
+            assert (row["runs"], row["vs_best_peer"]) == ([], None)
+            continue
         assert row["tasks_per_second"] > 0
         assert row["seconds"] == sorted(row["runs"])[len(row["runs"]) // 2]
         assert row["vs_best_peer"] > 0
-        if row["line"] == "sleep 10":
+        if row["line"] in ("sleep 10", "sorted", "heavy-tailed"):
             # Nothing can beat the ideal time by more than the clock's noise.
             assert 0 < row["efficiency"] <= 1.02
         else:
             assert row["efficiency"] is None
-    for kind, workers in (("throughput", 1), ("throughput", 2), ("efficiency", 2)):
+    for kind, workers in (("throughput", 1), ("throughput", 2), ("efficiency", 2), ("uneven", 2)):
         best_peer = max(
             r["vs_best_peer"]
             for r in rows
@@ -48,6 +56,8 @@ def test_a_quick_bench_leaves_figures_plots_and_a_report(tmp_path: Path) -> None
     assert "![throughput](throughput.png)" in report
     assert report.count("| `sleep 0` |") == sum(1 for r in rows if r["line"] == "sleep 0")
     assert "taskfleet service" in done.stdout  # the table
+    if parallel["absent"]:
+        assert "absent (not installed)" in report
 
 
 def test_bench_refuses_a_folder_it_cannot_write(tmp_path: Path) -> None:
