@@ -17,8 +17,8 @@ from typing import BinaryIO
 from scheduler.bundling import BundlePacker
 from scheduler.embedded import new_job_id
 from scheduler.remote_dispatch import RemoteFleet
+from worker.contracts import MAX_MESSAGES_PER_CALL
 from worker.result import encode_lines
-from worker.sqs import MAX_MESSAGES_PER_CALL
 from worker.workload import TaskReader
 
 #: Seconds between two settings of the group's capacity while the job runs.

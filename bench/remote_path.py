@@ -54,6 +54,7 @@ from client.benchmark.workloads import uneven_workloads
 from scheduler.remote_dispatch import RemoteFleet, StackResources
 from scheduler.remote_run import run_remote
 from scripts import local_aws
+from worker.contracts import Output
 from worker.workload import check_workload
 
 STACK = "Taskfleet"
@@ -471,7 +472,7 @@ def main() -> None:
         try:
             os.environ.update(local_aws.environment(local_aws.emulator_of(state)["port"]))
             resources = StackResources.lookup(STACK)
-            group = Group(outputs["AutoScalingGroupName"])
+            group = Group(outputs[Output.GROUP_NAME])
             experiments: dict[str, Callable[[], Any]] = {
                 "requests": lambda: requests_experiment(tasks, directory, resources, group),
                 "efficiency": lambda: efficiency_experiment(directory, resources, group),
@@ -482,7 +483,7 @@ def main() -> None:
                     group,
                     local_aws.emulator_of(state)["fleet"],
                     state,
-                    int(outputs["VisibilityTimeoutSeconds"]),
+                    int(outputs[Output.VISIBILITY_TIMEOUT_SECONDS]),
                 ),
             }
             report = {"machine": machine()}

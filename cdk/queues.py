@@ -5,12 +5,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.nag import acknowledge
-
-#: SQS's largest message, 1 MiB: a bundle of tasks is packed up to it.
-MAX_MESSAGE_BYTES = 1_048_576
-
-#: SQS's longest receive wait: workers and scheduler long-poll this long.
-LONG_POLL_SECONDS = 20
+from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES
 
 #: How long an unread message is kept (the SQS maximum, 14 days).
 RETENTION = Duration.days(14)

@@ -13,6 +13,7 @@ from cdk.fleet import TERMINATION_HOOK, WorkerFleet, read_image_file
 from cdk.nag import acknowledge
 from cdk.queues import TaskQueues
 from cdk.source import write_source_zip
+from worker.contracts import Output, Setting
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -63,15 +64,15 @@ class TaskfleetStack(Stack):
         # template cannot name the group made from it; the instance reads it
         # from its own tags (instance metadata).
         settings = {
-            "TASKFLEET_SOURCE_URL": source.s3_object_url,
-            "TASKFLEET_REGION": self.region,
-            "TASKFLEET_REQUEST_QUEUE_URL": queues.requests.queue_url,
-            "TASKFLEET_RESPONSE_QUEUE_URL": queues.responses.queue_url,
-            "TASKFLEET_CLAIM_TABLE": claims.table.table_name,
-            "TASKFLEET_IDLE_TIMEOUT": str(int(idle_timeout.to_seconds())),
-            "TASKFLEET_VISIBILITY_TIMEOUT": str(int(visibility_timeout.to_seconds())),
-            "TASKFLEET_CONCURRENCY": str(slots_per_instance),
-            "TASKFLEET_LIFECYCLE_HOOK": TERMINATION_HOOK,
+            Setting.SOURCE_URL: source.s3_object_url,
+            Setting.REGION: self.region,
+            Setting.REQUEST_QUEUE_URL: queues.requests.queue_url,
+            Setting.RESPONSE_QUEUE_URL: queues.responses.queue_url,
+            Setting.CLAIM_TABLE: claims.table.table_name,
+            Setting.IDLE_TIMEOUT: str(int(idle_timeout.to_seconds())),
+            Setting.VISIBILITY_TIMEOUT: str(int(visibility_timeout.to_seconds())),
+            Setting.CONCURRENCY: str(slots_per_instance),
+            Setting.LIFECYCLE_HOOK: TERMINATION_HOOK,
         }
         user_data = ec2.UserData.for_linux()
         user_data.add_commands(
@@ -92,16 +93,16 @@ class TaskfleetStack(Stack):
         self._grant_worker(fleet, queues, claims, source)
 
         outputs = {
-            "RequestQueueUrl": queues.requests.queue_url,
-            "ResponseQueueUrl": queues.responses.queue_url,
-            "DeadLetterQueueUrl": queues.dead_letters.queue_url,
-            "ClaimTableName": claims.table.table_name,
-            "AutoScalingGroupName": fleet.group.auto_scaling_group_name,
-            "Region": self.region,
-            "MaxWorkers": str(max_workers),
-            "SlotsPerInstance": str(slots_per_instance),
-            "IdleTimeoutSeconds": settings["TASKFLEET_IDLE_TIMEOUT"],
-            "VisibilityTimeoutSeconds": settings["TASKFLEET_VISIBILITY_TIMEOUT"],
+            Output.REQUEST_QUEUE_URL: queues.requests.queue_url,
+            Output.RESPONSE_QUEUE_URL: queues.responses.queue_url,
+            Output.DEAD_LETTER_QUEUE_URL: queues.dead_letters.queue_url,
+            Output.CLAIM_TABLE_NAME: claims.table.table_name,
+            Output.GROUP_NAME: fleet.group.auto_scaling_group_name,
+            Output.REGION: self.region,
+            Output.MAX_WORKERS: str(max_workers),
+            Output.SLOTS_PER_INSTANCE: str(slots_per_instance),
+            Output.IDLE_TIMEOUT_SECONDS: settings[Setting.IDLE_TIMEOUT],
+            Output.VISIBILITY_TIMEOUT_SECONDS: settings[Setting.VISIBILITY_TIMEOUT],
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

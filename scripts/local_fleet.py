@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from scripts.metadata_stand_in import MetadataStandIn
+from worker.contracts import Output
 from worker.sqs import aws_client
 
 #: Seconds between two looks at the group.
@@ -50,14 +51,14 @@ class LocalFleet:
         self.outputs = outputs
         self.logs = logs
         self.metadata = metadata
-        self.idle_timeout = idle_timeout or float(outputs["IdleTimeoutSeconds"])
-        self.autoscaling = aws_client("autoscaling", outputs["Region"])
+        self.idle_timeout = idle_timeout or float(outputs[Output.IDLE_TIMEOUT_SECONDS])
+        self.autoscaling = aws_client("autoscaling", outputs[Output.REGION])
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = threading.Event()
 
     def in_service(self) -> set[str]:
         (group,) = self.autoscaling.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[self.outputs["AutoScalingGroupName"]]
+            AutoScalingGroupNames=[self.outputs[Output.GROUP_NAME]]
         )["AutoScalingGroups"]
         instances: list[dict[str, Any]] = group["Instances"]
         return {i["InstanceId"] for i in instances if i["LifecycleState"] == "InService"}
@@ -71,24 +72,24 @@ class LocalFleet:
                     TASKFLEET,
                     "worker",
                     "--request-queue-url",
-                    outputs["RequestQueueUrl"],
+                    outputs[Output.REQUEST_QUEUE_URL],
                     "--response-queue-url",
-                    outputs["ResponseQueueUrl"],
+                    outputs[Output.RESPONSE_QUEUE_URL],
                     "--claim-table",
-                    outputs["ClaimTableName"],
+                    outputs[Output.CLAIM_TABLE_NAME],
                     "--region",
-                    outputs["Region"],
+                    outputs[Output.REGION],
                     "--instance-id",
                     instance_id,
                     "--group-name",
-                    outputs["AutoScalingGroupName"],
+                    outputs[Output.GROUP_NAME],
                     "--idle-timeout",
                     str(self.idle_timeout),
                     "--visibility-timeout",
-                    outputs["VisibilityTimeoutSeconds"],
+                    outputs[Output.VISIBILITY_TIMEOUT_SECONDS],
                     # As many slots as an instance of the stack has.
                     "--concurrency",
-                    outputs.get("SlotsPerInstance", "1"),
+                    outputs.get(Output.SLOTS_PER_INSTANCE, "1"),
                     # Restarted after a failure, it takes its bundles back at once.
                     "--state-dir",
                     str(self.logs / f"{instance_id}.state"),

@@ -9,13 +9,8 @@ from typing import NamedTuple
 
 import msgspec
 
-from worker.bundle import (
-    MAX_MESSAGE_BYTES,
-    MESSAGE_HEADROOM_BYTES,
-    Bundle,
-    BundleTask,
-    encode_bundle,
-)
+from worker.bundle import MESSAGE_HEADROOM_BYTES, Bundle, BundleTask, encode_bundle
+from worker.contracts import MAX_MESSAGE_BYTES
 
 #: Largest bundle body, in bytes.
 MAX_BUNDLE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES

@@ -19,14 +19,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from scheduler.errors import FleetError
 from scheduler.provisioner import desired_capacity
 from worker.bundle import BundleError, ResultBatch, decode_bundle, decode_result_batch
+from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
 from worker.result import Status, make_result, unfinished
-from worker.sqs import (
-    LONG_POLL_SECONDS,
-    MAX_MESSAGES_PER_CALL,
-    aws_client,
-    delete_batch,
-    send_batches,
-)
+from worker.sqs import aws_client, delete_batch, send_batches
 from worker.task import task_id
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -56,12 +51,12 @@ class StackResources(NamedTuple):
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         try:
             return cls(
-                outputs["RequestQueueUrl"],
-                outputs["ResponseQueueUrl"],
-                outputs["DeadLetterQueueUrl"],
-                outputs.get("AutoScalingGroupName"),
-                int(outputs.get("MaxWorkers", "1")),
-                int(outputs.get("SlotsPerInstance", "1")),
+                outputs[Output.REQUEST_QUEUE_URL],
+                outputs[Output.RESPONSE_QUEUE_URL],
+                outputs[Output.DEAD_LETTER_QUEUE_URL],
+                outputs.get(Output.GROUP_NAME),
+                int(outputs.get(Output.MAX_WORKERS, "1")),
+                int(outputs.get(Output.SLOTS_PER_INSTANCE, "1")),
             )
         except (KeyError, ValueError) as missing:
             raise FleetError(f"stack {stack_name} lacks a usable output: {missing}") from missing

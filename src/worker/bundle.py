@@ -10,11 +10,9 @@ from typing import Annotated
 
 import msgspec
 
+from worker.contracts import MAX_MESSAGE_BYTES
 from worker.result import CheckedResult, Result, Short
 from worker.task import FileName, JobId, LineNumber
-
-#: SQS's largest message, and the largest a SendMessageBatch may carry in all.
-MAX_MESSAGE_BYTES = 1_048_576
 
 #: Room kept under the limit for SQS's own attributes and JSON framing.
 MESSAGE_HEADROOM_BYTES = 16 * 1024

@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO, NamedTuple
 
+from worker.contracts import TOKEN_VARIABLE
 from worker.errors import WorkerConfigError
 from worker.result import OUTPUT_LIMIT_BYTES, Outcome, Status
 from worker.task import check_line
 
 #: Environment variables that hold secrets: no task inherits them.
-SECRET_VARIABLES = ("TASKFLEET_TOKEN",)
+SECRET_VARIABLES = (TOKEN_VARIABLE,)
 
 #: How long before a sleep's deadline the worker stops trusting the kernel
 #: timer and watches the clock instead. Timer wake-ups overshoot by 0.1-0.2 ms

@@ -40,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from worker.bundle import BundleError, BundleTask, decode_bundle, result_messages
 from worker.bundle_run import BundleRun
 from worker.claims import ClaimLedger
+from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Setting
 from worker.errors import DuplicateBundleError, WorkerConfigError
 from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
 from worker.finished_log import FinishedLog
@@ -50,13 +51,7 @@ from worker.interruptions import (
     Notice,
 )
 from worker.result import Result, make_result
-from worker.sqs import (
-    LONG_POLL_SECONDS,
-    MAX_MESSAGES_PER_CALL,
-    aws_client,
-    make_visible,
-    send_batches,
-)
+from worker.sqs import aws_client, make_visible, send_batches
 from worker.task import task_id
 
 log = logging.getLogger("taskfleet.worker")
@@ -117,34 +112,34 @@ class RemoteConfig(NamedTuple):
             return overrides.get(key) or environment.get(name) or None
 
         try:
-            metadata_url = optional("metadata_url", "TASKFLEET_METADATA_URL")
-            instance_id = optional("instance_id", "TASKFLEET_INSTANCE_ID") or (
+            metadata_url = optional("metadata_url", Setting.METADATA_URL)
+            instance_id = optional("instance_id", Setting.INSTANCE_ID) or (
                 Metadata(metadata_url or DEFAULT_METADATA_URL).instance_id()
             )
-            timeout = float(value("task_timeout", "TASKFLEET_TASK_TIMEOUT", "3600"))
-            task_user = optional("task_user", "TASKFLEET_TASK_USER")
-            state_dir = optional("state_dir", "TASKFLEET_STATE_DIR")
-            concurrency = int(value("concurrency", "TASKFLEET_CONCURRENCY", "0"))
-            poll = int(value("poll_seconds", "TASKFLEET_POLL_SECONDS", str(LONG_POLL_SECONDS)))
+            timeout = float(value("task_timeout", Setting.TASK_TIMEOUT, "3600"))
+            task_user = optional("task_user", Setting.TASK_USER)
+            state_dir = optional("state_dir", Setting.STATE_DIR)
+            concurrency = int(value("concurrency", Setting.CONCURRENCY, "0"))
+            poll = int(value("poll_seconds", Setting.POLL_SECONDS, str(LONG_POLL_SECONDS)))
             if not 0 <= poll <= LONG_POLL_SECONDS:
                 raise ValueError(f"the long poll's wait must be 0 to {LONG_POLL_SECONDS} s")
             return cls(
-                request_queue_url=value("request_queue_url", "TASKFLEET_REQUEST_QUEUE_URL"),
-                response_queue_url=value("response_queue_url", "TASKFLEET_RESPONSE_QUEUE_URL"),
-                claim_table=value("claim_table", "TASKFLEET_CLAIM_TABLE"),
-                region=value("region", "TASKFLEET_REGION", environment.get("AWS_DEFAULT_REGION")),
+                request_queue_url=value("request_queue_url", Setting.REQUEST_QUEUE_URL),
+                response_queue_url=value("response_queue_url", Setting.RESPONSE_QUEUE_URL),
+                claim_table=value("claim_table", Setting.CLAIM_TABLE),
+                region=value("region", Setting.REGION, environment.get("AWS_DEFAULT_REGION")),
                 instance_id=instance_id,
-                group_name=optional("group_name", "TASKFLEET_GROUP_NAME"),
-                idle_timeout=float(value("idle_timeout", "TASKFLEET_IDLE_TIMEOUT", "300")),
+                group_name=optional("group_name", Setting.GROUP_NAME),
+                idle_timeout=float(value("idle_timeout", Setting.IDLE_TIMEOUT, "300")),
                 visibility_timeout=int(
-                    value("visibility_timeout", "TASKFLEET_VISIBILITY_TIMEOUT", "60")
+                    value("visibility_timeout", Setting.VISIBILITY_TIMEOUT, "60")
                 ),
                 # One slot per vCPU unless told: every core paid for runs tasks.
                 concurrency=concurrency or os.cpu_count() or 1,
                 task_timeout=timeout or None,
                 task_user=TaskUser.named(task_user) if task_user else None,
                 metadata_url=metadata_url,
-                lifecycle_hook=optional("lifecycle_hook", "TASKFLEET_LIFECYCLE_HOOK"),
+                lifecycle_hook=optional("lifecycle_hook", Setting.LIFECYCLE_HOOK),
                 state_dir=Path(state_dir) if state_dir else None,
                 poll_seconds=poll,
             )

@@ -6,13 +6,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from worker.bundle import MAX_MESSAGE_BYTES
-
-#: Most messages one ReceiveMessage, SendMessageBatch or DeleteMessageBatch takes.
-MAX_MESSAGES_PER_CALL = 10
-
-#: Longest long poll SQS allows, in seconds.
-LONG_POLL_SECONDS = 20
+from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, MAX_MESSAGES_PER_CALL
 
 
 def aws_client(service: str, region: str | None = None) -> Any:

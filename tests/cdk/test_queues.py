@@ -1,7 +1,9 @@
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
-from cdk.queues import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, TaskQueues
+from cdk.queues import TaskQueues
+
+from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES
 
 
 def queues_template(**settings: object) -> Template:

@@ -1,6 +1,7 @@
 """The whole stack as `cdk deploy` would make it (defaults, cdk-nag checked)."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +11,10 @@ from aws_cdk.assertions import Match, Template
 from cdk.app import SettingError, build
 
 from tests.cdk.conftest import ACCOUNT, REGION, make_app
+from worker.contracts import BOOTSTRAP_SETTINGS, Output
 
-OUTPUTS = [
-    "RequestQueueUrl",
-    "ResponseQueueUrl",
-    "DeadLetterQueueUrl",
-    "ClaimTableName",
-    "AutoScalingGroupName",
-    "Region",
-    "MaxWorkers",
-    "IdleTimeoutSeconds",
-    "VisibilityTimeoutSeconds",
-]
+#: Every output the scheduler, the scripts and the tests read.
+OUTPUTS = [value for name, value in vars(Output).items() if name.isupper()]
 
 
 def test_outputs_name_everything_the_scheduler_and_workers_need(
@@ -85,16 +78,8 @@ def test_user_data_configures_the_worker(synthesized: tuple[Template, Path]) -> 
     template, _ = synthesized
     (launch_template,) = template.find_resources("AWS::EC2::LaunchTemplate").values()
     user_data = json.dumps(launch_template["Properties"]["LaunchTemplateData"]["UserData"])
-    for name in (
-        "TASKFLEET_REQUEST_QUEUE_URL",
-        "TASKFLEET_RESPONSE_QUEUE_URL",
-        "TASKFLEET_CLAIM_TABLE",
-        "TASKFLEET_SOURCE_URL",
-        "TASKFLEET_IDLE_TIMEOUT",
-        "TASKFLEET_CONCURRENCY",
-        "TASKFLEET_LIFECYCLE_HOOK",
-    ):
-        assert f"export {name}=" in user_data
+    exported = re.findall(r"export (TASKFLEET_\w+)=", user_data)
+    assert sorted(exported) == sorted(BOOTSTRAP_SETTINGS)  # what bootstrap.sh requires
     assert "systemctl enable --now taskfleet-worker.service" in user_data
 
 

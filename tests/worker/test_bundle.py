@@ -3,7 +3,6 @@ import json
 import pytest
 
 from worker.bundle import (
-    MAX_MESSAGE_BYTES,
     Bundle,
     BundleError,
     BundleTask,
@@ -12,6 +11,7 @@ from worker.bundle import (
     encode_bundle,
     result_messages,
 )
+from worker.contracts import MAX_MESSAGE_BYTES
 from worker.result import Outcome, Status, make_result
 
 

@@ -6,76 +6,69 @@ from typing import Annotated
 import typer
 
 from client.cli.app import app, fail
+from worker.contracts import Setting
 
 
 @app.command()
 def worker(
     request_queue_url: Annotated[
-        str | None, typer.Option(help="The request queue.", envvar="TASKFLEET_REQUEST_QUEUE_URL")
+        str | None, typer.Option(help="The request queue.", envvar=Setting.REQUEST_QUEUE_URL)
     ] = None,
     response_queue_url: Annotated[
         str | None,
-        typer.Option(help="The response queue.", envvar="TASKFLEET_RESPONSE_QUEUE_URL"),
+        typer.Option(help="The response queue.", envvar=Setting.RESPONSE_QUEUE_URL),
     ] = None,
     claim_table: Annotated[
-        str | None, typer.Option(help="The claim table.", envvar="TASKFLEET_CLAIM_TABLE")
+        str | None, typer.Option(help="The claim table.", envvar=Setting.CLAIM_TABLE)
     ] = None,
-    region: Annotated[
-        str | None, typer.Option(help="AWS region.", envvar="TASKFLEET_REGION")
-    ] = None,
+    region: Annotated[str | None, typer.Option(help="AWS region.", envvar=Setting.REGION)] = None,
     instance_id: Annotated[
         str | None,
-        typer.Option(help="This instance [default: from IMDSv2].", envvar="TASKFLEET_INSTANCE_ID"),
+        typer.Option(help="This instance [default: from IMDSv2].", envvar=Setting.INSTANCE_ID),
     ] = None,
     group_name: Annotated[
         str | None,
-        typer.Option(
-            help="Its Auto Scaling group (none: no group).", envvar="TASKFLEET_GROUP_NAME"
-        ),
+        typer.Option(help="Its Auto Scaling group (none: no group).", envvar=Setting.GROUP_NAME),
     ] = None,
     idle_timeout: Annotated[
         float | None,
-        typer.Option(min=0, help="Seconds idle before ending.", envvar="TASKFLEET_IDLE_TIMEOUT"),
+        typer.Option(min=0, help="Seconds idle before ending.", envvar=Setting.IDLE_TIMEOUT),
     ] = None,
     visibility_timeout: Annotated[
         int | None,
-        typer.Option(
-            min=1, help="Request queue visibility, s.", envvar="TASKFLEET_VISIBILITY_TIMEOUT"
-        ),
+        typer.Option(min=1, help="Request queue visibility, s.", envvar=Setting.VISIBILITY_TIMEOUT),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(
-            min=1, help="Task slots (default: one per CPU).", envvar="TASKFLEET_CONCURRENCY"
-        ),
+        typer.Option(min=1, help="Task slots (default: one per CPU).", envvar=Setting.CONCURRENCY),
     ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
             min=0,
             help="Time limit per shell command, s (0: none).",
-            envvar="TASKFLEET_TASK_TIMEOUT",
+            envvar=Setting.TASK_TIMEOUT,
         ),
     ] = None,
     task_user: Annotated[
         str | None,
         typer.Option(
             help="Run shell tasks as this unprivileged user (the worker must be root).",
-            envvar="TASKFLEET_TASK_USER",
+            envvar=Setting.TASK_USER,
         ),
     ] = None,
     metadata_url: Annotated[
         str | None,
         typer.Option(
             help="Instance metadata to watch for spot and termination notices (none: not watched).",
-            envvar="TASKFLEET_METADATA_URL",
+            envvar=Setting.METADATA_URL,
         ),
     ] = None,
     lifecycle_hook: Annotated[
         str | None,
         typer.Option(
             help="The group's termination hook, completed once bundles are given back.",
-            envvar="TASKFLEET_LIFECYCLE_HOOK",
+            envvar=Setting.LIFECYCLE_HOOK,
         ),
     ] = None,
     state_dir: Annotated[
@@ -83,13 +76,13 @@ def worker(
         typer.Option(
             help="Note held bundles and finished tasks here, so a restarted worker takes"
             " them back at once.",
-            envvar="TASKFLEET_STATE_DIR",
+            envvar=Setting.STATE_DIR,
         ),
     ] = None,
     poll_seconds: Annotated[
         int | None,
         typer.Option(
-            min=0, max=20, help="Long poll wait, s (default: 20).", envvar="TASKFLEET_POLL_SECONDS"
+            min=0, max=20, help="Long poll wait, s (default: 20).", envvar=Setting.POLL_SECONDS
         ),
     ] = None,
 ) -> None:

@@ -1,0 +1,90 @@
+"""What the stack, the worker, the scheduler and the scripts must agree on.
+
+The stack's output names, the worker's settings (environment variables), and
+the SQS limits both ends of the queues obey: spelled here once. Only the
+standard library is used, so ``cdk/`` and ``scripts/`` import it as freely as
+the packages do. ``image/bootstrap.sh`` keeps shell copies of the worker
+settings; a test compares them with these.
+"""
+
+from typing import Final
+
+
+class Output:
+    """The outputs of the deployed stack, by the names CloudFormation lists them."""
+
+    REQUEST_QUEUE_URL: Final = "RequestQueueUrl"
+    RESPONSE_QUEUE_URL: Final = "ResponseQueueUrl"
+    DEAD_LETTER_QUEUE_URL: Final = "DeadLetterQueueUrl"
+    CLAIM_TABLE_NAME: Final = "ClaimTableName"
+    GROUP_NAME: Final = "AutoScalingGroupName"
+    REGION: Final = "Region"
+    MAX_WORKERS: Final = "MaxWorkers"
+    SLOTS_PER_INSTANCE: Final = "SlotsPerInstance"
+    IDLE_TIMEOUT_SECONDS: Final = "IdleTimeoutSeconds"
+    VISIBILITY_TIMEOUT_SECONDS: Final = "VisibilityTimeoutSeconds"
+
+
+class Setting:
+    """The environment variables that configure a worker (``taskfleet worker``
+    reads each as its option's default)."""
+
+    SOURCE_URL: Final = "TASKFLEET_SOURCE_URL"  # bootstrap.sh only: the source zip
+    REGION: Final = "TASKFLEET_REGION"
+    REQUEST_QUEUE_URL: Final = "TASKFLEET_REQUEST_QUEUE_URL"
+    RESPONSE_QUEUE_URL: Final = "TASKFLEET_RESPONSE_QUEUE_URL"
+    CLAIM_TABLE: Final = "TASKFLEET_CLAIM_TABLE"
+    INSTANCE_ID: Final = "TASKFLEET_INSTANCE_ID"
+    GROUP_NAME: Final = "TASKFLEET_GROUP_NAME"
+    IDLE_TIMEOUT: Final = "TASKFLEET_IDLE_TIMEOUT"
+    VISIBILITY_TIMEOUT: Final = "TASKFLEET_VISIBILITY_TIMEOUT"
+    CONCURRENCY: Final = "TASKFLEET_CONCURRENCY"
+    TASK_TIMEOUT: Final = "TASKFLEET_TASK_TIMEOUT"
+    TASK_USER: Final = "TASKFLEET_TASK_USER"
+    METADATA_URL: Final = "TASKFLEET_METADATA_URL"
+    LIFECYCLE_HOOK: Final = "TASKFLEET_LIFECYCLE_HOOK"
+    STATE_DIR: Final = "TASKFLEET_STATE_DIR"
+    POLL_SECONDS: Final = "TASKFLEET_POLL_SECONDS"
+
+
+#: What the stack's user data hands ``image/bootstrap.sh``, which requires each.
+BOOTSTRAP_SETTINGS: Final = (
+    Setting.SOURCE_URL,
+    Setting.REGION,
+    Setting.REQUEST_QUEUE_URL,
+    Setting.RESPONSE_QUEUE_URL,
+    Setting.CLAIM_TABLE,
+    Setting.IDLE_TIMEOUT,
+    Setting.VISIBILITY_TIMEOUT,
+    Setting.CONCURRENCY,
+    Setting.LIFECYCLE_HOOK,
+)
+
+#: What ``image/bootstrap.sh`` writes to /etc/taskfleet/worker.env for the worker's unit.
+WORKER_ENV_SETTINGS: Final = (
+    Setting.REGION,
+    Setting.REQUEST_QUEUE_URL,
+    Setting.RESPONSE_QUEUE_URL,
+    Setting.CLAIM_TABLE,
+    Setting.INSTANCE_ID,
+    Setting.GROUP_NAME,
+    Setting.IDLE_TIMEOUT,
+    Setting.VISIBILITY_TIMEOUT,
+    Setting.CONCURRENCY,
+    Setting.LIFECYCLE_HOOK,
+    Setting.METADATA_URL,
+    Setting.STATE_DIR,
+    Setting.TASK_USER,
+)
+
+#: The scheduler's token in an environment (taken out before any task starts).
+TOKEN_VARIABLE: Final = "TASKFLEET_TOKEN"
+
+#: SQS's largest message, and the largest a SendMessageBatch may carry in all.
+MAX_MESSAGE_BYTES: Final = 1_048_576
+
+#: Most messages one ReceiveMessage, SendMessageBatch or DeleteMessageBatch takes.
+MAX_MESSAGES_PER_CALL: Final = 10
+
+#: Longest long poll SQS allows, in seconds (the queues' receive wait).
+LONG_POLL_SECONDS: Final = 20
