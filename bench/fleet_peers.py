@@ -14,11 +14,11 @@ import math
 import time
 from typing import BinaryIO
 
-from scheduler.bundling import BundlePacker
-from scheduler.embedded import new_job_id
-from scheduler.remote_dispatch import RemoteFleet
+from scheduler.fleet.aws import RemoteFleet
+from scheduler.fleet.bundling import BundlePacker
 from worker.contracts import MAX_MESSAGES_PER_CALL
 from worker.result import encode_lines
+from worker.task import new_job_id
 from worker.workload import TaskReader
 
 #: Seconds between two settings of the group's capacity while the job runs.

@@ -51,8 +51,8 @@ from bench.fleet_peers import run_packed
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
 from client.benchmark.workloads import uneven_workloads
-from scheduler.remote_dispatch import RemoteFleet, StackResources
-from scheduler.remote_run import run_remote
+from scheduler.fleet.aws import RemoteFleet, StackResources
+from scheduler.fleet.run import run_remote
 from scripts import local_aws
 from worker.contracts import Output
 from worker.workload import check_workload

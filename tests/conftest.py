@@ -22,12 +22,12 @@ import httpx
 import pytest
 import uvicorn
 
-from scheduler.api import Notifier, ServiceState, build_app
-from scheduler.guard import AccessRules
-from scheduler.http_protocol import GuardedH11Protocol
-from scheduler.local_pool import LocalPool
-from scheduler.server import bind
-from scheduler.service_dispatch import ServiceDispatcher
+from scheduler.local.pool import LocalPool
+from scheduler.service.api import Notifier, ServiceState, build_app
+from scheduler.service.dispatch import ServiceDispatcher
+from scheduler.service.guard import AccessRules
+from scheduler.service.http_protocol import GuardedH11Protocol
+from scheduler.service.server import bind
 from scripts.metadata_stand_in import MetadataStandIn
 from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 

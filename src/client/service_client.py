@@ -10,7 +10,7 @@ import httpx
 
 from client.errors import ClientError
 from scheduler.errors import TokenError
-from scheduler.tokens import client_token
+from scheduler.service.tokens import client_token
 from worker.task import TaskLine, encode_task_lines
 from worker.workload import TaskReader
 

@@ -5,6 +5,7 @@ process without a fork) or any other text, which is a shell command for
 ``/bin/sh -c``. Blank lines and ``#`` comments carry no task.
 """
 
+import secrets
 from typing import Annotated
 
 import msgspec
@@ -35,6 +36,11 @@ JOB_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$"
 LineNumber = Annotated[int, msgspec.Meta(ge=1, le=MAX_LINE_NUMBER)]
 FileName = Annotated[str, msgspec.Meta(max_length=MAX_FILE_NAME_CHARS, pattern=FILE_NAME_PATTERN)]
 JobId = Annotated[str, msgspec.Meta(pattern=JOB_ID_PATTERN)]
+
+
+def new_job_id() -> str:
+    """A short random job id, unique enough to tell runs and jobs apart."""
+    return secrets.token_hex(4)
 
 
 def task_id(job_id: str, file_number: int, line: int) -> str:

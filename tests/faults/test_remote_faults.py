@@ -21,10 +21,10 @@ from typing import Any
 import boto3
 import pytest
 
-from scheduler.journal import JobState, Journal, Placement
-from scheduler.local_pool import LocalPool
-from scheduler.remote_dispatch import RemoteFleet, StackResources
-from scheduler.service_dispatch import ServiceDispatcher
+from scheduler.fleet.aws import RemoteFleet, StackResources
+from scheduler.local.pool import LocalPool
+from scheduler.service.dispatch import ServiceDispatcher
+from scheduler.service.journal import JobState, Journal, Placement
 from tests.conftest import Resources, start_worker, wait_for
 from tests.faults.conftest import Figures
 from tests.faults.test_killed_workers import ledger_runs, ledger_task

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from scheduler.remote_dispatch import StackResources
+from scheduler.fleet.aws import StackResources
 from worker.execute import TaskRunner, plan
 from worker.sqs import aws_client
 

@@ -49,7 +49,7 @@ def run(
     counts = checked(files)
     skip: frozenset[tuple[str, int, str]] = frozenset()
     if resume is not None:
-        from scheduler.resume import plan_resumption
+        from scheduler.local.resume import plan_resumption
         from worker.errors import TaskfleetError
 
         try:
@@ -67,8 +67,8 @@ def run(
         if not stack:
             raise fail("--remote needs --stack NAME (or TASKFLEET_STACK)")
         from scheduler.errors import FleetError
-        from scheduler.remote_dispatch import open_fleet
-        from scheduler.remote_run import run_remote
+        from scheduler.fleet.aws import open_fleet
+        from scheduler.fleet.run import run_remote
 
         try:
             fleet = open_fleet(stack)
@@ -89,7 +89,7 @@ def run(
                 skip=skip,
             )
     else:
-        from scheduler.embedded import run_embedded
+        from scheduler.local.run import run_embedded
 
         with (
             results_output(output, append=resume is not None) as stream,

@@ -103,8 +103,8 @@ def scheduler(
 ) -> None:
     """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     from client import report
-    from scheduler.server import serve
-    from scheduler.state import default_journal_path
+    from scheduler.service.server import serve
+    from scheduler.service.state import default_journal_path
     from worker.errors import TaskfleetError
 
     console = report.stderr_console()

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import uvicorn
 
-from scheduler.api import Notifier, ServiceState, build_app
 from scheduler.errors import SchedulerError
-from scheduler.guard import AccessRules
-from scheduler.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
-from scheduler.journal import Journal
-from scheduler.local_pool import LocalPool
-from scheduler.remote_dispatch import open_fleet
-from scheduler.service_dispatch import ServiceDispatcher
-from scheduler.tokens import is_loopback, service_token
+from scheduler.fleet.aws import open_fleet
+from scheduler.local.pool import LocalPool
+from scheduler.service.api import Notifier, ServiceState, build_app
+from scheduler.service.dispatch import ServiceDispatcher
+from scheduler.service.guard import AccessRules
+from scheduler.service.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
+from scheduler.service.journal import Journal
+from scheduler.service.tokens import is_loopback, service_token
 from worker.execute import scrub_secrets
 
 #: Seconds between two looks at whether the service is idle.

@@ -7,8 +7,8 @@ task a dead worker took with it, to a ``ResultSink``.
 
 from typing import Protocol
 
-from scheduler.chunking import ChunkSizer
-from scheduler.local_pool import LocalPool, WorkerLost
+from scheduler.local.chunking import ChunkSizer
+from scheduler.local.pool import LocalPool, WorkerLost
 from worker.local import Chunk, Progress
 
 

@@ -20,13 +20,13 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from scheduler.bundle_sizing import SHARES_PER_SLOT, BundleSizer
-from scheduler.bundling import BundlePacker
-from scheduler.dispatch import Dispatcher
-from scheduler.fleet_link import FleetLink
-from scheduler.journal import DISPATCHED, SENT, Journal, Placement
-from scheduler.local_pool import LocalPool
-from scheduler.remote_dispatch import RemoteFleet
+from scheduler.fleet.aws import RemoteFleet
+from scheduler.fleet.bundle_sizing import SHARES_PER_SLOT, BundleSizer
+from scheduler.fleet.bundling import BundlePacker
+from scheduler.fleet.link import FleetLink
+from scheduler.local.dispatch import Dispatcher
+from scheduler.local.pool import LocalPool
+from scheduler.service.journal import DISPATCHED, SENT, Journal, Placement
 from worker.bundle import ResultBatch
 from worker.local import Chunk, Progress, lost_results
 from worker.result import Result, Status, decode, encode_lines

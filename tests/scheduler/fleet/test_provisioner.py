@@ -1,6 +1,6 @@
 import pytest
 
-from scheduler.provisioner import desired_capacity
+from scheduler.fleet.provisioner import desired_capacity
 
 
 def desired(backlog: int, in_service: int = 0, busy: int = 0, lo: int = 0, hi: int = 16) -> int:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.errors import FleetError
-from scheduler.provisioner import desired_capacity
+from scheduler.fleet.provisioner import desired_capacity
 from worker.bundle import BundleError, ResultBatch, decode_bundle, decode_result_batch
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
 from worker.result import Status, make_result, unfinished

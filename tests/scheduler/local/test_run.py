@@ -5,7 +5,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from scheduler.embedded import run_embedded
+from scheduler.local.run import run_embedded
 from scheduler.summary import Summary
 from tests.conftest import WriteWorkload
 from worker.workload import check_workload

@@ -7,27 +7,22 @@ arrive. Memory stays flat whatever the workload's size.
 
 import heapq
 import itertools
-import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
-from scheduler.dispatch import Dispatcher
-from scheduler.local_pool import LocalPool
+from scheduler.local.dispatch import Dispatcher
+from scheduler.local.pool import LocalPool
 from scheduler.retries import attempted, retry_delay, should_retry
 from scheduler.summary import Summary
 from worker.local import Chunk, Progress, lost_results, part
 from worker.result import Result, Status, decode, encode_lines
+from worker.task import new_job_id
 from worker.workload import TaskBatch, TaskReader, WorkloadCounts
 
 #: Seconds the loop waits for results before it refreshes progress anyway.
 POLL_SECONDS = 0.1
-
-
-def new_job_id() -> str:
-    """A short random job id, unique enough to tell runs and jobs apart."""
-    return secrets.token_hex(4)
 
 
 class FileSource:

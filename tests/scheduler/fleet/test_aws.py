@@ -8,7 +8,7 @@ import pytest
 from moto import mock_aws
 
 from scheduler.errors import FleetError
-from scheduler.remote_dispatch import RemoteFleet, StackResources
+from scheduler.fleet.aws import RemoteFleet, StackResources
 from worker.bundle import Bundle, BundleTask, encode_bundle, result_messages
 from worker.result import Outcome, Status, make_result
 

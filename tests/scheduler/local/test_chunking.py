@@ -1,6 +1,6 @@
 import pytest
 
-from scheduler.chunking import TARGET_CHUNK_SECONDS, ChunkSizer
+from scheduler.local.chunking import TARGET_CHUNK_SECONDS, ChunkSizer
 from worker.task_log import MAX_CHUNK_TASKS
 
 

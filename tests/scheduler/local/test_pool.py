@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.errors import PoolError
-from scheduler.local_pool import LocalPool, WorkerLost
+from scheduler.local.pool import LocalPool, WorkerLost
 from worker.local import Chunk, Progress
 from worker.task_log import MAX_CHUNK_TASKS
 from worker.workload import TaskBatch

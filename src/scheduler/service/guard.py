@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler.tokens import is_loopback
+from scheduler.service.tokens import is_loopback
 
 #: Requests served at once; connections that sent no request do not count.
 MAX_OPEN_REQUESTS = 256

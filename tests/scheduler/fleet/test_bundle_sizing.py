@@ -1,6 +1,6 @@
 """Bundles cut by work: tiny tasks together, long ones apart, shares shrinking."""
 
-from scheduler.bundle_sizing import (
+from scheduler.fleet.bundle_sizing import (
     MAX_BUNDLE_SECONDS,
     MIN_BUNDLE_SECONDS,
     UNKNOWN_COMMAND_SECONDS,

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler import guard, http_protocol
-from scheduler.guard import AccessGuard, AccessRules
-from scheduler.journal import Journal
+from scheduler.service import guard, http_protocol
+from scheduler.service.guard import AccessGuard, AccessRules
+from scheduler.service.journal import Journal
 from tests.conftest import IN_PROCESS_TOKEN, InProcessService, in_process_service
 
 TOKEN = "a-token-of-the-test-1234"

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.retries import attempted, check_retries, retry_delay, should_retry
-from scheduler.state import private_file
+from scheduler.service.state import private_file
 from worker.result import Status, decode, encode_lines, make_result, unfinished
 from worker.task import task_id
 

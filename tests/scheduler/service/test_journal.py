@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.errors import JobNotFoundError, JobStateError
-from scheduler.journal import DISPATCHED, SENT, JobState, Journal, Placement
+from scheduler.service.journal import DISPATCHED, SENT, JobState, Journal, Placement
 from worker.result import Outcome, Status, decode, encode_lines, make_result
 
 

@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from scheduler.embedded import new_job_id
-from scheduler.journal import JobState, Journal, Placement
-from scheduler.remote_dispatch import RemoteFleet
-from scheduler.service_dispatch import ServiceDispatcher
+from scheduler.fleet.aws import RemoteFleet
+from scheduler.service.dispatch import ServiceDispatcher
+from scheduler.service.journal import JobState, Journal, Placement
 from scheduler.summary import Summary
 from worker.result import decode
+from worker.task import new_job_id
 from worker.workload import TaskReader, WorkloadCounts
 
 #: Tasks read from a workload file, and stored, at a time.

@@ -7,10 +7,10 @@ from typing import Any, cast
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from scheduler import fleet_link
-from scheduler.bundling import PackedBundle
-from scheduler.fleet_link import FleetLink
-from scheduler.remote_dispatch import Delivery, RemoteFleet, StackResources
+from scheduler.fleet import link as fleet_link
+from scheduler.fleet.aws import Delivery, RemoteFleet, StackResources
+from scheduler.fleet.bundling import PackedBundle
+from scheduler.fleet.link import FleetLink
 from worker.bundle import ResultBatch
 from worker.result import Outcome, Status, make_result
 

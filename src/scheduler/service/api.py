@@ -14,7 +14,7 @@
                                  succeed; ?placement= and ?retries= as for /jobs
                                  (placement defaults to the job's)
 
-Every request passes ``scheduler.guard`` first (its Host, its origin, the
+Every request passes ``scheduler.service.guard`` first (its Host, its origin, the
 token on every route but /health, the limits). Errors are JSON objects with
 an ``error`` key.
 """
@@ -35,14 +35,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from scheduler.embedded import new_job_id
 from scheduler.errors import JobNotFoundError, JobStateError
-from scheduler.guard import AccessGuard, AccessRules
-from scheduler.journal import JobInfo, JobState, Journal, Placement
 from scheduler.retries import MAX_RETRIES
-from scheduler.service_dispatch import ServiceDispatcher
+from scheduler.service.dispatch import ServiceDispatcher
+from scheduler.service.guard import AccessGuard, AccessRules
+from scheduler.service.journal import JobInfo, JobState, Journal, Placement
 from worker.bundle import MAX_JOB_FILES
-from worker.task import MAX_FILE_NAME_CHARS, MAX_LINE_CHARS, check_line, decode_task_line
+from worker.task import (
+    MAX_FILE_NAME_CHARS,
+    MAX_LINE_CHARS,
+    check_line,
+    decode_task_line,
+    new_job_id,
+)
 
 #: Largest accepted job upload, in bytes.
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024

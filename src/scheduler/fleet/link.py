@@ -21,8 +21,8 @@ from typing import NamedTuple, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scheduler.bundling import PackedBundle
-from scheduler.remote_dispatch import Delivery, RemoteFleet
+from scheduler.fleet.aws import Delivery, RemoteFleet
+from scheduler.fleet.bundling import PackedBundle
 from worker.bundle import ResultBatch
 
 T = TypeVar("T")

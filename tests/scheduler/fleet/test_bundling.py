@@ -1,4 +1,4 @@
-from scheduler.bundling import MAX_BUNDLE_BYTES, BundlePacker
+from scheduler.fleet.bundling import MAX_BUNDLE_BYTES, BundlePacker
 from worker.bundle import decode_bundle
 
 
