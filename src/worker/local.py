@@ -31,8 +31,7 @@ from types import FrameType
 from typing import NamedTuple, Protocol
 
 from worker.execute import TaskRunner, plan, precise_sleep, scrub_secrets
-from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished
-from worker.task import task_id
+from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished_results
 from worker.task_log import QUEUED_REPORTS, SleepSpan, TaskLog
 from worker.workload import TaskBatch
 
@@ -253,21 +252,12 @@ def report(
 
 def lost_results(chunk: Chunk, first: int, reason: str) -> list[Result]:
     """Records for the tasks of a chunk, from ``first`` on, whose worker died."""
-    outcome = unfinished(Status.LOST, reason, time.time())
     lines = chunk.tasks.lines[first:]
     texts = chunk.tasks.texts[first:]
-    return [
-        make_result(
-            task_id(chunk.job_id, chunk.file_number, line),
-            chunk.job_id,
-            chunk.file,
-            line,
-            text,
-            "",
-            outcome,
-        )
-        for line, text in zip(lines, texts, strict=True)
-    ]
+    tasks = (
+        (chunk.file_number, chunk.file, line, text) for line, text in zip(lines, texts, strict=True)
+    )
+    return unfinished_results(chunk.job_id, tasks, Status.LOST, reason)
 
 
 def die_with_parent() -> None:

@@ -4,19 +4,22 @@ Every record has the same keys: ``id``, ``job``, ``file``, ``line``, ``task``,
 ``status``, ``exit_code``, ``worker``, ``started_at``, ``finished_at`` (epoch
 seconds), ``duration_ms``, ``error``, and for shell commands ``stdout``,
 ``stderr`` (cut to a limit, ``truncated`` says so); those three are null and
-false for built-in sleeps; ``attempt`` (1 unless the task was run again, see
-``--retries``) and ``earlier_exit_codes`` (of the attempts before, null for one
-that timed out or was lost). Encoding is on the hot path of every task, so the
-record is a msgspec Struct, encoded a chunk at a time by msgspec's JSON encoder.
+false for built-in sleeps; ``worker`` and ``started_at`` are null for a task that
+never ran to an outcome of its own (lost, cancelled, dead-lettered); ``attempt``
+(1 unless the task was run again, see ``--retries``) and ``earlier_exit_codes``
+(of the attempts before, null for one that timed out or was lost). Encoding is
+on the hot path of every task, so the record is a msgspec Struct, encoded a
+chunk at a time by msgspec's JSON encoder.
 """
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Annotated
 
 import msgspec
 
-from worker.task import MAX_FILE_NAME_CHARS, FileName, JobId, LineNumber
+from worker.task import MAX_FILE_NAME_CHARS, FileName, JobId, LineNumber, task_id
 
 #: Bytes of stdout and of stderr kept per task; the rest is dropped and the
 #: record says ``"truncated": true``.
@@ -44,12 +47,13 @@ class Status(StrEnum):
 class Outcome(msgspec.Struct, gc=False):
     """What running one task produced, before it is tagged with ids.
 
-    ``duration_ms`` is rounded to the microsecond where it is measured.
+    ``duration_ms`` is rounded to the microsecond where it is measured;
+    ``started_at`` is None for a task that was never seen to start.
     """
 
     status: Status
     exit_code: int | None
-    started_at: float
+    started_at: float | None
     finished_at: float
     duration_ms: float
     stdout: str | None = None
@@ -68,8 +72,8 @@ class Result(msgspec.Struct, gc=False):
     task: str
     status: Status
     exit_code: int | None
-    worker: str
-    started_at: float
+    worker: str | None
+    started_at: float | None
     finished_at: float
     duration_ms: float
     error: str | None
@@ -96,8 +100,8 @@ class CheckedResult(Result, gc=False):
     line: LineNumber
     task: str  # a line the worker refused as too long comes back whole
     exit_code: ExitCode | None
-    worker: Short
-    started_at: Seconds
+    worker: Short | None
+    started_at: Seconds | None
     finished_at: Seconds
     duration_ms: Seconds
     error: Message | None
@@ -110,7 +114,7 @@ class CheckedResult(Result, gc=False):
 
 
 def make_result(
-    task_id: str, job: str, file: str, line: int, task: str, worker: str, outcome: Outcome
+    task_id: str, job: str, file: str, line: int, task: str, worker: str | None, outcome: Outcome
 ) -> Result:
     """The record of a task from its ids and its outcome."""
     return Result(
@@ -146,6 +150,14 @@ def decode(line: bytes | str) -> Result:
     return _decoder.decode(line)
 
 
-def unfinished(status: Status, error: str, at: float) -> Outcome:
-    """The outcome of a task that never produced one of its own (lost, cancelled)."""
-    return Outcome(status, None, at, at, 0.0, error=error)
+def unfinished_results(
+    job: str, tasks: Iterable[tuple[int, str, int, str]], status: Status, reason: str
+) -> list[Result]:
+    """Records of tasks that never ran to an outcome of their own (lost,
+    cancelled, dead-lettered): (file number, file, line, text) each, all ended
+    now for ``reason``. No worker and no start time: none is known."""
+    outcome = Outcome(status, None, None, time.time(), 0.0, error=reason)
+    return [
+        make_result(task_id(job, number, line), job, file, line, text, None, outcome)
+        for number, file, line, text in tasks
+    ]

@@ -17,6 +17,7 @@ def test_sleep_lasts_at_least_its_duration() -> None:
     assert outcome.exit_code == 0
     assert elapsed >= 0.030
     assert outcome.duration_ms >= 30.0
+    assert outcome.started_at is not None
     assert outcome.finished_at >= outcome.started_at + 0.030
 
 

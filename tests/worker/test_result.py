@@ -1,6 +1,7 @@
 import json
+import time
 
-from worker.result import Outcome, Status, decode, encode_lines, make_result, unfinished
+from worker.result import Outcome, Status, decode, encode_lines, make_result, unfinished_results
 
 KEYS = {
     "id",
@@ -45,9 +46,17 @@ def test_records_are_json_lines_with_every_key() -> None:
     assert decode(lines[0]) == results[0]
 
 
-def test_unfinished_outcome_has_no_exit_code() -> None:
-    outcome = unfinished(Status.LOST, "worker died", 5.0)
-    assert outcome.status is Status.LOST
-    assert outcome.exit_code is None
-    assert outcome.error == "worker died"
-    assert outcome.duration_ms == 0.0
+def test_a_task_that_never_ran_has_no_exit_code_worker_or_start() -> None:
+    before = time.time()
+    first, second = unfinished_results(
+        "j", [(1, "a.txt", 3, "echo a"), (2, "b.txt", 1, "exit 1")], Status.LOST, "worker died"
+    )
+    assert (first.id, first.file, first.line, first.task) == ("j:1:3", "a.txt", 3, "echo a")
+    assert (second.id, second.file) == ("j:2:1", "b.txt")
+    for result in (first, second):
+        assert (result.status, result.exit_code, result.error) == (Status.LOST, None, "worker died")
+        assert (result.worker, result.started_at, result.duration_ms) == (None, None, 0.0)
+        assert before <= result.finished_at <= time.time()
+    record = json.loads(encode_lines([first]))
+    assert (record["worker"], record["started_at"]) == (None, None)
+    assert decode(encode_lines([first])) == first

@@ -20,9 +20,8 @@ from scheduler.errors import FleetError
 from scheduler.fleet.provisioner import desired_capacity
 from worker.bundle import BundleError, ResultBatch, decode_bundle, decode_result_batch
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
-from worker.result import Status, make_result, unfinished
+from worker.result import Status, unfinished_results
 from worker.sqs import aws_client, delete_batch, send_batches
-from worker.task import task_id
 
 log = logging.getLogger("taskfleet.scheduler")
 
@@ -182,17 +181,9 @@ class RemoteFleet:
             log.warning("dropped a dead-letter message: %s", error)
             return None
         reason = "its bundle went to the dead-letter queue after repeated failed deliveries"
-        outcome = unfinished(Status.FAILED, reason, time.time())
-        results = [
-            make_result(
-                task_id(bundle.job, task.file_number, task.line),
-                bundle.job,
-                bundle.files[task.file_number - 1],
-                task.line,
-                task.text,
-                "",
-                outcome,
-            )
+        tasks = (
+            (task.file_number, bundle.files[task.file_number - 1], task.line, task.text)
             for task in bundle.tasks
-        ]
+        )
+        results = unfinished_results(bundle.job, tasks, Status.FAILED, reason)
         return ResultBatch(bundle.bundle_id, "", results)

@@ -18,8 +18,7 @@ from typing import NamedTuple
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.retries import attempted, check_retries, retry_delay, should_retry
 from scheduler.service.state import private_file
-from worker.result import Status, decode, encode_lines, make_result, unfinished
-from worker.task import task_id
+from worker.result import Status, decode, encode_lines, unfinished_results
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -480,14 +479,14 @@ class Journal:
             " ORDER BY file_number, line",
             (job_id, *states),
         ).fetchall()
-        outcome = unfinished(status, reason, time.time())
+        tasks = ((number, files[number - 1], line, text) for number, line, text in rows)
         by_file: dict[int, list[tuple[int, Status, bytes]]] = {}
-        for file_number, line, text in rows:
-            file = files[file_number - 1]
-            result = make_result(
-                task_id(job_id, file_number, line), job_id, file, line, text, "", outcome
+        for result, (file_number, _, _) in zip(
+            unfinished_results(job_id, tasks, status, reason), rows, strict=True
+        ):
+            by_file.setdefault(file_number, []).append(
+                (result.line, status, encode_lines([result]))
             )
-            by_file.setdefault(file_number, []).append((line, status, encode_lines([result])))
         for file_number, results in by_file.items():
             seq = self.finish(job_id, file_number, results, seq)
         return seq
