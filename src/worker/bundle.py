@@ -11,6 +11,7 @@ from typing import Annotated
 import msgspec
 
 from worker.contracts import MAX_MESSAGE_BYTES
+from worker.errors import BundleError
 from worker.result import CheckedResult, Result, Short
 from worker.task import FileName, JobId, LineNumber
 
@@ -60,10 +61,6 @@ class _ReceivedBatch(msgspec.Struct, gc=False):
 _encoder = msgspec.json.Encoder()
 _bundle_decoder = msgspec.json.Decoder(Bundle)
 _batch_decoder = msgspec.json.Decoder(_ReceivedBatch)
-
-
-class BundleError(ValueError):
-    """A message that is not a valid bundle or result batch."""
 
 
 def encode_bundle(bundle: Bundle) -> str:

@@ -20,6 +20,18 @@ class EmptyWorkloadError(TaskfleetError):
     """A submission whose files hold no task at all."""
 
 
+class TaskLineError(TaskfleetError, ValueError):
+    """A workload line that cannot run as a task (the reason, without where it is)."""
+
+
+class BundleError(TaskfleetError, ValueError):
+    """A message that is not a valid bundle or result batch."""
+
+
+class QueueError(TaskfleetError):
+    """SQS refused messages of a batch it was sent."""
+
+
 class DuplicateBundleError(TaskfleetError):
     """A bundle delivered again after it was done: it must not run twice."""
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import BinaryIO, NamedTuple
 
 from worker.contracts import TOKEN_VARIABLE
-from worker.errors import WorkerConfigError
+from worker.errors import TaskLineError, WorkerConfigError
 from worker.result import OUTPUT_LIMIT_BYTES, Outcome, Status
 from worker.task import check_line
 
@@ -285,7 +285,7 @@ def plan(text: str) -> int | str | None:
     command, or the reason (a str) it cannot run."""
     try:
         return check_line(text)
-    except ValueError as error:
+    except TaskLineError as error:
         return f"invalid task: {error}"
 
 

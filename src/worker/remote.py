@@ -37,11 +37,11 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.bundle import BundleError, BundleTask, decode_bundle, result_messages
+from worker.bundle import BundleTask, decode_bundle, result_messages
 from worker.bundle_run import BundleRun
 from worker.claims import ClaimLedger
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Setting
-from worker.errors import DuplicateBundleError, WorkerConfigError
+from worker.errors import BundleError, DuplicateBundleError, WorkerConfigError
 from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
 from worker.finished_log import FinishedLog
 from worker.interruptions import (

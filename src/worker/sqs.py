@@ -7,6 +7,7 @@ import boto3
 from botocore.config import Config
 
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, MAX_MESSAGES_PER_CALL
+from worker.errors import QueueError
 
 
 def aws_client(service: str, region: str | None = None) -> Any:
@@ -34,7 +35,7 @@ def send_batches(sqs: Any, queue_url: str, bodies: Sequence[str]) -> int:
             Entries=[{"Id": str(n), "MessageBody": body} for n, body in enumerate(batch)],
         )
         if response.get("Failed"):
-            raise RuntimeError(f"SQS refused messages: {response['Failed']}")
+            raise QueueError(f"SQS refused messages: {response['Failed']}")
         calls += 1
         batch, size = [], 0
 

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import msgspec
 
+from worker.errors import TaskLineError
+
 #: Longest accepted line, in characters. A longer line is almost certainly
 #: a file that is not a workload (a binary, a minified blob).
 MAX_LINE_CHARS = 8192
@@ -56,28 +58,28 @@ def is_task_line(text: str) -> bool:
 def check_line(text: str) -> int | None:
     """The duration of a ``sleep N`` line in milliseconds, or None for a shell command.
 
-    Raises ValueError with the reason when the line cannot run. Called for
+    Raises ``TaskLineError`` with the reason when the line cannot run. Called for
     every task, twice (check, then dispatch): the common case comes first.
     """
     if len(text) > MAX_LINE_CHARS:
-        raise ValueError(
+        raise TaskLineError(
             f"line is {len(text)} characters long, above the limit of {MAX_LINE_CHARS}"
         )
     if "\x00" in text:
-        raise ValueError("line contains a NUL byte")
+        raise TaskLineError("line contains a NUL byte")
     if text[:5] != "sleep" or text[5:6] not in ("", " ", "\t"):
         return None  # a shell command, including ones like 'sleepy' or 'sleep.sh'
     argument = text[6:].strip()
     if argument.isdigit() and argument.isascii():
         duration = int(argument)
         if duration > MAX_SLEEP_MS:
-            raise ValueError(
+            raise TaskLineError(
                 f"sleep duration {duration} ms is above the maximum of {MAX_SLEEP_MS} ms"
             )
         return duration
     if not argument:
-        raise ValueError("sleep needs a duration in milliseconds, e.g. 'sleep 100'")
-    raise ValueError(
+        raise TaskLineError("sleep needs a duration in milliseconds, e.g. 'sleep 100'")
+    raise TaskLineError(
         f"sleep duration must be a whole number of milliseconds >= 0, got {argument!r}"
     )
 

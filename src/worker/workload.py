@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import BinaryIO, NamedTuple, NoReturn
 
-from worker.errors import EmptyWorkloadError, WorkloadError
+from worker.errors import EmptyWorkloadError, TaskLineError, WorkloadError
 from worker.task import check_line
 
 #: Tasks read per batch while a workload is only being checked.
@@ -102,7 +102,7 @@ class TaskReader:
             for number, text in zip(numbers, stripped, strict=True):
                 try:
                     check_line(text)
-                except ValueError as error:
+                except TaskLineError as error:
                     raise WorkloadError(self.path, number, str(error)) from error
         self._lines.extend(numbers)
         self._texts.extend(stripped)

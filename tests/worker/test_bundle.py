@@ -4,7 +4,6 @@ import pytest
 
 from worker.bundle import (
     Bundle,
-    BundleError,
     BundleTask,
     decode_bundle,
     decode_result_batch,
@@ -12,6 +11,7 @@ from worker.bundle import (
     result_messages,
 )
 from worker.contracts import MAX_MESSAGE_BYTES
+from worker.errors import BundleError
 from worker.result import Outcome, Status, make_result
 
 

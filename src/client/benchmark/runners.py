@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from scheduler.fleet.aws import StackResources
+from worker.errors import TaskfleetError
 from worker.execute import TaskRunner, plan
 from worker.sqs import aws_client
 
@@ -29,7 +30,7 @@ TASKFLEET = [sys.executable, "-m", "client"]
 START_TIMEOUT_SECONDS = 60
 
 
-class BenchError(Exception):
+class BenchError(TaskfleetError):
     """A system failed to run a workload."""
 
 

@@ -18,8 +18,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.errors import FleetError
 from scheduler.fleet.provisioner import desired_capacity
-from worker.bundle import BundleError, ResultBatch, decode_bundle, decode_result_batch
+from worker.bundle import ResultBatch, decode_bundle, decode_result_batch
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
+from worker.errors import BundleError
 from worker.result import Status, unfinished_results
 from worker.sqs import aws_client, delete_batch, send_batches
 

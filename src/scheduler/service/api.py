@@ -41,6 +41,7 @@ from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessGuard, AccessRules
 from scheduler.service.journal import JobInfo, JobState, Journal, Placement
 from worker.bundle import MAX_JOB_FILES
+from worker.errors import TaskfleetError, TaskLineError
 from worker.task import (
     MAX_FILE_NAME_CHARS,
     MAX_LINE_CHARS,
@@ -76,7 +77,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class UploadError(Exception):
+class UploadError(TaskfleetError):
     """A job upload (or its settings) refused, with the HTTP status to answer."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -339,7 +340,7 @@ def parse_upload_line(
     text = task.task.strip()
     try:
         check_line(text)
-    except ValueError as bad:
+    except TaskLineError as bad:
         raise UploadError(400, f"{task.file}:{task.line}: {bad}") from bad
     if not text or text.startswith("#"):
         raise UploadError(400, f"{task.file}:{task.line}: not a task (blank or a comment)")

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.service.tokens import is_loopback
+from worker.errors import TaskfleetError
 
 #: Requests served at once; connections that sent no request do not count.
 MAX_OPEN_REQUESTS = 256
@@ -35,7 +36,7 @@ BODY_READ_TIMEOUT_SECONDS = 30.0
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class BodyTimeoutError(Exception):
+class BodyTimeoutError(TaskfleetError):
     """A request body stopped arriving."""
 
 
