@@ -280,13 +280,24 @@ def run_sleep(milliseconds: int) -> Outcome:
     )
 
 
-def plan(text: str) -> int | str | None:
-    """What running a task line means: milliseconds to sleep, None for a shell
-    command, or the reason (a str) it cannot run."""
+class Plan(NamedTuple):
+    """What running a task line means: a built-in sleep, a shell command, or
+    nothing at all (the line cannot run, and why)."""
+
+    sleep_ms: int | None  # a built-in sleep of this many milliseconds
+    refusal: str | None = None  # why the line cannot run
+
+    @property
+    def is_command(self) -> bool:
+        return self.sleep_ms is None and self.refusal is None
+
+
+def plan(text: str) -> Plan:
+    """How a task line runs (parsed once per distinct line of a chunk)."""
     try:
-        return check_line(text)
+        return Plan(check_line(text))
     except TaskLineError as error:
-        return f"invalid task: {error}"
+        return Plan(None, f"invalid task: {error}")
 
 
 class TaskRunner:
@@ -301,14 +312,14 @@ class TaskRunner:
         self.timeout = timeout
         self.shell = ShellRunner(user, on_command)
 
-    def run(self, text: str, planned: int | str | None) -> Outcome:
+    def run(self, text: str, planned: Plan) -> Outcome:
         """Run one task line, given ``plan(text)``."""
-        if planned is None:
-            return self.shell.run(text, self.timeout)
-        if isinstance(planned, str):
+        if planned.sleep_ms is not None:
+            return run_sleep(planned.sleep_ms)
+        if planned.refusal is not None:
             now = time.time()
-            return Outcome(Status.FAILED, None, now, now, 0.0, error=planned)
-        return run_sleep(planned)
+            return Outcome(Status.FAILED, None, now, now, 0.0, error=planned.refusal)
+        return self.shell.run(text, self.timeout)
 
     def close(self) -> None:
         self.shell.close()

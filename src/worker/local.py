@@ -1,7 +1,7 @@
 """The local worker process: takes chunks of tasks over a pipe, sends results back.
 
 The protocol on the pipe, scheduler to worker: a ``Chunk`` to run, or ``None``
-to finish. Worker to scheduler: ``Ready`` once, then ``Progress`` reports in
+to finish. Worker to scheduler: ``Ready`` once, then ``ChunkReport`` reports in
 task order, the last one of each chunk with ``done`` set. A chunk that runs
 for longer than ``FLUSH_SECONDS`` reports what it has so far, so results
 stream back while long chunks run.
@@ -28,9 +28,9 @@ from collections import Counter
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
-from worker.execute import TaskRunner, plan, precise_sleep, scrub_secrets
+from worker.execute import Plan, TaskRunner, plan, precise_sleep, scrub_secrets
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished_results
 from worker.task_log import QUEUED_REPORTS, SleepSpan, TaskLog
 from worker.workload import TaskBatch
@@ -64,7 +64,7 @@ class Ready(NamedTuple):
     worker: str
 
 
-class Progress(NamedTuple):
+class ChunkReport(NamedTuple):
     """Results of ``size`` tasks of a chunk, from task ``first`` on, in order."""
 
     worker: str
@@ -81,7 +81,7 @@ class Progress(NamedTuple):
 class ReportChannel(Protocol):
     """Where a worker's reports go."""
 
-    def send(self, report: Progress) -> None: ...
+    def send(self, report: ChunkReport) -> None: ...
 
 
 class ReportSender:
@@ -94,14 +94,14 @@ class ReportSender:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._queue: queue.Queue[Progress | None] = queue.Queue(maxsize=QUEUED_REPORTS)
+        self._queue: queue.Queue[ChunkReport | None] = queue.Queue(maxsize=QUEUED_REPORTS)
         self._unsent = 0  # reports queued or being written to the pipe
         self._lock = threading.Lock()
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="reports", daemon=True)
         self._thread.start()
 
-    def send(self, report: Progress) -> None:
+    def send(self, report: ChunkReport) -> None:
         """Queue a report; raises BrokenPipeError once the scheduler is gone."""
         if self._error is not None:
             raise BrokenPipeError(f"cannot report to the scheduler: {self._error}")
@@ -152,7 +152,11 @@ def run_chunk(
     when a report is sent.
     """
     texts = chunk.tasks.texts
-    plans = {text: plan(text) for text in dict.fromkeys(texts)}
+    plans: dict[str, int | Plan] = {}
+    for text in dict.fromkeys(texts):
+        planned = plan(text)
+        # A sleep as its bare milliseconds: the loop below tells it apart cheaply.
+        plans[text] = planned.sleep_ms if planned.sleep_ms is not None else planned
     finished: list[Outcome | SleepSpan] = []
     first = 0
     last_flush = time.perf_counter()
@@ -163,17 +167,17 @@ def run_chunk(
     log_sleep, log_outcome = tracking.log.sleeps_of(sequence), tracking.log.outcome
     for index, text in enumerate(texts):
         position[1] = index  # before it starts: from here a death may cut it off
-        planned = plans[text]
-        if type(planned) is int:
+        how = plans[text]
+        if type(how) is int:
             began = clock()
-            if planned:
-                precise_sleep(planned / 1000.0)
+            if how:
+                precise_sleep(how / 1000.0)
             ended = clock()
             log_sleep(index, began, ended)
             finished.append((began, ended))
         else:
             position[2] = 0  # until its command has started (note_command)
-            outcome = runner.run(text, planned)
+            outcome = runner.run(text, cast(Plan, how))  # not an int: a Plan
             log_outcome(sequence, index, outcome)
             finished.append(outcome)
         now = time.perf_counter()
@@ -194,7 +198,7 @@ def report(
     busy: float,
     *,
     done: bool,
-) -> Progress:
+) -> ChunkReport:
     """A report of finished tasks, their records encoded here rather than in the scheduler."""
     job, file = chunk.job_id, chunk.file
     prefix = f"{job}:{chunk.file_number}:"  # + line is worker.task.task_id, inlined: hot path
@@ -237,7 +241,7 @@ def report(
         results.append(record)
     if sleeps:
         by_status[succeeded] += sleeps
-    return Progress(
+    return ChunkReport(
         worker,
         chunk.chunk_id,
         first,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import is_running
-from worker.execute import ShellRunner, TaskRunner, plan, run_sleep
+from worker.execute import Plan, ShellRunner, TaskRunner, plan, run_sleep
 from worker.result import OUTPUT_LIMIT_BYTES, Status
 
 
@@ -82,18 +82,19 @@ def test_a_command_that_cannot_start_fails(shell: ShellRunner) -> None:
 
 
 def test_plan_and_runner_report_invalid_lines_as_failed() -> None:
-    assert plan("sleep 5") == 5
-    assert plan("echo x") is None
+    assert plan("sleep 5") == Plan(5)
+    assert plan("echo x").is_command
     reason = plan("sleep -3")
-    assert isinstance(reason, str)
-    assert reason.startswith("invalid task:")
+    assert reason.sleep_ms is None
+    assert not reason.is_command
+    assert (reason.refusal or "").startswith("invalid task:")
     runner = TaskRunner(timeout=None)
     try:
         outcome = runner.run("sleep -3", reason)
     finally:
         runner.close()
     assert outcome.status is Status.FAILED
-    assert outcome.error == reason
+    assert outcome.error == reason.refusal
 
 
 def test_durations_are_rounded_to_the_microsecond(shell: ShellRunner) -> None:

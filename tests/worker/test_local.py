@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from worker.execute import TaskRunner
-from worker.local import Chunk, Progress, ReportSender, Tracking, lost_results, run_chunk
+from worker.local import Chunk, ChunkReport, ReportSender, Tracking, lost_results, run_chunk
 from worker.result import Outcome, Status
 from worker.task_log import TaskLog, new_ring, read_task_log
 from worker.workload import TaskBatch
@@ -47,7 +47,7 @@ def test_a_chunk_reports_every_task_in_order(tracking: Tracking, tmp_path: Path)
     assert logged[1].exit_code == 1
     assert list(tracking.position) == [1, 2, 0]  # the last task it was on, no command
     assert len(pipe.sent) == 1
-    report: Progress = pipe.sent[0]
+    report: ChunkReport = pipe.sent[0]
     assert (report.chunk_id, report.first, report.size, report.done) == (7, 0, 3, True)
     records = [json.loads(line) for line in report.records.splitlines()]
     assert [r["id"] for r in records] == ["job1:2:3", "job1:2:5", "job1:2:8"]
@@ -67,7 +67,7 @@ def test_sleep_records_carry_epoch_times_and_their_duration(tracking: Tracking) 
     finally:
         runner.close()
     after = time.time()
-    report: Progress = pipe.sent[0]
+    report: ChunkReport = pipe.sent[0]
     slept, instant = [json.loads(line) for line in report.records.splitlines()]
     assert 20.0 <= slept["duration_ms"] < 1000.0
     assert 0.0 <= instant["duration_ms"] < slept["duration_ms"]
@@ -89,7 +89,7 @@ def test_a_long_chunk_reports_before_it_ends(monkeypatch: Any, tracking: Trackin
         run_chunk(pipe, "w", chunk, runner, tracking)
     finally:
         runner.close()
-    reports: list[Progress] = pipe.sent
+    reports: list[ChunkReport] = pipe.sent
     assert [(r.first, r.size, r.done) for r in reports] == [
         (0, 1, False),
         (1, 1, False),
@@ -106,8 +106,8 @@ def test_lost_results_cover_the_rest_of_a_chunk() -> None:
     ]
 
 
-def progress(chunk_id: int, records: bytes = b"") -> Progress:
-    return Progress("w", chunk_id, 0, 0, records, {}, 0.0, 0.0, True)
+def progress(chunk_id: int, records: bytes = b"") -> ChunkReport:
+    return ChunkReport("w", chunk_id, 0, 0, records, {}, 0.0, 0.0, True)
 
 
 def test_reports_are_sent_in_order_and_flushed_on_close() -> None:

@@ -1,1 +1,1 @@
-"""`taskfleet bench`: the seed's throughput and efficiency experiments, beside peers."""
+"""`taskfleet bench`: throughput, efficiency, uneven work and commands, beside peers."""

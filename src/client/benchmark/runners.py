@@ -51,8 +51,8 @@ class Workload(NamedTuple):
         if self.durations:
             work = max(sum(self.durations) / self.workers, max(self.durations))
             return work / 1000.0
-        planned = plan(self.line)
-        if not isinstance(planned, int) or planned == 0:
+        planned = plan(self.line).sleep_ms
+        if not planned:
             return None
         per_worker = -(-self.tasks // self.workers)
         return per_worker * planned / 1000.0

@@ -2,7 +2,7 @@
 
 The scheduler knows the backlog the moment work arrives, minutes before the
 stack's CloudWatch alarms do; it sets the group's desired capacity at once
-and leaves the scaling policies as the backstop. The rule is the seed's:
+and leaves the scaling policies as the backstop. The rule:
 none while the queue is empty, one for the first bundle, then up to one per
 pending bundle, within the group's minimum and maximum.
 """

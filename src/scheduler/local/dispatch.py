@@ -9,7 +9,7 @@ from typing import Protocol
 
 from scheduler.local.chunking import ChunkSizer
 from scheduler.local.pool import LocalPool, WorkerLost
-from worker.local import Chunk, Progress
+from worker.local import Chunk, ChunkReport
 
 
 class TaskSource(Protocol):
@@ -28,7 +28,7 @@ class TaskSource(Protocol):
 class ResultSink(Protocol):
     """Where results go."""
 
-    def results(self, chunk: Chunk, progress: Progress) -> None:
+    def results(self, chunk: Chunk, progress: ChunkReport) -> None:
         """Tasks of the chunk finished: ``progress.size`` of them from ``progress.first``."""
 
     def lost(self, chunk: Chunk, first: int, reason: str) -> None:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from scheduler.errors import PoolError
 from worker.execute import plan
-from worker.local import Chunk, Progress, Ready, part, report, serve
+from worker.local import Chunk, ChunkReport, Ready, part, report, serve
 from worker.result import Outcome
 from worker.task_log import MAX_CHUNK_TASKS, RING_BYTES, SleepSpan, read_task_log
 
@@ -55,7 +55,7 @@ class WorkerLost(NamedTuple):
 
     worker: str
     exit_code: int | None
-    finished: list[tuple[Chunk, Progress]]  # finished and not reported: from its task log
+    finished: list[tuple[Chunk, ChunkReport]]  # finished and not reported: from its task log
     in_hand: list[Chunk]  # the task it was running (a chunk of one): it may have run
     unstarted: list[Chunk]  # never started: to be dispatched again
 
@@ -162,13 +162,13 @@ class LocalPool:
         with contextlib.suppress(BrokenPipeError, OSError):
             worker.conn.send(chunk)
 
-    def wait(self, timeout: float) -> list[tuple[Chunk, Progress] | WorkerLost]:
+    def wait(self, timeout: float) -> list[tuple[Chunk, ChunkReport] | WorkerLost]:
         """Block up to ``timeout`` seconds for results; return them and any worker deaths."""
         by_handle: dict[object, _Worker] = {}
         for worker in self._workers.values():
             by_handle[worker.conn] = worker
             by_handle[worker.process.sentinel] = worker
-        events: list[tuple[Chunk, Progress] | WorkerLost] = []
+        events: list[tuple[Chunk, ChunkReport] | WorkerLost] = []
         dead: set[str] = set()
         for handle in wait(list(by_handle), timeout=timeout):  # type: ignore[arg-type]
             worker = by_handle[handle]
@@ -176,7 +176,7 @@ class LocalPool:
                 continue
             if handle is worker.conn:
                 message = self._receive(worker)
-                if isinstance(message, Progress):
+                if isinstance(message, ChunkReport):
                     events.append((self._record(worker, message), message))
                     continue
             # Sentinel ready or pipe closed: it died.
@@ -188,7 +188,7 @@ class LocalPool:
         return events
 
     @staticmethod
-    def _record(worker: _Worker, progress: Progress) -> Chunk:
+    def _record(worker: _Worker, progress: ChunkReport) -> Chunk:
         chunk = worker.assigned[0]
         if progress.done:
             worker.assigned.popleft()
@@ -198,12 +198,12 @@ class LocalPool:
             worker.reported = progress.first + progress.size
         return chunk
 
-    def _drain(self, worker: _Worker) -> list[tuple[Chunk, Progress]]:
+    def _drain(self, worker: _Worker) -> list[tuple[Chunk, ChunkReport]]:
         """The reports a dead worker left whole in its pipe."""
         drained = []
         while worker.conn.poll():
             message = self._receive(worker)
-            if not isinstance(message, Progress):
+            if not isinstance(message, ChunkReport):
                 break  # the end of the pipe, or a report cut off by the death
             drained.append((self._record(worker, message), message))
         return drained
@@ -239,7 +239,7 @@ class LocalPool:
             if upto < size and (in_hand_sequence, in_hand_index) == (sequence, upto):
                 # In hand: it may have run (a command forked a moment before its
                 # worker died may not have told it so yet), so it is never run again.
-                if command and plan(chunk.tasks.texts[upto]) is None:
+                if command and plan(chunk.tasks.texts[upto]).is_command:
                     # Its command runs in a session of its own and outlived its worker.
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(command, signal.SIGKILL)

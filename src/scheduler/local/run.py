@@ -16,7 +16,7 @@ from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
 from scheduler.retries import attempted, retry_delay, should_retry
 from scheduler.summary import Summary
-from worker.local import Chunk, Progress, lost_results, part
+from worker.local import Chunk, ChunkReport, lost_results, part
 from worker.result import Result, Status, decode, encode_lines
 from worker.task import new_job_id
 from worker.workload import TaskBatch, TaskReader, WorkloadCounts
@@ -118,7 +118,7 @@ class StreamSink:
         # the last attempt's record.
         self._earlier: dict[str, tuple[list[int | None], Result]] = {}
 
-    def results(self, chunk: Chunk, progress: Progress) -> None:
+    def results(self, chunk: Chunk, progress: ChunkReport) -> None:
         if self.retries and (self._earlier or set(progress.by_status) - {Status.SUCCEEDED}):
             self._write(chunk, [decode(line) for line in progress.records.splitlines()])
             return

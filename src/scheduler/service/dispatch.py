@@ -28,7 +28,7 @@ from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
 from scheduler.service.journal import DISPATCHED, SENT, Journal, Placement
 from worker.bundle import ResultBatch
-from worker.local import Chunk, Progress, lost_results
+from worker.local import Chunk, ChunkReport, lost_results
 from worker.result import Result, Status, decode, encode_lines
 from worker.task import task_id
 from worker.workload import TaskBatch
@@ -188,7 +188,7 @@ class JournalSink:
         self.notify = notify
         self.seq = journal.recover(fleet=fleet)
 
-    def results(self, chunk: Chunk, progress: Progress) -> None:
+    def results(self, chunk: Chunk, progress: ChunkReport) -> None:
         lines = chunk.tasks.lines[progress.first : progress.first + progress.size]
         rows = []
         for line, record in zip(lines, progress.records.splitlines(keepends=True), strict=True):

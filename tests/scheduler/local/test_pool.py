@@ -11,7 +11,7 @@ import pytest
 
 from scheduler.errors import PoolError
 from scheduler.local.pool import LocalPool, WorkerLost
-from worker.local import Chunk, Progress
+from worker.local import Chunk, ChunkReport
 from worker.task_log import MAX_CHUNK_TASKS
 from worker.workload import TaskBatch
 
@@ -30,8 +30,8 @@ def chunk(chunk_id: int, *texts: str) -> Chunk:
 
 def collect(
     pool: LocalPool, until: int, timeout: float = 30
-) -> list[tuple[Chunk, Progress] | WorkerLost]:
-    events: list[tuple[Chunk, Progress] | WorkerLost] = []
+) -> list[tuple[Chunk, ChunkReport] | WorkerLost]:
+    events: list[tuple[Chunk, ChunkReport] | WorkerLost] = []
     deadline = time.monotonic() + timeout
     while len(events) < until and time.monotonic() < deadline:
         events.extend(pool.wait(0.2))
