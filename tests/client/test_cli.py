@@ -79,3 +79,28 @@ def test_short_or_exposed_tokens_are_refused(tmp_path: Path) -> None:
     half_tls = runner.invoke(app, ["scheduler", "--tls-cert", str(exposed), *journal])
     assert half_tls.exit_code == 2
     assert "--tls-cert and --tls-key go together" in half_tls.stderr
+
+
+def test_help_shows_every_default_and_no_type_tags() -> None:
+    commands = ("run", "scheduler", "submit", "retry", "results", "worker", "bench")
+    texts = {
+        name: runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}) for name in commands
+    }
+    for name, shown in texts.items():
+        assert shown.exit_code == 0, (name, shown.output)
+        for tag in ("<str>", "<int", "<float", "<path>", "<bool>", "--no-"):
+            assert tag not in shown.output, (name, tag)
+        assert " ." not in shown.output, name  # no text cut out of a help line
+    assert "default: (one per CPU core)" in texts["run"].output
+    assert "default: (~/.local/state/taskfleet/journal.sqlite3)" in texts["scheduler"].output
+    worker = texts["worker"].output
+    for default in ("(300)", "(60)", "(3600)", "(20)", "(one per CPU)"):
+        assert f"default: {default}" in worker
+    assert "TASKFLEET_TASK_TIMEOUT" in worker
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    shown = runner.invoke(app, ["--version"])
+    assert (shown.exit_code, shown.output) == (0, f"taskfleet {version('taskfleet')}\n")

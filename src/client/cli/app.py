@@ -24,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: bracketed text stays as written, and no type tags beside each flag.
+    rich_markup_mode=None,
 )
 
 #: Exit code for bad input or usage, as click uses for usage errors.
@@ -35,29 +37,40 @@ DEFAULT_SCHEDULER = "http://127.0.0.1:8750"
 
 Files = Annotated[
     list[str],
-    typer.Argument(help="Workload files: one task a line ('sleep N' ms, or a shell command)."),
+    typer.Argument(
+        metavar="FILE...",
+        help="Workload files: one task a line ('sleep N' ms, or a shell command).",
+        show_default=False,
+    ),
 ]
 Workers = Annotated[
     int | None,
     typer.Option(
         "--workers",
         "-w",
+        metavar="N",
         min=1,
         max=1024,
-        help="Local worker processes [default: one per CPU core].",
+        help="Local worker processes.",
+        show_default="one per CPU core",
         envvar="TASKFLEET_WORKERS",
     ),
 ]
 Output = Annotated[
     str | None,
-    typer.Option("--output", "-o", help="Write JSON Lines results here instead of stdout."),
+    typer.Option(
+        "--output", "-o", metavar="PATH", help="Write JSON Lines results here instead of stdout."
+    ),
 ]
 Timeout = Annotated[
     float,
-    typer.Option(min=0, help="Time limit per shell command in seconds (0: none)."),
+    typer.Option(
+        metavar="SECONDS", min=0, help="Time limit per shell command in seconds (0: none)."
+    ),
 ]
 Stack = Annotated[
-    str | None, typer.Option(help="The deployed stack's name.", envvar="TASKFLEET_STACK")
+    str | None,
+    typer.Option(metavar="NAME", help="The deployed stack's name.", envvar="TASKFLEET_STACK"),
 ]
 #: Most retries of one task: scheduler.retries.MAX_RETRIES, written out so that
 #: the CLI starts without importing the scheduler.
@@ -65,6 +78,7 @@ MAX_RETRIES = 100
 Retries = Annotated[
     int,
     typer.Option(
+        metavar="N",
         min=0,
         max=MAX_RETRIES,
         help="Run a task that failed, timed out or was lost again, up to N more times.",
@@ -72,12 +86,27 @@ Retries = Annotated[
 ]
 SummaryPath = Annotated[
     Path | None,
-    typer.Option("--summary", help="Also write the summary figures here, as JSON."),
+    typer.Option("--summary", metavar="PATH", help="Also write the summary figures here, as JSON."),
 ]
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"taskfleet {version('taskfleet')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def taskfleet() -> None:
+def taskfleet(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
     """Run a workload (one task a line) on local worker processes or a fleet."""
 
 

@@ -11,24 +11,34 @@ from client.cli.app import Stack, app, fail
 @app.command()
 def bench(
     quick: Annotated[
-        bool, typer.Option(help="A run of under a minute: small workloads, 1-2 workers.")
+        bool, typer.Option("--quick", help="A run of under a minute: small workloads, 1-2 workers.")
     ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Folder for the figures [default: taskfleet-bench-TIME]."
+            "--output",
+            "-o",
+            metavar="DIR",
+            help="Folder for the figures.",
+            show_default="taskfleet-bench-DATE-TIME",
         ),
     ] = None,
     repeat: Annotated[
         int | None,
-        typer.Option(min=1, help="Runs per figure; the median is kept [default: 3, --quick 1]."),
+        typer.Option(
+            metavar="N",
+            min=1,
+            help="Runs per figure; the median is kept.",
+            show_default="3, with --quick 1",
+        ),
     ] = None,
     stack: Stack = None,
     only: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="EXPERIMENT",
             help="Run only these experiments: a kind (throughput, efficiency, uneven, commands),"
-            " a task line ('sleep 10') or an uneven workload ('sorted'); repeatable."
+            " a task line ('sleep 10') or an uneven workload ('sorted'); repeatable.",
         ),
     ] = None,
 ) -> None:

@@ -31,13 +31,15 @@ def run(
     timeout: Timeout = 3600.0,
     summary_path: SummaryPath = None,
     remote: Annotated[
-        bool, typer.Option(help="Run on the deployed fleet of --stack instead of locally.")
+        bool,
+        typer.Option("--remote", help="Run on the deployed fleet of --stack instead of locally."),
     ] = False,
     stack: Stack = None,
     retries: Retries = 0,
     resume: Annotated[
         Path | None,
         typer.Option(
+            metavar="PATH",
             help="Run only the tasks without a 'succeeded' record in this earlier results file"
             " (same file, line and text); -o appends.",
         ),

@@ -32,11 +32,18 @@ if TYPE_CHECKING:
 
 SchedulerUrl = Annotated[
     str,
-    typer.Option("--scheduler", "-s", help="Scheduler service URL.", envvar="TASKFLEET_SCHEDULER"),
+    typer.Option(
+        "--scheduler",
+        "-s",
+        metavar="URL",
+        help="Scheduler service URL.",
+        envvar="TASKFLEET_SCHEDULER",
+    ),
 ]
 Token = Annotated[
     str | None,
     typer.Option(
+        metavar="TOKEN",
         help="The scheduler's token (visible in ps: prefer --token-file).",
         envvar="TASKFLEET_TOKEN",
     ),
@@ -44,15 +51,19 @@ Token = Annotated[
 TokenFile = Annotated[
     Path | None,
     typer.Option(
+        metavar="PATH",
         help="A file (mode 600) holding the scheduler's token"
-        " (default: ~/.local/state/taskfleet/token, for a scheduler on this machine).",
+        " (for a scheduler on this machine: the one it wrote).",
+        show_default="~/.local/state/taskfleet/token",
         envvar="TASKFLEET_TOKEN_FILE",
     ),
 ]
 CaCert = Annotated[
     Path | None,
     typer.Option(
-        help="Trust this certificate (PEM) for an HTTPS scheduler.", envvar="TASKFLEET_CA_CERT"
+        metavar="PEM",
+        help="Trust this certificate (PEM) for an HTTPS scheduler.",
+        envvar="TASKFLEET_CA_CERT",
     ),
 ]
 JobId = Annotated[str, typer.Argument(help="A job id, as submit printed it.")]
@@ -75,31 +86,45 @@ def connected(
 
 @app.command()
 def scheduler(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8750,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="N", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8750,
     workers: Workers = None,
     token: Token = None,
     token_file: TokenFile = None,
     journal: Annotated[
         Path | None,
         typer.Option(
-            help="Journal database [default: ~/.local/state/taskfleet/].",
+            metavar="PATH",
+            help="Journal database.",
+            show_default="~/.local/state/taskfleet/journal.sqlite3",
             envvar="TASKFLEET_JOURNAL",
         ),
     ] = None,
     timeout: Timeout = 3600.0,
     exit_when_idle: Annotated[
         float | None,
-        typer.Option(min=0, help="Exit after this many seconds with no job and no request."),
+        typer.Option(
+            metavar="SECONDS",
+            min=0,
+            help="Exit after this many seconds with no job and no request.",
+        ),
     ] = None,
     stack: Annotated[
         str | None,
-        typer.Option(help="Also run jobs on this deployed stack's fleet (submit --remote)."),
+        typer.Option(
+            metavar="NAME", help="Also run jobs on this deployed stack's fleet (submit --remote)."
+        ),
     ] = None,
     tls_cert: Annotated[
-        Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")
+        Path | None, typer.Option(metavar="PEM", help="Serve HTTPS with this certificate (PEM).")
     ] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(metavar="PEM", help="The certificate's private key.")
+    ] = None,
 ) -> None:
     """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     from client import report
@@ -130,9 +155,12 @@ def scheduler(
     raise typer.Exit(code)
 
 
-Remote = Annotated[bool, typer.Option(help="Run on the scheduler's fleet (scheduler --stack).")]
+Remote = Annotated[
+    bool, typer.Option("--remote", help="Run on the scheduler's fleet (scheduler --stack).")
+]
 Hybrid = Annotated[
-    bool, typer.Option(help="Run on the scheduler's local workers and its fleet together.")
+    bool,
+    typer.Option("--hybrid", help="Run on the scheduler's local workers and its fleet together."),
 ]
 
 
@@ -168,7 +196,9 @@ def retry(
     ca_cert: CaCert = None,
     output: Output = None,
     summary_path: SummaryPath = None,
-    local: Annotated[bool, typer.Option(help="Run on the scheduler's local workers.")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run on the scheduler's local workers.")
+    ] = False,
     remote: Remote = False,
     hybrid: Hybrid = False,
     retries: Retries = 0,
@@ -258,7 +288,7 @@ def results(
     token_file: TokenFile = None,
     ca_cert: CaCert = None,
     output: Output = None,
-    wait: Annotated[bool, typer.Option(help="Wait for the job to finish.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish.")] = False,
 ) -> None:
     """Print the results of a job, finished so far (or all, with --wait)."""
     with (

@@ -12,47 +12,81 @@ from worker.contracts import Setting
 @app.command()
 def worker(
     request_queue_url: Annotated[
-        str | None, typer.Option(help="The request queue.", envvar=Setting.REQUEST_QUEUE_URL)
+        str | None,
+        typer.Option(metavar="URL", help="The request queue.", envvar=Setting.REQUEST_QUEUE_URL),
     ] = None,
     response_queue_url: Annotated[
         str | None,
-        typer.Option(help="The response queue.", envvar=Setting.RESPONSE_QUEUE_URL),
+        typer.Option(metavar="URL", help="The response queue.", envvar=Setting.RESPONSE_QUEUE_URL),
     ] = None,
     claim_table: Annotated[
-        str | None, typer.Option(help="The claim table.", envvar=Setting.CLAIM_TABLE)
+        str | None,
+        typer.Option(metavar="NAME", help="The claim table.", envvar=Setting.CLAIM_TABLE),
     ] = None,
-    region: Annotated[str | None, typer.Option(help="AWS region.", envvar=Setting.REGION)] = None,
+    region: Annotated[
+        str | None, typer.Option(metavar="NAME", help="AWS region.", envvar=Setting.REGION)
+    ] = None,
     instance_id: Annotated[
         str | None,
-        typer.Option(help="This instance [default: from IMDSv2].", envvar=Setting.INSTANCE_ID),
+        typer.Option(
+            metavar="ID",
+            help="This instance.",
+            show_default="from instance metadata (IMDSv2)",
+            envvar=Setting.INSTANCE_ID,
+        ),
     ] = None,
     group_name: Annotated[
         str | None,
-        typer.Option(help="Its Auto Scaling group (none: no group).", envvar=Setting.GROUP_NAME),
+        typer.Option(
+            metavar="NAME",
+            help="Its Auto Scaling group (none: no group).",
+            envvar=Setting.GROUP_NAME,
+        ),
     ] = None,
     idle_timeout: Annotated[
         float | None,
-        typer.Option(min=0, help="Seconds idle before ending.", envvar=Setting.IDLE_TIMEOUT),
+        typer.Option(
+            metavar="SECONDS",
+            min=0,
+            help="Seconds idle before ending.",
+            show_default="300",
+            envvar=Setting.IDLE_TIMEOUT,
+        ),
     ] = None,
     visibility_timeout: Annotated[
         int | None,
-        typer.Option(min=1, help="Request queue visibility, s.", envvar=Setting.VISIBILITY_TIMEOUT),
+        typer.Option(
+            metavar="SECONDS",
+            min=1,
+            help="Request queue visibility, s.",
+            show_default="60",
+            envvar=Setting.VISIBILITY_TIMEOUT,
+        ),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, help="Task slots (default: one per CPU).", envvar=Setting.CONCURRENCY),
+        typer.Option(
+            metavar="N",
+            min=1,
+            help="Task slots.",
+            show_default="one per CPU",
+            envvar=Setting.CONCURRENCY,
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
+            metavar="SECONDS",
             min=0,
             help="Time limit per shell command, s (0: none).",
+            show_default="3600",
             envvar=Setting.TASK_TIMEOUT,
         ),
     ] = None,
     task_user: Annotated[
         str | None,
         typer.Option(
+            metavar="USER",
             help="Run shell tasks as this unprivileged user (the worker must be root).",
             envvar=Setting.TASK_USER,
         ),
@@ -60,6 +94,7 @@ def worker(
     metadata_url: Annotated[
         str | None,
         typer.Option(
+            metavar="URL",
             help="Instance metadata to watch for spot and termination notices (none: not watched).",
             envvar=Setting.METADATA_URL,
         ),
@@ -67,6 +102,7 @@ def worker(
     lifecycle_hook: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME",
             help="The group's termination hook, completed once bundles are given back.",
             envvar=Setting.LIFECYCLE_HOOK,
         ),
@@ -74,6 +110,7 @@ def worker(
     state_dir: Annotated[
         Path | None,
         typer.Option(
+            metavar="PATH",
             help="Note held bundles and finished tasks here, so a restarted worker takes"
             " them back at once.",
             envvar=Setting.STATE_DIR,
@@ -82,7 +119,12 @@ def worker(
     poll_seconds: Annotated[
         int | None,
         typer.Option(
-            min=0, max=20, help="Long poll wait, s (default: 20).", envvar=Setting.POLL_SECONDS
+            metavar="SECONDS",
+            min=0,
+            max=20,
+            help="Long poll wait, s.",
+            show_default="20",
+            envvar=Setting.POLL_SECONDS,
         ),
     ] = None,
 ) -> None:
