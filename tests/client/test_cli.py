@@ -1,5 +1,6 @@
 """The typer commands, in process (CliRunner), with real worker processes."""
 
+import io
 import json
 from pathlib import Path
 
@@ -104,3 +105,39 @@ def test_version() -> None:
 
     shown = runner.invoke(app, ["--version"])
     assert (shown.exit_code, shown.output) == (0, f"taskfleet {version('taskfleet')}\n")
+
+
+def test_the_jobs_table_fits_80_columns_with_every_figure_whole() -> None:
+    from rich.console import Console
+
+    from client.cli.service import print_jobs
+
+    console = Console(width=80, record=True, file=io.StringIO())
+    info = {
+        "job": "ab12cd34",
+        "state": "cancelled",
+        "placement": "hybrid",
+        "tasks": 1000000,
+        "succeeded": 999000,
+        "failed": 12,
+        "cancelled": 988,
+        "files": ["/home/someone/work/a-long-workload-name.txt", "[red]b.txt"],
+        "file_count": 5,
+    }
+    print_jobs(console, [info])
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    header, first, *rest = text.splitlines()
+    assert header.split() == [
+        "job", "state", "where", "tasks", "succeeded", "failed", "cancelled", "files",
+    ]  # fmt: skip
+    assert first.split()[:7] == [
+        "ab12cd34",
+        "cancelled",
+        "hybrid",
+        "1000000",
+        "999000",
+        "12",
+        "988",
+    ]
+    assert "[red]b.txt" in "".join(line.strip() for line in [first, *rest])  # shown as it is

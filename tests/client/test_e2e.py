@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scheduler.service.journal import Journal
 from tests.conftest import (
     SchedulerProcess,
     WriteWorkload,
@@ -294,6 +295,18 @@ def test_cancel_and_exit_when_idle(
     assert statuses["cancelled"] > 0
     assert service.process is not None
     assert service.process.wait(timeout=30) == 0  # it went idle and exited by itself
+    journal = Journal(service.journal)
+    counted = journal.job(job).as_dict()
+    journal.close()
+    # Cancelled tasks never ran: they are counted as cancelled, not as failed.
+    assert (counted["cancelled"], counted["failed"]) == (statuses["cancelled"], 0)
+    assert counted["by_status"] == {
+        "succeeded": statuses["succeeded"],
+        "failed": 0,
+        "timed_out": 0,
+        "lost": 0,
+        "cancelled": statuses["cancelled"],
+    }
 
 
 def test_exit_when_idle_after_a_finished_job(

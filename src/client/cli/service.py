@@ -333,23 +333,26 @@ def cancel(
 
 
 def print_jobs(console: "Console", jobs: list[dict[str, object]]) -> None:
+    """Jobs as a table that fits 80 columns: figures are never cut, file names wrap."""
     from rich.table import Table
     from rich.text import Text
 
-    table = Table()
-    # Figures are never cut: on a narrow terminal only the file names wrap.
-    for name in ("job", "state", "placement", "tasks", "finished", "succeeded", "failed"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("files", overflow="fold")
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+    # tasks - (succeeded + failed + cancelled) are still to run.
+    for name in ("job", "state", "where", "tasks", "succeeded", "failed", "cancelled"):
+        table.add_column(
+            name, no_wrap=True, justify="left" if name in ("job", "state", "where") else "right"
+        )
+    table.add_column("files", overflow="fold", min_width=10)
     for info in jobs:
         cells = [
             info["job"],
             info["state"],
             info.get("placement", "local"),
             info["tasks"],
-            info["finished"],
             info["succeeded"],
             info["failed"],
+            info.get("cancelled", 0),
             files_cell(info),
         ]
         # Text, not markup: a file name like "[red]x" is shown as it is.

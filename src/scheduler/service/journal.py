@@ -11,6 +11,7 @@ One ``Journal`` is one connection: one thread at a time may use it.
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +31,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     total INTEGER NOT NULL DEFAULT 0,
     finished INTEGER NOT NULL DEFAULT 0,
     succeeded INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,     -- finished tasks by status, beside succeeded
+    timed_out INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     finished_at REAL,
     retries INTEGER NOT NULL DEFAULT 0 -- how often a task that did not succeed runs again
@@ -64,8 +69,11 @@ PENDING, DISPATCHED, FINISHED, SENT = 0, 1, 2, 3
 #: The columns of jobs a JobInfo is made of, in its order.
 JOB_COLUMNS = (
     "id, state, placement, file_count, total, finished, succeeded, created_at, finished_at,"
-    " files, retries"
+    " files, retries, failed, timed_out, lost, cancelled"
 )
+
+#: The jobs columns that count finished tasks by status: each named as its status.
+STATUS_COLUMNS = tuple(status.value for status in Status)
 
 #: File names a JobInfo carries: a job may have many, and jobs are listed often.
 FILES_SHOWN = 10
@@ -111,6 +119,14 @@ class JobInfo(NamedTuple):
     finished_at: float | None
     files: list[str]  # the first FILES_SHOWN file names
     retries: int
+    failed: int
+    timed_out: int
+    lost: int
+    cancelled: int
+
+    def by_status(self) -> dict[str, int]:
+        """Finished tasks by how they ended."""
+        return {column: getattr(self, column) for column in STATUS_COLUMNS}
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -122,7 +138,10 @@ class JobInfo(NamedTuple):
             "tasks": self.total,
             "finished": self.finished,
             "succeeded": self.succeeded,
-            "failed": self.finished - self.succeeded,
+            # Ran (or may have) and did not succeed; cancelled ones never ran.
+            "failed": self.failed + self.timed_out + self.lost,
+            "cancelled": self.cancelled,
+            "by_status": self.by_status(),
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "retries": self.retries,
@@ -169,6 +188,8 @@ class Journal:
             self.db.execute("ALTER TABLE jobs ADD COLUMN file_count INTEGER NOT NULL DEFAULT 0")
         if "retries" not in columns:
             self.db.execute("ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0")
+        if "cancelled" not in columns:
+            self._add_status_counts()
         if "due" not in {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}:
             self.db.execute("ALTER TABLE tasks ADD COLUMN earlier TEXT")
             self.db.execute("ALTER TABLE tasks ADD COLUMN due REAL")
@@ -180,6 +201,20 @@ class Journal:
                 "SELECT id, files FROM jobs WHERE file_count = 0 AND files != '[]'"
             ).fetchall():
                 self._store_files(job_id, json.loads(files))
+
+    def _add_status_counts(self) -> None:
+        """Count an earlier version's finished tasks by status, from their records."""
+        with self.db:
+            self.db.execute("BEGIN")
+            for column in STATUS_COLUMNS[1:]:  # succeeded was counted already
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+                self.db.execute(
+                    f"UPDATE jobs SET {column} = (SELECT COUNT(*) FROM tasks"
+                    f" WHERE job = jobs.id AND state = {FINISHED}"
+                    " AND json_extract(CAST(record AS TEXT), '$.status') = ?)"
+                    " WHERE finished > succeeded",
+                    (column,),
+                )
 
     def _store_files(self, job_id: str, files: list[str]) -> None:
         self.db.executemany(
@@ -413,7 +448,8 @@ class Journal:
         retries = self._retries(job_id)
         with self.db:
             self.db.execute("BEGIN")
-            finished = succeeded = retried = 0
+            counts: Counter[str] = Counter()
+            retried = 0
             for line, status, record, extra in results:
                 key = (job_id, file_number, line, *extra)
                 if retries:
@@ -429,11 +465,12 @@ class Journal:
                 ).rowcount
                 if changed:
                     seq += 1
-                    finished += 1
-                    succeeded += status == Status.SUCCEEDED
+                    counts[status.value] += 1
+            finished = sum(counts.values())
+            added = ", ".join(f"{column} = {column} + ?" for column in STATUS_COLUMNS)
             self.db.execute(
-                "UPDATE jobs SET finished = finished + ?, succeeded = succeeded + ? WHERE id = ?",
-                (finished, succeeded, job_id),
+                f"UPDATE jobs SET finished = finished + ?, {added} WHERE id = ?",
+                (finished, *(counts[column] for column in STATUS_COLUMNS), job_id),
             )
             self.db.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?"
@@ -564,9 +601,7 @@ def _of_first_file(rows: list[tuple[int, int, str]]) -> PendingTasks | None:
 
 
 def _job_info(row: tuple[object, ...]) -> JobInfo:
-    job_id, state, placement, count, total, finished, succeeded, created, ended, files, retries = (
-        row
-    )
+    job_id, state, placement, count, total, finished, succeeded, created, ended, files = row[:10]
     return JobInfo(
         str(job_id),
         str(state),
@@ -578,5 +613,5 @@ def _job_info(row: tuple[object, ...]) -> JobInfo:
         float(created),  # type: ignore[arg-type]
         None if ended is None else float(ended),  # type: ignore[arg-type]
         json.loads(str(files)),
-        int(retries),  # type: ignore[call-overload]
+        *(int(value) for value in row[10:]),  # type: ignore[call-overload]
     )

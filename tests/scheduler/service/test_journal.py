@@ -140,10 +140,28 @@ def test_a_journal_of_an_earlier_version_is_upgraded(tmp_path: Path) -> None:
         " seq INTEGER, record BLOB, PRIMARY KEY (job, file_number, line)) WITHOUT ROWID"
     )
     old.execute("INSERT INTO jobs (id, state, created_at) VALUES ('a', 'done', 1.0)")
+    old.execute(
+        "INSERT INTO jobs (id, state, total, finished, succeeded, created_at)"
+        " VALUES ('old', 'cancelled', 3, 3, 1, 1.0)"
+    )
+    for line, status in enumerate(("succeeded", "failed", "cancelled"), start=1):
+        old.execute(
+            "INSERT INTO tasks (job, file_number, line, text, state, seq, record)"
+            " VALUES ('old', 1, ?, 'x', 2, ?, ?)",
+            (line, line, json.dumps({"status": status}).encode() + b"\n"),
+        )
     old.commit()
     old.close()
     journal = Journal(path)
     assert (journal.job("a").placement, journal.job("a").retries) == (Placement.LOCAL, 0)
+    # Counts by status come from the records a journal of that version holds.
+    assert journal.job("old").by_status() == {
+        "succeeded": 1,
+        "failed": 1,
+        "timed_out": 0,
+        "lost": 0,
+        "cancelled": 1,
+    }
     journal.create_job("b", retries=1)  # the retry columns are there
     journal.add_tasks("b", [(1, 1, "exit 1")])
     journal.seal_job("b", ["w"], 1)
