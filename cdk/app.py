@@ -99,15 +99,27 @@ def build(app: cdk.App, *, account: str | None, region: str | None) -> Taskfleet
     return stack
 
 
+#: What to do when the CDK CLI found no account to deploy to.
+NO_ACCOUNT = (
+    "taskfleet stack: no AWS account and region to deploy to: the stack looks its VPC up"
+    " (taskfleet:vpcId, or the account's default VPC), which needs them. Give the CDK CLI"
+    " credentials (aws configure, or AWS_PROFILE) or set CDK_DEFAULT_ACCOUNT and"
+    " CDK_DEFAULT_REGION; with no account at all, `make local-aws-up` deploys to an emulator."
+)
+
+
 def main() -> None:
+    # The CDK CLI sets these from the credentials it runs with; the VPC
+    # lookup needs them.
+    account = os.environ.get("CDK_DEFAULT_ACCOUNT")
+    region = os.environ.get("CDK_DEFAULT_REGION")
+    if not account or not region:
+        raise SystemExit(NO_ACCOUNT)
     app = cdk.App()
-    # The CDK CLI sets these from the credentials it runs with; the default
-    # VPC lookup needs them.
-    build(
-        app,
-        account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
-        region=os.environ.get("CDK_DEFAULT_REGION"),
-    )
+    try:
+        build(app, account=account, region=region)
+    except SettingError as error:
+        raise SystemExit(f"taskfleet stack: {error}") from None
     app.synth()
 
 

@@ -338,3 +338,19 @@ def test_progress_bar_on_a_terminal_only(workload: WriteWorkload) -> None:
     piped = run_cli("run", path, "-w", "2", "-o", os.devnull)
     assert "tasks " not in piped.stderr.split("done:")[0]  # no bar when stderr is not a terminal
     assert "done: 400/400 tasks" in piped.stderr
+
+
+def test_a_clean_stop_leaves_no_journal_side_files(
+    workload: WriteWorkload, scheduler_service: StartScheduler
+) -> None:
+    service = scheduler_service()
+    done = run_cli("submit", workload("echo a"), "--scheduler", service.url)
+    assert done.returncode == 0, done.stderr
+    assert run_cli("status", "--scheduler", service.url).returncode == 0
+    assert Path(f"{service.journal}-wal").exists()  # open while it runs
+    assert service.process is not None
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=30) == 0
+    assert service.journal.exists()
+    leftovers = [Path(f"{service.journal}{end}") for end in ("-wal", "-shm")]
+    assert not any(path.exists() for path in leftovers), leftovers

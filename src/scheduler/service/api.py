@@ -116,13 +116,25 @@ class ServiceState:
     rules: AccessRules
     open_requests: int = 0  # kept by the AccessGuard
     _local: threading.local = field(default_factory=threading.local)
+    _opened: list[Journal] = field(default_factory=list)  # every thread's, to close them
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def journal(self) -> Journal:
         """This thread's connection to the journal."""
         journal: Journal | None = getattr(self._local, "journal", None)
         if journal is None:
             journal = self._local.journal = Journal(self.journal_path)
+            with self._lock:
+                self._opened.append(journal)
         return journal
+
+    def close(self) -> None:
+        """Close every thread's connection (once requests are over): the last one
+        to close folds the write-ahead log into the database and removes it."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for journal in opened:
+            journal.close()
 
     async def run(
         self, method: Callable[Concatenate[Journal, P], T], *args: P.args, **kwargs: P.kwargs

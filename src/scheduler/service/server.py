@@ -1,10 +1,12 @@
 """Starting and stopping the scheduler service: pool, dispatch thread, HTTP server."""
 
+import contextlib
 import resource
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -106,6 +108,7 @@ def serve(
         )
         server = uvicorn.Server(config)
         dispatcher.start()
+        watch = None
         if exit_when_idle is not None:
             watch = threading.Thread(
                 target=_stop_when_idle,
@@ -122,13 +125,34 @@ def serve(
             announce(
                 "warning: without --tls-cert, the token and results cross the network in clear"
             )
-        server.run(sockets=[sock])
-        dispatcher.stopping.set()
-        dispatcher.join()
+        with _sigterm_returns():
+            try:
+                server.run(sockets=[sock])
+            finally:
+                dispatcher.stopping.set()
+                dispatcher.join()
+                if watch is not None:
+                    watch.join()
+                state.close()
         return 1 if dispatcher.failure is not None else 0
     finally:
         pool.stop(graceful=False)
         sock.close()
+
+
+@contextlib.contextmanager
+def _sigterm_returns() -> Iterator[None]:
+    """Make SIGTERM a clean stop. uvicorn shuts down gracefully on it, then
+    raises it again, which by default would kill the process before the
+    dispatch thread, the journal and the workers are closed; here it returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_when_idle(server: uvicorn.Server, state: ServiceState, idle_seconds: float) -> None:
