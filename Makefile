@@ -56,10 +56,10 @@ bench-remote: $(STAMP)
 # The AWS stack on this machine, with no account: moto_server on localhost,
 # then `cdk bootstrap` and `cdk deploy --method=direct` against it.
 local-aws-up: $(STAMP)
-	$(BIN)/python -m scripts.local_aws up
+	$(BIN)/python -m scripts.local_aws up $(ARGS)
 
 local-aws-down: $(STAMP)
-	$(BIN)/python -m scripts.local_aws down
+	$(BIN)/python -m scripts.local_aws down $(ARGS)
 
 # Unit and in-process tests only: no end-to-end processes, emulator, CDK
 # synthesis or generated volume (under a minute). `make test` runs everything.

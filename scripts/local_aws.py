@@ -17,6 +17,7 @@ in the repository.
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -28,11 +29,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from scripts.metadata_stand_in import MetadataAnswers, spot_notice
-
 REPOSITORY = Path(__file__).resolve().parent.parent
 CDK_CLI = REPOSITORY / "node_modules" / ".bin" / "cdk"
 DEFAULT_STATE = REPOSITORY / ".local-aws"
+VENV_PYTHON = REPOSITORY / ".venv" / "bin" / "python"
 
 #: The account and region moto answers for.
 ACCOUNT = "123456789012"
@@ -44,6 +44,9 @@ _started: dict[int, subprocess.Popen[bytes]] = {}
 
 #: Seconds moto_server has to answer after it starts.
 START_TIMEOUT_SECONDS = 60
+
+#: Seconds the emulator and the fleet have to exit after SIGTERM, before SIGKILL.
+STOP_TIMEOUT_SECONDS = 30
 
 
 class LocalAwsError(Exception):
@@ -113,16 +116,29 @@ def cdk(state: Path, port: int, *args: str) -> None:
 
 def up(state: Path, port: int | None, context: dict[str, str] | None = None) -> dict[str, str]:
     """Emulator up, stack deployed (with extra CDK ``context``), local fleet running;
-    returns the stack's outputs."""
+    returns the stack's outputs. A failure leaves nothing behind: no emulator, no
+    fleet, no state folder."""
     if (state / "emulator.json").exists():
-        raise LocalAwsError(f"already up ({state}); run `down` first")
+        if is_running(emulator_of(state)["pid"]):
+            raise LocalAwsError(f"already up ({state}); run `down` first")
+        shutil.rmtree(state)  # left by an `up` that was killed: its emulator is gone
     state.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
+    try:
+        return _deploy(state, port or free_port(), context or {})
+    except BaseException:
+        if (state / "emulator.json").exists():
+            stop(state)
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+        raise
+
+
+def _deploy(state: Path, port: int, context: dict[str, str]) -> dict[str, str]:
     pid = start_emulator(state, port)
     (state / "emulator.json").write_text(json.dumps({"port": port, "pid": pid}) + "\n")
     cdk(state, port, "bootstrap", f"aws://{ACCOUNT}/{REGION}")
     outputs_file = state / "outputs.json"
-    settings = [f"--context={key}={value}" for key, value in (context or {}).items()]
+    settings = [f"--context={key}={value}" for key, value in context.items()]
     cdk(
         state,
         port,
@@ -171,15 +187,37 @@ def destroy(state: Path) -> None:
 
 
 def stop(state: Path) -> None:
-    """Stop the emulator and remove the state folder."""
+    """Stop the emulator (and wait until it has exited) and remove the state folder."""
     # The fleet first: its workers stop while the emulator still answers them.
     stop_fleet(state)
-    pid = emulator_of(state)["pid"]
+    end_group(emulator_of(state)["pid"])
+    shutil.rmtree(state)
+
+
+def end_group(pid: int) -> None:
+    """SIGTERM a process group this script started; return once its leader has
+    exited (SIGKILL after STOP_TIMEOUT_SECONDS)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while is_running(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.05)
     if pid in _started:
-        _started.pop(pid).wait(timeout=60)
-    shutil.rmtree(state)
+        _started.pop(pid).wait()
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet waited for, does not)."""
+    if pid in _started:
+        return _started[pid].poll() is None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def down(state: Path) -> None:
@@ -197,10 +235,7 @@ def stop_fleet(state: Path) -> None:
     pid = processes.pop("fleet", None)
     if pid is None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    if pid in _started:
-        _started.pop(pid).wait(timeout=60)
+    end_group(pid)
     (state / "emulator.json").write_text(json.dumps(processes))
 
 
@@ -208,6 +243,8 @@ def interrupt(state: Path, instance_id: str, lifecycle: bool) -> None:
     """Give one instance of the local fleet a spot interruption notice, or say its
     group is ending it (a termination lifecycle hook): its worker sees it within
     seconds through the fleet's metadata stand-in."""
+    from scripts.metadata_stand_in import MetadataAnswers, spot_notice
+
     emulator_of(state)  # something is up
     metadata = MetadataAnswers(state / "metadata")
     if not metadata.knows(instance_id):
@@ -218,7 +255,23 @@ def interrupt(state: Path, instance_id: str, lifecycle: bool) -> None:
         metadata.answer("spot/instance-action", spot_notice(), instance_id)
 
 
+def in_project_python() -> None:
+    """Run this command again as ``-m scripts.local_aws``, with the project's
+    .venv when this Python lacks the packages the CDK app and the fleet need
+    (a plain `python3 scripts/local_aws.py`)."""
+    ready = all(importlib.util.find_spec(name) for name in ("aws_cdk", "moto", "worker"))
+    if ready and __package__ == "scripts":
+        return
+    python = Path(sys.executable) if ready else VENV_PYTHON
+    if not python.exists():
+        raise SystemExit("local_aws: .venv is missing: run `make install` first")
+    path = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
+    argv = [str(python), "-m", "scripts.local_aws", *sys.argv[1:]]
+    os.execve(python, argv, {**os.environ, "PYTHONPATH": path})
+
+
 def main() -> None:
+    in_project_python()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "interrupt"])
     parser.add_argument("instance", nargs="?", help="interrupt: the instance id")
@@ -240,6 +293,9 @@ def main() -> None:
     args = parser.parse_args()
     try:
         if args.command == "up":
+            bad = [item for item in args.context if "=" not in item]
+            if bad:
+                parser.error(f"-c {bad[0]}: a setting is KEY=VALUE")
             context = dict(item.split("=", 1) for item in args.context)
             outputs = up(args.state, args.port, context)
             port = json.loads((args.state / "emulator.json").read_text())["port"]
