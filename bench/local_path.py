@@ -33,51 +33,20 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from client.benchmark import output, runners
-from client.benchmark.runners import Workload
-from client.benchmark.workloads import uneven_workloads
+from client.benchmark.runners import Workload, command_seconds, taskfleet_figures
+from client.benchmark.workloads import repeated, uneven_workloads
 
 TASKFLEET = str(Path(sys.executable).parent / "taskfleet")
 
 
-def write_workload(directory: Path, name: str, line: str, count: int) -> str:
-    path = directory / name
-    with path.open("w") as handle:
-        for _ in range(count):
-            handle.write(line + "\n")
-    return str(path)
-
-
-def taskfleet(directory: Path, *args: str) -> dict[str, Any]:
-    """Run a taskfleet command that writes results and a summary; return its figures."""
-    summary = directory / "summary.json"
-    output = directory / "results.jsonl"
-    began = time.perf_counter()
-    done = subprocess.run(
-        [TASKFLEET, *args, "-o", str(output), "--summary", str(summary)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    command_seconds = time.perf_counter() - began
-    if done.returncode != 0:
-        raise SystemExit(f"taskfleet {args[0]} failed: {done.stderr}")
-    figures: dict[str, Any] = json.loads(summary.read_text())
-    lines = sum(1 for _ in output.open("rb"))
-    assert lines == figures["tasks"], f"{lines} results for {figures['tasks']} tasks"
-    figures["command_seconds"] = command_seconds
-    return figures
-
-
 def taskfleet_run(path: str, workers: int, directory: Path) -> dict[str, Any]:
-    return taskfleet(directory, "run", path, "--workers", str(workers))
+    return taskfleet_figures(directory, "run", path, "--workers", str(workers))
 
 
 class Service(runners.Service):
@@ -90,7 +59,7 @@ class Service(runners.Service):
         return int(match.group(1))
 
     def submit_figures(self, path: str, directory: Path) -> dict[str, Any]:
-        return taskfleet(directory, "submit", path, "--scheduler", self.url)
+        return taskfleet_figures(directory, "submit", path, "--scheduler", self.url)
 
 
 #: A whole Python process doing what a Pool user writes: the peer of a whole
@@ -109,31 +78,20 @@ if __name__ == "__main__":
 """
 
 
-def whole_seconds(command: list[str], stdin: Path | None = None) -> float:
-    """Wall time of a whole process, from its start to its exit."""
-    with (stdin or Path("/dev/null")).open("rb") as source:
-        began = time.perf_counter()
-        done = subprocess.run(command, stdin=source, capture_output=True, check=False)
-        seconds = time.perf_counter() - began
-    if done.returncode != 0:
-        raise SystemExit(f"{command[0]} failed ({done.returncode}): {done.stderr[-500:]!r}")
-    return seconds
-
-
 def pool_whole_seconds(directory: Path, path: str, workers: int) -> float:
     script = directory / "pool_peer.py"
     script.write_text(POOL_SCRIPT)
-    return whole_seconds([sys.executable, str(script), path, str(workers)])
+    return command_seconds([sys.executable, str(script), path, str(workers)])
 
 
 def run_whole_seconds(path: str, workers: int, directory: Path) -> float:
     output = directory / "results.jsonl"
-    return whole_seconds([TASKFLEET, "run", path, "-w", str(workers), "-o", str(output)])
+    return command_seconds([TASKFLEET, "run", path, "-w", str(workers), "-o", str(output)])
 
 
 def startup(directory: Path, repeats: int) -> list[dict[str, float]]:
     """One task, whole process: taskfleet run beside a Pool doing the same, taking turns."""
-    path = write_workload(directory, "one.txt", "sleep 0", 1)
+    path = repeated(directory, "one.txt", "sleep 0", 1)
     rows = []
     for workers in (2, 16):
         runs, peers = [], []
@@ -152,7 +110,7 @@ COMMAND_WORKERS = (1, 2, 4, 8)
 
 def commands(directory: Path, count: int, repeats: int) -> list[dict[str, float | None]]:
     """`true` lines, whole process: taskfleet run beside xargs -P and GNU parallel."""
-    path = Path(write_workload(directory, "true.txt", "true", count))
+    path = Path(repeated(directory, "true.txt", "true", count))
     has_parallel = shutil.which("parallel") is not None
     rows: list[dict[str, float | None]] = []
     for workers in COMMAND_WORKERS:
@@ -160,10 +118,10 @@ def commands(directory: Path, count: int, repeats: int) -> list[dict[str, float 
         for _ in range(repeats):
             runs.append(run_whole_seconds(str(path), workers, directory))
             xargs.append(
-                whole_seconds(["xargs", "-P", str(workers), "-I{}", "sh", "-c", "{}"], path)
+                command_seconds(["xargs", "-P", str(workers), "-I{}", "sh", "-c", "{}"], path)
             )
             if has_parallel:
-                parallel.append(whole_seconds(["parallel", "-j", str(workers)], path))
+                parallel.append(command_seconds(["parallel", "-j", str(workers)], path))
         row: dict[str, float | None] = {
             "workers": workers,
             "tasks": count,
@@ -214,7 +172,7 @@ def pool_seconds(tasks: int, line: str, workers: int) -> float:
 
 
 def throughput(directory: Path, tasks: int, repeats: int) -> dict[str, float]:
-    path = write_workload(directory, "throughput.txt", "sleep 0", tasks)
+    path = repeated(directory, "throughput.txt", "sleep 0", tasks)
     # taskfleet and the peer take turns, so a change in the machine's load
     # (it is shared) falls on both alike.
     runs = []
@@ -253,7 +211,7 @@ def efficiency(
     rows = []
     for workers in workers_list:
         tasks = per_worker * workers
-        path = write_workload(directory, f"sleep10-{workers}.txt", "sleep 10", tasks)
+        path = repeated(directory, f"sleep10-{workers}.txt", "sleep 10", tasks)
         ideal = per_worker * 0.010
         walls = []
         peers = []
@@ -284,7 +242,7 @@ def efficiency(
 def memory(directory: Path, small: int, large: int) -> dict[str, float]:
     figures: dict[str, float] = {"small_tasks": small, "large_tasks": large}
     for label, count in (("small", small), ("large", large)):
-        path = write_workload(directory, f"memory-{count}.txt", "sleep 0", count)
+        path = repeated(directory, f"memory-{count}.txt", "sleep 0", count)
         figures[f"run_{label}_rss_kib"] = taskfleet_run(path, 2, directory)["peak_rss_kib"]
         service = Service(2, directory)
         try:

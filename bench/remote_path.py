@@ -50,7 +50,7 @@ from bench.aws_calls import FOLDER_VARIABLE, SITE, count_requests, record_reques
 from bench.fleet_peers import run_packed
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
-from client.benchmark.workloads import uneven_workloads
+from client.benchmark.workloads import repeated, uneven_workloads
 from scheduler.fleet.aws import RemoteFleet, StackResources
 from scheduler.fleet.run import run_remote
 from scripts import local_aws
@@ -67,12 +67,6 @@ PEER_TASKS = 1_000
 
 #: How often the observer looks at the group's desired capacity.
 OBSERVE_SECONDS = 0.02
-
-
-def write_workload(directory: Path, name: str, line: str, count: int) -> str:
-    path = directory / name
-    path.write_text(f"{line}\n" * count)
-    return str(path)
 
 
 class Group:
@@ -248,11 +242,11 @@ def requests_experiment(
     # on at most PEER_TASKS tasks, and compared per 1,000.
     peer_tasks = min(tasks, PEER_TASKS)
     runs = [
-        ("taskfleet bundles", tasks, write_workload(directory, "bundles.txt", "sleep 0", tasks)),
+        ("taskfleet bundles", tasks, repeated(directory, "bundles.txt", "sleep 0", tasks)),
         (
             "one task per message",
             peer_tasks,
-            write_workload(directory, "one-per-message.txt", "sleep 0", peer_tasks),
+            repeated(directory, "one-per-message.txt", "sleep 0", peer_tasks),
         ),
     ]
     rows = []
@@ -280,7 +274,7 @@ def efficiency_experiment(
     fleet = resources._replace(max_workers=workers)
     tasks = fleet.slots * per_slot
     ideal = per_slot * sleep_ms / 1000
-    path = write_workload(directory, "sleep1000.txt", f"sleep {sleep_ms}", tasks)
+    path = repeated(directory, "sleep1000.txt", f"sleep {sleep_ms}", tasks)
     group.resize(workers)
     print(f"efficiency: {tasks} x sleep {sleep_ms}, {fleet.slots} slots ...", flush=True)
     figures = run_job(path, fleet, fleet.slots, directory, group)
@@ -358,7 +352,7 @@ def kill_experiment(
     workers, per_slot, sleep_ms = 4, 10, 1000
     fleet = resources._replace(max_workers=workers)
     tasks = fleet.slots * per_slot
-    path = write_workload(directory, "kill.txt", f"sleep {sleep_ms}", tasks)
+    path = repeated(directory, "kill.txt", f"sleep {sleep_ms}", tasks)
     group.resize(workers)
     after = 2 * per_slot
     cases: list[tuple[str, Callable[[Path], None] | None, int]] = [

@@ -160,6 +160,10 @@ class SchedulerProcess:
         self.process.wait(timeout=30)
 
 
+#: The scheduler_service fixture: start a scheduler with these extra arguments.
+StartScheduler = Callable[..., SchedulerProcess]
+
+
 @pytest.fixture
 def scheduler_service(tmp_path: Path) -> Iterator[Callable[..., SchedulerProcess]]:
     """Start real scheduler processes; every one is stopped after the test."""

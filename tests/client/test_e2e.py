@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 
 from scheduler.service.journal import Journal
 from tests.conftest import (
-    SchedulerProcess,
+    StartScheduler,
     WriteWorkload,
     children_of,
     is_running,
@@ -28,7 +27,6 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-StartScheduler = Callable[..., SchedulerProcess]
 
 MIXED = [
     "# a mixed workload",

@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import (
-    SchedulerProcess,
+    StartScheduler,
     WriteWorkload,
     flaky,
     run_cli,
@@ -22,8 +21,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.e2e
-
-StartScheduler = Callable[..., SchedulerProcess]
 
 
 def records(path: Path | str) -> list[dict[str, Any]]:

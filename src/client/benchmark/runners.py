@@ -72,14 +72,22 @@ class Workload(NamedTuple):
 
 def taskfleet(directory: Path, *args: str) -> float:
     """Run a taskfleet command that writes results and a summary; its wall seconds."""
+    return float(taskfleet_figures(directory, *args)["wall_seconds"])
+
+
+def taskfleet_figures(directory: Path, *args: str) -> dict[str, Any]:
+    """Run a taskfleet command that writes results and a summary; its summary's
+    figures, and ``command_seconds`` measured around the whole process."""
     summary = directory / "summary.json"
     output = directory / "results.jsonl"
+    began = time.perf_counter()
     done = subprocess.run(
         [*TASKFLEET, *args, "-o", str(output), "--summary", str(summary)],
         capture_output=True,
         text=True,
         check=False,
     )
+    command_seconds = time.perf_counter() - began
     if done.returncode != 0:
         raise BenchError(f"taskfleet {args[0]} exited {done.returncode}: {done.stderr.strip()}")
     figures: dict[str, Any] = json.loads(summary.read_text())
@@ -87,7 +95,8 @@ def taskfleet(directory: Path, *args: str) -> float:
         written = sum(1 for _ in records)
     if written != figures["tasks"] or figures["succeeded"] != figures["tasks"]:
         raise BenchError(f"taskfleet {args[0]}: {written} results for {figures['tasks']} tasks")
-    return float(figures["wall_seconds"])
+    figures["command_seconds"] = command_seconds
+    return figures
 
 
 def taskfleet_run(workload: Workload, directory: Path) -> float:
@@ -211,9 +220,9 @@ def parallel_seconds(workload: Workload, directory: Path) -> float:
     return command_seconds(command, workload.write(directory))
 
 
-def command_seconds(command: list[str], lines: Path) -> float:
-    """Whole-process seconds of a command fed the lines of a file on stdin."""
-    with lines.open("rb") as stdin:
+def command_seconds(command: list[str], lines: Path | None = None) -> float:
+    """Whole-process seconds of a command (fed the lines of a file on stdin)."""
+    with (lines or Path("/dev/null")).open("rb") as stdin:
         began = time.perf_counter()
         done = subprocess.run(command, stdin=stdin, capture_output=True, check=False)
         seconds = time.perf_counter() - began

@@ -24,6 +24,13 @@ def heavy_tailed_durations(tasks: int, scale_ms: int, cap_ms: int) -> tuple[int,
     return tuple(min(cap_ms, int(scale_ms * rng.paretovariate(1.5))) for _ in range(tasks))
 
 
+def repeated(directory: Path, name: str, line: str, count: int) -> str:
+    """A workload file of one line ``count`` times; its path."""
+    path = directory / name
+    path.write_text(f"{line}\n" * count)
+    return str(path)
+
+
 def sleep_lines(durations: tuple[int, ...]) -> str:
     """A workload file's text: one `sleep N` a line."""
     return "".join(f"sleep {ms}\n" for ms in durations)

@@ -13,7 +13,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import (
     Resources,
     SchedulerProcess,
+    StartScheduler,
     WriteWorkload,
     run_cli,
     service_headers,
@@ -35,8 +36,6 @@ from worker.bundle import ResultBatch
 from worker.result import Result, Status
 
 pytestmark = pytest.mark.e2e
-
-StartScheduler = Callable[..., SchedulerProcess]
 
 
 def task_lines(*tasks: str, file: str = "w.txt") -> bytes:
