@@ -20,9 +20,9 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,13 +53,6 @@ class LocalAwsError(Exception):
     """The emulator or the CDK CLI failed."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def environment(port: int) -> dict[str, str]:
     """What the CDK CLI, boto3 and taskfleet need to talk to the emulator."""
     return {
@@ -79,13 +72,15 @@ def environment(port: int) -> dict[str, str]:
     }
 
 
-def start_emulator(state: Path, port: int) -> int:
-    """Start moto_server in the background; return its pid once it answers."""
+def start_emulator(state: Path, port: int) -> tuple[int, int]:
+    """Start moto_server in the background (on ``port``; 0: one it picks, so no other
+    process can take it first); return its pid and port once it answers."""
     moto = Path(sys.executable).parent / "moto_server"
-    with (state / "moto.log").open("wb") as log:
+    log = state / "moto.log"
+    with log.open("wb") as output:
         process = subprocess.Popen(
             [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
+            stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives this command until `down`
         )
@@ -93,12 +88,15 @@ def start_emulator(state: Path, port: int) -> int:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise LocalAwsError(f"moto_server exited; see {state / 'moto.log'}")
-        try:
-            with urllib.request.urlopen(f"http://localhost:{port}/moto-api/", timeout=2):
-                return process.pid
-        except OSError:
-            time.sleep(0.2)
+            raise LocalAwsError(f"moto_server exited; see {log}")
+        if found := re.search(rb"Running on http://127\.0\.0\.1:(\d+)", log.read_bytes()):
+            bound = int(found.group(1))
+            try:
+                with urllib.request.urlopen(f"http://localhost:{bound}/moto-api/", timeout=2):
+                    return process.pid, bound
+            except OSError:
+                pass
+        time.sleep(0.2)
     process.kill()
     raise LocalAwsError(f"moto_server did not answer within {START_TIMEOUT_SECONDS} s")
 
@@ -124,7 +122,7 @@ def up(state: Path, port: int | None, context: dict[str, str] | None = None) -> 
         shutil.rmtree(state)  # left by an `up` that was killed: its emulator is gone
     state.mkdir(parents=True, exist_ok=True)
     try:
-        return _deploy(state, port or free_port(), context or {})
+        return _deploy(state, port or 0, context or {})
     except BaseException:
         if (state / "emulator.json").exists():
             stop(state)
@@ -134,7 +132,7 @@ def up(state: Path, port: int | None, context: dict[str, str] | None = None) -> 
 
 
 def _deploy(state: Path, port: int, context: dict[str, str]) -> dict[str, str]:
-    pid = start_emulator(state, port)
+    pid, port = start_emulator(state, port)
     (state / "emulator.json").write_text(json.dumps({"port": port, "pid": pid}) + "\n")
     cdk(state, port, "bootstrap", f"aws://{ACCOUNT}/{REGION}")
     outputs_file = state / "outputs.json"

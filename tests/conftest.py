@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -275,39 +274,42 @@ def is_running(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def moto_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real moto_server process on a free localhost port; boto3 here points at it."""
-    process, url = start_moto_server(tmp_path / "moto.log")
-    for name, value in emulator_environment(url).items():
-        monkeypatch.setenv(name, value)
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real moto_server process for the whole session; its URL."""
+    process, url = start_moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
     yield url
     process.terminate()
     process.wait(timeout=30)
 
 
+@pytest.fixture
+def moto_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session's moto_server, emptied for this test; boto3 here points at it."""
+    httpx.post(f"{moto_server}/moto-api/reset", timeout=30).raise_for_status()
+    for name, value in emulator_environment(moto_server).items():
+        monkeypatch.setenv(name, value)
+    return moto_server
+
+
 def start_moto_server(log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A moto_server process on a free localhost port, answering; and its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """A moto_server process on a port it chose itself, answering; and its URL."""
     moto = Path(sys.executable).parent / "moto_server"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
+            [str(moto), "-H", "127.0.0.1", "-p", "0"], stdout=output, stderr=subprocess.STDOUT
         )
-    url = f"http://localhost:{port}"
     deadline = time.monotonic() + 60
     while True:
-        try:
-            httpx.get(f"{url}/moto-api/", timeout=2)
-            return process, url
-        except httpx.TransportError:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
+        # It binds a free port (so no other process can take it first) and logs it.
+        if found := re.search(rb"Running on http://127\.0\.0\.1:(\d+)", log.read_bytes()):
+            url = f"http://localhost:{int(found.group(1))}"
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(f"{url}/moto-api/", timeout=2)
+                return process, url
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "moto_server did not start"
+        time.sleep(0.1)
 
 
 def emulator_environment(url: str) -> dict[str, str]:

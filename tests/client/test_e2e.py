@@ -6,6 +6,7 @@ import os
 import pty
 import re
 import signal
+import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -242,7 +243,7 @@ def test_restart_keeps_results_and_reports_lost_tasks(
     service = scheduler_service(journal=journal)
     started = tmp_path / "started"
     long_task = f"touch {started}; exec /bin/sleep 60"
-    path = workload("echo one", "echo two", long_task, long_task, *(["echo later"] * 3))
+    path = workload("echo one", "echo two", long_task, long_task, *(["echo later"] * 20))
     upload = httpx.post(
         service.url + "/jobs",
         content="\n".join(
@@ -256,17 +257,22 @@ def test_restart_keeps_results_and_reports_lost_tasks(
     status_of = f"{service.url}/jobs/{job}"
     wait_for(lambda: httpx.get(status_of, headers=service_headers()).json()["finished"] >= 2)
     service.kill()
+    with sqlite3.connect(journal) as db:  # what the dead scheduler never handed out
+        rows = db.execute("SELECT line FROM tasks WHERE job = ? AND state = 0", (job,))
+        never_dispatched = {line for (line,) in rows}
+    assert never_dispatched  # two workers hold the long tasks; most "echo later" wait
 
     restarted = scheduler_service(journal=journal)
     done = run_cli("results", job, "--wait", "--scheduler", restarted.url, timeout=60)
     assert done.returncode == 0, done.stderr
     records = records_of(done.stdout)
-    assert Counter(r["id"] for r in records) == Counter({f"{job}:1:{n}": 1 for n in range(1, 8)})
+    assert Counter(r["id"] for r in records) == Counter({f"{job}:1:{n}": 1 for n in range(1, 25)})
     status = {r["line"]: r["status"] for r in records}
     assert status[1] == status[2] == "succeeded"  # finished before the crash, kept
     assert status[3] == status[4] == "lost"  # running when it died: never silently re-run
     # Tasks already handed to a worker may have started: lost; the rest ran after restart.
-    assert {status[n] for n in (5, 6, 7)} <= {"succeeded", "lost"}
+    assert {status[n] for n in range(5, 25)} <= {"succeeded", "lost"}
+    assert {status[n] for n in never_dispatched} == {"succeeded"}
     lost = [r for r in records if r["status"] == "lost"]
     assert all("scheduler stopped" in r["error"] for r in lost)
 
@@ -352,3 +358,22 @@ def test_a_clean_stop_leaves_no_journal_side_files(
     assert service.journal.exists()
     leftovers = [Path(f"{service.journal}{end}") for end in ("-wal", "-shm")]
     assert not any(path.exists() for path in leftovers), leftovers
+
+
+def test_timeout_limits_each_command_through_run_and_the_service(
+    workload: WriteWorkload, scheduler_service: StartScheduler
+) -> None:
+    path = workload("/bin/sleep 30", "echo quick")
+    ran = run_cli("run", path, "--timeout", "0.5", timeout=60)
+    assert ran.returncode == 1, ran.stderr
+    assert {r["line"]: r["status"] for r in records_of(ran.stdout)} == {
+        1: "timed_out",
+        2: "succeeded",
+    }
+    service = scheduler_service("--timeout", "0.5")
+    submitted = run_cli("submit", path, "--scheduler", service.url, timeout=60)
+    assert submitted.returncode == 1, submitted.stderr
+    assert {r["line"]: r["status"] for r in records_of(submitted.stdout)} == {
+        1: "timed_out",
+        2: "succeeded",
+    }

@@ -59,6 +59,20 @@ def test_output_is_cut_to_the_limit(shell: ShellRunner) -> None:
     assert outcome.truncated is True
 
 
+def test_output_of_exactly_the_limit_is_whole(shell: ShellRunner) -> None:
+    outcome = shell.run(f"head -c {OUTPUT_LIMIT_BYTES} /dev/zero | tr '\\0' a", timeout=10)
+    assert outcome.stdout is not None
+    assert len(outcome.stdout) == OUTPUT_LIMIT_BYTES
+    assert outcome.truncated is False
+
+
+def test_stderr_past_the_limit_is_cut_and_says_so(shell: ShellRunner) -> None:
+    command = f"echo out; head -c {OUTPUT_LIMIT_BYTES + 1} /dev/zero | tr '\\0' e >&2"
+    outcome = shell.run(command, timeout=10)
+    assert (outcome.stdout, outcome.truncated) == ("out\n", True)
+    assert outcome.stderr == "e" * OUTPUT_LIMIT_BYTES
+
+
 def test_time_limit_kills_the_whole_process_group(shell: ShellRunner, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     began = time.monotonic()

@@ -273,3 +273,14 @@ def test_a_restarted_worker_takes_its_bundle_back_at_once(
     assert results == Counter({"job1:1:1": 1, "job1:1:2": 1, "job1:1:3": 1})
     assert ledger_lines(ledger) == Counter({"one": 1, "two": 2, "three": 1})
     assert "1 results finished before a restart" in (tmp_path / "i-same.log").read_text()
+
+
+def test_the_worker_timeout_limits_each_command(resources: Resources, tmp_path: Path) -> None:
+    resources.sqs.send_message(
+        QueueUrl=resources.requests, MessageBody=bundle("job1-t", "/bin/sleep 30", "echo quick")
+    )
+    worker = start_worker(resources, "i-limit", tmp_path, "--idle-timeout", "2", "--timeout", "0.5")
+    assert worker.wait(timeout=60) == 0  # not 30 s: the command was cut off
+    results = [r for body in drain(resources.sqs, resources.responses)
+               for r in decode_result_batch(body).results]  # fmt: skip
+    assert {r.line: r.status.value for r in results} == {1: "timed_out", 2: "succeeded"}

@@ -11,6 +11,7 @@ import pytest
 
 from scheduler.errors import PoolError
 from scheduler.local.pool import LocalPool, WorkerLost
+from tests.conftest import is_running, wait_for
 from worker.local import Chunk, ChunkReport
 from worker.task_log import MAX_CHUNK_TASKS
 from worker.workload import TaskBatch
@@ -93,10 +94,13 @@ def test_a_chunk_begun_while_the_last_report_waits_is_not_given_back(pool: Local
     assert [c.chunk_id for c in lost[0].unstarted] == [3]
 
 
-def test_stopping_at_once_kills_running_commands() -> None:
+def test_stopping_at_once_kills_running_commands(tmp_path: Path) -> None:
+    pidfile = tmp_path / "command.pid"
     with LocalPool(workers=1, timeout=None) as pool:
-        pool.assign("local-1", chunk(1, "sleep 60"))
-        time.sleep(0.5)
+        # A real command (not a built-in sleep), in a session of its own.
+        pool.assign("local-1", chunk(1, f"echo $$ > {pidfile}; exec /bin/sleep 60"))
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+        command = int(pidfile.read_text())
         pids = [w.process.pid for w in pool._workers.values()]
         began = time.monotonic()
         pool.stop(graceful=False)
@@ -105,6 +109,7 @@ def test_stopping_at_once_kills_running_commands() -> None:
         assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    wait_for(lambda: not is_running(command), timeout=10)  # the command too, not orphaned
 
 
 def test_stopping_at_once_reports_what_finished_and_what_was_cut_off(tmp_path: Path) -> None:

@@ -261,3 +261,21 @@ def test_retry_job_copies_the_tasks_that_did_not_succeed(journal: Journal) -> No
         journal.retry_job("b", "c", Placement.LOCAL, 0)
     with pytest.raises(JobNotFoundError):
         journal.job("c")  # nothing half made
+
+
+def test_a_task_waiting_for_a_retry_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    journal.create_job("b", retries=1)
+    journal.add_tasks("b", [(1, 1, "x")])
+    journal.seal_job("b", ["w"], 1)
+    journal.mark_dispatched("b", 1, [1])
+    journal.finish("b", 1, [(1, Status.FAILED, result_record(1, Status.FAILED, 2))], seq=1)
+    due = journal.next_retry("b")
+    journal.close()
+
+    restarted = Journal(path)
+    restarted.recover(fleet=False)  # what a scheduler does as it starts
+    assert restarted.next_retry("b") == due  # still waiting, not reported lost
+    assert restarted.job("b").finished == 0
+    restarted.close()
