@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck system-packages bench bench-remote local-aws-up local-aws-down worker-constraints clean
+.PHONY: install demo test test-fast mutation lint typecheck system-packages bench bench-remote local-aws-up local-aws-down worker-constraints clean
 
 $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,13 @@ local-aws-down: $(STAMP)
 # synthesis or generated volume (under a minute). `make test` runs everything.
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not e2e and not volume and not emulator and not cdk"
+
+# Bugs planted one at a time in the modules where a bug loses or duplicates work
+# ([tool.mutmut] in pyproject.toml), each run against the fast tests meant to
+# catch it. Slow, so not part of `make test`; `mutmut browse` shows survivors.
+mutation: $(STAMP)
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 # The versions a fleet instance installs: run after changing dependencies.
 worker-constraints: $(STAMP)

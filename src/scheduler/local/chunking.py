@@ -3,8 +3,8 @@
 Tiny tasks travel in big chunks, so dispatch costs one pipe message per
 thousands of tasks; long tasks travel one at a time, so no worker sits idle
 behind another's queue. Near the end of a job chunks shrink (guided
-self-scheduling: at most a half share of what is left per worker) down to a
-single task, so the last results arrive together. The tail is where a file
+self-scheduling: at most a half share of what is left per chunk a worker may
+hold) down to a single task, so the last results arrive together. The tail is where a file
 sorted by task size keeps its longest tasks: a chunk cut by the mean of the
 tiny tasks before them would hand them all to one worker. Shrinking costs a
 few dozen more round trips at the end of a job, whatever its size.
@@ -53,7 +53,9 @@ class ChunkSizer:
         mean = max(self.mean_task_seconds, 1e-9)
         size = max(1, min(MAX_CHUNK_TASKS, int(TARGET_CHUNK_SECONDS / mean)))
         if remaining is not None:
-            share = math.ceil(remaining / (2 * self.workers))
+            # Half a share of what is left per chunk a worker may hold (one running,
+            # one waiting): held chunks are work no other worker can take.
+            share = math.ceil(remaining / (2 * self.workers * self.prefetch()))
             size = min(size, max(1, share))
         return size
 

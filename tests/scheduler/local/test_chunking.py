@@ -34,7 +34,10 @@ def test_chunks_shrink_near_the_end_of_a_job() -> None:
     sizer = ChunkSizer(workers=4)
     sizer.observe(tasks=100, busy_seconds=0.1)  # 1 ms a task
     assert sizer.size(remaining=None) == 500
-    assert sizer.size(remaining=800) == 100  # half a share of what is left per worker
+    # Short tasks: a worker holds two chunks, so each is half a share of what is
+    # left per chunk held: 800 / (2 * 4 workers * 2).
+    assert sizer.prefetch() == 2
+    assert sizer.size(remaining=800) == 50
     assert sizer.size(remaining=3) == 1
     assert sizer.size(remaining=0) == 1
 
@@ -45,9 +48,19 @@ def test_even_tiny_tasks_shrink_to_one_near_the_end() -> None:
     sizer = ChunkSizer(workers=4)
     sizer.observe(tasks=1000, busy_seconds=0.001)  # 1 µs a task
     assert sizer.size(remaining=100_000) == MAX_CHUNK_TASKS
-    assert sizer.size(remaining=800) == 100
-    assert sizer.size(remaining=40) == 5
-    assert sizer.size(remaining=7) == 1
+    assert sizer.size(remaining=800) == 50
+    assert sizer.size(remaining=40) == 3
+    assert sizer.size(remaining=8) == 1
+
+
+def test_what_workers_hold_is_never_more_than_half_of_what_is_left() -> None:
+    # Heavy-tailed work on many workers: if held chunks took all that is left, the
+    # workers that drew the long tasks would finish long after the rest.
+    sizer = ChunkSizer(workers=16)
+    sizer.observe(tasks=20, busy_seconds=0.56)  # 28 ms a task: short, two held
+    for remaining in (400, 160, 33):
+        held = sizer.size(remaining) * sizer.workers * sizer.prefetch()
+        assert held <= remaining / 2 + sizer.workers * sizer.prefetch()
 
 
 def test_mean_follows_changing_durations() -> None:
