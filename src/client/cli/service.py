@@ -125,6 +125,9 @@ def scheduler(
     tls_key: Annotated[
         Path | None, typer.Option(metavar="PEM", help="The certificate's private key.")
     ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the dashboard in a web browser.")
+    ] = False,
 ) -> None:
     """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     from client import report
@@ -149,6 +152,7 @@ def scheduler(
             stack=stack or None,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            open_browser=open_browser,
         )
     except TaskfleetError as error:
         raise fail(str(error)) from error

@@ -13,6 +13,10 @@
     POST /jobs/{id}/retry        a new job of the tasks of an ended job that did not
                                  succeed; ?placement= and ?retries= as for /jobs
                                  (placement defaults to the job's)
+    GET  /jobs/{id}/tasks        records of its tasks that ended so: ?status=&limit=
+    GET  /  /static/*            the web dashboard (scheduler.service.dashboard)
+    POST /login  /logout         the dashboard's session cookie, for the token
+    GET  /events                 the recent jobs' counters, pushed once a second
 
 Every request passes ``scheduler.service.guard`` first (its Host, its origin, the
 token on every route but /health, the limits). Errors are JSON objects with
@@ -37,6 +41,7 @@ from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.retries import MAX_RETRIES
+from scheduler.service.dashboard import dashboard_routes
 from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessGuard, AccessRules
 from scheduler.service.journal import JobInfo, JobState, Journal, Placement
@@ -264,6 +269,7 @@ def build_app(state: ServiceState) -> Starlette:
         Route("/jobs/{job_id}/results", results),
         Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
         Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
+        *dashboard_routes(state.rules.token, state.run, lambda: state.dispatcher.failure),
     ]
 
     @contextlib.asynccontextmanager

@@ -7,8 +7,9 @@ a loopback port, and a DNS-rebound name can make them look same-origin. So
   address it listens on) with its port: a rebound name is refused (421);
 - a request a browser marks as cross-site (``Origin`` of another origin, or
   ``Sec-Fetch-Site`` other than same-origin or none) is refused (403);
-- every route but ``/health`` needs the token (``Authorization: Bearer``,
-  compared in constant time), else 401;
+- every route but ``/health`` and the dashboard's page, files and login
+  needs the token (``Authorization: Bearer``, compared in constant time), or
+  the session cookie the dashboard's login trades it for, else 401;
 - at most ``MAX_OPEN_REQUESTS`` requests are served at once (503 beyond), and
   a request body that stops arriving for ``BODY_READ_TIMEOUT_SECONDS`` ends
   the request (408).
@@ -16,7 +17,7 @@ a loopback port, and a DNS-rebound name can make them look same-origin. So
 
 import asyncio
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -34,6 +35,49 @@ BODY_READ_TIMEOUT_SECONDS = 30.0
 
 #: Host names by which this machine's loopback interface is reached.
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+#: Routes anyone who passes the Host and origin checks may reach: they hold no
+#: job's data (the dashboard's page and files fetch everything else with the token).
+PUBLIC_PATHS = frozenset({"/health", "/", "/session", "/login", "/logout"})
+PUBLIC_PREFIX = "/static/"
+
+#: The dashboard's session cookie: HttpOnly, SameSite=Strict, never the token itself.
+SESSION_COOKIE = "taskfleet_session"
+
+
+def session_value(token: str) -> str:
+    """The session cookie's value for a token: a keyed hash of it, so the cookie
+    opens the dashboard, is worthless elsewhere, and ends when the token changes."""
+    return hmac.new(token.encode(), b"taskfleet dashboard session", "sha256").hexdigest()
+
+
+class Credentials(NamedTuple):
+    """What a request may show to be let in, for one token."""
+
+    authorization: bytes  # the Authorization header's value
+    session: bytes  # the session cookie's value
+
+    @classmethod
+    def for_token(cls, token: str) -> "Credentials":
+        return cls(f"Bearer {token}".encode(), session_value(token).encode())
+
+    def shown_by(self, headers: Mapping[bytes, bytes]) -> bool:
+        """The token in the Authorization header, or the session cookie for it
+        (compared in constant time)."""
+        given = headers.get(b"authorization")
+        if given is not None:
+            return hmac.compare_digest(given, self.authorization)
+        session = cookie_of(headers.get(b"cookie", b""), SESSION_COOKIE)
+        return session is not None and hmac.compare_digest(session, self.session)
+
+
+def cookie_of(header: bytes, name: str) -> bytes | None:
+    """One cookie's value from a Cookie header."""
+    for part in header.split(b";"):
+        key, _, value = part.strip().partition(b"=")
+        if key == name.encode():
+            return value
+    return None
 
 
 class BodyTimeoutError(TaskfleetError):
@@ -74,6 +118,10 @@ def split_host(value: str, default_port: int) -> tuple[str, int] | None:
     return name.lower(), port if port is not None else default_port
 
 
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or (path.startswith(PUBLIC_PREFIX) and ".." not in path)
+
+
 class AccessGuard:
     """ASGI middleware applying ``AccessRules`` and the request limits."""
 
@@ -82,7 +130,7 @@ class AccessGuard:
     ) -> None:
         self.app = app
         self.rules = rules
-        self.expected = f"Bearer {rules.token}".encode() if rules.token else None
+        self.credentials = Credentials.for_token(rules.token) if rules.token else None
         self.open_requests = 0
         self.counter = counter  # told of each change in open requests
 
@@ -132,10 +180,10 @@ class AccessGuard:
         fetch_site = headers.get(b"sec-fetch-site")
         if fetch_site is not None and fetch_site not in (b"same-origin", b"none"):
             return 403, "cross-site requests are refused"
-        if self.expected is not None and scope["path"] != "/health":
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                return 401, "missing or wrong token (Authorization: Bearer TOKEN)"
+        path = str(scope["path"])
+        credentials = self.credentials
+        if credentials is not None and not is_public(path) and not credentials.shown_by(headers):
+            return 401, "missing or wrong token (Authorization: Bearer TOKEN)"
         return None
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -570,6 +570,17 @@ class Journal:
 
     # -- results -----------------------------------------------------------
 
+    def records_with_status(self, job_id: str, status: Status, limit: int) -> list[bytes]:
+        """The first ``limit`` records of a job's tasks that ended in ``status``, in
+        the order they arrived. A scan of the job's results: for a person asking
+        (the dashboard's task list), not for every update."""
+        rows = self.db.execute(
+            f"SELECT record FROM tasks WHERE job = ? AND seq IS NOT NULL AND state = {FINISHED}"
+            " AND json_extract(CAST(record AS TEXT), '$.status') = ? ORDER BY seq LIMIT ?",
+            (job_id, status.value, limit),
+        ).fetchall()
+        return [bytes(record) for (record,) in rows]
+
     def results_page(
         self, job_id: str, after: int, limit: int, max_bytes: int = RESULTS_PAGE_BYTES
     ) -> list[tuple[int, bytes]]:

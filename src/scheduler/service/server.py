@@ -6,6 +6,7 @@ import signal
 import socket
 import threading
 import time
+import webbrowser
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,13 +74,15 @@ def serve(
     stack: str | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    open_browser: bool = False,
 ) -> int:
     """Run the service until stopped (SIGINT/SIGTERM) or idle; return an exit code.
 
     Every request but /health needs the token: ``token``, else the one in
     ``token_file``, else the one in the user's state folder (made on first
     start). With a ``stack``, jobs may also run on its fleet (remote or
-    hybrid). With ``tls_cert`` and ``tls_key``, it speaks HTTPS.
+    hybrid). With ``tls_cert`` and ``tls_key``, it speaks HTTPS. With
+    ``open_browser``, the dashboard opens in the user's browser.
     """
     check_tls(tls_cert, tls_key)
     secret, token_source = service_token(token, token_file)
@@ -120,7 +123,11 @@ def serve(
         address = sock.getsockname()
         shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
         scheme = "https" if tls_cert is not None else "http"
-        announce(f"listening on {scheme}://{shown}:{address[1]} (token {token_source})")
+        url = f"{scheme}://{shown}:{address[1]}"
+        announce(f"listening on {url} (token {token_source}); dashboard at {url}/")
+        if open_browser:
+            # In a thread: a terminal browser would otherwise hold the service up.
+            threading.Thread(target=webbrowser.open, args=(url + "/",), daemon=True).start()
         if tls_cert is None and not is_loopback(host):
             announce(
                 "warning: without --tls-cert, the token and results cross the network in clear"

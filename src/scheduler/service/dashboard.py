@@ -1,0 +1,175 @@
+"""The web dashboard: a page, its files, a login, and a stream of job counters.
+
+The page (``web/``: plain HTML, CSS and JavaScript, nothing fetched from
+elsewhere) holds no data; it asks the API for everything, with the session
+cookie that ``POST /login`` trades the token for (HttpOnly, SameSite=Strict:
+no script reads it and no other site's request carries it). ``/events``
+pushes every job's counters about once a second as server-sent events, read
+from the jobs table the journal keeps up to date, never from a job's tasks:
+a job of ten million tasks costs an update what a job of ten does.
+"""
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from scheduler.errors import JobNotFoundError
+from scheduler.service.guard import SESSION_COOKIE, Credentials, session_value
+from scheduler.service.journal import Journal
+from worker.result import Status
+
+#: The dashboard's files, by name, and their content types.
+FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+
+#: Nothing from elsewhere, no inline script, never inside another site's frame.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+        " img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # "no-referrer" would make the login form's Origin "null", which the guard refuses.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+#: Seconds between two updates of the event stream.
+EVENT_SECONDS = 1.0
+
+#: Jobs an update carries: the most recent.
+EVENT_JOBS = 50
+
+#: Most task records the task list returns at once.
+MAX_LISTED_TASKS = 200
+
+#: Largest login form accepted, in bytes.
+MAX_LOGIN_BYTES = 4096
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+Run = Callable[..., Coroutine[Any, Any, Any]]
+
+
+def web_file(name: str) -> bytes:
+    return resources.files("scheduler.service").joinpath("web", name).read_bytes()
+
+
+def dashboard_routes(token: str | None, run: Run, failure: Callable[[], object]) -> list[Route]:
+    """The dashboard's routes; ``run`` runs a journal method off the event loop,
+    ``failure`` is the dispatch thread's failure (None while it runs)."""
+    session = session_value(token) if token else None
+    credentials = Credentials.for_token(token) if token else None
+
+    async def page(_request: Request) -> Response:
+        return file_response("index.html")
+
+    async def whoami(request: Request) -> Response:
+        """Whether this browser is signed in (asked without a 401 in its console)."""
+        headers = {name.encode("latin-1"): value.encode("latin-1")
+                   for name, value in request.headers.items()}  # fmt: skip
+        signed_in = credentials is None or credentials.shown_by(headers)
+        return JSONResponse({"signed_in": signed_in}, headers={"Cache-Control": "no-store"})
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in FILES or name == "index.html":
+            return JSONResponse({"error": "no such file"}, status_code=404)
+        return file_response(name)
+
+    async def login(request: Request) -> Response:
+        body = b""
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_LOGIN_BYTES:
+                return JSONResponse({"error": "login form too large"}, status_code=413)
+        given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
+        if token is None or session is None:
+            return RedirectResponse("/", status_code=303)  # nothing to sign in to
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return RedirectResponse("/?login=refused", status_code=303)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            session,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return response
+
+    async def logout(_request: Request) -> Response:
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    async def events(_request: Request) -> Response:
+        return StreamingResponse(
+            job_events(run, failure),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def tasks(request: Request) -> Response:
+        """GET /jobs/{id}/tasks?status=failed&limit=N: the records of a job's tasks
+        that ended so, in the order they arrived."""
+        job_id = request.path_params["job_id"]
+        try:
+            status = Status(request.query_params.get("status", Status.FAILED.value))
+        except ValueError:
+            statuses = ", ".join(s.value for s in Status)
+            return JSONResponse({"error": f"status must be one of {statuses}"}, status_code=400)
+        limit = request.query_params.get("limit", "50")
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LISTED_TASKS:
+            return JSONResponse(
+                {"error": f"limit must be 1 to {MAX_LISTED_TASKS}"}, status_code=400
+            )
+        try:
+            await run(Journal.job, job_id)
+        except JobNotFoundError as missing:
+            return JSONResponse({"error": str(missing)}, status_code=404)
+        records = await run(Journal.records_with_status, job_id, status, int(limit))
+        return Response(b"".join(records), media_type="application/x-ndjson")
+
+    return [
+        Route("/", page),
+        Route("/session", whoami),
+        Route("/static/{name}", static),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/events", events),
+        Route("/jobs/{job_id}/tasks", tasks),
+    ]
+
+
+def file_response(name: str) -> Response:
+    return Response(web_file(name), media_type=FILES[name], headers=SECURITY_HEADERS)
+
+
+async def job_events(run: Run, failure: Callable[[], object]) -> AsyncIterator[bytes]:
+    """Every EVENT_SECONDS, the recent jobs' counters as one ``jobs`` event."""
+    while True:
+        began = time.perf_counter()
+        jobs = await run(Journal.jobs, EVENT_JOBS)
+        update = {
+            "at": time.time(),
+            "jobs": [info.as_dict() for info in jobs],
+            "dispatch": "ok" if failure() is None else "failed",
+            "server_ms": round((time.perf_counter() - began) * 1000.0, 3),
+        }
+        yield f"event: jobs\ndata: {json.dumps(update)}\n\n".encode()
+        await asyncio.sleep(EVENT_SECONDS)
