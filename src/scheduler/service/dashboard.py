@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError
-from scheduler.service.guard import SESSION_COOKIE, Credentials, session_value
+from scheduler.service.credentials import SESSION_COOKIE, Credentials, session_value
 from scheduler.service.journal import Journal
 from worker.result import Status
 
