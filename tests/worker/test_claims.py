@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from worker.claims import ClaimLedger
+from worker.claims import DONE_RETENTION_SECONDS, ClaimLedger
 from worker.errors import DuplicateBundleError
 
 
@@ -53,3 +53,15 @@ def test_a_released_bundle_is_free_at_once(ledger: ClaimLedger) -> None:
     assert ledger.claim("b1", "i-a", lease_seconds=600)
     assert ledger.release("b1", "i-a")
     assert ledger.claim("b1", "i-b", lease_seconds=60)
+
+
+def test_a_claim_is_kept_a_week_past_its_end_so_a_late_duplicate_is_known(
+    ledger: ClaimLedger,
+) -> None:
+    began = time.time()
+    assert ledger.claim("b1", "i-a", lease_seconds=60)
+    item = ledger.dynamodb.get_item(TableName="claims", Key={"bundle": {"S": "b1"}})["Item"]
+    expires = int(item["expires_at"]["N"])
+    assert began + DONE_RETENTION_SECONDS - 1 <= expires <= time.time() + DONE_RETENTION_SECONDS
+    assert (item["state"]["S"], item["holder"]["S"]) == ("claimed", "i-a")
+    assert began + 59 <= float(item["lease_until"]["N"]) <= time.time() + 60

@@ -66,3 +66,7 @@ def test_a_task_line_number_out_of_range_is_refused(line: int) -> None:
     encoded = f'{{"file": "w.txt", "line": {line}, "task": "echo"}}'.encode()
     with pytest.raises(msgspec.ValidationError, match=r"\$\.line"):
         decode_task_line(encoded)
+
+
+def test_a_line_of_exactly_the_longest_length_is_a_task() -> None:
+    assert check_line("x" * MAX_LINE_CHARS) is None  # a command, not refused

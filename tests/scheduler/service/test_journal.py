@@ -279,3 +279,52 @@ def test_a_task_waiting_for_a_retry_survives_a_restart(tmp_path: Path) -> None:
     assert restarted.next_retry("b") == due  # still waiting, not reported lost
     assert restarted.job("b").finished == 0
     restarted.close()
+
+
+def test_results_sent_back_for_a_retry_are_counted_as_taken(journal: Journal) -> None:
+    journal.create_job("b", retries=1)
+    journal.add_tasks("b", [(1, 1, "x"), (1, 2, "x"), (1, 3, "x")])
+    journal.seal_job("b", ["w"], 3)
+    journal.mark_dispatched("b", 1, [1, 2, 3], SENT)
+    results = [
+        (1, "x", Status.FAILED, result_record(1, Status.FAILED, 1)),
+        (2, "x", Status.LOST, result_record(2, Status.LOST, None)),
+        (3, "x", Status.SUCCEEDED, result_record(3, Status.SUCCEEDED, 0)),
+    ]
+    stored = journal.finish_sent("b", 1, results, seq=5)
+    # All three taken (so the fleet link knows the bundle is done): two wait for
+    # their retry, the third is stored.
+    assert stored == (6, 3)
+    assert journal.job("b").finished == 1
+    waiting = journal.retries_due("b", 10)
+    assert waiting is None  # not yet due
+    assert journal.next_retry("b") is not None
+    rows = journal.db.execute("SELECT line FROM tasks WHERE job = 'b' AND due IS NOT NULL")
+    assert sorted(line for (line,) in rows) == [1, 2]  # both, not only the first
+
+
+def test_a_cancelled_job_with_a_task_still_running_is_not_retried(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x"), (1, 2, "y")], ["f"])
+    journal.mark_dispatched("a", 1, [1])  # running
+    journal.cancel("a", seq=1)  # line 2 cancelled; line 1 runs on
+    assert journal.job("a").state == JobState.CANCELLED
+    with pytest.raises(JobStateError, match=r"still has tasks to run \(1 of 2 finished\)"):
+        journal.retry_job("a", "b", Placement.LOCAL, 0)
+
+
+def test_cancelling_an_ended_job_changes_nothing(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x")], ["f"])
+    journal.mark_dispatched("a", 1, [1])
+    journal.finish("a", 1, [(1, Status.SUCCEEDED, b'{"status":"succeeded"}\n')], seq=1)
+    before = journal.job("a")
+    assert journal.cancel("a", seq=2) == 2
+    assert journal.job("a") == before
+    cancelled = journal.job("a")
+    assert cancelled.state == JobState.DONE
+
+
+def test_a_cancelled_record_says_why(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x")], ["f"])
+    journal.cancel("a", seq=1)
+    ((_, record),) = journal.results_page("a", 0, 10)
+    assert decode(record).error == "job cancelled before the task ran"
