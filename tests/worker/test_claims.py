@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from worker.claims import DONE_RETENTION_SECONDS, ClaimLedger
+from worker.claims import DONE_RETENTION_SECONDS, Claim, ClaimLedger, is_done, progress_bitmap
 from worker.errors import DuplicateBundleError
 
 
@@ -65,3 +65,17 @@ def test_a_claim_is_kept_a_week_past_its_end_so_a_late_duplicate_is_known(
     assert began + DONE_RETENTION_SECONDS - 1 <= expires <= time.time() + DONE_RETENTION_SECONDS
     assert (item["state"]["S"], item["holder"]["S"]) == ("claimed", "i-a")
     assert began + 59 <= float(item["lease_until"]["N"]) <= time.time() + 60
+
+
+def test_an_heir_learns_what_its_predecessor_had_sent(ledger: ClaimLedger) -> None:
+    first = ledger.claim("b1", "i-a", lease_seconds=600)
+    assert first == Claim(b"")  # nothing sent yet
+    sent = progress_bitmap({0, 2, 9}, 10)
+    assert ledger.progress("b1", "i-a", sent)
+    assert ledger.release("b1", "i-a")
+    heir = ledger.claim("b1", "i-b", lease_seconds=60)
+    assert heir == Claim(sent)
+    assert [is_done(sent, index) for index in range(10)] == [
+        index in (0, 2, 9) for index in range(10)
+    ]
+    assert not ledger.progress("b1", "i-a", sent)  # the first holder lost it
