@@ -111,12 +111,17 @@ def precise_sleep(seconds: float) -> None:
         os.sched_yield()  # let other workers whose deadlines came first have the core
 
 
+#: What ``on_command`` hears just before a command is started: from here on it
+#: may be running, though its pid is not known yet.
+SPAWNING = -1
+
+
 class ShellRunner:
     """Runs shell commands one at a time, reusing two spool files for their output.
 
     With a ``user``, each command runs as that user (see TaskUser).
-    ``on_command`` hears the pid (and process group) of each command once it
-    has started.
+    ``on_command`` hears ``SPAWNING`` just before each command is started, and
+    its pid (and process group) once it has been.
     """
 
     def __init__(
@@ -176,6 +181,8 @@ class ShellRunner:
                 "cwd": self.user.home,
             }
         program, arguments = self.argv(command)
+        if self.on_command is not None:
+            self.on_command(SPAWNING)
         try:
             self.current = subprocess.Popen(  # type: ignore[call-overload]
                 arguments,

@@ -176,9 +176,11 @@ def run_chunk(
             log_sleep(index, began, ended)
             finished.append((began, ended))
         else:
-            position[2] = 0  # until its command has started (note_command)
+            # position[2]: 0 until its command is started (then SPAWNING, then
+            # its pid: note_command), and 0 again once its outcome is logged.
             outcome = runner.run(text, cast(Plan, how))  # not an int: a Plan
             log_outcome(sequence, index, outcome)
+            position[2] = 0  # after its outcome is logged: it is never run again
             finished.append(outcome)
         now = time.perf_counter()
         if now - last_flush >= FLUSH_SECONDS and first + len(finished) < total:
@@ -292,7 +294,8 @@ def serve(
     scrub_secrets()
 
     def note_command(pid: int) -> None:
-        # A scheduler whose worker died knows the command had started, and ends it.
+        # A scheduler whose worker died knows whether the command may have
+        # started (SPAWNING or its pid), and ends it; if not, it runs elsewhere.
         position[2] = pid
 
     runner = TaskRunner(timeout, on_command=note_command)

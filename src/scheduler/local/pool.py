@@ -236,10 +236,13 @@ class LocalPool:
             if done:
                 progress = report(worker.name, chunk, first, done, 0.0, done=upto == size)
                 lost.finished.append((chunk, progress))
-            if upto < size and (in_hand_sequence, in_hand_index) == (sequence, upto):
-                # In hand: it may have run (a command forked a moment before its
-                # worker died may not have told it so yet), so it is never run again.
-                if command and plan(chunk.tasks.texts[upto]).is_command:
+            in_hand = upto < size and (in_hand_sequence, in_hand_index) == (sequence, upto)
+            is_command = in_hand and plan(chunk.tasks.texts[upto]).is_command
+            if in_hand and not (is_command and command == 0):
+                # In hand: it may have run (a sleep had begun; a command was being
+                # started, or had been), so it is never run again. A command whose
+                # start had not begun runs elsewhere with the rest.
+                if is_command and command > 0:
                     # Its command runs in a session of its own and outlived its worker.
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(command, signal.SIGKILL)

@@ -249,6 +249,8 @@ def test_bench_measures_the_fleet_beside_the_rest(
         ("throughput", 2),
         ("efficiency", 1),
         ("efficiency", 2),
+        ("uneven", 2),
         ("commands", 2),
     }
+    assert {r["line"] for r in remote if r["kind"] == "uneven"} == {"sorted", "heavy-tailed"}
     assert all(r["tasks_per_second"] > 0 for r in remote)
