@@ -141,3 +141,10 @@ def test_the_jobs_table_fits_80_columns_with_every_figure_whole() -> None:
         "988",
     ]
     assert "[red]b.txt" in "".join(line.strip() for line in [first, *rest])  # shown as it is
+
+
+def test_the_clis_bound_on_retries_is_the_schedulers() -> None:
+    from client.cli.app import MAX_RETRIES as CLI_MAX_RETRIES
+    from scheduler.retries import MAX_RETRIES
+
+    assert CLI_MAX_RETRIES == MAX_RETRIES

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError
-from scheduler.service.credentials import SESSION_COOKIE, Credentials, session_value
+from scheduler.service.credentials import SESSION_COOKIE, Credentials
 from scheduler.service.journal import Journal
 from worker.result import Status
 
@@ -60,7 +60,6 @@ MAX_LISTED_TASKS = 200
 #: Largest login form accepted, in bytes.
 MAX_LOGIN_BYTES = 4096
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 Run = Callable[..., Coroutine[Any, Any, Any]]
 
 
@@ -71,7 +70,6 @@ def web_file(name: str) -> bytes:
 def dashboard_routes(token: str | None, run: Run, failure: Callable[[], object]) -> list[Route]:
     """The dashboard's routes; ``run`` runs a journal method off the event loop,
     ``failure`` is the dispatch thread's failure (None while it runs)."""
-    session = session_value(token) if token else None
     credentials = Credentials.for_token(token) if token else None
 
     async def page(_request: Request) -> Response:
@@ -97,14 +95,14 @@ def dashboard_routes(token: str | None, run: Run, failure: Callable[[], object])
             if len(body) > MAX_LOGIN_BYTES:
                 return JSONResponse({"error": "login form too large"}, status_code=413)
         given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
-        if token is None or session is None:
+        if token is None or credentials is None:
             return RedirectResponse("/", status_code=303)  # nothing to sign in to
         if not hmac.compare_digest(given.encode(), token.encode()):
             return RedirectResponse("/?login=refused", status_code=303)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            session,
+            credentials.session.decode(),
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",

@@ -63,12 +63,13 @@ class _JobCursor:
     """Where dispatch of one job has got to."""
 
     def __init__(
-        self, job_id: str, placement: str, files: list[str], total: int, pending: int
+        self, job_id: str, placement: str, files: list[str], total: int, pending: int, retries: int
     ) -> None:
         self.job_id = job_id
         self.placement = placement
         self.files = files
         self.total = total
+        self.retries = retries  # how often a task of it may run again
         self.after = (0, 0)  # (file number, line) of the last task dispatched
         self.pending = pending  # tasks not dispatched yet
 
@@ -95,7 +96,9 @@ class JournalSource:
                 self._known.add(job_id)
                 pending = info.total - info.finished
                 files = self.journal.job_files(job_id)  # once per job: it may be long
-                cursor = _JobCursor(job_id, info.placement, files, info.total, pending)
+                cursor = _JobCursor(
+                    job_id, info.placement, files, info.total, pending, info.retries
+                )
                 self.cursors.append(cursor)
 
     def take(self, count: int) -> Chunk | None:
@@ -142,14 +145,15 @@ class JournalSource:
         now = time.monotonic()
         if now - self._retries_looked_at >= RETRY_LOOK_SECONDS:
             self._retries_looked_at = now
-            dues = (self.journal.next_retry(cursor.job_id) for cursor in self.cursors)
+            # Only jobs with retries can have a task waiting: no query for the rest.
+            dues = (self.journal.next_retry(c.job_id) for c in self.cursors if c.retries)
             self._next_retry = min((due for due in dues if due is not None), default=math.inf)
         return self._next_retry <= time.time()
 
     def _take_retry(self, view: View, placements: tuple[str, ...], state: int) -> Chunk | None:
         """Tasks of one job whose wait for a retry is over."""
         for cursor in self.cursors:
-            if cursor.placement not in placements:
+            if not cursor.retries or cursor.placement not in placements:
                 continue
             due = self.journal.retries_due(cursor.job_id, view(cursor))
             if due is not None:

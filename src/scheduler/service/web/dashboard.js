@@ -9,7 +9,7 @@ const TASKS_SHOWN = 50;
 const history = new Map(); // job id -> [{at, finished}], for rates and the chart
 let selected = null; // the job whose page is open
 let lastJobs = [];
-let listedFailed = -1; // the failed count when the task list was last fetched
+let listedCount = -1; // the shown status's count when the task list was last fetched
 
 function $(id) { return document.getElementById(id); }
 
@@ -107,8 +107,8 @@ function renderJob(update) {
   counts.appendChild(cell(String(left), "number"));
   $("job-cancel").hidden = !(job.state === "queued" || job.state === "running");
   drawChart(job.job);
-  const failed = job.by_status[$("task-status").value] ?? 0;
-  if (failed !== listedFailed) loadTasks();
+  const count = job.by_status[$("task-status").value] ?? 0;
+  if (count !== listedCount) loadTasks();
 }
 
 function drawChart(jobId) {
@@ -129,7 +129,7 @@ async function loadTasks() {
   if (!selected) return;
   const status = $("task-status").value;
   const job = lastJobs.find((j) => j.job === selected);
-  listedFailed = job ? job.by_status[status] : -1;
+  listedCount = job ? job.by_status[status] : -1;
   const response = await fetch(`/jobs/${encodeURIComponent(selected)}/tasks?status=${status}&limit=${TASKS_SHOWN}`);
   if (!response.ok) return;
   const records = (await response.text()).split("\n").filter((line) => line).map((line) => JSON.parse(line));
@@ -157,9 +157,9 @@ function tail(text) {
   return lines.slice(-3).join("\n").slice(-300);
 }
 
-function open(jobId) {
+function openJob(jobId) {
   selected = jobId;
-  listedFailed = -1;
+  listedCount = -1;
   $("task-record").hidden = true;
   $("jobs").hidden = Boolean(jobId);
   $("job").hidden = !jobId;
@@ -172,7 +172,7 @@ function open(jobId) {
 
 function route() {
   const match = location.hash.match(/^#job=([0-9A-Za-z._-]+)$/);
-  open(match ? match[1] : null);
+  openJob(match ? match[1] : null);
 }
 
 async function cancel(jobId) {
