@@ -5,8 +5,9 @@ is stopped) it knows exactly which tasks were on it. A worker's reports lag
 behind its work, so what it had done is read from what it leaves behind (see
 ``worker.local``): the reports whole in its pipe, then its task log for the
 tasks it finished since; the task it had in hand is lost (it may have run),
-and the tasks it never started, in its pipe or after the one in hand, can be
-dispatched again.
+unless it was a command that had not been forked yet (see ``orphans``), and the
+tasks it never started, in its pipe or after the one in hand, can be dispatched
+again.
 """
 
 import contextlib
@@ -16,6 +17,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, ForkServerContext
@@ -24,7 +26,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from scheduler.errors import PoolError
-from worker.execute import plan
+from scheduler.local.orphans import adopt_orphans, children, ended_orphans, orphans, reap
+from worker.execute import SPAWNING, plan
 from worker.local import Chunk, ChunkReport, Ready, part, report, serve
 from worker.result import Outcome
 from worker.task_log import MAX_CHUNK_TASKS, RING_BYTES, SleepSpan, read_task_log
@@ -34,6 +37,9 @@ START_TIMEOUT_SECONDS = 60.0
 
 #: Seconds a stopping worker has to exit before it is killed.
 STOP_TIMEOUT_SECONDS = 5.0
+
+#: Seconds between collections of ended orphans (see ``orphans``).
+REAP_INTERVAL_SECONDS = 5.0
 
 
 def start_context() -> ForkContext | ForkServerContext:
@@ -97,6 +103,9 @@ class LocalPool:
         self._workers: dict[str, _Worker] = {}
         self._spawned = 0
         self._logs = Path(tempfile.mkdtemp(prefix="taskfleet-workers-"))  # 0700
+        self._adopting = adopt_orphans()
+        self._own: set[int] = set()  # children that are not workers: a fork server, ...
+        self._next_reap = 0.0
 
     def __enter__(self) -> "LocalPool":
         self.start()
@@ -119,6 +128,19 @@ class LocalPool:
                 message = self._receive(worker)
                 if not isinstance(message, Ready):
                     raise PoolError(f"worker {worker.name} failed to start")
+        self._own = set(children())
+
+    def _known(self) -> set[int]:
+        return self._own | {w.process.pid for w in self._workers.values() if w.process.pid}
+
+    def _reap(self) -> None:
+        """Collect ended orphans, unless a worker may have died while starting a
+        command: whether its command exists is told by what it left behind."""
+        ended = ended_orphans(self._known())  # before the check: see orphans
+        if any(w.position[2] == SPAWNING for w in self._workers.values()):
+            return  # (a live worker starting a command is seldom seen: try next time)
+        reap(ended)
+        self._next_reap = time.monotonic() + REAP_INTERVAL_SECONDS
 
     def _spawn(self) -> _Worker:
         self._spawned += 1
@@ -170,6 +192,8 @@ class LocalPool:
             by_handle[worker.process.sentinel] = worker
         events: list[tuple[Chunk, ChunkReport] | WorkerLost] = []
         dead: set[str] = set()
+        if self._adopting and time.monotonic() >= self._next_reap:
+            self._reap()
         for handle in wait(list(by_handle), timeout=timeout):  # type: ignore[arg-type]
             worker = by_handle[handle]
             if worker.name in dead:
@@ -218,6 +242,8 @@ class LocalPool:
         # Read once the process is gone, so nothing changes any more.
         begun = worker.started.value - worker.finished
         in_hand_sequence, in_hand_index, command = worker.position
+        if command == SPAWNING and self._adopting and not orphans(self._known()):
+            command = 0  # it died before its command was forked: nothing left behind
         logged = read_task_log(worker.log, worker.ring)
         worker.log.unlink(missing_ok=True)
         lost = WorkerLost(worker.name, worker.process.exitcode, [], [], [])

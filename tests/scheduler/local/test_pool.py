@@ -3,13 +3,17 @@
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from multiprocessing.context import ForkContext
 from pathlib import Path
 
 import pytest
 
 from scheduler.errors import PoolError
+from scheduler.local import pool as pool_module
+from scheduler.local.orphans import children
 from scheduler.local.pool import LocalPool, WorkerLost
 from tests.conftest import is_running, wait_for
 from worker.local import Chunk, ChunkReport
@@ -132,3 +136,55 @@ def test_stopping_at_once_reports_what_finished_and_what_was_cut_off(tmp_path: P
 def test_a_chunk_larger_than_a_worker_can_account_for_is_refused(pool: LocalPool) -> None:
     with pytest.raises(PoolError, match="at most 4096 tasks"):
         pool.assign("local-1", chunk(1, *["sleep 0"] * (MAX_CHUNK_TASKS + 1)))
+
+
+def die_while_starting(*, after_fork: bool) -> type[subprocess.Popen[bytes]]:
+    """A Popen whose worker is SIGKILLed while it starts the command: before the
+    fork, or after it (the command then exists; its pid never reached the pool)."""
+
+    class Dying(subprocess.Popen[bytes]):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            if after_fork:
+                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return Dying
+
+
+@pytest.mark.parametrize("after_fork", [False, True], ids=["before-fork", "after-fork"])
+def test_a_worker_dying_while_it_starts_a_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, after_fork: bool
+) -> None:
+    # Forked workers carry the patched Popen; each dies in the moment between
+    # noting that it starts the command and noting the command's pid.
+    monkeypatch.setattr(pool_module, "start_context", ForkContext)
+    monkeypatch.setattr(subprocess, "Popen", die_while_starting(after_fork=after_fork))
+    ran = tmp_path / "ran"
+    with LocalPool(workers=1, timeout=30) as pool:
+        pool.assign("local-1", chunk(1, "sleep 0", f"touch {ran}", "sleep 0"))
+        (lost,) = [e for e in collect(pool, until=1) if isinstance(e, WorkerLost)]
+        monkeypatch.undo()  # the replacement worker starts commands as usual
+        if after_fork:
+            # Its command was forked and may have run: lost, never run again.
+            assert [c.tasks.lines for c in lost.in_hand] == [[2]]
+            assert [c.tasks.lines for c in lost.unstarted] == [[3]]
+            wait_for(ran.exists)
+        else:
+            # Nothing was left behind: the command never began, and runs elsewhere.
+            assert lost.in_hand == []
+            assert [c.tasks.lines for c in lost.unstarted] == [[2, 3]]
+            assert not ran.exists()
+
+
+def test_ended_orphans_are_reaped(pool: LocalPool, tmp_path: Path) -> None:
+    # A command that leaves a process in the background: once the command has
+    # exited, the pool is that process's parent, and collects it when it ends.
+    pidfile = tmp_path / "background.pid"
+    pool.assign("local-1", chunk(1, f"/bin/sleep 0.2 & echo $! > {pidfile}"))
+    collect(pool, until=1)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    background = int(pidfile.read_text())
+    wait_for(lambda: children().get(background) == "Z")  # ended, adopted, not reaped
+    pool._next_reap = 0.0
+    pool.wait(0.01)
+    assert background not in children()
