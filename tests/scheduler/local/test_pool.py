@@ -145,7 +145,7 @@ def die_while_starting(*, after_fork: bool) -> type[subprocess.Popen[bytes]]:
     class Dying(subprocess.Popen[bytes]):
         def __init__(self, *args: object, **kwargs: object) -> None:
             if after_fork:
-                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+                super().__init__(*args, **kwargs)  # type: ignore[call-overload]
             os.kill(os.getpid(), signal.SIGKILL)
 
     return Dying
