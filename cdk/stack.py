@@ -103,6 +103,8 @@ class TaskfleetStack(Stack):
             Output.SLOTS_PER_INSTANCE: str(slots_per_instance),
             Output.IDLE_TIMEOUT_SECONDS: settings[Setting.IDLE_TIMEOUT],
             Output.VISIBILITY_TIMEOUT_SECONDS: settings[Setting.VISIBILITY_TIMEOUT],
+            Output.INSTANCE_TYPES: ",".join(instance_types),
+            Output.SPOT: "true" if spot else "false",
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

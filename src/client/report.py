@@ -96,5 +96,31 @@ def print_summary(counts: Counts) -> None:
         )
         + f", {figures['throughput']:,.0f} tasks/s, "
         f"efficiency {figures['efficiency']:.3f} on {figures['workers']} workers\n"
+        + "".join(line + "\n" for line in usage_lines(figures))
     )
     sys.stderr.flush()
+
+
+def usage_lines(figures: dict[str, object]) -> list[str]:
+    """What a job used and cost, in words, from its figures (a summary's or the
+    service's): the fleet's instance time and requests, or local CPU time."""
+    usage = figures.get("usage")
+    if not isinstance(usage, dict) or not any(usage.values()):
+        cpu = figures.get("cpu_seconds")
+        return [f"used {cpu:.2f} CPU-seconds on local workers"] if cpu else []
+    dynamodb = usage.get("dynamodb_writes", 0) + usage.get("dynamodb_reads", 0)
+    lines = [
+        f"used {usage.get('instance_seconds', 0):.1f} instance-seconds on the fleet,"
+        f" {figures.get('aws_requests', 0):,} AWS requests"
+        f" (SQS {usage.get('sqs_requests', 0):,}, DynamoDB {dynamodb:,} units),"
+        f" {usage.get('bytes_sent', 0) / 1e6:.2f} MB sent"
+    ]
+    cost, per_1000 = figures.get("cost_usd"), figures.get("cost_per_1000_tasks_usd")
+    prices = figures.get("priced_at")
+    basis = prices.get("instance_basis", "") if isinstance(prices, dict) else ""
+    if isinstance(cost, float | int):
+        each = f", ${per_1000:.6f} per 1,000 tasks" if isinstance(per_1000, float | int) else ""
+        lines.append(f"cost ${cost:.6f}{each} ({basis})")
+    elif basis:
+        lines.append(f"cost unknown: {basis}")
+    return lines

@@ -5,7 +5,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import msgspec
+
 from worker.result import Status
+from worker.usage import Usage
+
+#: The cost figures of work that has none (local) or none known yet.
+NO_COSTS = {"cost_usd": None, "cost_per_1000_tasks_usd": None, "priced_at": None}
 
 
 @dataclass
@@ -22,6 +28,10 @@ class Summary:
     # Seconds from the command's start to its end (start-up and the check pass
     # included), when the command measures it: what the person waited.
     command_seconds: float | None = None
+    cpu_seconds: float = 0.0  # of local workers and their commands
+    usage: Usage = field(default_factory=Usage)  # on the fleet
+    # What the usage cost (scheduler.pricing.cost_fields), once it is known.
+    costs: dict[str, object] = field(default_factory=lambda: dict(NO_COSTS))
 
     def start(self) -> None:
         if self.started is None:
@@ -90,4 +100,9 @@ class Summary:
             "throughput": round(self.throughput, 3),
             "efficiency": round(self.efficiency, 4),
             "interrupted": self.interrupted,
+            "cpu_seconds": round(self.cpu_seconds, 6),
+            "instance_seconds": round(self.usage.instance_seconds, 6),
+            "aws_requests": self.usage.aws_requests,
+            "usage": msgspec.structs.asdict(self.usage),
+            **self.costs,
         }

@@ -14,6 +14,7 @@ from worker.contracts import MAX_MESSAGE_BYTES
 from worker.errors import BundleError
 from worker.result import CheckedResult, Result, Short
 from worker.task import FileName, JobId, LineNumber
+from worker.usage import Usage
 
 #: Room kept under the limit for SQS's own attributes and JSON framing.
 MESSAGE_HEADROOM_BYTES = 16 * 1024
@@ -42,12 +43,27 @@ class Bundle(msgspec.Struct, gc=False):
     tasks: Annotated[list[BundleTask], msgspec.Meta(min_length=1)]
 
 
-class ResultBatch(msgspec.Struct, gc=False):
-    """Results of some tasks of one bundle (a bundle's results may need several)."""
+class UsageReport(msgspec.Struct, gc=False):
+    """What a worker used for a job (None: for no job, its overhead) since its last
+    report. ``final``: it holds no more of the job's bundles. The id is unique,
+    so a report SQS delivers twice counts once."""
+
+    report_id: Short
+    job: JobId | None
+    usage: Usage
+    final: bool = False
+
+
+class ResultBatch(msgspec.Struct, gc=False, omit_defaults=True):
+    """Results of some tasks of one bundle (a bundle's results may need several),
+    and what the worker used for the bundle's job since its last report. A
+    worker's last report for a job may come alone: no results, its bundle id
+    that of the last bundle of the job it held."""
 
     bundle_id: str
     worker: str
     results: list[Result]
+    usage: UsageReport | None = None
 
 
 class _ReceivedBatch(msgspec.Struct, gc=False):
@@ -56,6 +72,7 @@ class _ReceivedBatch(msgspec.Struct, gc=False):
     bundle_id: BundleId
     worker: Short
     results: list[CheckedResult]
+    usage: UsageReport | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -87,11 +104,19 @@ def decode_result_batch(body: str) -> ResultBatch:
     except msgspec.DecodeError as error:
         raise BundleError(f"not a result batch: {error}") from error
     results: list[Result] = list(received.results)
-    return ResultBatch(received.bundle_id, received.worker, results)
+    return ResultBatch(received.bundle_id, received.worker, results, received.usage)
 
 
-def result_messages(bundle_id: str, worker: str, results: list[Result]) -> list[str]:
-    """Results as response-queue message bodies, each under the message limit."""
+def usage_message(bundle_id: str, worker: str, usage: UsageReport) -> str:
+    """A usage report alone, as a response-queue message body."""
+    return _encoder.encode(ResultBatch(bundle_id, worker, [], usage)).decode()
+
+
+def result_messages(
+    bundle_id: str, worker: str, results: list[Result], usage: UsageReport | None = None
+) -> list[str]:
+    """Results as response-queue message bodies, each under the message limit;
+    ``usage`` rides on the first."""
     limit = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES
     messages: list[str] = []
     batch: list[Result] = []
@@ -99,10 +124,10 @@ def result_messages(bundle_id: str, worker: str, results: list[Result]) -> list[
     for result in results:
         result_size = len(_encoder.encode(result))
         if batch and size + result_size > limit:
-            messages.append(_encoder.encode(ResultBatch(bundle_id, worker, batch)).decode())
-            batch, size = [], 0
+            messages.append(_encoder.encode(ResultBatch(bundle_id, worker, batch, usage)).decode())
+            batch, size, usage = [], 0, None
         batch.append(result)
         size += result_size + 1
     if batch:
-        messages.append(_encoder.encode(ResultBatch(bundle_id, worker, batch)).decode())
+        messages.append(_encoder.encode(ResultBatch(bundle_id, worker, batch, usage)).decode())
     return messages

@@ -23,6 +23,8 @@ class Output:
     SLOTS_PER_INSTANCE: Final = "SlotsPerInstance"
     IDLE_TIMEOUT_SECONDS: Final = "IdleTimeoutSeconds"
     VISIBILITY_TIMEOUT_SECONDS: Final = "VisibilityTimeoutSeconds"
+    INSTANCE_TYPES: Final = "InstanceTypes"  # comma-separated: what a job's cost is priced at
+    SPOT: Final = "Spot"  # "true" or "false"
 
 
 class Setting:

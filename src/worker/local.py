@@ -76,6 +76,7 @@ class ChunkReport(NamedTuple):
     task_seconds: float  # the sum of their durations
     busy_seconds: float  # worker time spent on them, overheads included
     done: bool  # the last report of this chunk
+    cpu_seconds: float = 0.0  # CPU the worker and its commands used since its last report
 
 
 class ReportChannel(Protocol):
@@ -137,6 +138,25 @@ class Tracking(NamedTuple):
     # [chunk count, task index] in hand, and its command's pid while one runs (shared)
     position: "ctypes.Array[ctypes.c_int64]"
     log: TaskLog
+    cpu: "CpuLap"
+
+
+class CpuLap:
+    """CPU seconds this process and the commands it waited for used, lap by lap."""
+
+    def __init__(self) -> None:
+        self.last = self.total()
+
+    @staticmethod
+    def total() -> float:
+        times = os.times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    def lap(self) -> float:
+        """Seconds used since the last lap."""
+        now = self.total()
+        used, self.last = now - self.last, now
+        return used
 
 
 def run_chunk(
@@ -184,12 +204,14 @@ def run_chunk(
             finished.append(outcome)
         now = time.perf_counter()
         if now - last_flush >= FLUSH_SECONDS and first + len(finished) < total:
-            reports.send(report(worker, chunk, first, finished, now - last_flush, done=False))
+            progress = report(worker, chunk, first, finished, now - last_flush, done=False)
+            reports.send(progress._replace(cpu_seconds=tracking.cpu.lap()))
             first += len(finished)
             finished = []
             last_flush = now
     busy = time.perf_counter() - last_flush
-    reports.send(report(worker, chunk, first, finished, busy, done=True))
+    progress = report(worker, chunk, first, finished, busy, done=True)
+    reports.send(progress._replace(cpu_seconds=tracking.cpu.lap()))
 
 
 def report(
@@ -305,7 +327,7 @@ def serve(
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    tracking = Tracking(started, position, TaskLog(Path(log_path), ring))
+    tracking = Tracking(started, position, TaskLog(Path(log_path), ring), CpuLap())
     try:
         conn.send(Ready(worker))
         reports = ReportSender(conn)

@@ -27,6 +27,7 @@ the tasks running at the crash run twice.
 import json
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -37,7 +38,14 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.bundle import BundleTask, decode_bundle, result_messages
+from worker.bundle import (
+    Bundle,
+    BundleTask,
+    UsageReport,
+    decode_bundle,
+    result_messages,
+    usage_message,
+)
 from worker.bundle_run import BundleRun
 from worker.claims import ClaimLedger
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Setting
@@ -53,6 +61,7 @@ from worker.interruptions import (
 from worker.result import Result, make_result
 from worker.sqs import aws_client, make_visible, send_batches
 from worker.task import task_id
+from worker.usage import Usage, UsageMeter
 
 log = logging.getLogger("taskfleet.worker")
 
@@ -152,9 +161,16 @@ class RemoteWorker:
 
     def __init__(self, config: RemoteConfig) -> None:
         self.config = config
-        self.sqs = aws_client("sqs", config.region)
+        # What each job's bundles cost here, reported with their results.
+        self.meter = UsageMeter()
+        self.sqs = self.meter.watch(aws_client("sqs", config.region))
         self.autoscaling = aws_client("autoscaling", config.region)
-        self.ledger = ClaimLedger(aws_client("dynamodb", config.region), config.claim_table)
+        self.ledger = ClaimLedger(
+            self.meter.watch(aws_client("dynamodb", config.region)), config.claim_table
+        )
+        self._reports_sent = 0
+        self._report_prefix = f"{config.instance_id}/{secrets.token_hex(4)}"
+        self._last_bundle: dict[str, str] = {}  # job -> the last of its bundles held here
         self.stopping = threading.Event()
         self.stop_reason = ""
         self._held: dict[str, tuple[BundleRun, Heartbeat]] = {}
@@ -190,6 +206,7 @@ class RemoteWorker:
         finally:
             self.stop(self.stop_reason or "idle")
             reporter.join()
+            self._report_overhead()
             if self._finished_log is not None:
                 self._finished_log.clear()
         if ended_idle:
@@ -223,8 +240,10 @@ class RemoteWorker:
                     self._changed.wait(0.5)
                 continue
             messages = self._receive(free)
-            for message in messages:
-                self._start(message)
+            received = self.meter.last_call()
+            jobs = [job for message in messages if (job := self._start(message)) is not None]
+            if jobs:  # the receive is charged to the job whose bundle it brought first
+                self.meter.move(received, None, jobs[0])
             if self._held:
                 self._last_busy = time.monotonic()
             elif time.monotonic() - self._last_busy >= self.config.idle_timeout:
@@ -239,12 +258,13 @@ class RemoteWorker:
     def _receive(self, count: int) -> list[dict[str, Any]]:
         """Bundles to start now: no more than free slots, so none waits here while
         another worker could run it (instances come up one by one)."""
-        response = self.sqs.receive_message(
-            QueueUrl=self.config.request_queue_url,
-            MaxNumberOfMessages=min(count, MAX_MESSAGES_PER_CALL),
-            WaitTimeSeconds=self.config.poll_seconds,
-            VisibilityTimeout=self.config.visibility_timeout,
-        )
+        with self.meter.charged_to(None):
+            response = self.sqs.receive_message(
+                QueueUrl=self.config.request_queue_url,
+                MaxNumberOfMessages=min(count, MAX_MESSAGES_PER_CALL),
+                WaitTimeSeconds=self.config.poll_seconds,
+                VisibilityTimeout=self.config.visibility_timeout,
+            )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         if messages and self.stopping.is_set():
             self._make_visible(messages)  # received while stopping: someone else's now
@@ -256,21 +276,24 @@ class RemoteWorker:
 
     # -- starting a bundle ----------------------------------------------------
 
-    def _start(self, message: dict[str, Any]) -> None:
+    def _start(self, message: dict[str, Any]) -> str | None:
         """Claim a received bundle and give its tasks to the slots; whatever goes
-        wrong with one message is logged and left to SQS, and the worker goes on."""
-        try:
-            self._claim(message)
-        except Exception:
-            log.exception("message %s failed; left to SQS", message.get("MessageId"))
-
-    def _claim(self, message: dict[str, Any]) -> None:
+        wrong with one message is logged and left to SQS, and the worker goes on.
+        Returns the bundle's job, if it is a bundle."""
         try:
             bundle = decode_bundle(message["Body"])
         except BundleError as error:
             # Left alone, it comes back until the dead-letter queue takes it.
             log.warning("message %s is not a bundle: %s", message.get("MessageId"), error)
-            return
+            return None
+        try:
+            with self.meter.charged_to(bundle.job):
+                self._claim(message, bundle)
+        except Exception:
+            log.exception("message %s failed; left to SQS", message.get("MessageId"))
+        return bundle.job
+
+    def _claim(self, message: dict[str, Any], bundle: Bundle) -> None:
         with self._changed:
             held = self._held.get(bundle.bundle_id)
             if held is not None:
@@ -300,6 +323,7 @@ class RemoteWorker:
         heartbeat.start()
         with self._changed:
             self._held[bundle.bundle_id] = (run, heartbeat)
+            self._last_bundle[bundle.job] = bundle.bundle_id
             self._note_held()
             self._changed.notify_all()
         self._report_now.set()  # a bundle whose every task was done already ends at once
@@ -340,6 +364,9 @@ class RemoteWorker:
             self._local.runner = runner
             self._runners.append(runner)
         outcome = runner.run(task.text, plan(task.text))
+        # The slots share the instance: each task holds its share of it.
+        share = outcome.duration_ms / 1000.0 / self.config.concurrency
+        self.meter.charge(run.bundle.job, Usage(instance_seconds=share))
         if run.released or not heartbeat.holds():
             return None  # given back meanwhile (a stop may have killed it): not reported
         bundle = run.bundle
@@ -363,10 +390,11 @@ class RemoteWorker:
             stopping = self.stopping.is_set()
             for run, heartbeat in list(self._held.values()):
                 try:
-                    if stopping:
-                        self._give_back(run, heartbeat)
-                    else:
-                        self._report_bundle(run, heartbeat)
+                    with self.meter.charged_to(run.bundle.job):
+                        if stopping:
+                            self._give_back(run, heartbeat)
+                        else:
+                            self._report_bundle(run, heartbeat)
                 except (BotoCoreError, ClientError) as error:
                     log.warning("bundle %s: %s (trying again)", run.bundle_id, error)
                 except Exception:
@@ -374,6 +402,7 @@ class RemoteWorker:
                     log.exception("bundle %s: dropped", run.bundle_id)
                     run.release()
                     self._forget(run, heartbeat)
+            self._report_usage()
             if stopping:
                 return
 
@@ -400,9 +429,49 @@ class RemoteWorker:
         unsent = run.take_unsent()
         results = [result for _, result in unsent]
         if results:
-            messages = result_messages(run.bundle_id, self.config.instance_id, results)
-            send_batches(self.sqs, self.config.response_queue_url, messages)
+            job = run.bundle.job
+            report = self._usage_report(job, self.meter.take(job))
+            messages = result_messages(run.bundle_id, self.config.instance_id, results, report)
+            try:
+                send_batches(self.sqs, self.config.response_queue_url, messages)
+            except Exception:
+                self.meter.charge(job, report.usage)  # reported with the next, then
+                raise
         return run.mark_sent([index for index, _ in unsent])
+
+    def _usage_report(self, job: str | None, usage: Usage, *, final: bool = False) -> UsageReport:
+        self._reports_sent += 1
+        return UsageReport(f"{self._report_prefix}/{self._reports_sent}", job, usage, final)
+
+    def _report_usage(self) -> None:
+        """Report alone what jobs no bundle here holds any more used since their
+        last results: the calls that ended their bundles, say."""
+        held = {run.bundle.job for run, _ in list(self._held.values())}
+        for job in self.meter.jobs():
+            if job not in held:
+                self._send_usage(job, self._last_bundle.pop(job, ""))
+
+    def _report_overhead(self) -> None:
+        """On leaving: report what no job was charged (long polls that found nothing)."""
+        self._send_usage(None, "")
+
+    def _send_usage(self, job: str | None, bundle_id: str) -> None:
+        """A usage report alone: its own send counted in it, as one request."""
+        usage = self.meter.take(job) + Usage(sqs_requests=1)
+        body = usage_message(
+            bundle_id or "usage",
+            self.config.instance_id,
+            self._usage_report(job, usage, final=True),
+        )
+        try:
+            with self.meter.charged_to(job):
+                send_batches(self.sqs, self.config.response_queue_url, [body])
+        except (BotoCoreError, ClientError) as error:
+            log.warning("could not report usage: %s", error)
+            self.meter.charge(job, usage - Usage(sqs_requests=1))
+            return
+        # The send just made is counted in the report already.
+        self.meter.charge(job, Usage() - self.meter.last_call())
 
     def _give_back(self, run: BundleRun, heartbeat: "Heartbeat") -> None:
         """Hand an unfinished bundle over: results sent, progress kept, a fresh message."""
@@ -541,6 +610,10 @@ class Heartbeat(threading.Thread):
         return not self.lost
 
     def run(self) -> None:
+        with self.worker.meter.charged_to(self.run_.bundle.job):
+            self._beat()
+
+    def _beat(self) -> None:
         config = self.worker.config
         interval = config.visibility_timeout / HEARTBEATS_PER_TIMEOUT
         while not self._done.wait(interval):

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from worker.execute import TaskRunner
-from worker.local import Chunk, ChunkReport, ReportSender, Tracking, lost_results, run_chunk
+from worker.local import (
+    Chunk,
+    ChunkReport,
+    CpuLap,
+    ReportSender,
+    Tracking,
+    lost_results,
+    run_chunk,
+)
 from worker.result import Outcome, Status
 from worker.task_log import TaskLog, new_ring, read_task_log
 from worker.workload import TaskBatch
@@ -20,7 +28,7 @@ RING = new_ring()
 def tracking(tmp_path: Path) -> Tracking:
     started = ctypes.c_uint64(1)  # the chunk run is the worker's first
     log = TaskLog(tmp_path / "tasks.log", RING)
-    return Tracking(started, (ctypes.c_int64 * 3)(1, -1, 0), log)
+    return Tracking(started, (ctypes.c_int64 * 3)(1, -1, 0), log, CpuLap())
 
 
 class RecordingPipe:

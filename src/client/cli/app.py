@@ -72,6 +72,17 @@ Stack = Annotated[
     str | None,
     typer.Option(metavar="NAME", help="The deployed stack's name.", envvar="TASKFLEET_STACK"),
 ]
+PricePerInstanceHour = Annotated[
+    float | None,
+    typer.Option(
+        "--price-per-instance-hour",
+        metavar="USD",
+        min=0,
+        max=1000,
+        help="Price the fleet's instance time at this many US dollars an hour, instead of"
+        " the price table shipped with taskfleet (docs/cost.md).",
+    ),
+]
 #: Most retries of one task: scheduler.retries.MAX_RETRIES, written out so that
 #: the CLI starts without importing the scheduler.
 MAX_RETRIES = 100

@@ -9,6 +9,7 @@ import typer
 from client.cli.app import (
     Files,
     Output,
+    PricePerInstanceHour,
     Retries,
     Stack,
     SummaryPath,
@@ -35,6 +36,7 @@ def run(
         typer.Option("--remote", help="Run on the deployed fleet of --stack instead of locally."),
     ] = False,
     stack: Stack = None,
+    price_per_instance_hour: PricePerInstanceHour = None,
     retries: Retries = 0,
     resume: Annotated[
         Path | None,
@@ -71,9 +73,12 @@ def run(
         from scheduler.errors import FleetError
         from scheduler.fleet.aws import open_fleet
         from scheduler.fleet.run import run_remote
+        from scheduler.pricing import fleet_prices
 
         try:
             fleet = open_fleet(stack)
+            resources = fleet.resources
+            prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
         except FleetError as error:
             raise fail(str(error)) from error
         with (
@@ -84,6 +89,7 @@ def run(
                 files,
                 counts=counts,
                 fleet=fleet,
+                prices=prices,
                 slots=fleet.slots(),
                 output=stream,
                 on_progress=lambda s: report.update(bar, s),

@@ -11,6 +11,7 @@ from client.cli.app import (
     DEFAULT_SCHEDULER,
     Files,
     Output,
+    PricePerInstanceHour,
     Retries,
     SummaryPath,
     Timeout,
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 
     from client.service_client import SchedulerClient
     from scheduler.summary import Summary
+
+#: Seconds `submit` waits, after the last result, for the fleet's workers to
+#: report the last of what the job used (scheduler.fleet.run.USAGE_WAIT_SECONDS).
+USAGE_WAIT_SECONDS = 5.0
 
 SchedulerUrl = Annotated[
     str,
@@ -128,6 +133,7 @@ def scheduler(
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the dashboard in a web browser.")
     ] = False,
+    price_per_instance_hour: PricePerInstanceHour = None,
 ) -> None:
     """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     from client import report
@@ -153,6 +159,7 @@ def scheduler(
             tls_cert=tls_cert,
             tls_key=tls_key,
             open_browser=open_browser,
+            price_per_instance_hour=price_per_instance_hour,
         )
     except TaskfleetError as error:
         raise fail(str(error)) from error
@@ -252,10 +259,31 @@ def watch(
     with results_output(output) as stream, report.live_progress(summary.total) as bar:
         try:
             follow(client, job_id, stream, summary, bar)
+            take_usage(client, job_id, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.end()
             console.print(f"stopped following; job {job_id} goes on: taskfleet results {job_id}")
+
+
+def take_usage(client: "SchedulerClient", job_id: str, summary: "Summary") -> None:
+    """Put what the ended job used and cost in its summary, once the workers that
+    ran it have reported (a few seconds at most)."""
+    import time
+
+    from worker.usage import Usage
+
+    deadline = time.monotonic() + USAGE_WAIT_SECONDS
+    info = client.job(job_id)
+    while info.get("usage_to_come") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        info = client.job(job_id)
+    usage = info.get("usage")
+    if isinstance(usage, dict):
+        summary.usage = Usage(**usage)
+    cpu = info.get("cpu_seconds")
+    summary.cpu_seconds = float(cpu) if isinstance(cpu, int | float) else 0.0
+    summary.costs = {name: info.get(name) for name in summary.costs}
 
 
 def follow(
@@ -315,9 +343,15 @@ def status(
     """Show the state of one job, or of recent jobs."""
     from rich.console import Console
 
+    from client.report import usage_lines
+
     with connected(scheduler, token, token_file, ca_cert) as client:
         jobs = [client.job(job)] if job else client.jobs()
-    print_jobs(Console(), jobs)
+    console = Console()
+    print_jobs(console, jobs)
+    if job:
+        for line in usage_lines(jobs[0]):
+            console.print(line, markup=False, highlight=False)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
 from worker.errors import BundleError
 from worker.result import Status, unfinished_results
 from worker.sqs import aws_client, delete_batch, send_batches
+from worker.usage import UsageMeter
 
 log = logging.getLogger("taskfleet.scheduler")
 
@@ -39,6 +40,8 @@ class StackResources(NamedTuple):
     group_name: str | None
     max_workers: int
     slots_per_instance: int = 1
+    instance_types: tuple[str, ...] = ()  # () from a stack of an earlier version
+    spot: bool = False
 
     @property
     def slots(self) -> int:
@@ -57,6 +60,8 @@ class StackResources(NamedTuple):
                 outputs.get(Output.GROUP_NAME),
                 int(outputs.get(Output.MAX_WORKERS, "1")),
                 int(outputs.get(Output.SLOTS_PER_INSTANCE, "1")),
+                tuple(filter(None, outputs.get(Output.INSTANCE_TYPES, "").split(","))),
+                outputs.get(Output.SPOT) == "true",
             )
         except (KeyError, ValueError) as missing:
             raise FleetError(f"stack {stack_name} lacks a usable output: {missing}") from missing
@@ -82,6 +87,20 @@ def open_fleet(stack_name: str) -> "RemoteFleet":
     return fleet
 
 
+class FleetSample(NamedTuple):
+    """The fleet at one moment: its group's instances and its queues' depths."""
+
+    at: float  # epoch seconds
+    desired: int
+    pending: int  # instances starting
+    in_service: int
+    busy: int  # in service and holding bundles (protected from scale-in)
+    leaving: int  # instances terminating
+    visible: int  # bundles waiting on the request queue
+    in_flight: int  # bundles received by workers and not deleted yet
+    dead_letters: int  # bundles in the dead-letter queue
+
+
 class Delivery(NamedTuple):
     """Result batches read from one queue; ``RemoteFleet.acknowledge`` deletes them."""
 
@@ -89,13 +108,24 @@ class Delivery(NamedTuple):
     messages: list[dict[str, Any]]
     batches: list[ResultBatch]
 
+    @property
+    def job(self) -> str | None:
+        """The job of its first batch: what receiving and deleting it are charged to."""
+        for batch in self.batches:
+            if batch.results:
+                return batch.results[0].job
+            if batch.usage is not None:
+                return batch.usage.job
+        return None
+
 
 class RemoteFleet:
     """One deployed stack's queues and group, as the scheduler uses them."""
 
     def __init__(self, resources: StackResources) -> None:
         self.resources = resources
-        self.sqs = aws_client("sqs")
+        self.meter = UsageMeter()  # what the scheduler's own calls cost, by job
+        self.sqs = self.meter.watch(aws_client("sqs"))
         self.autoscaling = aws_client("autoscaling")
         self._next_dead_letter_check = 0.0
 
@@ -118,6 +148,36 @@ class RemoteFleet:
             AutoScalingGroupNames=[self.resources.group_name]
         )["AutoScalingGroups"]
         return dict(group)
+
+    def look(self) -> "FleetSample":
+        """The group's instances and the queues' depths now (charged to no job)."""
+        group = self._group() or {"DesiredCapacity": 0, "Instances": []}
+        states = [i["LifecycleState"] for i in group["Instances"]]
+        with self.meter.charged_to(None):
+            requests = self._depths(self.resources.request_queue_url)
+            dead = self._depths(self.resources.dead_letter_queue_url)
+        return FleetSample(
+            at=time.time(),
+            desired=int(group["DesiredCapacity"]),
+            pending=sum(1 for s in states if s.startswith("Pending")),
+            in_service=states.count("InService"),
+            busy=sum(1 for i in group["Instances"] if i.get("ProtectedFromScaleIn")),
+            leaving=sum(1 for s in states if s.startswith("Terminating")),
+            visible=requests[0],
+            in_flight=requests[1],
+            dead_letters=dead[0] + dead[1],
+        )
+
+    def _depths(self, queue_url: str) -> tuple[int, int]:
+        """A queue's (visible, in flight) messages, as SQS estimates them."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (
+            int(attributes.get("ApproximateNumberOfMessages", 0)),
+            int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        )
 
     def provision(self, open_bundles: int) -> int | None:
         """Set the group's desired capacity for bundles sent and not finished; returns it."""
@@ -159,11 +219,15 @@ class RemoteFleet:
     def _receive(
         self, queue_url: str, wait: int, read: Callable[[str], ResultBatch | None]
     ) -> Delivery:
-        messages = self.sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=MAX_MESSAGES_PER_CALL, WaitTimeSeconds=wait
-        ).get("Messages", [])
+        with self.meter.charged_to(None):
+            messages = self.sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=MAX_MESSAGES_PER_CALL, WaitTimeSeconds=wait
+            ).get("Messages", [])
         batches = [batch for m in messages if (batch := read(m["Body"])) is not None]
-        return Delivery(queue_url, messages, batches)
+        delivery = Delivery(queue_url, messages, batches)
+        if delivery.job is not None:
+            self.meter.move(self.meter.last_call(), None, delivery.job)
+        return delivery
 
     @staticmethod
     def _batch(body: str) -> ResultBatch | None:

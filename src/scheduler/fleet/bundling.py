@@ -24,6 +24,7 @@ class PackedBundle(NamedTuple):
     bundle_id: str
     body: str  # the message body
     tasks: int  # how many tasks it holds
+    job: str = ""  # whose: what sending it is charged to
 
 
 class BundlePacker:
@@ -66,7 +67,7 @@ class BundlePacker:
         self._count += 1
         bundle_id = f"{self.prefix}-{self._count:06d}"
         body = encode_bundle(Bundle(bundle_id, self.job_id, self.files, self._tasks))
-        packed = PackedBundle(bundle_id, body, len(self._tasks))
+        packed = PackedBundle(bundle_id, body, len(self._tasks), self.job_id)
         self._tasks = []
         self._bytes = self._base_bytes
         return packed

@@ -11,6 +11,7 @@ again (the claim table runs a bundle delivered twice once), a result that
 could not be deleted comes back and is stored once.
 """
 
+import itertools
 import logging
 import queue
 import threading
@@ -116,8 +117,10 @@ class FleetLink:
             bundles = self._waiting_bundles()
             due = time.monotonic() - last_provision >= PROVISION_INTERVAL_SECONDS
             if bundles or (due and self.open_bundles()):
-                bodies = [bundle.body for bundle in bundles]
-                self._retrying("send bundles", partial(self.fleet.send, bodies))
+                for job, of_job in itertools.groupby(bundles, key=lambda bundle: bundle.job):
+                    bodies = [bundle.body for bundle in of_job]
+                    with self.fleet.meter.charged_to(job):
+                        self._retrying("send bundles", partial(self.fleet.send, bodies))
                 self._retrying("set capacity", lambda: self.fleet.provision(self.open_bundles()))
                 last_provision = time.monotonic()
 
@@ -140,7 +143,8 @@ class FleetLink:
         self._arrivals.put(arrival)
         self.on_arrival()
         if arrival.stored.wait(STORE_TIMEOUT_SECONDS):
-            self._retrying("delete results", lambda: self.fleet.acknowledge(delivery))
+            with self.fleet.meter.charged_to(delivery.job):
+                self._retrying("delete results", lambda: self.fleet.acknowledge(delivery))
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T | None:
         """``call()``, retried with exponential backoff until it works or the link stops."""

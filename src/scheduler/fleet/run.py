@@ -11,11 +11,13 @@ function copies the journal's results to the output as they arrive.
 
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from scheduler.fleet.aws import RemoteFleet
+from scheduler.pricing import Prices, cost_fields
 from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.journal import JobState, Journal, Placement
 from scheduler.summary import Summary
@@ -32,6 +34,10 @@ RESULTS_PAGE = 2000
 #: Seconds the copy waits for news before it looks anyway.
 POLL_SECONDS = 0.5
 
+#: Seconds the run waits, after the last result, for each worker's last report
+#: of what the job used (sent once it holds none of the job's bundles).
+USAGE_WAIT_SECONDS = 5.0
+
 
 def run_remote(
     paths: Sequence[str],
@@ -40,6 +46,7 @@ def run_remote(
     fleet: RemoteFleet,
     slots: int,
     output: BinaryIO,
+    prices: Prices | None = None,
     on_progress: Callable[[Summary], None] | None = None,
     retries: int = 0,
     skip: frozenset[tuple[str, int, str]] = frozenset(),
@@ -47,7 +54,8 @@ def run_remote(
     """Run a checked workload on the fleet; write results; return the summary.
 
     ``retries`` and ``skip`` as for ``run_embedded``. The fleet's response queue
-    is read by this run alone: run one at a time per stack.
+    is read by this run alone: run one at a time per stack. The summary holds
+    what the job used on the fleet, priced at ``prices``.
     """
     summary = Summary(total=counts.total, workers=slots)
     with tempfile.TemporaryDirectory(prefix="taskfleet-run-") as folder:
@@ -55,11 +63,13 @@ def run_remote(
         journal = Journal(journal_path)
         news = threading.Event()
         dispatcher = ServiceDispatcher(journal_path, None, news.set, fleet)
+        job_id = None
         try:
             job_id = store_workload(journal, paths, retries, skip)
             summary.start()
             dispatcher.start()
             copy_results(journal, job_id, dispatcher, news, output, summary, on_progress)
+            wait_for_usage(journal, job_id, dispatcher)
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.end()
@@ -68,10 +78,25 @@ def run_remote(
             dispatcher.wake.set()
             if dispatcher.is_alive():
                 dispatcher.join()
+            if job_id is not None:
+                # What the scheduler's last calls (deletes, say) cost.
+                for job in [job_id, None]:
+                    journal.add_usage(job, fleet.meter.take(job))
+                summary.usage = journal.job(job_id).usage
+                summary.costs = cost_fields(summary.usage, summary.total, prices)
             journal.close()
     if dispatcher.failure is not None:
         raise dispatcher.failure
     return summary
+
+
+def wait_for_usage(journal: Journal, job_id: str, dispatcher: ServiceDispatcher) -> None:
+    """Wait (a little) until every worker that ran the job has reported all it used."""
+    deadline = time.monotonic() + USAGE_WAIT_SECONDS
+    while journal.usage_to_come(job_id) and time.monotonic() < deadline:
+        if dispatcher.failure is not None:
+            return
+        time.sleep(0.1)
 
 
 def store_workload(

@@ -123,6 +123,7 @@ class StreamSink:
             self._write(chunk, [decode(line) for line in progress.records.splitlines()])
             return
         self.summary.add(progress.by_status, progress.task_seconds)
+        self.summary.cpu_seconds += progress.cpu_seconds
         self.output.write(progress.records)
         self.output.flush()  # a person may be watching the file
 

@@ -14,6 +14,8 @@
                                  succeed; ?placement= and ?retries= as for /jobs
                                  (placement defaults to the job's)
     GET  /jobs/{id}/tasks        records of its tasks that ended so: ?status=&limit=
+    GET  /fleet                  the fleet (with --stack): its group and queues over
+                                 the last hour, and what it used for no job
     GET  /  /static/*            the web dashboard (scheduler.service.dashboard)
     POST /login  /logout         the dashboard's session cookie, for the token
     GET  /events                 the recent jobs' counters, pushed once a second
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError, JobStateError
+from scheduler.fleet.watch import FleetWatch
+from scheduler.pricing import Prices, cost_fields
 from scheduler.retries import MAX_RETRIES
 from scheduler.service.dashboard import dashboard_routes
 from scheduler.service.dispatch import ServiceDispatcher
@@ -119,10 +124,53 @@ class ServiceState:
     workers: int
     fleet_slots: int  # the fleet's task slots; 0 without a stack
     rules: AccessRules
+    prices: Prices | None = None  # what fleet usage is priced at; None without a stack
+    fleet_watch: FleetWatch | None = None
+    stack: str | None = None
     open_requests: int = 0  # kept by the AccessGuard
     _local: threading.local = field(default_factory=threading.local)
     _opened: list[Journal] = field(default_factory=list)  # every thread's, to close them
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def token(self) -> str | None:
+        return self.rules.token
+
+    def failure(self) -> BaseException | None:
+        return self.dispatcher.failure
+
+    def describe(self, info: JobInfo) -> dict[str, object]:
+        """A job as the API shows it: its counters, what it used and cost, and
+        for a job on the fleet, how long it waited for a first worker."""
+        described = info.as_dict()
+        on_fleet = info.placement != Placement.LOCAL
+        described.update(cost_fields(info.usage, info.total, self.prices if on_fleet else None))
+        if on_fleet and self.fleet_watch is not None:
+            wait = self.fleet_watch.first_worker_after(info.created_at)
+            described["first_worker_seconds"] = None if wait is None else round(wait, 1)
+        return described
+
+    async def fleet(self) -> dict[str, object] | None:
+        """The fleet's samples and overhead (see GET /fleet); None without a stack."""
+        watch = self.fleet_watch
+        if watch is None:
+            return None
+        watch.want()
+        overhead = await self.run(Journal.overhead)
+        resources = watch.fleet.resources
+        return {
+            "stack": self.stack,
+            "max_workers": resources.max_workers,
+            "slots_per_instance": resources.slots_per_instance,
+            "instance_types": list(resources.instance_types),
+            "spot": resources.spot,
+            "samples": [sample._asdict() for sample in watch.samples(time.time() - 3600)],
+            "overhead": {
+                "aws_requests": overhead.aws_requests,
+                "usage": msgspec.structs.asdict(overhead),
+                **cost_fields(overhead, 0, self.prices),
+            },
+        }
 
     def journal(self) -> Journal:
         """This thread's connection to the journal."""
@@ -196,14 +244,23 @@ def build_app(state: ServiceState) -> Starlette:
 
     async def list_jobs(_request: Request) -> Response:
         jobs = await state.run(Journal.jobs)
-        return JSONResponse({"jobs": [info.as_dict() for info in jobs]})
+        return JSONResponse({"jobs": [state.describe(info) for info in jobs]})
 
     async def job_status(request: Request) -> Response:
         try:
             info = await job_of(request)
         except JobNotFoundError as missing:
             return error(404, str(missing))
-        return JSONResponse(info.as_dict())
+        described = state.describe(info)
+        # Workers report the last of what they used once their part is done.
+        described["usage_to_come"] = await state.run(Journal.usage_to_come, info.id)
+        return JSONResponse(described)
+
+    async def fleet(_request: Request) -> Response:
+        found = await state.fleet()
+        if found is None:
+            return error(409, "this scheduler has no fleet: start it with --stack NAME")
+        return JSONResponse(found)
 
     async def cancel(request: Request) -> Response:
         try:
@@ -215,7 +272,7 @@ def build_app(state: ServiceState) -> Starlette:
                 info = await job_of(request)
         except JobNotFoundError as missing:
             return error(404, str(missing))
-        return JSONResponse(info.as_dict())
+        return JSONResponse(state.describe(info))
 
     async def retry(request: Request) -> Response:
         if state.dispatcher.failure is not None:
@@ -269,7 +326,8 @@ def build_app(state: ServiceState) -> Starlette:
         Route("/jobs/{job_id}/results", results),
         Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
         Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
-        *dashboard_routes(state.rules.token, state.run, lambda: state.dispatcher.failure),
+        Route("/fleet", fleet),
+        *dashboard_routes(state),
     ]
 
     @contextlib.asynccontextmanager

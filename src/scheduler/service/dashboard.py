@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError
 from scheduler.service.credentials import SESSION_COOKIE, Credentials
-from scheduler.service.journal import Journal
+from scheduler.service.journal import JobInfo, Journal
 from worker.result import Status
 
 #: The dashboard's files, by name, and their content types.
@@ -63,13 +63,30 @@ MAX_LOGIN_BYTES = 4096
 Run = Callable[..., Coroutine[Any, Any, Any]]
 
 
+class Service(Protocol):
+    """What the dashboard needs of the service (``api.ServiceState``)."""
+
+    @property
+    def token(self) -> str | None: ...
+
+    def failure(self) -> BaseException | None:
+        """The dispatch thread's failure; None while it runs."""
+
+    async def run(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run a journal method off the event loop."""
+
+    def describe(self, info: JobInfo) -> dict[str, object]: ...
+
+    async def fleet(self) -> dict[str, object] | None: ...
+
+
 def web_file(name: str) -> bytes:
     return resources.files("scheduler.service").joinpath("web", name).read_bytes()
 
 
-def dashboard_routes(token: str | None, run: Run, failure: Callable[[], object]) -> list[Route]:
-    """The dashboard's routes; ``run`` runs a journal method off the event loop,
-    ``failure`` is the dispatch thread's failure (None while it runs)."""
+def dashboard_routes(service: Service) -> list[Route]:
+    """The dashboard's routes."""
+    token, run = service.token, service.run
     credentials = Credentials.for_token(token) if token else None
 
     async def page(_request: Request) -> Response:
@@ -117,7 +134,7 @@ def dashboard_routes(token: str | None, run: Run, failure: Callable[[], object])
 
     async def events(_request: Request) -> Response:
         return StreamingResponse(
-            job_events(run, failure),
+            job_events(service),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -158,16 +175,24 @@ def file_response(name: str) -> Response:
     return Response(web_file(name), media_type=FILES[name], headers=SECURITY_HEADERS)
 
 
-async def job_events(run: Run, failure: Callable[[], object]) -> AsyncIterator[bytes]:
-    """Every EVENT_SECONDS, the recent jobs' counters as one ``jobs`` event."""
+async def job_events(service: Service) -> AsyncIterator[bytes]:
+    """Every EVENT_SECONDS, the recent jobs' counters as one ``jobs`` event, and
+    the fleet's (its samples since the last update) as a ``fleet`` event."""
+    since = 0.0
     while True:
         began = time.perf_counter()
-        jobs = await run(Journal.jobs, EVENT_JOBS)
+        jobs = await service.run(Journal.jobs, EVENT_JOBS)
         update = {
             "at": time.time(),
-            "jobs": [info.as_dict() for info in jobs],
-            "dispatch": "ok" if failure() is None else "failed",
+            "jobs": [service.describe(info) for info in jobs],
+            "dispatch": "ok" if service.failure() is None else "failed",
             "server_ms": round((time.perf_counter() - began) * 1000.0, 3),
         }
         yield f"event: jobs\ndata: {json.dumps(update)}\n\n".encode()
+        fleet = await service.fleet()
+        if fleet is not None:
+            samples: list[dict[str, float]] = fleet["samples"]  # type: ignore[assignment]
+            fleet["samples"] = [s for s in samples if s["at"] > since]
+            since = max([since, *(s["at"] for s in samples)])
+            yield f"event: fleet\ndata: {json.dumps(fleet)}\n\n".encode()
         await asyncio.sleep(EVENT_SECONDS)

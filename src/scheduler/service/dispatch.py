@@ -198,6 +198,7 @@ class JournalSink:
         for line, record in zip(lines, progress.records.splitlines(keepends=True), strict=True):
             rows.append((line, decode(record).status, record))
         self._store(chunk, rows)
+        self.journal.add_cpu_seconds(chunk.job_id, progress.cpu_seconds)
 
     def lost(self, chunk: Chunk, first: int, reason: str) -> None:
         results = lost_results(chunk, first, reason)
@@ -285,6 +286,10 @@ class FleetFeeder:
             if (bundle := packer.finish()) is not None:
                 self.link.send(bundle)
 
+    def busy(self) -> bool:
+        """Whether bundles are out on the fleet."""
+        return self.link.open_bundles() > 0
+
     def store(self, source: JournalSource, sink: JournalSink) -> None:
         """Journal the results the fleet sent, so the link may delete their messages.
 
@@ -298,8 +303,20 @@ class FleetFeeder:
                 except Exception:
                     log.exception("dropped a result batch of bundle %s", batch.bundle_id)
             arrival.stored.set()
+        self._store_usage(sink.journal)
+
+    def _store_usage(self, journal: Journal) -> None:
+        """Journal what the scheduler's own calls to the fleet cost since last time."""
+        meter = self.link.fleet.meter
+        for job in [*meter.jobs(), None]:
+            if usage := meter.take(job):
+                journal.add_usage(job, usage)
 
     def _store_batch(self, batch: ResultBatch, source: JournalSource, sink: JournalSink) -> None:
+        if (report := batch.usage) is not None:
+            sink.journal.add_usage(
+                report.job, report.usage, (report.report_id, batch.worker, report.final)
+            )
         if not batch.results:
             return
         job_id = batch.results[0].job

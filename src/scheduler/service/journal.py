@@ -16,10 +16,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import msgspec
+
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.retries import attempted, check_retries, retry_delay, should_retry
 from scheduler.service.state import private_file
 from worker.result import Status, decode, encode_lines, unfinished_results
+from worker.usage import Usage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,7 +40,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancelled INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     finished_at REAL,
-    retries INTEGER NOT NULL DEFAULT 0 -- how often a task that did not succeed runs again
+    retries INTEGER NOT NULL DEFAULT 0, -- how often a task that did not succeed runs again
+    -- What it used (see worker.usage): on the fleet, and the CPU of local work.
+    instance_seconds REAL NOT NULL DEFAULT 0,
+    sqs_requests INTEGER NOT NULL DEFAULT 0,
+    dynamodb_writes INTEGER NOT NULL DEFAULT 0,
+    dynamodb_reads INTEGER NOT NULL DEFAULT 0,
+    bytes_sent INTEGER NOT NULL DEFAULT 0,
+    cpu_seconds REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     job TEXT NOT NULL,
@@ -58,7 +68,35 @@ CREATE TABLE IF NOT EXISTS job_files (
     PRIMARY KEY (job, number)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (job, seq) WHERE seq IS NOT NULL;
+CREATE TABLE IF NOT EXISTS usage_reports (
+    id TEXT PRIMARY KEY                -- a worker's report: counted once, however delivered
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage_senders (
+    job TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    final INTEGER NOT NULL,            -- its last report said it holds none of the job's bundles
+    PRIMARY KEY (job, worker)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS overhead (
+    -- The fleet's use charged to no job (long polls that found nothing): one row.
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    instance_seconds REAL NOT NULL DEFAULT 0,
+    sqs_requests INTEGER NOT NULL DEFAULT 0,
+    dynamodb_writes INTEGER NOT NULL DEFAULT 0,
+    dynamodb_reads INTEGER NOT NULL DEFAULT 0,
+    bytes_sent INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO overhead (id) VALUES (1);
 """
+
+#: The usage columns of jobs and overhead, in the order of Usage's fields.
+USAGE_COLUMNS = (
+    "instance_seconds",
+    "sqs_requests",
+    "dynamodb_writes",
+    "dynamodb_reads",
+    "bytes_sent",
+)
 
 #: Made once the columns are there (a journal of an earlier version gains them first).
 RETRY_INDEX = "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (job, due) WHERE due IS NOT NULL"
@@ -69,7 +107,9 @@ PENDING, DISPATCHED, FINISHED, SENT = 0, 1, 2, 3
 #: The columns of jobs a JobInfo is made of, in its order.
 JOB_COLUMNS = (
     "id, state, placement, file_count, total, finished, succeeded, created_at, finished_at,"
-    " files, retries, failed, timed_out, lost, cancelled"
+    " files, retries, failed, timed_out, lost, cancelled, "
+    + ", ".join(USAGE_COLUMNS)
+    + ", cpu_seconds"
 )
 
 #: The jobs columns that count finished tasks by status: each named as its status.
@@ -123,6 +163,8 @@ class JobInfo(NamedTuple):
     timed_out: int
     lost: int
     cancelled: int
+    usage: Usage = Usage()  # on the fleet
+    cpu_seconds: float = 0.0  # of local workers and their commands
 
     def by_status(self) -> dict[str, int]:
         """Finished tasks by how they ended."""
@@ -145,6 +187,10 @@ class JobInfo(NamedTuple):
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "retries": self.retries,
+            "instance_seconds": round(self.usage.instance_seconds, 6),
+            "aws_requests": self.usage.aws_requests,
+            "usage": msgspec.structs.asdict(self.usage),
+            "cpu_seconds": round(self.cpu_seconds, 6),
         }
 
 
@@ -190,6 +236,10 @@ class Journal:
             self.db.execute("ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0")
         if "cancelled" not in columns:
             self._add_status_counts()
+        if "cpu_seconds" not in columns:
+            for column in (*USAGE_COLUMNS, "cpu_seconds"):
+                kind = "REAL" if column.endswith("seconds") else "INTEGER"
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind} NOT NULL DEFAULT 0")
         if "due" not in {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}:
             self.db.execute("ALTER TABLE tasks ADD COLUMN earlier TEXT")
             self.db.execute("ALTER TABLE tasks ADD COLUMN due REAL")
@@ -314,6 +364,52 @@ class Journal:
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r}")
         return _job_info(row)
+
+    def add_usage(
+        self, job_id: str | None, usage: Usage, report: tuple[str, str, bool] | None = None
+    ) -> bool:
+        """Count what a job (None: no job, the fleet's overhead) used. ``report``:
+        (id, worker, final) of a worker's report, counted once however often it
+        comes; returns False for one counted before."""
+        values = [getattr(usage, column) for column in USAGE_COLUMNS]
+        adding = ", ".join(f"{column} = {column} + ?" for column in USAGE_COLUMNS)
+        with self.db:
+            self.db.execute("BEGIN")
+            if report is not None:
+                report_id, worker, final = report
+                new = self.db.execute(
+                    "INSERT OR IGNORE INTO usage_reports (id) VALUES (?)", (report_id,)
+                ).rowcount
+                if not new:
+                    return False
+                if job_id is not None:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO usage_senders"
+                        " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?)",
+                        (job_id, worker, final, job_id),
+                    )
+            if job_id is None:
+                self.db.execute(f"UPDATE overhead SET {adding}", values)
+            else:
+                self.db.execute(f"UPDATE jobs SET {adding} WHERE id = ?", (*values, job_id))
+        return True
+
+    def add_cpu_seconds(self, job_id: str, seconds: float) -> None:
+        self.db.execute(
+            "UPDATE jobs SET cpu_seconds = cpu_seconds + ? WHERE id = ?", (seconds, job_id)
+        )
+
+    def overhead(self) -> Usage:
+        """What the fleet used for no job."""
+        row = self.db.execute(f"SELECT {', '.join(USAGE_COLUMNS)} FROM overhead").fetchone()
+        return Usage(*row)
+
+    def usage_to_come(self, job_id: str) -> int:
+        """Workers that ran a job's bundles and have not sent their last report of it."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM usage_senders WHERE job = ? AND NOT final", (job_id,)
+        ).fetchone()
+        return int(row[0])
 
     def progress(self, job_id: str) -> tuple[str, int, int]:
         """A job's (state, finished, total): what a results stream looks at, cheaply."""
@@ -613,6 +709,7 @@ def _of_first_file(rows: list[tuple[int, int, str]]) -> PendingTasks | None:
 
 def _job_info(row: tuple[object, ...]) -> JobInfo:
     job_id, state, placement, count, total, finished, succeeded, created, ended, files = row[:10]
+    retries, failed, timed_out, lost, cancelled = (int(v) for v in row[10:15])  # type: ignore[call-overload]
     return JobInfo(
         str(job_id),
         str(state),
@@ -624,5 +721,11 @@ def _job_info(row: tuple[object, ...]) -> JobInfo:
         float(created),  # type: ignore[arg-type]
         None if ended is None else float(ended),  # type: ignore[arg-type]
         json.loads(str(files)),
-        *(int(value) for value in row[10:]),  # type: ignore[call-overload]
+        retries,
+        failed,
+        timed_out,
+        lost,
+        cancelled,
+        Usage(*row[15:20]),  # type: ignore[arg-type]
+        float(row[20]),  # type: ignore[arg-type]
     )

@@ -14,7 +14,9 @@ import uvicorn
 
 from scheduler.errors import SchedulerError
 from scheduler.fleet.aws import open_fleet
+from scheduler.fleet.watch import FleetWatch
 from scheduler.local.pool import LocalPool
+from scheduler.pricing import fleet_prices
 from scheduler.service.api import Notifier, ServiceState, build_app
 from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessRules
@@ -75,20 +77,26 @@ def serve(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     open_browser: bool = False,
+    price_per_instance_hour: float | None = None,
 ) -> int:
     """Run the service until stopped (SIGINT/SIGTERM) or idle; return an exit code.
 
     Every request but /health needs the token: ``token``, else the one in
     ``token_file``, else the one in the user's state folder (made on first
     start). With a ``stack``, jobs may also run on its fleet (remote or
-    hybrid). With ``tls_cert`` and ``tls_key``, it speaks HTTPS. With
-    ``open_browser``, the dashboard opens in the user's browser.
+    hybrid), its jobs' usage priced at the stack's instance types (or at
+    ``price_per_instance_hour``). With ``tls_cert`` and ``tls_key``, it speaks
+    HTTPS. With ``open_browser``, the dashboard opens in the user's browser.
     """
     check_tls(tls_cert, tls_key)
     secret, token_source = service_token(token, token_file)
     scrub_secrets()  # no worker process or task inherits TASKFLEET_TOKEN
     raise_file_limit()
     fleet = None if stack is None else open_fleet(stack)
+    prices = None
+    if fleet is not None:
+        resources = fleet.resources
+        prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
     sock = bind(host, port)
     pool = LocalPool(workers, timeout)
     notifier = Notifier()
@@ -97,7 +105,13 @@ def serve(
         dispatcher = ServiceDispatcher(journal_path, pool, notifier.notify_threadsafe, fleet)
         slots = 0 if fleet is None else fleet.resources.slots
         rules = AccessRules.for_address(host, sock.getsockname()[1], secret)
-        state = ServiceState(journal_path, dispatcher, notifier, workers, slots, rules)
+        fleet_watch = None
+        if fleet is not None:
+            feeder = dispatcher.fleet
+            fleet_watch = FleetWatch(fleet, lambda: feeder is not None and feeder.busy())
+        state = ServiceState(
+            journal_path, dispatcher, notifier, workers, slots, rules, prices, fleet_watch, stack
+        )
         app = build_app(state)
         config = uvicorn.Config(
             app,
@@ -111,6 +125,8 @@ def serve(
         )
         server = uvicorn.Server(config)
         dispatcher.start()
+        if fleet_watch is not None:
+            fleet_watch.start()
         watch = None
         if exit_when_idle is not None:
             watch = threading.Thread(
@@ -138,6 +154,9 @@ def serve(
             finally:
                 dispatcher.stopping.set()
                 dispatcher.join()
+                if fleet_watch is not None:
+                    fleet_watch.stopping.set()
+                    fleet_watch.join()
                 if watch is not None:
                     watch.join()
                 state.close()

@@ -13,6 +13,7 @@ from scheduler.fleet.bundling import PackedBundle
 from scheduler.fleet.link import FleetLink
 from worker.bundle import ResultBatch
 from worker.result import Outcome, Status, make_result
+from worker.usage import UsageMeter
 
 
 class StandInFleet:
@@ -20,6 +21,7 @@ class StandInFleet:
 
     def __init__(self, deliveries: list[Delivery]) -> None:
         self.resources = StackResources("req", "resp", "dlq", "group", 3)
+        self.meter = UsageMeter()
         self.sent: list[str] = []
         self.provisioned: list[int] = []
         self.acknowledged: list[Delivery] = []

@@ -9,6 +9,7 @@ import pytest
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.service.journal import DISPATCHED, SENT, JobState, Journal, Placement
 from worker.result import Outcome, Status, decode, encode_lines, make_result
+from worker.usage import Usage
 
 
 @pytest.fixture
@@ -162,6 +163,9 @@ def test_a_journal_of_an_earlier_version_is_upgraded(tmp_path: Path) -> None:
         "lost": 0,
         "cancelled": 1,
     }
+    assert journal.job("old").usage == Usage()  # the usage columns are there, at zero
+    journal.add_usage("old", Usage(sqs_requests=2))
+    assert journal.job("old").usage.sqs_requests == 2
     journal.create_job("b", retries=1)  # the retry columns are there
     journal.add_tasks("b", [(1, 1, "exit 1")])
     journal.seal_job("b", ["w"], 1)
@@ -328,3 +332,40 @@ def test_a_cancelled_record_says_why(journal: Journal) -> None:
     journal.cancel("a", seq=1)
     ((_, record),) = journal.results_page("a", 0, 10)
     assert decode(record).error == "job cancelled before the task ran"
+
+
+def test_usage_reports_are_counted_once_however_often_delivered(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "sleep 1")], ["w.txt"])
+    report = Usage(instance_seconds=1.5, sqs_requests=3, dynamodb_writes=2, bytes_sent=100)
+    assert journal.add_usage("a", report, ("i-1/x/1", "i-1", False))
+    assert not journal.add_usage("a", report, ("i-1/x/1", "i-1", False))  # delivered twice
+    journal.add_usage("a", Usage(sqs_requests=1))  # the scheduler's own: no report id
+    info = journal.job("a")
+    assert info.usage == Usage(1.5, 4, 2, 0, 100)
+    assert info.as_dict()["aws_requests"] == 6
+    assert info.as_dict()["instance_seconds"] == 1.5
+
+
+def test_a_job_waits_for_the_last_report_of_each_worker_that_ran_it(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "sleep 1")], ["w.txt"])
+    journal.add_usage("a", Usage(sqs_requests=1), ("i-1/x/1", "i-1", False))
+    journal.add_usage("a", Usage(sqs_requests=1), ("i-2/y/1", "i-2", True))
+    assert journal.usage_to_come("a") == 1  # i-1 holds bundles of the job still
+    journal.add_usage("a", Usage(sqs_requests=1), ("i-1/x/2", "i-1", True))
+    assert journal.usage_to_come("a") == 0
+    # A report naming a job this journal does not know is counted for none.
+    journal.add_usage("nope", Usage(sqs_requests=1), ("i-1/x/3", "i-1", False))
+    assert journal.usage_to_come("nope") == 0
+
+
+def test_use_for_no_job_is_the_fleets_overhead(journal: Journal) -> None:
+    journal.add_usage(None, Usage(sqs_requests=5), ("i-1/x/9", "i-1", True))
+    journal.add_usage(None, Usage(sqs_requests=2))
+    assert journal.overhead() == Usage(sqs_requests=7)
+
+
+def test_local_work_counts_cpu_seconds(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "sleep 1")], ["w.txt"])
+    journal.add_cpu_seconds("a", 0.25)
+    journal.add_cpu_seconds("a", 0.5)
+    assert journal.job("a").cpu_seconds == 0.75

@@ -1,0 +1,165 @@
+"""What work costs on the fleet: AWS requests as they are billed, and instance time.
+
+A ``UsageMeter`` watches boto3 clients through botocore's event hooks and
+charges every SQS and DynamoDB request to the job the calling thread works
+for (``charged_to``), in the units AWS bills:
+
+- SQS: one request per started 64 KiB of payload (a 200 KiB send is four);
+  a receive's payload is what it received.
+- DynamoDB (on demand): a write costs one write unit per started KiB of the
+  item; here the request's size stands for the item's, which its key names and
+  expressions make a little larger. A read costs one read unit (claims are far
+  under 4 KiB).
+
+Other AWS calls (Auto Scaling, CloudFormation) are free and not counted. Work
+charged to no job (a long poll that found nothing) is the fleet's overhead.
+Instance time is charged by the worker itself: each task's seconds divided by
+the slots of its instance, since the slots share the instance.
+"""
+
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import msgspec
+
+#: Payload bytes SQS bills as one request.
+SQS_BILLING_CHUNK_BYTES = 64 * 1024
+
+#: Item bytes one DynamoDB write request unit covers.
+DYNAMODB_WRITE_UNIT_BYTES = 1024
+
+#: Bounds of a usage report read from a queue: far above any real one.
+MAX_SECONDS = 1e9
+MAX_COUNT = 10**15
+
+DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+
+
+class Usage(msgspec.Struct, gc=False, omit_defaults=True):
+    """What some work used: billed request units, payload sent, instance time."""
+
+    instance_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)] = 0.0
+    sqs_requests: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # one per 64 KiB
+    dynamodb_writes: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # write units
+    dynamodb_reads: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # read units
+    bytes_sent: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # request payloads
+
+    @property
+    def aws_requests(self) -> int:
+        """Billed SQS and DynamoDB request units in all."""
+        return self.sqs_requests + self.dynamodb_writes + self.dynamodb_reads
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.instance_seconds + other.instance_seconds,
+            self.sqs_requests + other.sqs_requests,
+            self.dynamodb_writes + other.dynamodb_writes,
+            self.dynamodb_reads + other.dynamodb_reads,
+            self.bytes_sent + other.bytes_sent,
+        )
+
+    def __sub__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.instance_seconds - other.instance_seconds,
+            self.sqs_requests - other.sqs_requests,
+            self.dynamodb_writes - other.dynamodb_writes,
+            self.dynamodb_reads - other.dynamodb_reads,
+            self.bytes_sent - other.bytes_sent,
+        )
+
+    def __bool__(self) -> bool:
+        return self != Usage()
+
+
+def sqs_units(payload_bytes: int) -> int:
+    """Billed SQS requests for one call with this payload."""
+    return max(1, math.ceil(payload_bytes / SQS_BILLING_CHUNK_BYTES))
+
+
+def _length(body: object) -> int:
+    if isinstance(body, bytes | bytearray):
+        return len(body)
+    if isinstance(body, str):
+        return len(body.encode())
+    return 0  # a streamed body: none of ours is
+
+
+class UsageMeter:
+    """Counts the billed use of the clients it watches, per job."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_job: dict[str | None, Usage] = {}
+        self._context = threading.local()
+
+    def watch(self, client: Any) -> Any:
+        """Count ``client``'s SQS or DynamoDB calls from now on; returns it."""
+        events = client.meta.events
+        events.register("before-send.sqs", self._on_sqs_send)
+        events.register("after-call.sqs.ReceiveMessage", self._on_sqs_received)
+        events.register("before-send.dynamodb", self._on_dynamodb_send)
+        return client
+
+    @contextmanager
+    def charged_to(self, job: str | None) -> Iterator[None]:
+        """Charge this thread's calls, while in the block, to ``job`` (None: to
+        nobody: the fleet's overhead)."""
+        earlier = getattr(self._context, "job", None)
+        self._context.job = job
+        try:
+            yield
+        finally:
+            self._context.job = earlier
+
+    def charge(self, job: str | None, usage: Usage) -> None:
+        with self._lock:
+            self._by_job[job] = self._by_job.get(job, Usage()) + usage
+
+    def move(self, usage: Usage, source: str | None, target: str | None) -> None:
+        """Charge to ``target`` what was charged to ``source`` (a receive's cost,
+        once it is known whose bundles it brought)."""
+        with self._lock:
+            self._by_job[source] = self._by_job.get(source, Usage()) - usage
+            self._by_job[target] = self._by_job.get(target, Usage()) + usage
+
+    def take(self, job: str | None) -> Usage:
+        """What ``job`` used since the last take; counting starts again from zero."""
+        with self._lock:
+            return self._by_job.pop(job, Usage())
+
+    def jobs(self) -> list[str]:
+        """Jobs with usage not taken yet."""
+        with self._lock:
+            return [job for job, usage in self._by_job.items() if job is not None and usage]
+
+    def _charge_call(self, usage: Usage) -> None:
+        self.charge(getattr(self._context, "job", None), usage)
+        self._context.last = usage
+
+    def last_call(self) -> Usage:
+        """What this thread's last counted call cost."""
+        last: Usage = getattr(self._context, "last", Usage())
+        return last
+
+    def _on_sqs_send(self, request: Any, **_: Any) -> None:
+        size = _length(request.body)
+        self._charge_call(Usage(sqs_requests=sqs_units(size), bytes_sent=size))
+
+    def _on_sqs_received(self, parsed: dict[str, Any], **_: Any) -> None:
+        received = sum(len(m.get("Body", "").encode()) for m in parsed.get("Messages", []))
+        extra = sqs_units(received) - 1  # the call itself was counted as it was sent
+        if extra:
+            usage = Usage(sqs_requests=extra)
+            self.charge(getattr(self._context, "job", None), usage)
+            self._context.last = self.last_call() + usage
+
+    def _on_dynamodb_send(self, request: Any, event_name: str, **_: Any) -> None:
+        size = _length(request.body)
+        if event_name.rsplit(".", 1)[-1] in DYNAMODB_WRITES:
+            units = max(1, math.ceil(size / DYNAMODB_WRITE_UNIT_BYTES))
+            self._charge_call(Usage(dynamodb_writes=units, bytes_sent=size))
+        else:
+            self._charge_call(Usage(dynamodb_reads=1, bytes_sent=size))
