@@ -83,6 +83,9 @@ def start_emulator(state: Path, port: int) -> tuple[int, int]:
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives this command until `down`
+            # Where it records the requests it is sent, when asked to
+            # (POST /moto-api/recorder/start-recording): the cost tests count them.
+            env={**os.environ, "MOTO_RECORDER_FILEPATH": str(state / "requests.jsonl")},
         )
     _started[process.pid] = process
     deadline = time.monotonic() + START_TIMEOUT_SECONDS

@@ -6,7 +6,8 @@ would run (its instance id and group handed in) for each instance that comes
 into service, restarts one that fails while its instance lives (as systemd's
 Restart=on-failure would), and stops it (SIGTERM) when its instance leaves
 the group. A worker that goes idle terminates its own instance, and so the
-group shrinks back to zero.
+group shrinks back to zero. When an instance's worker is gone, it says how
+long the worker ran: the instance-seconds the fleet's clock gives.
 
 Each worker watches a stand-in for its instance metadata (files under
 ``LOGS/metadata/INSTANCE/``), so a notice can be given to one instance
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -54,6 +56,7 @@ class LocalFleet:
         self.idle_timeout = idle_timeout or float(outputs[Output.IDLE_TIMEOUT_SECONDS])
         self.autoscaling = aws_client("autoscaling", outputs[Output.REGION])
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.started: dict[str, float] = {}  # instance -> when its worker started
         self.stopping = threading.Event()
 
     def in_service(self) -> set[str]:
@@ -66,6 +69,7 @@ class LocalFleet:
     def start(self, instance_id: str) -> None:
         outputs = self.outputs
         self.metadata.answer("instance-id", instance_id, instance_id)
+        self.started.setdefault(instance_id, time.monotonic())
         with (self.logs / f"{instance_id}.log").open("ab") as log:
             self.workers[instance_id] = subprocess.Popen(
                 [
@@ -109,6 +113,7 @@ class LocalFleet:
                     process.terminate()  # its instance left the group
                 process.wait()
                 del self.workers[instance_id]
+                self.ended(instance_id)
             elif process.poll() is not None:
                 if process.returncode != 0:
                     del self.workers[instance_id]  # failed: started again below
@@ -134,11 +139,18 @@ class LocalFleet:
             InstanceId=instance_id, ShouldDecrementDesiredCapacity=not replaced
         )
         del self.workers[instance_id]
+        self.ended(instance_id)
         print(
             f"{instance_id}: its worker left after a {notice} notice; instance ended"
             + (" and replaced" if replaced else ""),
             flush=True,
         )
+
+    def ended(self, instance_id: str) -> None:
+        """Say how long the instance's worker (restarts included) ran."""
+        began = self.started.pop(instance_id, None)
+        if began is not None:
+            print(f"{instance_id}: worker ran {time.monotonic() - began:.3f} s", flush=True)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -147,8 +159,9 @@ class LocalFleet:
         for process in self.workers.values():
             if process.poll() is None:
                 process.terminate()
-        for process in self.workers.values():
+        for instance_id, process in self.workers.items():
             process.wait()
+            self.ended(instance_id)
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """What work costs on the fleet: AWS requests as they are billed, and instance time.
 
 A ``UsageMeter`` watches boto3 clients through botocore's event hooks and
-charges every SQS and DynamoDB request to the job the calling thread works
-for (``charged_to``), in the units AWS bills:
+charges every SQS and DynamoDB request to the job the calling thread works for
+(``charged_to``) as it is sent, in the units AWS bills (an attempt that fails
+without an answer, and is sent again, is taken back: it never reached AWS):
 
 - SQS: one request per started 64 KiB of payload (a 200 KiB send is four);
   a receive's payload is what it received.
@@ -101,6 +102,9 @@ class UsageMeter:
         events.register("before-send.sqs", self._on_sqs_send)
         events.register("after-call.sqs.ReceiveMessage", self._on_sqs_received)
         events.register("before-send.dynamodb", self._on_dynamodb_send)
+        # After every attempt, whether it is tried again or not.
+        events.register("needs-retry.sqs", self._on_attempt)
+        events.register("needs-retry.dynamodb", self._on_attempt)
         return client
 
     @contextmanager
@@ -147,6 +151,11 @@ class UsageMeter:
     def _on_sqs_send(self, request: Any, **_: Any) -> None:
         size = _length(request.body)
         self._charge_call(Usage(sqs_requests=sqs_units(size), bytes_sent=size))
+
+    def _on_attempt(self, response: object = None, **_: Any) -> None:
+        if response is None:  # no answer: take the attempt back
+            self.charge(getattr(self._context, "job", None), Usage() - self.last_call())
+            self._context.last = Usage()
 
     def _on_sqs_received(self, parsed: dict[str, Any], **_: Any) -> None:
         received = sum(len(m.get("Body", "").encode()) for m in parsed.get("Messages", []))

@@ -1,6 +1,7 @@
 """The usage meter: real boto3 clients against the session's moto_server, their
 calls counted through botocore's hooks in the units AWS bills."""
 
+import socket
 import threading
 from typing import Any
 
@@ -100,3 +101,25 @@ def test_free_services_are_not_counted() -> None:
     autoscaling: Any = meter.watch(boto3.client("autoscaling"))
     autoscaling.describe_auto_scaling_groups()
     assert meter.take(None) == Usage()
+
+
+def test_an_attempt_that_got_no_answer_is_not_billed() -> None:
+    from botocore.config import Config
+    from botocore.exceptions import EndpointConnectionError
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    client: Any = boto3.client(
+        "sqs",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{port}",  # nothing listens
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1),
+    )
+    meter = UsageMeter()
+    meter.watch(client)
+    with pytest.raises(EndpointConnectionError), meter.charged_to("job-a"):
+        client.send_message(QueueUrl=f"http://127.0.0.1:{port}/1/q", MessageBody="lost")
+    assert meter.take("job-a") == Usage()

@@ -79,9 +79,6 @@ def run_remote(
             if dispatcher.is_alive():
                 dispatcher.join()
             if job_id is not None:
-                # What the scheduler's last calls (deletes, say) cost.
-                for job in [job_id, None]:
-                    journal.add_usage(job, fleet.meter.take(job))
                 summary.usage = journal.job(job_id).usage
                 summary.costs = cost_fields(summary.usage, summary.total, prices)
             journal.close()

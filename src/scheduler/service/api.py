@@ -13,7 +13,8 @@
     POST /jobs/{id}/retry        a new job of the tasks of an ended job that did not
                                  succeed; ?placement= and ?retries= as for /jobs
                                  (placement defaults to the job's)
-    GET  /jobs/{id}/tasks        records of its tasks that ended so: ?status=&limit=
+    GET  /jobs/{id}/tasks        records of its tasks that ended so: ?status=&limit=;
+                                 ?slowest=true: its finished tasks that took longest
     GET  /fleet                  the fleet (with --stack): its group and queues over
                                  the last hour, and what it used for no job
     GET  /  /static/*            the web dashboard (scheduler.service.dashboard)

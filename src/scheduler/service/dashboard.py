@@ -141,8 +141,10 @@ def dashboard_routes(service: Service) -> list[Route]:
 
     async def tasks(request: Request) -> Response:
         """GET /jobs/{id}/tasks?status=failed&limit=N: the records of a job's tasks
-        that ended so, in the order they arrived."""
+        that ended so, in the order they arrived; ?slowest=true: those of its
+        finished tasks that took longest."""
         job_id = request.path_params["job_id"]
+        slowest = request.query_params.get("slowest", "false").lower() in ("1", "true", "yes")
         try:
             status = Status(request.query_params.get("status", Status.FAILED.value))
         except ValueError:
@@ -157,7 +159,10 @@ def dashboard_routes(service: Service) -> list[Route]:
             await run(Journal.job, job_id)
         except JobNotFoundError as missing:
             return JSONResponse({"error": str(missing)}, status_code=404)
-        records = await run(Journal.records_with_status, job_id, status, int(limit))
+        if slowest:
+            records = await run(Journal.slowest, job_id, int(limit))
+        else:
+            records = await run(Journal.records_with_status, job_id, status, int(limit))
         return Response(b"".join(records), media_type="application/x-ndjson")
 
     return [

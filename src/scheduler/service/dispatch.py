@@ -303,9 +303,9 @@ class FleetFeeder:
                 except Exception:
                     log.exception("dropped a result batch of bundle %s", batch.bundle_id)
             arrival.stored.set()
-        self._store_usage(sink.journal)
+        self.store_usage(sink.journal)
 
-    def _store_usage(self, journal: Journal) -> None:
+    def store_usage(self, journal: Journal) -> None:
         """Journal what the scheduler's own calls to the fleet cost since last time."""
         meter = self.link.fleet.meter
         for job in [*meter.jobs(), None]:
@@ -393,6 +393,7 @@ class ServiceDispatcher(threading.Thread):
         finally:
             if self.fleet is not None:
                 self.fleet.link.stop()
+                self.fleet.store_usage(self.journal)  # the last calls' cost
             self.journal.close()
 
     def _run_cancels(self) -> None:

@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS job_files (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (job, seq) WHERE seq IS NOT NULL;
 CREATE TABLE IF NOT EXISTS usage_reports (
-    id TEXT PRIMARY KEY                -- a worker's report: counted once, however delivered
+    id TEXT PRIMARY KEY,               -- a worker's report: counted once, however delivered
+    job TEXT                           -- NULL: the fleet's overhead
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_senders (
     job TEXT NOT NULL,
@@ -378,7 +379,8 @@ class Journal:
             if report is not None:
                 report_id, worker, final = report
                 new = self.db.execute(
-                    "INSERT OR IGNORE INTO usage_reports (id) VALUES (?)", (report_id,)
+                    "INSERT OR IGNORE INTO usage_reports (id, job) VALUES (?, ?)",
+                    (report_id, job_id),
                 ).rowcount
                 if not new:
                     return False
@@ -674,6 +676,16 @@ class Journal:
             f"SELECT record FROM tasks WHERE job = ? AND seq IS NOT NULL AND state = {FINISHED}"
             " AND json_extract(CAST(record AS TEXT), '$.status') = ? ORDER BY seq LIMIT ?",
             (job_id, status.value, limit),
+        ).fetchall()
+        return [bytes(record) for (record,) in rows]
+
+    def slowest(self, job_id: str, limit: int) -> list[bytes]:
+        """The records of a job's finished tasks that took longest, longest first.
+        (It reads every record of the job: asked for by a person, not per update.)"""
+        rows = self.db.execute(
+            f"SELECT record FROM tasks WHERE job = ? AND state = {FINISHED}"
+            " ORDER BY json_extract(CAST(record AS TEXT), '$.duration_ms') DESC LIMIT ?",
+            (job_id, limit),
         ).fetchall()
         return [bytes(record) for (record,) in rows]
 

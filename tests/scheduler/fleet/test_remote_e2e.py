@@ -15,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
+from scheduler.service.journal import Journal
 from scripts import local_aws
 from tests.conftest import (
     SchedulerProcess,
     WriteWorkload,
     flaky,
     run_cli,
+    service_token,
     taskfleet_command,
     wait_for,
 )
+from tests.scheduler.conftest import console_errors, sign_in, visible
 
 pytestmark = pytest.mark.e2e
 
@@ -68,9 +72,10 @@ def test_the_whole_cloud_path_scales_from_zero_and_back(
 ) -> None:
     outputs, environment = deployed
     path = workload(*(["sleep 0"] * 30), "echo remote", "exit 4", "sleep 200", flaky(tmp_path))
+    summary_path = tmp_path / "summary.json"
     done = run_cli(
         "run", path, "--remote", "--stack", "Taskfleet", "--retries", "1",
-        env=environment, timeout=300,
+        "--summary", str(summary_path), env=environment, timeout=300,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr  # 'exit 4' failed, twice
     records = [json.loads(line) for line in done.stdout.splitlines()]
@@ -81,6 +86,14 @@ def test_the_whole_cloud_path_scales_from_zero_and_back(
     assert by_line[33]["duration_ms"] >= 200
     assert (by_line[34]["status"], by_line[34]["attempt"]) == ("succeeded", 2)
     assert all(r["worker"].startswith("i-") for r in records)  # run by the fleet's workers
+    # What it used: every task's time on its instance (one slot each), the requests.
+    summary = json.loads(summary_path.read_text())
+    last_attempts = sum(r["duration_ms"] for r in records) / 1000
+    assert last_attempts <= summary["instance_seconds"] <= last_attempts + 1.0  # + first ones
+    assert summary["aws_requests"] > 0
+    assert summary["cost_usd"] > 0
+    assert summary["priced_at"]["instance_basis"].startswith("t3.small spot estimate")
+    assert "AWS requests" in done.stderr  # the summary says so too
 
     # Idle, every worker terminated its own instance: the group is back at zero.
     deadline = time.monotonic() + 120
@@ -194,6 +207,149 @@ def test_a_spot_notice_to_a_fleet_instance_moves_its_work_to_a_replacement(
     assert f"{noticed}: its worker left after a spot notice; instance ended and replaced" in (
         fleet_log
     )
+
+
+def test_a_jobs_cost_is_what_the_emulator_and_the_fleets_clock_counted(
+    deployed: tuple[dict[str, str], dict[str, str]],
+    state: Path,
+    workload: WriteWorkload,
+    scheduler_service: Callable[..., SchedulerProcess],
+    tmp_path: Path,
+) -> None:
+    outputs, environment = deployed
+    endpoint = environment["AWS_ENDPOINT_URL"]
+    wait_until_empty(environment, outputs)  # no worker of an earlier test about
+    recorder = f"{endpoint}/moto-api/recorder"
+    httpx.post(f"{recorder}/reset-recording", timeout=10).raise_for_status()
+    httpx.post(f"{recorder}/start-recording", timeout=10).raise_for_status()
+    try:
+        service = scheduler_service("--stack", "Taskfleet", env=environment)
+        path = workload(*(["sleep 300"] * 8), "echo costly")
+        summary_path = tmp_path / "summary.json"
+        done = run_cli(
+            "submit", path, "--remote", "--scheduler", service.url,
+            "--summary", str(summary_path), env=environment, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        records = [json.loads(line) for line in done.stdout.splitlines()]
+        job = records[0]["job"]
+        # Idle, the workers leave, each reporting what it used for no job; the
+        # service reads those reports; then it stops, storing its own last calls.
+        wait_until_empty(environment, outputs)
+        wait_for(lambda: overhead_reports(service) >= len({r["worker"] for r in records}))
+        assert service.process is not None
+        service.process.terminate()
+        assert service.process.wait(timeout=60) == 0
+    finally:
+        httpx.post(f"{recorder}/stop-recording", timeout=10).raise_for_status()
+    recorded = Counter(
+        target.split(".")[0]
+        for line in (state / "requests.jsonl").read_text().splitlines()
+        if (target := json.loads(line)["headers"].get("X-Amz-Target", ""))
+    )
+    journal = Journal(service.journal)
+    try:
+        used, overhead = journal.job(job).usage, journal.overhead()
+    finally:
+        journal.close()
+    # Every SQS and DynamoDB request that reached the emulator was counted once,
+    # for the job or as the fleet's overhead (payloads here are under 64 KiB and
+    # items under 1 KiB: one billed unit a request).
+    assert used.sqs_requests + overhead.sqs_requests == recorded["AmazonSQS"]
+    dynamodb = used.dynamodb_writes + used.dynamodb_reads
+    assert (
+        dynamodb + overhead.dynamodb_writes + overhead.dynamodb_reads
+        == (recorded["DynamoDB_20120810"])
+    )
+    assert dynamodb > 0  # the claims: all the job's
+    assert overhead.dynamodb_writes + overhead.dynamodb_reads == 0
+    # Instance time: each task's, on instances of one slot, within what the local
+    # fleet's clock says its workers ran.
+    summary = json.loads(summary_path.read_text())
+    assert summary["aws_requests"] == used.aws_requests
+    assert summary["instance_seconds"] == pytest.approx(
+        sum(r["duration_ms"] for r in records) / 1000, abs=0.01
+    )
+    assert summary["instance_seconds"] >= 8 * 0.3
+    ran = worker_seconds(state / "fleet.log", {r["worker"] for r in records})
+    assert summary["instance_seconds"] <= ran
+    assert summary["cost_usd"] > 0
+
+
+def test_the_dashboard_shows_the_fleet_and_what_a_job_costs(
+    deployed: tuple[dict[str, str], dict[str, str]],
+    workload: WriteWorkload,
+    scheduler_service: Callable[..., SchedulerProcess],
+    browser: Any,
+) -> None:
+    _, environment = deployed
+    service = scheduler_service("--stack", "Taskfleet", env=environment)
+    sign_in(browser, service.url, service_token())
+    wait_for(lambda: visible(browser, "fleet"), timeout=30)  # the panel, before any job
+    path = workload(*(["sleep 500"] * 16))
+    submitted = subprocess.Popen(
+        [*taskfleet_command(), "submit", path, "--remote", "--scheduler", service.url],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def counts() -> dict[str, int]:
+            names = [th.text for th in browser.find_elements("css selector", "#fleet th")]
+            cells = browser.find_elements("css selector", "#fleet-counts td")
+            return {name: int(cell.text) for name, cell in zip(names, cells, strict=True)}
+
+        # The group grows from zero as the job's bundles wait.
+        wait_for(lambda: counts().get("in service", 0) >= 1, timeout=120)
+        folder = os.environ.get("TASKFLEET_SCREENSHOTS")
+        if folder:
+            browser.save_screenshot(str(Path(folder) / "dashboard-fleet.png"))
+        _, stderr = submitted.communicate(timeout=300)
+    finally:
+        submitted.kill()
+    assert submitted.returncode == 0, stderr
+    job = stderr.decode().split("job ", 1)[1].split(":", 1)[0]
+    # The job's page says what it used and cost, as `status` does.
+    browser.get(f"{service.url}/#job={job}")
+    wait_for(lambda: "AWS requests" in browser.find_element("id", "job-cost").text, timeout=30)
+    shown = browser.find_element("id", "job-cost").text
+    assert "instance-seconds" in shown
+    assert "spot estimate" in shown
+    status = run_cli("status", job, "--scheduler", service.url, env=environment)
+    assert "AWS requests" in status.stdout
+    assert "cost $" in status.stdout
+    assert console_errors(browser) == []
+
+
+def overhead_reports(service: SchedulerProcess) -> int:
+    """Workers whose report of what they used for no job the service has read."""
+    journal = Journal(service.journal)
+    try:
+        (count,) = journal.db.execute(
+            "SELECT COUNT(*) FROM usage_reports WHERE job IS NULL"
+        ).fetchone()
+    finally:
+        journal.close()
+    return int(count)
+
+
+def worker_seconds(fleet_log: Path, instances: set[str]) -> float:
+    """Seconds the local fleet says the workers of these instances ran."""
+    total = 0.0
+    for line in fleet_log.read_text().splitlines():
+        instance, _, said = line.partition(": worker ran ")
+        if instance in instances and said:
+            total += float(said.split()[0])
+    return total
+
+
+def wait_until_empty(environment: dict[str, str], outputs: dict[str, str]) -> None:
+    """Until the group has no instance (and wants none)."""
+    deadline = time.monotonic() + 120
+    while (found := group(environment, outputs))["DesiredCapacity"] or found["Instances"]:
+        assert time.monotonic() < deadline, found
+        time.sleep(1)
 
 
 def group(environment: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:

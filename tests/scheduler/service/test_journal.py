@@ -185,6 +185,11 @@ def result_record(line: int, status: Status, exit_code: int | None) -> bytes:
     return encode_lines([make_result(f"b:1:{line}", "b", "w", line, "x", "local-1", outcome)])
 
 
+def timed_record(line: int, duration_ms: float) -> bytes:
+    outcome = Outcome(Status.SUCCEEDED, 0, 1.0, 1.0, duration_ms)
+    return encode_lines([make_result(f"a:1:{line}", "a", "w", line, "x", "local-1", outcome)])
+
+
 def test_a_task_that_fails_waits_for_its_retry_then_keeps_its_attempts(
     journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,3 +374,13 @@ def test_local_work_counts_cpu_seconds(journal: Journal) -> None:
     journal.add_cpu_seconds("a", 0.25)
     journal.add_cpu_seconds("a", 0.5)
     assert journal.job("a").cpu_seconds == 0.75
+
+
+def test_the_slowest_finished_tasks_come_longest_first(journal: Journal) -> None:
+    job_with(journal, "a", [(1, n, f"sleep {n}") for n in range(1, 6)], ["w.txt"])
+    journal.mark_dispatched("a", 1, [1, 2, 3, 4, 5])
+    durations = {1: 30, 2: 500, 3: 10, 4: 200, 5: 50}
+    rows = [(n, Status.SUCCEEDED, timed_record(n, durations[n])) for n in range(1, 5)]
+    journal.finish("a", 1, rows, seq=1)  # line 5 is still running
+    slowest = [decode(record).line for record in journal.slowest("a", 3)]
+    assert slowest == [2, 4, 1]

@@ -5,11 +5,13 @@
 
 const CHART_POINTS = 120; // seconds of throughput the chart keeps
 const TASKS_SHOWN = 50;
+const FLEET_SECONDS = 3600; // the fleet chart's span
 
 const history = new Map(); // job id -> [{at, finished}], for rates and the chart
 let selected = null; // the job whose page is open
 let lastJobs = [];
 let listedCount = -1; // the shown status's count when the task list was last fetched
+let fleetSamples = []; // the fleet's samples, oldest first
 
 function $(id) { return document.getElementById(id); }
 
@@ -25,6 +27,31 @@ function age(seconds) {
   if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
   if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;
   return `${(seconds / 86400).toFixed(1)} d`;
+}
+
+function dollars(amount) {
+  if (amount === null || amount === undefined) return "";
+  if (amount === 0) return "$0";
+  return amount >= 0.01 ? `$${amount.toFixed(2)}` : `$${amount.toPrecision(2)}`;
+}
+
+function costText(job) {
+  // What a job used and cost, in words (client.report.usage_lines says the same).
+  const usage = job.usage || {};
+  if (!usage.instance_seconds && !job.aws_requests) {
+    return job.cpu_seconds ? `used ${job.cpu_seconds.toFixed(2)} CPU-seconds on local workers` : "";
+  }
+  let text = `used ${usage.instance_seconds.toFixed(1)} instance-seconds, ` +
+    `${job.aws_requests.toLocaleString()} AWS requests`;
+  if (job.cost_usd !== null && job.cost_usd !== undefined) {
+    text += `: ${dollars(job.cost_usd)}`;
+    if (job.cost_per_1000_tasks_usd !== null) text += ` (${dollars(job.cost_per_1000_tasks_usd)} per 1,000 tasks)`;
+  }
+  if (job.priced_at) text += ` at ${job.priced_at.instance_basis}`;
+  if (job.first_worker_seconds !== undefined && job.first_worker_seconds !== null) {
+    text += `; first worker after ${job.first_worker_seconds.toFixed(1)} s`;
+  }
+  return text;
 }
 
 function rate(jobId) {
@@ -71,6 +98,7 @@ function renderJobs(update) {
     row.appendChild(progress);
     row.appendChild(cell(job.state === "running" ? rate(job.job).toFixed(1) : "", "number"));
     row.appendChild(cell(String(job.failed), "number"));
+    row.appendChild(cell(dollars(job.cost_usd), "number"));
     row.appendChild(cell(age(update.at - job.created_at), "number"));
     const actions = document.createElement("td");
     if (job.state === "queued" || job.state === "running") {
@@ -99,6 +127,7 @@ function renderJob(update) {
   $("job-summary").textContent =
     `${job.finished} of ${job.tasks} tasks finished${eta}; files: ${job.files.join(", ")}` +
     (job.file_count > job.files.length ? ` (+${job.file_count - job.files.length} more)` : "");
+  $("job-cost").textContent = costText(job);
   const counts = $("job-counts");
   counts.replaceChildren();
   for (const status of ["succeeded", "failed", "timed_out", "lost", "cancelled"]) {
@@ -107,7 +136,8 @@ function renderJob(update) {
   counts.appendChild(cell(String(left), "number"));
   $("job-cancel").hidden = !(job.state === "queued" || job.state === "running");
   drawChart(job.job);
-  const count = job.by_status[$("task-status").value] ?? 0;
+  const shown = $("task-status").value;
+  const count = shown === "slowest" ? job.finished : job.by_status[shown] ?? 0;
   if (count !== listedCount) loadTasks();
 }
 
@@ -129,8 +159,9 @@ async function loadTasks() {
   if (!selected) return;
   const status = $("task-status").value;
   const job = lastJobs.find((j) => j.job === selected);
-  listedCount = job ? job.by_status[status] : -1;
-  const response = await fetch(`/jobs/${encodeURIComponent(selected)}/tasks?status=${status}&limit=${TASKS_SHOWN}`);
+  listedCount = !job ? -1 : status === "slowest" ? job.finished : job.by_status[status];
+  const which = status === "slowest" ? "slowest=true" : `status=${status}`;
+  const response = await fetch(`/jobs/${encodeURIComponent(selected)}/tasks?${which}&limit=${TASKS_SHOWN}`);
   if (!response.ok) return;
   const records = (await response.text()).split("\n").filter((line) => line).map((line) => JSON.parse(line));
   const rows = $("task-rows");
@@ -157,10 +188,46 @@ function tail(text) {
   return lines.slice(-3).join("\n").slice(-300);
 }
 
+function renderFleet(fleet) {
+  // A stream opened again sends every sample again: keep each once.
+  const lastAt = fleetSamples.length ? fleetSamples[fleetSamples.length - 1].at : 0;
+  fleetSamples = fleetSamples.concat(fleet.samples.filter((s) => s.at > lastAt))
+    .filter((s) => s.at > Date.now() / 1000 - FLEET_SECONDS);
+  $("fleet-stack").textContent = `${fleet.stack}: up to ${fleet.max_workers} × ` +
+    `${fleet.instance_types.join(" or ")}${fleet.spot ? " (spot)" : ""}, ${fleet.slots_per_instance} slots each`;
+  const latest = fleetSamples[fleetSamples.length - 1];
+  const counts = $("fleet-counts");
+  counts.replaceChildren();
+  if (latest) {
+    for (const value of [latest.desired, latest.pending, latest.in_service, latest.busy, latest.leaving,
+      latest.in_service * fleet.slots_per_instance, latest.visible, latest.in_flight, latest.dead_letters]) {
+      counts.appendChild(cell(String(value), "number"));
+    }
+  }
+  drawFleet(fleet.max_workers);
+  const overhead = fleet.overhead;
+  $("fleet-overhead").textContent = `For no job (long polls that found nothing, these looks): ` +
+    `${overhead.aws_requests.toLocaleString()} AWS requests, ${dollars(overhead.cost_usd) || "$?"}`;
+  $("fleet").hidden = Boolean(selected);
+}
+
+function drawFleet(maxWorkers) {
+  const now = Date.now() / 1000;
+  const top = Math.max(1, maxWorkers, ...fleetSamples.map((s) => s.desired));
+  const x = (at) => ((600 * (at - (now - FLEET_SECONDS))) / FLEET_SECONDS).toFixed(1);
+  const y = (n) => (118 - (n / top) * 116).toFixed(1);
+  const line = (field) => fleetSamples.map((s) => `${x(s.at)},${y(s[field])}`).join(" ");
+  $("fleet-chart").querySelector("polyline.in-service").setAttribute("points", line("in_service"));
+  $("fleet-chart").querySelector("polyline.desired").setAttribute("points", line("desired"));
+  $("fleet-chart-scale").textContent = `instances in service (solid) and desired (dashed), top ${top}; ` +
+    `${fleetSamples.length} looks`;
+}
+
 function openJob(jobId) {
   selected = jobId;
   listedCount = -1;
   $("task-record").hidden = true;
+  $("fleet").hidden = Boolean(jobId) || fleetSamples.length === 0;
   $("jobs").hidden = Boolean(jobId);
   $("job").hidden = !jobId;
   if (jobId) {
@@ -190,6 +257,7 @@ function listen() {
     if (selected) renderJob(update);
     $("connection").textContent = update.dispatch === "ok" ? "live" : "dispatch stopped";
   });
+  events.addEventListener("fleet", (message) => renderFleet(JSON.parse(message.data)));
   events.addEventListener("error", () => { $("connection").textContent = "reconnecting…"; });
 }
 
