@@ -44,14 +44,20 @@ class Bundle(msgspec.Struct, gc=False):
 
 
 class UsageReport(msgspec.Struct, gc=False):
-    """What a worker used for a job (None: for no job, its overhead) since its last
-    report. ``final``: it holds no more of the job's bundles. The id is unique,
-    so a report SQS delivers twice counts once."""
+    """What a worker process (``sender``) used for a job (None: for no job, its
+    overhead) since its report ``sequence - 1``. ``final``: it holds no more of
+    the job's bundles. Sender and sequence make it unique, so a report SQS
+    delivers twice counts once, and order it, as SQS need not."""
 
-    report_id: Short
+    sender: Short
+    sequence: Annotated[int, msgspec.Meta(ge=1)]
     job: JobId | None
     usage: Usage
     final: bool = False
+
+    @property
+    def report_id(self) -> str:
+        return f"{self.sender}/{self.sequence}"
 
 
 class ResultBatch(msgspec.Struct, gc=False, omit_defaults=True):

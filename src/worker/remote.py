@@ -441,7 +441,7 @@ class RemoteWorker:
 
     def _usage_report(self, job: str | None, usage: Usage, *, final: bool = False) -> UsageReport:
         self._reports_sent += 1
-        return UsageReport(f"{self._report_prefix}/{self._reports_sent}", job, usage, final)
+        return UsageReport(self._report_prefix, self._reports_sent, job, usage, final)
 
     def _report_usage(self) -> None:
         """Report alone what jobs no bundle here holds any more used since their

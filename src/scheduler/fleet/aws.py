@@ -22,13 +22,19 @@ from worker.bundle import ResultBatch, decode_bundle, decode_result_batch
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
 from worker.errors import BundleError
 from worker.result import Status, unfinished_results
-from worker.sqs import aws_client, delete_batch, send_batches
+from worker.sqs import aws_client, delete_batch, make_visible, send_batches
 from worker.usage import UsageMeter
 
 log = logging.getLogger("taskfleet.scheduler")
 
 #: Seconds between two looks at the dead-letter queue (it is rarely used).
 DEAD_LETTER_CHECK_SECONDS = 5.0
+
+#: Seconds a received result message stays hidden from other receives. Results
+#: are stored and deleted within a second; a long poll whose process went away
+#: (a `run --remote` that ended) may still be handed a message, which then
+#: waits this long, not the queue's 30 s, before the next reader gets it.
+RESULT_VISIBILITY_SECONDS = 5
 
 
 class StackResources(NamedTuple):
@@ -216,12 +222,19 @@ class RemoteFleet:
         """Delete a delivery's messages: what they held is stored."""
         delete_batch(self.sqs, delivery.queue_url, delivery.messages)
 
+    def release(self, delivery: Delivery) -> None:
+        """Make a delivery's messages visible again at once: not ours to store."""
+        make_visible(self.sqs, delivery.queue_url, delivery.messages)
+
     def _receive(
         self, queue_url: str, wait: int, read: Callable[[str], ResultBatch | None]
     ) -> Delivery:
         with self.meter.charged_to(None):
             messages = self.sqs.receive_message(
-                QueueUrl=queue_url, MaxNumberOfMessages=MAX_MESSAGES_PER_CALL, WaitTimeSeconds=wait
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=MAX_MESSAGES_PER_CALL,
+                WaitTimeSeconds=wait,
+                VisibilityTimeout=RESULT_VISIBILITY_SECONDS,
             ).get("Messages", [])
         batches = [batch for m in messages if (batch := read(m["Body"])) is not None]
         delivery = Delivery(queue_url, messages, batches)

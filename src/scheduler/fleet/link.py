@@ -11,6 +11,7 @@ again (the claim table runs a bundle delivered twice once), a result that
 could not be deleted comes back and is stored once.
 """
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -25,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from scheduler.fleet.aws import Delivery, RemoteFleet
 from scheduler.fleet.bundling import PackedBundle
 from worker.bundle import ResultBatch
+from worker.contracts import LONG_POLL_SECONDS
 
 T = TypeVar("T")
 
@@ -35,6 +37,10 @@ PROVISION_INTERVAL_SECONDS = 10.0
 
 #: Seconds the receiver waits for the dispatch thread to store what it read.
 STORE_TIMEOUT_SECONDS = 30.0
+
+#: The long poll's wait once the link winds down: a poll still waiting when its
+#: process ends may yet be handed messages (see RESULT_VISIBILITY_SECONDS).
+WIND_DOWN_POLL_SECONDS = 1
 
 #: Backoff after a failed AWS call: first and largest wait, in seconds.
 RETRY_FIRST_SECONDS = 0.5
@@ -70,6 +76,7 @@ class FleetLink:
         self._outbox: queue.Queue[PackedBundle] = queue.Queue()
         self._arrivals: queue.Queue[Arrival] = queue.Queue()
         self._open: dict[str, int] = {}  # bundle id -> its tasks without a result yet
+        self._poll_seconds = LONG_POLL_SECONDS
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._send_loop, name="taskfleet-fleet-send", daemon=True),
@@ -80,8 +87,13 @@ class FleetLink:
         for thread in self._threads:
             thread.start()
 
+    def wind_down(self) -> None:
+        """Poll briefly from now on: the link is about to stop (its job is done)."""
+        self._poll_seconds = WIND_DOWN_POLL_SECONDS
+
     def stop(self) -> None:
-        """Stop both threads; a receive in progress is left to end on its own."""
+        """Stop both threads; a receive in progress is left to end on its own, and
+        hands back what it brings."""
         self.stopping.set()
         self._threads[0].join()
 
@@ -133,8 +145,14 @@ class FleetLink:
 
     def _receive_loop(self) -> None:
         while not self.stopping.is_set():
-            deliveries = self._retrying("receive results", self.fleet.receive)
+            receive = partial(self.fleet.receive, self._poll_seconds)
+            deliveries = self._retrying("receive results", receive)
             for delivery in deliveries or []:
+                if self.stopping.is_set():
+                    # Nobody stores it now: the next reader's, at once.
+                    with contextlib.suppress(*AWS_ERRORS):
+                        self.fleet.release(delivery)
+                    continue
                 self._hand_over(delivery)
 
     def _hand_over(self, delivery: Delivery) -> None:

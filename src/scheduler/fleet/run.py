@@ -69,6 +69,8 @@ def run_remote(
             summary.start()
             dispatcher.start()
             copy_results(journal, job_id, dispatcher, news, output, summary, on_progress)
+            if dispatcher.fleet is not None:
+                dispatcher.fleet.link.wind_down()
             wait_for_usage(journal, job_id, dispatcher)
         except KeyboardInterrupt:
             summary.interrupted = True

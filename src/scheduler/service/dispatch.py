@@ -314,9 +314,7 @@ class FleetFeeder:
 
     def _store_batch(self, batch: ResultBatch, source: JournalSource, sink: JournalSink) -> None:
         if (report := batch.usage) is not None:
-            sink.journal.add_usage(
-                report.job, report.usage, (report.report_id, batch.worker, report.final)
-            )
+            sink.journal.add_usage(report.job, report.usage, report)
         if not batch.results:
             return
         job_id = batch.results[0].job

@@ -21,6 +21,7 @@ import msgspec
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.retries import attempted, check_retries, retry_delay, should_retry
 from scheduler.service.state import private_file
+from worker.bundle import UsageReport
 from worker.result import Status, decode, encode_lines, unfinished_results
 from worker.usage import Usage
 
@@ -74,9 +75,10 @@ CREATE TABLE IF NOT EXISTS usage_reports (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_senders (
     job TEXT NOT NULL,
-    worker TEXT NOT NULL,
-    final INTEGER NOT NULL,            -- its last report said it holds none of the job's bundles
-    PRIMARY KEY (job, worker)
+    sender TEXT NOT NULL,              -- a worker process
+    sequence INTEGER NOT NULL,         -- of its latest report
+    final INTEGER NOT NULL,            -- that report said it holds none of the job's bundles
+    PRIMARY KEY (job, sender)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS overhead (
     -- The fleet's use charged to no job (long polls that found nothing): one row.
@@ -367,28 +369,31 @@ class Journal:
         return _job_info(row)
 
     def add_usage(
-        self, job_id: str | None, usage: Usage, report: tuple[str, str, bool] | None = None
+        self, job_id: str | None, usage: Usage, report: UsageReport | None = None
     ) -> bool:
-        """Count what a job (None: no job, the fleet's overhead) used. ``report``:
-        (id, worker, final) of a worker's report, counted once however often it
-        comes; returns False for one counted before."""
+        """Count what a job (None: no job, the fleet's overhead) used; a worker's
+        ``report`` of it counts once however often it comes (returns False for
+        one counted before)."""
         values = [getattr(usage, column) for column in USAGE_COLUMNS]
         adding = ", ".join(f"{column} = {column} + ?" for column in USAGE_COLUMNS)
         with self.db:
             self.db.execute("BEGIN")
             if report is not None:
-                report_id, worker, final = report
                 new = self.db.execute(
                     "INSERT OR IGNORE INTO usage_reports (id, job) VALUES (?, ?)",
-                    (report_id, job_id),
+                    (report.report_id, job_id),
                 ).rowcount
                 if not new:
                     return False
                 if job_id is not None:
+                    # The sender's latest report says whether more is to come.
                     self.db.execute(
-                        "INSERT OR REPLACE INTO usage_senders"
-                        " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?)",
-                        (job_id, worker, final, job_id),
+                        "INSERT INTO usage_senders"
+                        " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?)"
+                        " ON CONFLICT (job, sender) DO UPDATE"
+                        " SET sequence = excluded.sequence, final = excluded.final"
+                        " WHERE excluded.sequence > usage_senders.sequence",
+                        (job_id, report.sender, report.sequence, report.final, job_id),
                     )
             if job_id is None:
                 self.db.execute(f"UPDATE overhead SET {adding}", values)

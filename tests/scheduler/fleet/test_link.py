@@ -25,8 +25,13 @@ class StandInFleet:
         self.sent: list[str] = []
         self.provisioned: list[int] = []
         self.acknowledged: list[Delivery] = []
+        self.released: list[Delivery] = []
+        self.waits: list[int] = []
         self.deliveries = deliveries
         self.send_failures = 1
+        self.receiving = threading.Event()  # set while a receive waits
+        self.hold = threading.Event()  # cleared: a receive waits until it is set
+        self.hold.set()
 
     def send(self, bodies: list[str]) -> int:
         if self.send_failures:
@@ -39,7 +44,10 @@ class StandInFleet:
         self.provisioned.append(open_bundles)
         return open_bundles
 
-    def receive(self) -> list[Delivery]:
+    def receive(self, wait_seconds: int = 20) -> list[Delivery]:
+        self.waits.append(wait_seconds)
+        self.receiving.set()
+        self.hold.wait()
         if self.deliveries:
             return [self.deliveries.pop(0)]
         time.sleep(0.05)
@@ -47,6 +55,9 @@ class StandInFleet:
 
     def acknowledge(self, delivery: Delivery) -> None:
         self.acknowledged.append(delivery)
+
+    def release(self, delivery: Delivery) -> None:
+        self.released.append(delivery)
 
 
 def wait_until(condition: Any) -> None:
@@ -104,3 +115,41 @@ def test_results_are_deleted_only_once_stored() -> None:
         wait_until(lambda: fleet.acknowledged == [delivery])
     finally:
         link.stop()
+
+
+def result_delivery() -> Delivery:
+    outcome = Outcome(Status.SUCCEEDED, 0, 1.0, 2.0, 1.0)
+    result = make_result("j:1:1", "j", "w.txt", 1, "true", "i-1", outcome)
+    return Delivery("resp", [{"ReceiptHandle": "r"}], [ResultBatch("b1", "i-1", [result])])
+
+
+def test_results_a_stopped_link_receives_are_handed_back_at_once() -> None:
+    # A long poll still waiting as the link stops may yet bring results (of the
+    # next run on the stack): visible again at once, not after a timeout.
+    fleet = StandInFleet([])
+    fleet.hold.clear()
+    link = FleetLink(cast(RemoteFleet, fleet), on_arrival=lambda: None)
+    link.start()
+    assert fleet.receiving.wait(10)
+    link.wind_down()
+    link.stop()
+    delivery = result_delivery()
+    fleet.deliveries.append(delivery)
+    fleet.hold.set()
+    wait_until(lambda: fleet.released)
+    assert fleet.released == [delivery]
+    assert fleet.acknowledged == []
+    assert link.arrivals() == []
+
+
+def test_a_winding_down_link_polls_briefly() -> None:
+    fleet = StandInFleet([])
+    link = FleetLink(cast(RemoteFleet, fleet), on_arrival=lambda: None)
+    link.start()
+    try:
+        wait_until(lambda: fleet.waits)
+        link.wind_down()
+        wait_until(lambda: fleet.waits[-1] == fleet_link.WIND_DOWN_POLL_SECONDS)
+    finally:
+        link.stop()
+    assert fleet.waits[0] == 20

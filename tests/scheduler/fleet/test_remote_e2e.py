@@ -282,10 +282,12 @@ def test_the_dashboard_shows_the_fleet_and_what_a_job_costs(
     scheduler_service: Callable[..., SchedulerProcess],
     browser: Any,
 ) -> None:
-    _, environment = deployed
+    # This test's state folder: the scheduler's token is read from it.
+    environment = {**deployed[1], "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]}
     service = scheduler_service("--stack", "Taskfleet", env=environment)
     sign_in(browser, service.url, service_token())
     wait_for(lambda: visible(browser, "fleet"), timeout=30)  # the panel, before any job
+    wait_for(lambda: "3 looks" in browser.find_element("id", "fleet-chart-scale").text)
     path = workload(*(["sleep 500"] * 16))
     submitted = subprocess.Popen(
         [*taskfleet_command(), "submit", path, "--remote", "--scheduler", service.url],
@@ -296,19 +298,27 @@ def test_the_dashboard_shows_the_fleet_and_what_a_job_costs(
     try:
 
         def counts() -> dict[str, int]:
-            names = [th.text for th in browser.find_elements("css selector", "#fleet th")]
-            cells = browser.find_elements("css selector", "#fleet-counts td")
-            return {name: int(cell.text) for name, cell in zip(names, cells, strict=True)}
+            # Read at once, by the page: the row is drawn anew every second.
+            names, cells = browser.execute_script(
+                "const texts = (css) => [...document.querySelectorAll(css)]"
+                ".map((e) => e.textContent);"
+                "return [texts('#fleet th'), texts('#fleet-counts td')];"
+            )
+            if not cells:
+                return {}  # no look at the fleet yet
+            return {name: int(cell) for name, cell in zip(names, cells, strict=True)}
 
-        # The group grows from zero as the job's bundles wait.
+        # The group grows from zero as the job's bundles wait, and shrinks back.
         wait_for(lambda: counts().get("in service", 0) >= 1, timeout=120)
-        folder = os.environ.get("TASKFLEET_SCREENSHOTS")
-        if folder:
-            browser.save_screenshot(str(Path(folder) / "dashboard-fleet.png"))
         _, stderr = submitted.communicate(timeout=300)
     finally:
         submitted.kill()
     assert submitted.returncode == 0, stderr
+    wait_for(lambda: counts().get("desired") == counts().get("in service") == 0, timeout=120)
+    assert "AWS requests" in browser.find_element("id", "fleet-overhead").text
+    folder = os.environ.get("TASKFLEET_SCREENSHOTS")
+    if folder:
+        browser.save_screenshot(str(Path(folder) / "dashboard-fleet.png"))
     job = stderr.decode().split("job ", 1)[1].split(":", 1)[0]
     # The job's page says what it used and cost, as `status` does.
     browser.get(f"{service.url}/#job={job}")

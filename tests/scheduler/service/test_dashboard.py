@@ -10,6 +10,7 @@ import pytest
 from scheduler.service.journal import Journal, Placement
 from tests.conftest import InProcessService, in_process_service
 from tests.scheduler.service.test_journal import timed_record
+from worker.bundle import UsageReport
 from worker.result import Status
 from worker.usage import Usage
 
@@ -24,7 +25,8 @@ def service() -> Iterator[InProcessService]:
         journal.mark_dispatched("a", 1, [1, 2, 3])
         rows = [(n, Status.SUCCEEDED, timed_record(n, d)) for n, d in ((1, 5), (2, 90), (3, 40))]
         journal.finish("a", 1, rows, seq=1)
-        journal.add_usage("a", Usage(2.5, 10, 3, 0, 2048), ("i-1/x/1", "i-1", False))
+        used = Usage(2.5, 10, 3, 0, 2048)
+        journal.add_usage("a", used, UsageReport("i-1/x", 1, "a", used))
         journal.add_cpu_seconds("a", 0.5)
         journal.close()
         yield running

@@ -8,6 +8,7 @@ import pytest
 
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.service.journal import DISPATCHED, SENT, JobState, Journal, Placement
+from worker.bundle import UsageReport
 from worker.result import Outcome, Status, decode, encode_lines, make_result
 from worker.usage import Usage
 
@@ -341,9 +342,10 @@ def test_a_cancelled_record_says_why(journal: Journal) -> None:
 
 def test_usage_reports_are_counted_once_however_often_delivered(journal: Journal) -> None:
     job_with(journal, "a", [(1, 1, "sleep 1")], ["w.txt"])
-    report = Usage(instance_seconds=1.5, sqs_requests=3, dynamodb_writes=2, bytes_sent=100)
-    assert journal.add_usage("a", report, ("i-1/x/1", "i-1", False))
-    assert not journal.add_usage("a", report, ("i-1/x/1", "i-1", False))  # delivered twice
+    used = Usage(instance_seconds=1.5, sqs_requests=3, dynamodb_writes=2, bytes_sent=100)
+    report = UsageReport("i-1/x", 1, "a", used)
+    assert journal.add_usage("a", used, report)
+    assert not journal.add_usage("a", used, report)  # delivered twice
     journal.add_usage("a", Usage(sqs_requests=1))  # the scheduler's own: no report id
     info = journal.job("a")
     assert info.usage == Usage(1.5, 4, 2, 0, 100)
@@ -353,18 +355,23 @@ def test_usage_reports_are_counted_once_however_often_delivered(journal: Journal
 
 def test_a_job_waits_for_the_last_report_of_each_worker_that_ran_it(journal: Journal) -> None:
     job_with(journal, "a", [(1, 1, "sleep 1")], ["w.txt"])
-    journal.add_usage("a", Usage(sqs_requests=1), ("i-1/x/1", "i-1", False))
-    journal.add_usage("a", Usage(sqs_requests=1), ("i-2/y/1", "i-2", True))
+    one = Usage(sqs_requests=1)
+    journal.add_usage("a", one, UsageReport("i-1/x", 1, "a", one))
+    journal.add_usage("a", one, UsageReport("i-2/y", 1, "a", one, final=True))
     assert journal.usage_to_come("a") == 1  # i-1 holds bundles of the job still
-    journal.add_usage("a", Usage(sqs_requests=1), ("i-1/x/2", "i-1", True))
+    journal.add_usage("a", one, UsageReport("i-1/x", 3, "a", one, final=True))
     assert journal.usage_to_come("a") == 0
+    # An earlier report delivered late does not undo the later one's word.
+    journal.add_usage("a", one, UsageReport("i-1/x", 2, "a", one))
+    assert journal.usage_to_come("a") == 0
+    assert journal.job("a").usage.sqs_requests == 4  # each counted
     # A report naming a job this journal does not know is counted for none.
-    journal.add_usage("nope", Usage(sqs_requests=1), ("i-1/x/3", "i-1", False))
+    journal.add_usage("nope", one, UsageReport("i-1/x", 4, "nope", one))
     assert journal.usage_to_come("nope") == 0
 
 
 def test_use_for_no_job_is_the_fleets_overhead(journal: Journal) -> None:
-    journal.add_usage(None, Usage(sqs_requests=5), ("i-1/x/9", "i-1", True))
+    journal.add_usage(None, Usage(sqs_requests=5), UsageReport("i-1/x", 9, None, Usage()))
     journal.add_usage(None, Usage(sqs_requests=2))
     assert journal.overhead() == Usage(sqs_requests=7)
 

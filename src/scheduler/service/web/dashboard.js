@@ -194,7 +194,8 @@ function renderFleet(fleet) {
   fleetSamples = fleetSamples.concat(fleet.samples.filter((s) => s.at > lastAt))
     .filter((s) => s.at > Date.now() / 1000 - FLEET_SECONDS);
   $("fleet-stack").textContent = `${fleet.stack}: up to ${fleet.max_workers} × ` +
-    `${fleet.instance_types.join(" or ")}${fleet.spot ? " (spot)" : ""}, ${fleet.slots_per_instance} slots each`;
+    `${fleet.instance_types.join(" or ")}${fleet.spot ? " (spot)" : ""}, ` +
+    `${fleet.slots_per_instance} slot${fleet.slots_per_instance === 1 ? "" : "s"} each`;
   const latest = fleetSamples[fleetSamples.length - 1];
   const counts = $("fleet-counts");
   counts.replaceChildren();
@@ -212,15 +213,18 @@ function renderFleet(fleet) {
 }
 
 function drawFleet(maxWorkers) {
+  // From the first sample kept (at least a minute, at most the hour) to now.
   const now = Date.now() / 1000;
+  const first = fleetSamples.length ? fleetSamples[0].at : now;
+  const span = Math.min(FLEET_SECONDS, Math.max(60, now - first));
   const top = Math.max(1, maxWorkers, ...fleetSamples.map((s) => s.desired));
-  const x = (at) => ((600 * (at - (now - FLEET_SECONDS))) / FLEET_SECONDS).toFixed(1);
-  const y = (n) => (118 - (n / top) * 116).toFixed(1);
+  const x = (at) => ((600 * (at - (now - span))) / span).toFixed(1);
+  const y = (n) => (114 - (n / top) * 108).toFixed(1); // off the frame, so 0 shows
   const line = (field) => fleetSamples.map((s) => `${x(s.at)},${y(s[field])}`).join(" ");
   $("fleet-chart").querySelector("polyline.in-service").setAttribute("points", line("in_service"));
   $("fleet-chart").querySelector("polyline.desired").setAttribute("points", line("desired"));
-  $("fleet-chart-scale").textContent = `instances in service (solid) and desired (dashed), top ${top}; ` +
-    `${fleetSamples.length} looks`;
+  $("fleet-chart-scale").textContent = `instances in service (solid) and desired (dashed), ` +
+    `last ${age(span)}, top ${top}; ${fleetSamples.length} looks`;
 }
 
 function openJob(jobId) {
