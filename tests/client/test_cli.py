@@ -92,6 +92,10 @@ def test_help_shows_every_default_and_no_type_tags() -> None:
         for tag in ("<str>", "<int", "<float", "<path>", "<bool>", "--no-"):
             assert tag not in shown.output, (name, tag)
         assert " ." not in shown.output, name  # no text cut out of a help line
+        usage = shown.output.splitlines()[0]
+        assert "{" not in usage, usage  # arguments as written, not in typer's braces
+    assert texts["run"].output.startswith("Usage: taskfleet run [OPTIONS] FILE...\n")
+    assert texts["retry"].output.startswith("Usage: taskfleet retry [OPTIONS] JOB\n")
     assert "default: (one per CPU core)" in texts["run"].output
     scheduler = " ".join(texts["scheduler"].output.split())  # however its lines wrap
     assert "default: (~/.local/state/taskfleet/journal.sqlite3)" in scheduler

@@ -10,13 +10,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
 if TYPE_CHECKING:
     from scheduler.summary import Summary
     from worker.workload import WorkloadCounts
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose usage line names its arguments as written (FILE..., JOB),
+    not in the braces typer puts around required ones."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # a click Context
+        pieces: list[str] = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
 
 app = typer.Typer(
     name="taskfleet",

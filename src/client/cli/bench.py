@@ -5,10 +5,10 @@ from typing import Annotated
 
 import typer
 
-from client.cli.app import Stack, app, fail
+from client.cli.app import Command, Stack, app, fail
 
 
-@app.command()
+@app.command(cls=Command)
 def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="A run of under a minute: small workloads, 1-2 workers.")

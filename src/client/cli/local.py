@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from client.cli.app import (
+    Command,
     Files,
     Output,
     PricePerInstanceHour,
@@ -24,7 +25,7 @@ from client.cli.app import (
 )
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     files: Files,
     workers: Workers = None,

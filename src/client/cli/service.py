@@ -9,6 +9,7 @@ import typer
 
 from client.cli.app import (
     DEFAULT_SCHEDULER,
+    Command,
     Files,
     Output,
     PricePerInstanceHour,
@@ -71,7 +72,7 @@ CaCert = Annotated[
         envvar="TASKFLEET_CA_CERT",
     ),
 ]
-JobId = Annotated[str, typer.Argument(help="A job id, as submit printed it.")]
+JobId = Annotated[str, typer.Argument(metavar="JOB", help="A job id, as submit printed it.")]
 
 
 @contextmanager
@@ -89,7 +90,7 @@ def connected(
         raise fail(str(error)) from error
 
 
-@app.command()
+@app.command(cls=Command)
 def scheduler(
     host: Annotated[
         str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
@@ -175,7 +176,7 @@ Hybrid = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=Command)
 def submit(
     files: Files,
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
@@ -198,7 +199,7 @@ def submit(
     finish(summary, summary_path)
 
 
-@app.command()
+@app.command(cls=Command)
 def retry(
     job: JobId,
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
@@ -312,7 +313,7 @@ def follow(
         report.update(bar, summary)
 
 
-@app.command()
+@app.command(cls=Command)
 def results(
     job: JobId,
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
@@ -332,9 +333,11 @@ def results(
             stream.flush()  # before waiting for more: a person may be watching the file
 
 
-@app.command()
+@app.command(cls=Command)
 def status(
-    job: Annotated[str | None, typer.Argument(help="A job id; all recent jobs if omitted.")] = None,
+    job: Annotated[
+        str | None, typer.Argument(metavar="JOB", help="A job id; all recent jobs if omitted.")
+    ] = None,
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,
     token: Token = None,
     token_file: TokenFile = None,
@@ -354,7 +357,7 @@ def status(
             console.print(line, markup=False, highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def cancel(
     job: JobId,
     scheduler: SchedulerUrl = DEFAULT_SCHEDULER,

@@ -5,11 +5,11 @@ from typing import Annotated
 
 import typer
 
-from client.cli.app import app, fail
+from client.cli.app import Command, app, fail
 from worker.contracts import Setting
 
 
-@app.command()
+@app.command(cls=Command)
 def worker(
     request_queue_url: Annotated[
         str | None,
