@@ -64,6 +64,26 @@ def test_run_mixed_workloads_from_two_files(workload: WriteWorkload) -> None:
     assert "done: 2006/2006 tasks, 2005 succeeded, 1 failed" in done.stderr
 
 
+def test_run_counts_the_cpu_its_workers_and_commands_used(
+    workload: WriteWorkload, tmp_path: Path
+) -> None:
+    busy = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"  # a shell counting: CPU
+    summary_path = tmp_path / "summary.json"
+    done = run_cli("run", workload(busy, "sleep 300"), "--summary", str(summary_path))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(summary_path.read_text())
+    records = records_of(done.stdout)
+    counting = next(r for r in records if r["line"] == 1)["duration_ms"] / 1000
+    # The counting shell's time was CPU time, most of it; the sleep's was not.
+    assert counting / 2 <= summary["cpu_seconds"] <= counting + 0.3
+    assert (summary["instance_seconds"], summary["aws_requests"], summary["cost_usd"]) == (
+        0.0,
+        0,
+        None,
+    )
+    assert "CPU-seconds on local workers" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
