@@ -359,7 +359,8 @@ def test_a_zombie_worker_paused_past_its_lease_is_ignored_when_it_wakes(
             worker.kill()
             worker.wait()
         batches = [decode_result_batch(body) for body in drain(resources.sqs, resources.responses)]
-        assert {b.worker for b in batches} == {heir_id}, trial  # the zombie's results dropped
+        # The zombie's results dropped (what it used it still reports, alone).
+        assert {b.worker for b in batches if b.results} == {heir_id}, trial
         reported = Counter(r.line for b in batches for r in b.results)
         lost += sum(1 for n in range(1, tasks + 1) if not reported[n])
         twice += sum(1 for count in reported.values() if count > 1)
