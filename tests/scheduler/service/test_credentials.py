@@ -10,8 +10,7 @@ from scheduler.service.credentials import (
 )
 
 TOKEN = "a-token-of-thirty-two-characters"
-CREDENTIALS = Credentials.for_token(TOKEN)
-SESSION = session_value(TOKEN)
+SESSION = session_value(TOKEN)  # made at import; the credentials in each test, as they run
 
 
 @pytest.mark.parametrize(
@@ -23,7 +22,7 @@ SESSION = session_value(TOKEN)
     ],
 )
 def test_the_token_or_its_session_lets_in(headers: dict[bytes, bytes]) -> None:
-    assert CREDENTIALS.shown_by(headers)
+    assert Credentials.for_token(TOKEN).shown_by(headers)
 
 
 @pytest.mark.parametrize(
@@ -44,7 +43,7 @@ def test_the_token_or_its_session_lets_in(headers: dict[bytes, bytes]) -> None:
     ],
 )
 def test_anything_else_is_refused(headers: dict[bytes, bytes]) -> None:
-    assert not CREDENTIALS.shown_by(headers)
+    assert not Credentials.for_token(TOKEN).shown_by(headers)
 
 
 def test_a_session_is_the_tokens_own_and_never_the_token() -> None:

@@ -142,6 +142,11 @@ def test_a_journal_of_an_earlier_version_is_upgraded(tmp_path: Path) -> None:
         " seq INTEGER, record BLOB, PRIMARY KEY (job, file_number, line)) WITHOUT ROWID"
     )
     old.execute("INSERT INTO jobs (id, state, created_at) VALUES ('a', 'done', 1.0)")
+    # Before job_files, a job's every file name was in jobs.files.
+    old.execute(
+        "INSERT INTO jobs (id, state, files, created_at)"
+        """ VALUES ('named', 'done', '["w.txt", "v.txt"]', 1.0)"""
+    )
     old.execute(
         "INSERT INTO jobs (id, state, total, finished, succeeded, created_at)"
         " VALUES ('old', 'cancelled', 3, 3, 1, 1.0)"
@@ -164,6 +169,8 @@ def test_a_journal_of_an_earlier_version_is_upgraded(tmp_path: Path) -> None:
         "lost": 0,
         "cancelled": 1,
     }
+    assert journal.job_files("named") == ["w.txt", "v.txt"]
+    assert journal.job("named").file_count == 2
     assert journal.job("old").usage == Usage()  # the usage columns are there, at zero
     journal.add_usage("old", Usage(sqs_requests=2))
     assert journal.job("old").usage.sqs_requests == 2
@@ -391,3 +398,48 @@ def test_the_slowest_finished_tasks_come_longest_first(journal: Journal) -> None
     journal.finish("a", 1, rows, seq=1)  # line 5 is still running
     slowest = [decode(record).line for record in journal.slowest("a", 3)]
     assert slowest == [2, 4, 1]
+
+
+def test_a_job_as_the_api_shows_it(journal: Journal) -> None:
+    journal.create_job("a", Placement.HYBRID, retries=2)
+    journal.add_tasks("a", [(1, 1, "sleep 1"), (1, 2, "exit 1"), (2, 1, "echo")])
+    journal.seal_job("a", ["w.txt", "v.txt"], 3)
+    journal.mark_dispatched("a", 1, [1, 2])
+    rows = [(1, Status.SUCCEEDED, timed_record(1, 10)), (2, Status.LOST, timed_record(2, 5))]
+    journal.finish("a", 1, rows, seq=1)
+    used = Usage(2.5, 10, 3, 1, 2048)
+    journal.add_usage("a", used)
+    journal.add_cpu_seconds("a", 0.25)
+    info = journal.job("a")
+    assert info.as_dict() == {
+        "job": "a",
+        "state": JobState.RUNNING,
+        "placement": "hybrid",
+        "files": ["w.txt", "v.txt"],
+        "file_count": 2,
+        "tasks": 3,
+        "finished": 1,  # the lost one waits for its retry
+        "succeeded": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "by_status": {"succeeded": 1, "failed": 0, "timed_out": 0, "lost": 0, "cancelled": 0},
+        "created_at": info.created_at,
+        "finished_at": None,
+        "retries": 2,
+        "instance_seconds": 2.5,
+        "aws_requests": 14,
+        "usage": {
+            "instance_seconds": 2.5,
+            "sqs_requests": 10,
+            "dynamodb_writes": 3,
+            "dynamodb_reads": 1,
+            "bytes_sent": 2048,
+        },
+        "cpu_seconds": 0.25,
+    }
+    assert time.time() - 60 < info.created_at <= time.time()
+    journal.cancel("a", seq=3)
+    ended = journal.job("a")
+    assert ended.finished_at is not None
+    assert ended.as_dict()["finished_at"] == ended.finished_at
+    assert ended.as_dict()["cancelled"] == 2  # the one waiting to retry, the one pending
