@@ -5,8 +5,6 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import msgspec
-
 from worker.result import Status
 from worker.usage import Usage
 
@@ -101,8 +99,6 @@ class Summary:
             "efficiency": round(self.efficiency, 4),
             "interrupted": self.interrupted,
             "cpu_seconds": round(self.cpu_seconds, 6),
-            "instance_seconds": round(self.usage.instance_seconds, 6),
-            "aws_requests": self.usage.aws_requests,
-            "usage": msgspec.structs.asdict(self.usage),
+            **self.usage.figures(),
             **self.costs,
         }

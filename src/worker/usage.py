@@ -74,6 +74,14 @@ class Usage(msgspec.Struct, gc=False, omit_defaults=True):
     def __bool__(self) -> bool:
         return self != Usage()
 
+    def figures(self) -> dict[str, object]:
+        """As ``--summary`` and the API show it."""
+        return {
+            "instance_seconds": round(self.instance_seconds, 6),
+            "aws_requests": self.aws_requests,
+            "usage": msgspec.structs.asdict(self),
+        }
+
 
 def sqs_units(payload_bytes: int) -> int:
     """Billed SQS requests for one call with this payload."""
@@ -111,7 +119,7 @@ class UsageMeter:
     def charged_to(self, job: str | None) -> Iterator[None]:
         """Charge this thread's calls, while in the block, to ``job`` (None: to
         nobody: the fleet's overhead)."""
-        earlier = getattr(self._context, "job", None)
+        earlier = self._job()
         self._context.job = job
         try:
             yield
@@ -139,8 +147,13 @@ class UsageMeter:
         with self._lock:
             return [job for job, usage in self._by_job.items() if job is not None and usage]
 
+    def _job(self) -> str | None:
+        """The job this thread's calls are charged to now."""
+        job: str | None = getattr(self._context, "job", None)
+        return job
+
     def _charge_call(self, usage: Usage) -> None:
-        self.charge(getattr(self._context, "job", None), usage)
+        self.charge(self._job(), usage)
         self._context.last = usage
 
     def last_call(self) -> Usage:
@@ -154,7 +167,7 @@ class UsageMeter:
 
     def _on_attempt(self, response: object = None, **_: Any) -> None:
         if response is None:  # no answer: take the attempt back
-            self.charge(getattr(self._context, "job", None), Usage() - self.last_call())
+            self.charge(self._job(), Usage() - self.last_call())
             self._context.last = Usage()
 
     def _on_sqs_received(self, parsed: dict[str, Any], **_: Any) -> None:
@@ -162,7 +175,7 @@ class UsageMeter:
         extra = sqs_units(received) - 1  # the call itself was counted as it was sent
         if extra:
             usage = Usage(sqs_requests=extra)
-            self.charge(getattr(self._context, "job", None), usage)
+            self.charge(self._job(), usage)
             self._context.last = self.last_call() + usage
 
     def _on_dynamodb_send(self, request: Any, event_name: str, **_: Any) -> None:

@@ -136,11 +136,11 @@ class LocalPool:
     def _reap(self) -> None:
         """Collect ended orphans, unless a worker may have died while starting a
         command: whether its command exists is told by what it left behind."""
+        self._next_reap = time.monotonic() + REAP_INTERVAL_SECONDS
         ended = ended_orphans(self._known())  # before the check: see orphans
         if any(w.position[2] == SPAWNING for w in self._workers.values()):
-            return  # (a live worker starting a command is seldom seen: try next time)
+            return  # (a live worker starting a command is seldom seen: next time)
         reap(ended)
-        self._next_reap = time.monotonic() + REAP_INTERVAL_SECONDS
 
     def _spawn(self) -> _Worker:
         self._spawned += 1

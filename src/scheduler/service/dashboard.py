@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -59,8 +59,6 @@ MAX_LISTED_TASKS = 200
 
 #: Largest login form accepted, in bytes.
 MAX_LOGIN_BYTES = 4096
-
-Run = Callable[..., Coroutine[Any, Any, Any]]
 
 
 class Service(Protocol):

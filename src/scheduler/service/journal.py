@@ -16,8 +16,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import msgspec
-
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.retries import attempted, check_retries, retry_delay, should_retry
 from scheduler.service.state import private_file
@@ -190,9 +188,7 @@ class JobInfo(NamedTuple):
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "retries": self.retries,
-            "instance_seconds": round(self.usage.instance_seconds, 6),
-            "aws_requests": self.usage.aws_requests,
-            "usage": msgspec.structs.asdict(self.usage),
+            **self.usage.figures(),
             "cpu_seconds": round(self.cpu_seconds, 6),
         }
 
