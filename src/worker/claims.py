@@ -12,19 +12,12 @@ tasks without recorded progress. A done bundle is never run again.
 import time
 from typing import Any, NamedTuple
 
-from botocore.exceptions import ClientError
-
 from worker.errors import DuplicateBundleError
 
 #: Seconds a done bundle's claim is kept, so a late duplicate is still recognised.
 DONE_RETENTION_SECONDS = 7 * 24 * 3600
 
 CLAIMED, DONE = "claimed", "done"
-
-
-def _conditional_failed(error: ClientError) -> bool:
-    code: str = error.response.get("Error", {}).get("Code", "")
-    return code == "ConditionalCheckFailedException"
 
 
 class Claim(NamedTuple):
@@ -82,16 +75,16 @@ class ClaimLedger:
                 },
                 ReturnValues="ALL_NEW",
             )
-        except ClientError as error:
-            if not _conditional_failed(error):
-                raise
+        except self.dynamodb.exceptions.ConditionalCheckFailedException as error:
+            # Held by another, or done. (The claim may also have expired, a week
+            # after it was made, in between: then it is gone.)
             item = self.dynamodb.get_item(
                 TableName=self.table, Key={"bundle": {"S": bundle_id}}, ConsistentRead=True
             ).get("Item", {})
             if item.get("state", {}).get("S") == DONE:
                 raise DuplicateBundleError(f"bundle {bundle_id} is done already") from error
             return None
-        return Claim(answer.get("Attributes", {}).get("done", {}).get("B", b""))
+        return Claim(answer["Attributes"].get("done", {}).get("B", b""))
 
     def progress(self, bundle_id: str, worker: str, done: bytes) -> bool:
         """Record which tasks have their results sent; False if the bundle was lost."""
@@ -132,8 +125,6 @@ class ClaimLedger:
                     **values,
                 },
             )
-        except ClientError as error:
-            if _conditional_failed(error):
-                return False
-            raise
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
         return True

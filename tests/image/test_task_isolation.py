@@ -13,7 +13,7 @@ import pytest
 
 from worker.bundle import Bundle, BundleTask, encode_bundle
 from worker.errors import WorkerConfigError
-from worker.execute import ShellRunner, TaskUser
+from worker.execute import TaskRunner, TaskUser, plan
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 FIREWALL = REPOSITORY / "image" / "task-firewall.nft"
@@ -38,18 +38,21 @@ def test_a_task_runs_as_its_user_with_a_clean_environment(
     needs_root_tools()
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-workers-own")
     monkeypatch.setenv("TASKFLEET_CLAIM_TABLE", "claims")
-    shell = ShellRunner(TaskUser.named(TASK_USER))
+    user = TaskUser.named(TASK_USER)
+    runner = TaskRunner(timeout=10, user=user)
+    line = "id -u; id -g; id -G; pwd; env"
     try:
-        outcome = shell.run("id -u; id -G; env", timeout=10)
+        outcome = runner.run(line, plan(line))
     finally:
-        shell.close()
+        runner.close()
     assert outcome.status == "succeeded", outcome
     lines = (outcome.stdout or "").splitlines()
     uid = int(lines[0])
     assert uid != 0
-    assert uid == TaskUser.named(TASK_USER).uid
-    assert "0" not in lines[1].split()  # no group of the worker's
-    environment = "\n".join(lines[2:])
+    assert (uid, int(lines[1])) == (user.uid, user.gid)
+    assert lines[2].split() == [str(user.gid)]  # no group of the worker's
+    assert lines[3] == user.home
+    environment = "\n".join(lines[4:])
     assert "AWS_" not in environment
     assert "TASKFLEET_" not in environment
     assert "HOME=" in environment

@@ -6,6 +6,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from worker.claims import DONE_RETENTION_SECONDS, Claim, ClaimLedger, is_done, progress_bitmap
@@ -79,3 +80,37 @@ def test_an_heir_learns_what_its_predecessor_had_sent(ledger: ClaimLedger) -> No
         index in (0, 2, 9) for index in range(10)
     ]
     assert not ledger.progress("b1", "i-a", sent)  # the first holder lost it
+
+
+def test_an_extended_lease_keeps_others_out(ledger: ClaimLedger) -> None:
+    assert ledger.claim("b1", "i-a", lease_seconds=0.2)
+    assert ledger.extend("b1", "i-a", lease_seconds=60)
+    time.sleep(0.3)  # past the first lease, well within the second
+    assert not ledger.claim("b1", "i-b", lease_seconds=60)
+
+
+def test_progress_bitmaps_at_a_bytes_edges() -> None:
+    assert progress_bitmap(set(range(8)), 8) == b"\xff"  # eight tasks, one byte
+    assert progress_bitmap({8}, 9) == b"\x00\x01"
+    assert [is_done(b"\x00\x01", index) for index in (0, 7, 8)] == [False, False, True]
+    assert not is_done(b"\xff", 8)  # past the bitmap: nothing recorded
+
+
+def test_a_claim_gone_between_a_refused_write_and_the_read_is_held_by_none() -> None:
+    # The write is refused (the claim is held, or done); the read after it finds no
+    # claim: it expired in between. Neither done nor this worker's.
+    client: Any = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        aws_access_key_id="stub",
+        aws_secret_access_key="stub",
+    )
+    with Stubber(client) as stub:
+        stub.add_client_error("update_item", "ConditionalCheckFailedException")
+        stub.add_response(
+            "get_item",
+            {},
+            {"TableName": "claims", "Key": {"bundle": {"S": "b1"}}, "ConsistentRead": True},
+        )
+        assert ClaimLedger(client, "claims").claim("b1", "i-a", lease_seconds=60) is None
+        stub.assert_no_pending_responses()

@@ -1,3 +1,5 @@
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -5,8 +7,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import is_running
-from worker.execute import Plan, ShellRunner, TaskRunner, plan, run_sleep
-from worker.result import OUTPUT_LIMIT_BYTES, Status
+from worker.execute import (
+    SPAWNING,
+    Plan,
+    ShellRunner,
+    TaskRunner,
+    TaskUser,
+    plan,
+    run_sleep,
+    wait_for_exit,
+)
+from worker.result import OUTPUT_LIMIT_BYTES, Outcome, Status
 
 
 def test_sleep_lasts_at_least_its_duration() -> None:
@@ -47,7 +58,7 @@ def test_shell_command_captures_output_and_exit_code(shell: ShellRunner) -> None
 def test_shell_success_and_spool_reuse(shell: ShellRunner) -> None:
     assert shell.run("printf long-output", timeout=10).stdout == "long-output"
     second = shell.run("printf x", timeout=10)
-    assert second.status is Status.SUCCEEDED
+    assert (second.status, second.exit_code, second.error) == (Status.SUCCEEDED, 0, None)
     assert second.stdout == "x"  # nothing left over from the first command
 
 
@@ -107,13 +118,150 @@ def test_plan_and_runner_report_invalid_lines_as_failed() -> None:
         outcome = runner.run("sleep -3", reason)
     finally:
         runner.close()
-    assert outcome.status is Status.FAILED
+    assert (outcome.status, outcome.exit_code) == (Status.FAILED, None)
     assert outcome.error == reason.refusal
+    # It never ran: it ends as it starts, now.
+    assert outcome.started_at == outcome.finished_at
+    assert time.time() - 60 < outcome.started_at <= time.time()
+    assert outcome.duration_ms == 0.0
+
+
+def assert_times_agree(outcome: Outcome, before: float) -> None:
+    """A record's start, end and duration tell one story: it started after
+    ``before``, ended by now, and lasted what its times say, in milliseconds
+    rounded to the microsecond."""
+    assert outcome.started_at is not None
+    assert before <= outcome.started_at <= outcome.finished_at <= time.time()
+    assert isinstance(outcome.duration_ms, float)
+    assert outcome.duration_ms == round(outcome.duration_ms, 3)
+    elapsed_ms = (outcome.finished_at - outcome.started_at) * 1000.0
+    assert outcome.duration_ms == pytest.approx(elapsed_ms, abs=0.005)
 
 
 def test_durations_are_rounded_to_the_microsecond(shell: ShellRunner) -> None:
-    for outcome in (run_sleep(1), shell.run("true", timeout=10)):
-        assert outcome.duration_ms == round(outcome.duration_ms, 3)
+    before = time.time()
+    for outcome in (run_sleep(1), run_sleep(60), shell.run("/bin/sleep 0.06", timeout=10)):
+        assert_times_agree(outcome, before)
+    assert run_sleep(60).duration_ms >= 60
+
+
+def test_a_task_runner_sleeps_in_process_and_runs_commands_with_its_time_limit() -> None:
+    heard: list[int] = []
+    runner = TaskRunner(timeout=1.0, on_command=heard.append)
+    try:
+        slept = runner.run("sleep 40", plan("sleep 40"))
+        assert heard == []  # no process for a sleep
+        ran = runner.run("echo hi", plan("echo hi"))
+        limited = runner.run("/bin/sleep 5", plan("/bin/sleep 5"))
+    finally:
+        runner.close()
+    assert (slept.status, slept.stdout) == (Status.SUCCEEDED, None)
+    assert slept.duration_ms >= 40
+    assert (ran.status, ran.stdout) == (Status.SUCCEEDED, "hi\n")
+    assert limited.status is Status.TIMED_OUT
+    assert limited.error == "killed after the time limit of 1 s"
+    # Before each command it hears that one is being started, then its pid.
+    assert len(heard) == 4
+    assert heard[0::2] == [SPAWNING, SPAWNING]
+    assert all(pid > 0 for pid in heard[1::2])
+
+
+def test_a_program_gone_since_it_was_looked_up_fails_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = tmp_path / "vanishing"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    runner = ShellRunner()
+    try:
+        assert runner.run("vanishing", timeout=10).status is Status.SUCCEEDED
+        program.unlink()  # the worker still knows where it was
+        before = time.time()
+        gone = runner.run("vanishing", timeout=10)
+    finally:
+        runner.close()
+    assert (gone.status, gone.exit_code, gone.stdout, gone.truncated) == (
+        Status.FAILED,
+        None,
+        None,
+        False,
+    )
+    assert "No such file or directory" in (gone.error or "")
+    assert_times_agree(gone, before)
+
+
+def test_a_task_users_programs_are_found_on_its_own_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = tmp_path / "only-on-the-workers-path"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    user = TaskUser(65534, 65534, "/", {"PATH": "/usr/bin:/bin"})
+    as_worker, as_user = ShellRunner(), ShellRunner(user)
+    try:
+        assert as_worker.argv(program.name) == (str(program), [program.name])
+        # Not on the user's PATH: the shell runs the line, and says it is not found.
+        assert as_user.argv(program.name)[0] == "/bin/sh"
+        assert Path(as_user.argv("ls")[0]).parent in (Path("/usr/bin"), Path("/bin"))
+    finally:
+        as_worker.close()
+        as_user.close()
+
+
+def test_output_that_is_not_utf8_is_kept_with_replacement_characters(
+    shell: ShellRunner,
+) -> None:
+    outcome = shell.run("printf 'a\\377b'; printf 'c\\376' >&2", timeout=10)
+    assert (outcome.stdout, outcome.stderr) == ("a\ufffdb", "c\ufffd")
+
+
+def test_a_shell_line_runs_as_sh_and_its_errors_say_so(shell: ShellRunner) -> None:
+    outcome = shell.run("echo $0; no-such-program-here;", timeout=10)
+    assert outcome.stdout == "/bin/sh\n"
+    assert (outcome.stderr or "").startswith("/bin/sh:")
+
+
+def test_a_command_reads_nothing_from_its_workers_stdin(shell: ShellRunner) -> None:
+    # The worker's stdin (here a pipe with a line in it, left open) is not the task's.
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"the worker's own input\n")
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        outcome = shell.run("cat", timeout=2)
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+    assert (outcome.status, outcome.stdout) == (Status.SUCCEEDED, "")
+
+
+def test_killing_with_nothing_running_does_nothing(shell: ShellRunner) -> None:
+    shell.kill_current()  # a stop before the first command
+    assert shell.run("true", timeout=10).status is Status.SUCCEEDED
+    shell.kill_current()  # a stop between commands
+    assert shell.current is None
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "without-pidfd"])
+def test_waiting_for_a_command_ends_as_popen_wait_does(
+    pidfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not pidfd:  # an older kernel: Popen's own wait
+        monkeypatch.delattr(os, "pidfd_open")
+    slow = subprocess.Popen(["/bin/sleep", "3"])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired) as raised:
+            wait_for_exit(slow, 0.1)
+        assert (raised.value.cmd, raised.value.timeout) == (slow.args, 0.1)
+    finally:
+        slow.kill()
+        slow.wait()
+    quick = subprocess.Popen(["/bin/sh", "-c", "exit 3"])
+    assert wait_for_exit(quick, 10) == 3
+    assert wait_for_exit(subprocess.Popen(["/bin/true"]), None) == 0
 
 
 @pytest.mark.parametrize(

@@ -59,3 +59,5 @@ def test_cookies_are_read_by_exact_name() -> None:
     assert cookie_of(header, "a") == b"1"
     assert cookie_of(b"taskfleet_session_old=abc", SESSION_COOKIE) is None
     assert cookie_of(b"", SESSION_COOKIE) is None
+    # A value may itself hold "=" (base64 padding, say): it is kept whole.
+    assert cookie_of(b"theme=dark; pad=YQ==", "pad") == b"YQ=="

@@ -2,6 +2,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ def test_uploading_jobs_are_invisible_until_sealed(journal: Journal) -> None:
     journal.seal_job("a", ["w.txt"], 1)
     (info,) = journal.active_jobs()
     assert (info.id, info.state, info.total, info.files) == ("a", JobState.QUEUED, 1, ["w.txt"])
+    assert journal.jobs() == [info]
 
 
 def test_pending_tasks_come_one_file_at_a_time_in_order(journal: Journal) -> None:
@@ -180,7 +182,18 @@ def test_a_journal_of_an_earlier_version_is_upgraded(tmp_path: Path) -> None:
     journal.mark_dispatched("b", 1, [1])
     journal.finish("b", 1, [(1, Status.FAILED, result_record(1, Status.FAILED, 1))], seq=1)
     assert journal.next_retry("b") is not None
+    # The same columns, of the same types, as a journal made new.
+    fresh = Journal(tmp_path / "new.sqlite3")
+    for table in ("jobs", "tasks"):
+        assert columns_of(journal, table) == columns_of(fresh, table)
+    fresh.close()
     journal.close()
+
+
+def columns_of(journal: Journal, table: str) -> set[tuple[str, str, int, object]]:
+    """A table's columns: name, declared type, NOT NULL, default."""
+    rows = journal.db.execute(f"PRAGMA table_info({table})").fetchall()
+    return {(name, kind, notnull, default) for _, name, kind, notnull, default, _ in rows}
 
 
 def test_unknown_job_is_an_error(journal: Journal) -> None:
@@ -443,3 +456,87 @@ def test_a_job_as_the_api_shows_it(journal: Journal) -> None:
     assert ended.finished_at is not None
     assert ended.as_dict()["finished_at"] == ended.finished_at
     assert ended.as_dict()["cancelled"] == 2  # the one waiting to retry, the one pending
+
+
+def test_failed_counts_every_task_that_ran_and_did_not_succeed(journal: Journal) -> None:
+    job_with(journal, "a", [(1, n, "x") for n in range(1, 6)], ["w.txt"])
+    journal.mark_dispatched("a", 1, [1, 2, 3, 4])
+    statuses = [Status.FAILED, Status.TIMED_OUT, Status.LOST, Status.LOST]
+    rows = [(n, status, result_record(n, status, None)) for n, status in enumerate(statuses, 1)]
+    journal.finish("a", 1, rows, seq=1)
+    journal.add_cpu_seconds("a", 0.1234567)
+    shown = journal.job("a").as_dict()
+    assert (shown["failed"], shown["cancelled"], shown["finished"]) == (4, 0, 4)
+    assert shown["cpu_seconds"] == 0.123457  # to the microsecond
+
+
+def test_a_journal_serves_every_thread(journal: Journal) -> None:
+    # The service's request handlers and its dispatcher share one journal.
+    job_with(journal, "a", [(1, 1, "x")], ["w.txt"])
+    with ThreadPoolExecutor(1) as other:
+        assert other.submit(lambda: journal.job("a").id).result() == "a"
+
+
+def test_a_cancelled_job_whose_task_was_running_has_it_lost_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite3"
+    before = Journal(path)
+    job_with(before, "a", [(1, 1, "x"), (1, 2, "y")], ["w.txt"])
+    before.mark_dispatched("a", 1, [1])
+    before.cancel("a", seq=1)  # line 2 is cancelled; line 1 was running
+    before.close()
+    after = Journal(path)
+    after.recover(fleet=False)
+    records = {decode(r).line: decode(r) for _, r in after.results_page("a", 0, 10)}
+    assert {line: r.status for line, r in records.items()} == {
+        1: Status.LOST,
+        2: Status.CANCELLED,
+    }
+    assert records[1].error == (
+        "the scheduler stopped while the task was running; it may or may not have run"
+    )
+    assert after.job("a").finished == 2
+    after.close()
+
+
+def test_a_task_that_fails_every_attempt_is_stored_after_its_last(journal: Journal) -> None:
+    journal.create_job("b", retries=1)
+    journal.add_tasks("b", [(1, 1, "exit 4")])
+    journal.seal_job("b", ["w"], 1)
+    journal.mark_dispatched("b", 1, [1])
+    failed = [(1, Status.FAILED, result_record(1, Status.FAILED, 4))]
+    assert journal.finish("b", 1, failed, seq=1) == 1  # sent back for its retry
+    journal.mark_retries_dispatched("b", 1, [1], DISPATCHED)
+    assert journal.finish("b", 1, failed, seq=1) == 2  # no retry left: stored
+    ((_, stored),) = journal.results_page("b", 0, 10)
+    final = decode(stored)
+    assert (final.status, final.attempt, final.earlier_exit_codes) == (Status.FAILED, 2, (4,))
+
+
+def test_results_for_no_task_of_the_journal_are_not_taken(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x")], ["w.txt"])
+    assert journal.finish_sent("a", 1, [], seq=7) == (7, 0)
+    stranger = [(1, "x", Status.SUCCEEDED, record(1))]
+    assert journal.finish_sent("no-such-job", 1, stranger, seq=7) == (7, 0)
+
+
+def test_cancelled_records_name_their_own_file(journal: Journal) -> None:
+    job_with(journal, "a", [(1, 1, "x"), (2, 1, "y"), (3, 1, "z")], ["f1", "f2", "f3"])
+    journal.cancel("a", seq=1)
+    records = [decode(r) for _, r in journal.results_page("a", 0, 10)]
+    assert [(r.file, r.task) for r in records] == [("f1", "x"), ("f2", "y"), ("f3", "z")]
+
+
+def test_a_page_of_results_stops_once_it_reaches_its_size(journal: Journal) -> None:
+    job_with(journal, "a", [(1, n, "x") for n in range(1, 6)], ["w.txt"])
+    journal.mark_dispatched("a", 1, [1, 2, 3, 4, 5])
+    journal.finish("a", 1, [(n, Status.SUCCEEDED, record(n)) for n in range(1, 6)], seq=1)
+    size = len(record(1))  # every record here is as long
+    assert [seq for seq, _ in journal.results_page("a", 0, 10, max_bytes=2 * size)] == [1, 2]
+    assert [seq for seq, _ in journal.results_page("a", 0, 10, max_bytes=2 * size + 1)] == [
+        1,
+        2,
+        3,
+    ]
+    assert len(journal.results_page("a", 0, 10, max_bytes=10**6)) == 5
