@@ -1,4 +1,5 @@
 import os
+import pwd
 import subprocess
 import time
 from collections.abc import Iterator
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import is_running
+from worker.contracts import TOKEN_VARIABLE
+from worker.errors import WorkerConfigError
 from worker.execute import (
     SPAWNING,
     Plan,
@@ -14,7 +17,9 @@ from worker.execute import (
     TaskRunner,
     TaskUser,
     plan,
+    precise_sleep,
     run_sleep,
+    scrub_secrets,
     wait_for_exit,
 )
 from worker.result import OUTPUT_LIMIT_BYTES, Outcome, Status
@@ -30,6 +35,13 @@ def test_sleep_lasts_at_least_its_duration() -> None:
     assert outcome.duration_ms >= 30.0
     assert outcome.started_at is not None
     assert outcome.finished_at >= outcome.started_at + 0.030
+
+
+def test_a_sleep_does_not_burn_a_core() -> None:
+    # It sleeps in the kernel and watches the clock only for its last moment.
+    used = time.process_time()
+    precise_sleep(0.3)
+    assert time.process_time() - used < 0.05
 
 
 def test_sleep_zero_does_not_sleep() -> None:
@@ -308,3 +320,79 @@ def test_a_program_run_without_the_shell_behaves_as_with_it(tmp_path: Path) -> N
     assert direct.exit_code == 2
     assert (missing.exit_code, missing.status) == (127, Status.FAILED)
     assert "not found" in (missing.stderr or "")
+
+
+def test_no_task_inherits_the_service_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_VARIABLE, "a-secret-token")
+    monkeypatch.setenv("TASKFLEET_OTHER", "kept")
+    scrub_secrets()
+    assert TOKEN_VARIABLE not in os.environ
+    scrub_secrets()  # again, with nothing to drop
+    runner = ShellRunner()
+    try:
+        seen = runner.run("env", timeout=10).stdout or ""
+    finally:
+        runner.close()
+    assert "a-secret-token" not in seen
+    assert "TASKFLEET_OTHER=kept" in seen
+
+
+class Accounts:
+    """Stand-in for the system's accounts: ``name`` with ``uid`` and ``home``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, worker_is_root: bool = True) -> None:
+        self.entries: dict[str, pwd.struct_passwd] = {}
+        monkeypatch.setattr(pwd, "getpwnam", self.getpwnam)
+        monkeypatch.setattr(os, "geteuid", lambda: 0 if worker_is_root else 1000)
+
+    def add(self, name: str, uid: int, home: Path | str) -> None:
+        fields = (name, "x", uid, uid + 100, "", str(home), "/bin/bash")
+        self.entries[name] = pwd.struct_passwd(fields)
+
+    def getpwnam(self, name: str) -> pwd.struct_passwd:
+        return self.entries[name]
+
+
+def test_a_task_user_gets_a_clean_environment_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts = Accounts(monkeypatch)
+    accounts.add("builder", 1, tmp_path)
+    accounts.add("homeless", 2, tmp_path / "gone")
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    assert TaskUser.named("builder") == TaskUser(
+        1,
+        101,
+        str(tmp_path),
+        {
+            "HOME": str(tmp_path),
+            "USER": "builder",
+            "LOGNAME": "builder",
+            "SHELL": "/bin/sh",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "de_DE.UTF-8",
+        },
+    )
+    monkeypatch.delenv("LANG")
+    homeless = TaskUser.named("homeless")
+    assert (homeless.home, homeless.environment["HOME"]) == ("/", "/")  # its home is missing
+    assert homeless.environment["LANG"] == "C.UTF-8"
+
+
+def test_a_task_user_must_exist_and_not_be_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts = Accounts(monkeypatch)
+    accounts.add("root", 0, tmp_path)
+    with pytest.raises(WorkerConfigError, match=r"^--task-user: no user 'nobody-here' on this"):
+        TaskUser.named("nobody-here")
+    with pytest.raises(WorkerConfigError, match=r"^--task-user: 'root' is root; tasks need their"):
+        TaskUser.named("root")
+
+
+def test_only_a_worker_run_as_root_can_switch_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Accounts(monkeypatch, worker_is_root=False).add("builder", 1, tmp_path)
+    with pytest.raises(WorkerConfigError, match=r"^--task-user: only a worker run as root can"):
+        TaskUser.named("builder")

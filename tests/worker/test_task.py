@@ -9,6 +9,8 @@ from worker.task import (
     check_line,
     decode_task_line,
     encode_task_lines,
+    is_task_line,
+    new_job_id,
     task_id,
 )
 
@@ -70,3 +72,17 @@ def test_a_task_line_number_out_of_range_is_refused(line: int) -> None:
 
 def test_a_line_of_exactly_the_longest_length_is_a_task() -> None:
     assert check_line("x" * MAX_LINE_CHARS) is None  # a command, not refused
+
+
+@pytest.mark.parametrize(
+    ("text", "is_task"),
+    [("sleep 1", True), ("echo '#' x", True), ("", False), ("# a comment", False), ("#", False)],
+)
+def test_blank_lines_and_comments_carry_no_task(text: str, is_task: bool) -> None:
+    assert is_task_line(text) is is_task
+
+
+def test_job_ids_are_short_random_hex() -> None:
+    ids = {new_job_id() for _ in range(50)}
+    assert len(ids) == 50
+    assert all(len(job_id) == 8 and int(job_id, 16) >= 0 for job_id in ids)

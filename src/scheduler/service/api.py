@@ -58,6 +58,7 @@ from worker.task import (
     MAX_LINE_CHARS,
     check_line,
     decode_task_line,
+    is_task_line,
     new_job_id,
 )
 
@@ -419,7 +420,7 @@ def parse_upload_line(
         check_line(text)
     except TaskLineError as bad:
         raise UploadError(400, f"{task.file}:{task.line}: {bad}") from bad
-    if not text or text.startswith("#"):
+    if not is_task_line(text):
         raise UploadError(400, f"{task.file}:{task.line}: not a task (blank or a comment)")
     number_of_file = files.get(task.file)
     if number_of_file is None:

@@ -540,3 +540,28 @@ def test_a_page_of_results_stops_once_it_reaches_its_size(journal: Journal) -> N
         3,
     ]
     assert len(journal.results_page("a", 0, 10, max_bytes=10**6)) == 5
+
+
+def test_a_jobs_progress_and_its_records_by_status(journal: Journal) -> None:
+    job_with(journal, "a", [(1, n, "x") for n in range(1, 5)], ["w.txt"])
+    assert journal.progress("a") == (JobState.QUEUED, 0, 4)
+    journal.mark_dispatched("a", 1, [1, 2, 3])
+    statuses = {1: Status.FAILED, 2: Status.SUCCEEDED, 3: Status.FAILED}
+    rows = [(n, status, result_record(n, status, 1)) for n, status in statuses.items()]
+    journal.finish("a", 1, rows, seq=1)
+    assert journal.progress("a") == (JobState.RUNNING, 3, 4)
+    failed = journal.records_with_status("a", Status.FAILED, 10)
+    assert [decode(r).line for r in failed] == [1, 3]  # in the order they arrived
+    assert [decode(r).line for r in journal.records_with_status("a", Status.FAILED, 1)] == [1]
+    assert journal.records_with_status("a", Status.LOST, 10) == []
+    with pytest.raises(JobNotFoundError, match="no job 'nope'"):
+        journal.progress("nope")
+
+
+def test_the_jobs_list_holds_the_hundred_newest(journal: Journal) -> None:
+    for n in range(101):
+        job_with(journal, f"job{n}", [(1, 1, "x")], ["w.txt"])
+    listed = journal.jobs()
+    assert len(listed) == 100
+    assert "job0" not in {info.id for info in listed}  # the oldest
+    assert len(journal.jobs(limit=3)) == 3
