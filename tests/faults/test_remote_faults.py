@@ -61,19 +61,18 @@ class FlakyProxy:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = 0  # a free one, taken as the first listener binds
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self.restore()
 
     def restore(self) -> None:
+        """Listen (again, after a cut: on the same port, where clients reconnect)."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
+        self.port = listener.getsockname()[1]
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()

@@ -107,19 +107,20 @@ def test_an_attempt_that_got_no_answer_is_not_billed() -> None:
     from botocore.config import Config
     from botocore.exceptions import EndpointConnectionError
 
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    client: Any = boto3.client(
-        "sqs",
-        region_name="us-east-1",
-        endpoint_url=f"http://127.0.0.1:{port}",  # nothing listens
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1),
-    )
-    meter = UsageMeter()
-    meter.watch(client)
-    with pytest.raises(EndpointConnectionError), meter.charged_to("job-a"):
-        client.send_message(QueueUrl=f"http://127.0.0.1:{port}/1/q", MessageBody="lost")
+    with socket.socket() as bound:
+        # Bound and never listening: the port stays this test's, and refuses.
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        client: Any = boto3.client(
+            "sqs",
+            region_name="us-east-1",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1),
+        )
+        meter = UsageMeter()
+        meter.watch(client)
+        with pytest.raises(EndpointConnectionError), meter.charged_to("job-a"):
+            client.send_message(QueueUrl=f"http://127.0.0.1:{port}/1/q", MessageBody="lost")
     assert meter.take("job-a") == Usage()

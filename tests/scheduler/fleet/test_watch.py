@@ -25,12 +25,25 @@ def watch_of(fleet: StandInFleet, busy: bool = False) -> FleetWatch:
     return FleetWatch(cast(RemoteFleet, fleet), lambda: busy, interval=0.02)
 
 
+class Busy:
+    """Whether bundles are out (never, here), counting how often it is asked: each
+    question is a turn the watch had to look."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return False
+
+
 def test_it_looks_only_while_watched_or_busy() -> None:
     fleet = StandInFleet()
-    watch = watch_of(fleet)
+    busy = Busy()
+    watch = FleetWatch(cast(RemoteFleet, fleet), busy, interval=0.02)
     watch.start()
     try:
-        time.sleep(0.2)
+        wait_for(lambda: busy.asked >= 5, timeout=5)
         assert fleet.looks == 0  # nobody looks, nothing is out: no request made
         watch.want()
         wait_for(lambda: len(watch.samples()) >= 3, timeout=5)
