@@ -9,6 +9,7 @@ program with the same arguments, a fifth less time for a quick command.
 """
 
 import contextlib
+import math
 import os
 import pwd
 import re
@@ -165,7 +166,11 @@ class ShellRunner:
             self._programs[name] = shutil.which(name, path=self._search_path)
         return self._programs[name]
 
-    def run(self, command: str, timeout: float | None) -> Outcome:
+    def run(
+        self, command: str, timeout: float | None, meanwhile: Callable[[], None] | None = None
+    ) -> Outcome:
+        """Run a command to its end or its time limit; ``meanwhile`` is called every
+        MEANWHILE_SECONDS while it runs (see ``wait_for_exit``)."""
         for spool in (self._stdout, self._stderr):
             spool.seek(0)
             spool.truncate()
@@ -198,7 +203,7 @@ class ShellRunner:
         if self.on_command is not None:
             self.on_command(self.current.pid)
         try:
-            exit_code: int | None = wait_for_exit(self.current, timeout)
+            exit_code: int | None = wait_for_exit(self.current, timeout, meanwhile)
             status = Status.SUCCEEDED if exit_code == 0 else Status.FAILED
             error = None if exit_code == 0 else f"exit code {exit_code}"
         except subprocess.TimeoutExpired:
@@ -223,24 +228,48 @@ class ShellRunner:
         )
 
 
-def wait_for_exit(process: "subprocess.Popen[bytes]", timeout: float | None) -> int:
+def wait_for_exit(
+    process: "subprocess.Popen[bytes]",
+    timeout: float | None,
+    meanwhile: Callable[[], None] | None = None,
+) -> int:
     """The process's exit code, once it exits; ``subprocess.TimeoutExpired`` after
     ``timeout`` seconds. ``Popen.wait(timeout)`` polls with sleeps of 0.5 ms and
-    more, which was most of what a quick command cost; a pidfd wakes this at once."""
-    if timeout is None:
+    more, which was most of what a quick command cost; a pidfd wakes this at once.
+
+    ``meanwhile`` is called every MEANWHILE_SECONDS while the process runs (a
+    worker sends what finished before a long command; not on kernels before
+    Linux 5.3, which have no pidfd)."""
+    if timeout is None and meanwhile is None:
         return process.wait()
     try:
         pidfd = os.pidfd_open(process.pid)
     except (AttributeError, OSError):  # not Linux 5.3+: poll as subprocess does
         return process.wait(timeout)
+    began = time.monotonic()
     try:
         watch = select.poll()
         watch.register(pidfd, select.POLLIN)
-        if not watch.poll(timeout * 1000):
-            raise subprocess.TimeoutExpired(process.args, timeout)
+        while not watch.poll(_poll_ms(began, timeout, meanwhile is not None)):
+            if timeout is not None and time.monotonic() - began >= timeout:
+                raise subprocess.TimeoutExpired(process.args, timeout)
+            if meanwhile is not None:
+                meanwhile()
     finally:
         os.close(pidfd)
     return process.wait()
+
+
+#: How often ``wait_for_exit`` calls its ``meanwhile`` while a command runs.
+MEANWHILE_SECONDS = 0.5
+
+
+def _poll_ms(began: float, timeout: float | None, meanwhile: bool) -> float | None:
+    """How long one poll may wait, in milliseconds (None: until the process exits)."""
+    wait = MEANWHILE_SECONDS if meanwhile else math.inf
+    if timeout is not None:
+        wait = min(wait, max(0.0, began + timeout - time.monotonic()))
+    return None if wait == math.inf else wait * 1000
 
 
 def _read_spool(spool: BinaryIO) -> tuple[str, bool]:
@@ -319,14 +348,15 @@ class TaskRunner:
         self.timeout = timeout
         self.shell = ShellRunner(user, on_command)
 
-    def run(self, text: str, planned: Plan) -> Outcome:
-        """Run one task line, given ``plan(text)``."""
+    def run(self, text: str, planned: Plan, meanwhile: Callable[[], None] | None = None) -> Outcome:
+        """Run one task line, given ``plan(text)``; ``meanwhile`` is called every
+        MEANWHILE_SECONDS while a command runs."""
         if planned.sleep_ms is not None:
             return run_sleep(planned.sleep_ms)
         if planned.refusal is not None:
             now = time.time()
             return Outcome(Status.FAILED, None, now, now, 0.0, error=planned.refusal)
-        return self.shell.run(text, self.timeout)
+        return self.shell.run(text, self.timeout, meanwhile)
 
     def close(self) -> None:
         self.shell.close()

@@ -26,6 +26,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -41,6 +43,11 @@ PR_SET_PDEATHSIG = 1
 
 #: A chunk that is still running reports its finished tasks this often.
 FLUSH_SECONDS = 0.5
+
+#: A sleep this long (ms) is not started before the tasks finished ahead of it
+#: are reported, so their records do not wait for it. (A command that runs on
+#: past MEANWHILE_SECONDS has them sent while it runs.)
+LONG_SLEEP_MS = int(FLUSH_SECONDS * 1000)
 
 
 class Chunk(NamedTuple):
@@ -189,33 +196,75 @@ def run_chunk(
     sequence = tracking.started.value
     position = tracking.position
     log_sleep, log_outcome = tracking.log.sleeps_of(sequence), tracking.log.outcome
+    reporter = ChunkReporter(reports, worker, chunk, tracking)
     for index, text in enumerate(texts):
         position[1] = index  # before it starts: from here a death may cut it off
         how = plans[text]
         if type(how) is int:
-            began = clock()
             if how:
+                if how >= LONG_SLEEP_MS and finished:  # what finished before it goes first
+                    last_flush = reporter.send(first, finished, last_flush)
+                    first, finished = first + len(finished), []
+                began = clock()
                 precise_sleep(how / 1000.0)
+            else:
+                began = clock()
             ended = clock()
             log_sleep(index, began, ended)
             finished.append((began, ended))
         else:
+            # What finished before it is sent if it runs on past MEANWHILE_SECONDS.
+            early = (
+                SendOnce(partial(reporter.send, first, finished, last_flush)) if finished else None
+            )
             # position[2]: 0 until its command is started (then SPAWNING, then
             # its pid: note_command), and 0 again once its outcome is logged.
-            outcome = runner.run(text, cast(Plan, how))  # not an int: a Plan
+            outcome = runner.run(text, cast(Plan, how), early)  # not an int: a Plan
             log_outcome(sequence, index, outcome)
             position[2] = 0  # after its outcome is logged: it is never run again
+            if early is not None and early.at:
+                first, finished, last_flush = first + len(finished), [], early.at
             finished.append(outcome)
         now = time.perf_counter()
         if now - last_flush >= FLUSH_SECONDS and first + len(finished) < total:
-            progress = report(worker, chunk, first, finished, now - last_flush, done=False)
-            reports.send(progress._replace(cpu_seconds=tracking.cpu.lap()))
-            first += len(finished)
-            finished = []
-            last_flush = now
-    busy = time.perf_counter() - last_flush
-    progress = report(worker, chunk, first, finished, busy, done=True)
-    reports.send(progress._replace(cpu_seconds=tracking.cpu.lap()))
+            last_flush = reporter.send(first, finished, last_flush)
+            first, finished = first + len(finished), []
+    reporter.send(first, finished, last_flush, done=True)
+
+
+class ChunkReporter:
+    """Sends the reports of one chunk: of the tasks finished so far, and the last."""
+
+    def __init__(
+        self, reports: ReportChannel, worker: str, chunk: Chunk, tracking: Tracking
+    ) -> None:
+        self.reports = reports
+        self.worker = worker
+        self.chunk = chunk
+        self.cpu = tracking.cpu
+
+    def send(
+        self, first: int, finished: list[Outcome | SleepSpan], since: float, done: bool = False
+    ) -> float:
+        """Report ``finished`` (from task ``first``; the last report went at
+        ``since``); return when this one went (perf_counter)."""
+        now = time.perf_counter()
+        progress = report(self.worker, self.chunk, first, finished, now - since, done=done)
+        self.reports.send(progress._replace(cpu_seconds=self.cpu.lap()))
+        return now
+
+
+class SendOnce:
+    """A report sent on the first call (``at``: when; 0.0 until then): what a
+    command's wait calls, every MEANWHILE_SECONDS, while it runs."""
+
+    def __init__(self, send: Callable[[], float]) -> None:
+        self.send = send
+        self.at = 0.0
+
+    def __call__(self) -> None:
+        if not self.at:
+            self.at = self.send()
 
 
 def report(

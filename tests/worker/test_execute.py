@@ -396,3 +396,27 @@ def test_only_a_worker_run_as_root_can_switch_users(
     Accounts(monkeypatch, worker_is_root=False).add("builder", 1, tmp_path)
     with pytest.raises(WorkerConfigError, match=r"^--task-user: only a worker run as root can"):
         TaskUser.named("builder")
+
+
+def test_a_long_commands_wait_calls_meanwhile_while_it_runs(tmp_path: Path) -> None:
+    # The command runs until something is done meanwhile.
+    mark = tmp_path / "meanwhile"
+    calls: list[float] = []
+
+    def meanwhile() -> None:
+        calls.append(time.monotonic())
+        mark.touch()
+
+    runner = ShellRunner()
+    try:
+        waits = runner.run(
+            f"while [ ! -e {mark} ]; do sleep 0.05; done", timeout=20, meanwhile=meanwhile
+        )
+        limited = runner.run("/bin/sleep 5", timeout=1.2, meanwhile=lambda: None)
+    finally:
+        runner.close()
+    assert waits.status is Status.SUCCEEDED
+    assert len(calls) == 1
+    # The time limit holds with calls in between.
+    assert limited.status is Status.TIMED_OUT
+    assert 1.2 <= limited.duration_ms / 1000 < 10

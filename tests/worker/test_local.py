@@ -105,6 +105,52 @@ def test_a_long_chunk_reports_before_it_ends(monkeypatch: Any, tracking: Trackin
     ]
 
 
+class MarkingPipe(RecordingPipe):
+    """Records reports, and creates ``mark`` when one comes before its chunk's end."""
+
+    def __init__(self, mark: Path) -> None:
+        super().__init__()
+        self.mark = mark
+
+    def send(self, message: Any) -> None:
+        super().send(message)
+        if not message.done:
+            self.mark.touch()
+
+
+def test_what_finished_before_a_long_command_is_reported_while_it_runs(
+    tracking: Tracking, tmp_path: Path
+) -> None:
+    # The long command runs until the report of the two before it has been sent.
+    mark = tmp_path / "reported"
+    waits = f"while [ ! -e {mark} ]; do sleep 0.05; done"
+    pipe = MarkingPipe(mark)
+    chunk = Chunk(
+        1, "j", 1, "w.txt", TaskBatch([1, 2, 3, 4], ["sleep 0", "echo quick", waits, "sleep 0"])
+    )
+    runner = TaskRunner(timeout=20)
+    try:
+        run_chunk(pipe, "w", chunk, runner, tracking)
+    finally:
+        runner.close()
+    reports: list[ChunkReport] = pipe.sent
+    assert [(r.first, r.size, r.done) for r in reports] == [(0, 2, False), (2, 2, True)]
+    records = [json.loads(line) for line in reports[1].records.splitlines()]
+    assert records[0]["status"] == "succeeded"  # it saw the report, and ended
+
+
+def test_what_finished_before_a_long_sleep_is_reported_first(tracking: Tracking) -> None:
+    pipe = RecordingPipe()
+    chunk = Chunk(1, "j", 1, "w.txt", TaskBatch([1, 2, 3], ["echo quick", "sleep 0", "sleep 600"]))
+    runner = TaskRunner(timeout=None)
+    try:
+        run_chunk(pipe, "w", chunk, runner, tracking)
+    finally:
+        runner.close()
+    reports: list[ChunkReport] = pipe.sent
+    assert [(r.first, r.size, r.done) for r in reports] == [(0, 2, False), (2, 1, True)]
+
+
 def test_lost_results_cover_the_rest_of_a_chunk() -> None:
     chunk = Chunk(1, "j", 1, "w.txt", TaskBatch([1, 2, 3], ["a", "b", "c"]))
     lost = lost_results(chunk, 1, "worker died")
