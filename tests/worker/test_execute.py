@@ -178,13 +178,19 @@ def test_a_task_runner_sleeps_in_process_and_runs_commands_with_its_time_limit()
     assert all(pid > 0 for pid in heard[1::2])
 
 
+def program_on_path(name: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A program that succeeds, in ``folder``, put first on this process's PATH."""
+    program = folder / name
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return program
+
+
 def test_a_program_gone_since_it_was_looked_up_fails_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    program = tmp_path / "vanishing"
-    program.write_text("#!/bin/sh\nexit 0\n")
-    program.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    program = program_on_path("vanishing", tmp_path, monkeypatch)
     runner = ShellRunner()
     try:
         assert runner.run("vanishing", timeout=10).status is Status.SUCCEEDED
@@ -206,10 +212,7 @@ def test_a_program_gone_since_it_was_looked_up_fails_and_says_why(
 def test_a_task_users_programs_are_found_on_its_own_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    program = tmp_path / "only-on-the-workers-path"
-    program.write_text("#!/bin/sh\n")
-    program.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    program = program_on_path("only-on-the-workers-path", tmp_path, monkeypatch)
     user = TaskUser(65534, 65534, "/", {"PATH": "/usr/bin:/bin"})
     as_worker, as_user = ShellRunner(), ShellRunner(user)
     try:

@@ -88,16 +88,23 @@ def test_sleep_records_carry_epoch_times_and_their_duration(tracking: Tracking) 
     assert report.task_seconds == (slept["duration_ms"] + instant["duration_ms"]) / 1000.0
 
 
-def test_a_long_chunk_reports_before_it_ends(monkeypatch: Any, tracking: Tracking) -> None:
-    monkeypatch.setattr("worker.local.FLUSH_SECONDS", 0.0)
-    pipe = RecordingPipe()
-    chunk = Chunk(1, "j", 1, "w.txt", TaskBatch([1, 2, 3], ["sleep 1", "sleep 1", "sleep 1"]))
-    runner = TaskRunner(timeout=None)
+def reports_of(
+    texts: list[str], tracking: Tracking, pipe: RecordingPipe | None = None
+) -> list[ChunkReport]:
+    """The reports of one chunk of ``texts`` (lines 1, 2, ...) run to its end."""
+    pipe = pipe or RecordingPipe()
+    chunk = Chunk(1, "j", 1, "w.txt", TaskBatch(list(range(1, len(texts) + 1)), texts))
+    runner = TaskRunner(timeout=20)
     try:
         run_chunk(pipe, "w", chunk, runner, tracking)
     finally:
         runner.close()
-    reports: list[ChunkReport] = pipe.sent
+    return pipe.sent
+
+
+def test_a_long_chunk_reports_before_it_ends(monkeypatch: Any, tracking: Tracking) -> None:
+    monkeypatch.setattr("worker.local.FLUSH_SECONDS", 0.0)
+    reports = reports_of(["sleep 1", "sleep 1", "sleep 1"], tracking)
     assert [(r.first, r.size, r.done) for r in reports] == [
         (0, 1, False),
         (1, 1, False),
@@ -124,30 +131,14 @@ def test_what_finished_before_a_long_command_is_reported_while_it_runs(
     # The long command runs until the report of the two before it has been sent.
     mark = tmp_path / "reported"
     waits = f"while [ ! -e {mark} ]; do sleep 0.05; done"
-    pipe = MarkingPipe(mark)
-    chunk = Chunk(
-        1, "j", 1, "w.txt", TaskBatch([1, 2, 3, 4], ["sleep 0", "echo quick", waits, "sleep 0"])
-    )
-    runner = TaskRunner(timeout=20)
-    try:
-        run_chunk(pipe, "w", chunk, runner, tracking)
-    finally:
-        runner.close()
-    reports: list[ChunkReport] = pipe.sent
+    reports = reports_of(["sleep 0", "echo quick", waits, "sleep 0"], tracking, MarkingPipe(mark))
     assert [(r.first, r.size, r.done) for r in reports] == [(0, 2, False), (2, 2, True)]
     records = [json.loads(line) for line in reports[1].records.splitlines()]
     assert records[0]["status"] == "succeeded"  # it saw the report, and ended
 
 
 def test_what_finished_before_a_long_sleep_is_reported_first(tracking: Tracking) -> None:
-    pipe = RecordingPipe()
-    chunk = Chunk(1, "j", 1, "w.txt", TaskBatch([1, 2, 3], ["echo quick", "sleep 0", "sleep 600"]))
-    runner = TaskRunner(timeout=None)
-    try:
-        run_chunk(pipe, "w", chunk, runner, tracking)
-    finally:
-        runner.close()
-    reports: list[ChunkReport] = pipe.sent
+    reports = reports_of(["echo quick", "sleep 0", "sleep 600"], tracking)
     assert [(r.first, r.size, r.done) for r in reports] == [(0, 2, False), (2, 1, True)]
 
 
