@@ -17,6 +17,7 @@ one in hand as lost (its command, which runs in a session of its own, is
 ended with it), and the rest run elsewhere.
 """
 
+import contextlib
 import ctypes
 import os
 import queue
@@ -263,7 +264,11 @@ class SendOnce:
         self.at = 0.0
 
     def __call__(self) -> None:
-        if not self.at:
+        if self.at:
+            return
+        # A scheduler that is gone is found once the command has ended, with the
+        # next report, as between any two tasks; not in the middle of its wait.
+        with contextlib.suppress(BrokenPipeError):
             self.at = self.send()
 
 

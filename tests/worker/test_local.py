@@ -13,6 +13,7 @@ from worker.local import (
     ChunkReport,
     CpuLap,
     ReportSender,
+    SendOnce,
     Tracking,
     lost_results,
     run_chunk,
@@ -140,6 +141,15 @@ def test_what_finished_before_a_long_command_is_reported_while_it_runs(
 def test_what_finished_before_a_long_sleep_is_reported_first(tracking: Tracking) -> None:
     reports = reports_of(["echo quick", "sleep 0", "sleep 600"], tracking)
     assert [(r.first, r.size, r.done) for r in reports] == [(0, 2, False), (2, 1, True)]
+
+
+def test_an_early_report_to_a_scheduler_that_is_gone_waits_for_the_command() -> None:
+    def gone() -> float:
+        raise BrokenPipeError("the scheduler went away")
+
+    early = SendOnce(gone)
+    early()  # inside a command's wait: the command is not cut short
+    assert early.at == 0.0  # nothing sent: the next report, after the command, fails
 
 
 def test_lost_results_cover_the_rest_of_a_chunk() -> None:
