@@ -44,6 +44,10 @@ class Explained(NamedTuple):
 
 
 JOURNAL = "scheduler.service.journal.xǁJournalǁ"
+EQUAL_LENGTHS = (
+    "the results are made from the same rows they are zipped with: the lengths are always"
+    " equal, so strict never has anything to say"
+)
 SHELL = "worker.execute.xǁShellRunnerǁ"
 
 #: Survivors that are the same program, or differ only in what no test should
@@ -87,14 +91,12 @@ EXPLAINED = [
     Explained(
         JOURNAL + "close_unfinished",
         "rows, strict=",
-        "the results are made from the same rows they are zipped with: the lengths are"
-        " always equal, so strict never has anything to say",
+        EQUAL_LENGTHS,
     ),
     Explained(
         JOURNAL + "close_unfinished",
         "rows, ):",
-        "the results are made from the same rows they are zipped with: the lengths are"
-        " always equal, so strict never has anything to say",
+        EQUAL_LENGTHS,
     ),
     Explained(
         JOURNAL + "next_seq",
