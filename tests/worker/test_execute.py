@@ -1,8 +1,9 @@
 import os
 import pwd
+import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from worker.errors import WorkerConfigError
 from worker.execute import (
     SPAWNING,
     Plan,
+    RunningCommand,
     ShellRunner,
+    SpawnedCommand,
     TaskRunner,
     TaskUser,
     plan,
@@ -260,23 +263,31 @@ def test_killing_with_nothing_running_does_nothing(shell: ShellRunner) -> None:
     assert shell.current is None
 
 
+def spawned(arguments: list[str]) -> SpawnedCommand:
+    streams = (0, 1, 2)
+    return SpawnedCommand(arguments[0], arguments, dict(os.environb), streams)
+
+
+@pytest.mark.parametrize("start", [subprocess.Popen, spawned], ids=["popen", "posix-spawn"])
 @pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "without-pidfd"])
 def test_waiting_for_a_command_ends_as_popen_wait_does(
-    pidfd: bool, monkeypatch: pytest.MonkeyPatch
+    pidfd: bool, start: Callable[[list[str]], RunningCommand], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not pidfd:  # an older kernel: Popen's own wait
+    if not pidfd:  # an older kernel: the command's own wait, with a time limit
         monkeypatch.delattr(os, "pidfd_open")
-    slow = subprocess.Popen(["/bin/sleep", "3"])
+    slow = start(["/bin/sleep", "3"])
     try:
         with pytest.raises(subprocess.TimeoutExpired) as raised:
             wait_for_exit(slow, 0.1)
         assert (raised.value.cmd, raised.value.timeout) == (slow.args, 0.1)
+        assert slow.poll() is None
     finally:
-        slow.kill()
-        slow.wait()
-    quick = subprocess.Popen(["/bin/sh", "-c", "exit 3"])
+        os.kill(slow.pid, signal.SIGKILL)
+        assert slow.wait() == -signal.SIGKILL
+    quick = start(["/bin/sh", "-c", "exit 3"])
     assert wait_for_exit(quick, 10) == 3
-    assert wait_for_exit(subprocess.Popen(["/bin/true"]), None) == 0
+    assert quick.poll() == 3  # and again: it has been collected
+    assert wait_for_exit(start(["/bin/true"]), None) == 0
 
 
 @pytest.mark.parametrize(
@@ -323,6 +334,27 @@ def test_a_program_run_without_the_shell_behaves_as_with_it(tmp_path: Path) -> N
     assert direct.exit_code == 2
     assert (missing.exit_code, missing.status) == (127, Status.FAILED)
     assert "not found" in (missing.stderr or "")
+
+
+def test_a_command_gets_no_descriptor_its_worker_was_handed() -> None:
+    # As a worker started from a shell that left a descriptor open for it.
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    runner = ShellRunner()
+    try:
+        outcome = runner.run(f"test -e /proc/self/fd/{write_end}", timeout=10)
+    finally:
+        runner.close()
+        os.close(read_end)
+        os.close(write_end)
+    assert (outcome.status, outcome.exit_code) == (Status.FAILED, 1)
+
+
+def test_a_command_hears_of_a_closed_pipe_as_programs_expect(shell: ShellRunner) -> None:
+    # Python ignores SIGPIPE; a command must not: `yes` ends quietly by the signal
+    # when `head` has what it needs, instead of complaining of a write error.
+    outcome = shell.run("yes | head -n 1", timeout=10)
+    assert (outcome.status, outcome.stdout, outcome.stderr) == (Status.SUCCEEDED, "y\n", "")
 
 
 def test_no_task_inherits_the_service_token(monkeypatch: pytest.MonkeyPatch) -> None:

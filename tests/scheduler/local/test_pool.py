@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from multiprocessing.context import ForkContext
@@ -16,6 +15,8 @@ from scheduler.local import pool as pool_module
 from scheduler.local.orphans import children
 from scheduler.local.pool import LocalPool, WorkerLost
 from tests.conftest import is_running, wait_for
+from worker import execute
+from worker.execute import SpawnedCommand
 from worker.local import Chunk, ChunkReport
 from worker.task_log import MAX_CHUNK_TASKS
 from worker.workload import TaskBatch
@@ -138,14 +139,21 @@ def test_a_chunk_larger_than_a_worker_can_account_for_is_refused(pool: LocalPool
         pool.assign("local-1", chunk(1, *["sleep 0"] * (MAX_CHUNK_TASKS + 1)))
 
 
-def die_while_starting(*, after_fork: bool) -> type[subprocess.Popen[bytes]]:
-    """A Popen whose worker is SIGKILLed while it starts the command: before the
-    fork, or after it (the command then exists; its pid never reached the pool)."""
+def die_while_starting(*, after_fork: bool) -> type[SpawnedCommand]:
+    """A command start whose worker is SIGKILLed while it starts the command:
+    before the fork, or after it (the command then exists; its pid never reached
+    the pool)."""
 
-    class Dying(subprocess.Popen[bytes]):
-        def __init__(self, *args: object, **kwargs: object) -> None:
+    class Dying(SpawnedCommand):
+        def __init__(
+            self,
+            program: str,
+            arguments: list[str],
+            environment: dict[bytes, bytes],
+            streams: tuple[int, int, int],
+        ) -> None:
             if after_fork:
-                super().__init__(*args, **kwargs)  # type: ignore[call-overload]
+                super().__init__(program, arguments, environment, streams)
             os.kill(os.getpid(), signal.SIGKILL)
 
     return Dying
@@ -155,10 +163,10 @@ def die_while_starting(*, after_fork: bool) -> type[subprocess.Popen[bytes]]:
 def test_a_worker_dying_while_it_starts_a_command(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, after_fork: bool
 ) -> None:
-    # Forked workers carry the patched Popen; each dies in the moment between
+    # Forked workers carry the patched start; each dies in the moment between
     # noting that it starts the command and noting the command's pid.
     monkeypatch.setattr(pool_module, "start_context", ForkContext)
-    monkeypatch.setattr(subprocess, "Popen", die_while_starting(after_fork=after_fork))
+    monkeypatch.setattr(execute, "SpawnedCommand", die_while_starting(after_fork=after_fork))
     ran = tmp_path / "ran"
     with LocalPool(workers=1, timeout=30) as pool:
         pool.assign("local-1", chunk(1, "sleep 0", f"touch {ran}", "sleep 0"))
