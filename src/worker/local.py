@@ -35,6 +35,7 @@ from types import FrameType
 from typing import NamedTuple, Protocol, cast
 
 from worker.execute import Plan, TaskRunner, plan, precise_sleep, scrub_secrets
+from worker.record_ring import RecordRing
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished_results
 from worker.task_log import QUEUED_REPORTS, SleepSpan, TaskLog
 from worker.workload import TaskBatch
@@ -86,6 +87,9 @@ class ChunkReport(NamedTuple):
     busy_seconds: float  # worker time spent on them, overheads included
     done: bool  # the last report of this chunk
     cpu_seconds: float = 0.0  # CPU the worker and its commands used since its last report
+    # Where ``records`` lie in the worker's RecordRing (running offset, length),
+    # instead of in the report, which then holds none.
+    in_ring: tuple[int, int] | None = None
 
 
 class ReportChannel(Protocol):
@@ -94,16 +98,26 @@ class ReportChannel(Protocol):
     def send(self, report: ChunkReport) -> None: ...
 
 
+#: Most bytes of records a report carries in its message when the worker sends
+#: it from its own thread: a message this small does not wait for the scheduler
+#: to read it (the pipe's buffer holds it).
+DIRECT_BYTES = 64 * 1024
+
+
 class ReportSender:
-    """Sends a worker's reports to the scheduler in order, from a thread of their own.
+    """Sends a worker's reports to the scheduler in order.
 
     A report of a few thousand records is about a megabyte, more than the pipe
     holds, so sending one waits until the scheduler has read it all, and the
-    scheduler serves every worker. Meanwhile the worker runs its next tasks.
+    scheduler serves every worker. With a ``ring``, such records go there instead
+    when they fit (see record_ring), and the report's message is small. A small
+    message is sent at once; a big one from a thread of its own, while the
+    worker runs its next tasks.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, ring: RecordRing | None = None) -> None:
         self._conn = conn
+        self._ring = ring
         self._queue: queue.Queue[ChunkReport | None] = queue.Queue(maxsize=QUEUED_REPORTS)
         self._unsent = 0  # reports queued or being written to the pipe
         self._lock = threading.Lock()
@@ -112,12 +126,36 @@ class ReportSender:
         self._thread.start()
 
     def send(self, report: ChunkReport) -> None:
-        """Queue a report; raises BrokenPipeError once the scheduler is gone."""
+        """Send a report, or queue it; raises BrokenPipeError once the scheduler is gone."""
         if self._error is not None:
             raise BrokenPipeError(f"cannot report to the scheduler: {self._error}")
         with self._lock:
+            if self._unsent == 0 and self._send_now(report):
+                return
             self._unsent += 1
         self._queue.put(report)
+
+    def _send_now(self, report: ChunkReport) -> bool:
+        """Send a report from the calling thread if its message is small: its records
+        are few, or in the ring. Waking the thread would cost more. Only while the
+        thread has nothing to send, so the two never use the ring or the pipe at once."""
+        message = self._small(report)
+        if message is None:
+            return False
+        try:
+            self._conn.send(message)
+        except OSError as error:
+            self._error = error
+            raise BrokenPipeError(f"cannot report to the scheduler: {error}") from error
+        return True
+
+    def _small(self, report: ChunkReport) -> ChunkReport | None:
+        """The report as a small message: as it is if its records are few, else
+        with them in the ring; None if they do not fit there."""
+        if len(report.records) <= DIRECT_BYTES:
+            return report
+        place = self._ring.put(report.records) if self._ring is not None else None
+        return None if place is None else report._replace(records=b"", in_ring=place)
 
     def idle(self) -> bool:
         """Every report so far is whole in the pipe."""
@@ -133,7 +171,7 @@ class ReportSender:
         while (report := self._queue.get()) is not None:
             if self._error is None:  # after a failure, only drain so send() never blocks
                 try:
-                    self._conn.send(report)
+                    self._conn.send(self._small(report) or report)
                 except OSError as error:
                     self._error = error
             with self._lock:
@@ -365,8 +403,10 @@ def serve(
     position: "ctypes.Array[ctypes.c_int64]",
     log_path: str,
     ring: "ctypes.Array[ctypes.c_char]",
+    records: RecordRing | None = None,
 ) -> None:
-    """Main function of a local worker process (see the module's doc for the rest)."""
+    """Main function of a local worker process (see the module's doc for the rest);
+    ``ring`` is its task log's, ``records`` where its reports' records go."""
     # Ctrl-C reaches the whole foreground process group; the scheduler decides
     # what happens to its workers and stops them with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -388,7 +428,7 @@ def serve(
     tracking = Tracking(started, position, TaskLog(Path(log_path), ring), CpuLap())
     try:
         conn.send(Ready(worker))
-        reports = ReportSender(conn)
+        reports = ReportSender(conn, records)
         while (chunk := conn.recv()) is not None:
             if reports.idle():
                 tracking.log.empty()  # all of it is in the pipe

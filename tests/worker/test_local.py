@@ -183,7 +183,18 @@ def test_a_report_to_a_scheduler_that_is_gone_fails() -> None:
     theirs, ours = multiprocessing.Pipe()
     theirs.close()
     sender = ReportSender(ours)
-    sender.send(progress(1))
+    with pytest.raises(BrokenPipeError, match="cannot report"):
+        sender.send(progress(1))  # a small report goes at once
+    with pytest.raises(BrokenPipeError, match="cannot report"):
+        sender.send(progress(2, b"x" * 1_000_000))
+    sender.close()
+
+
+def test_a_big_report_to_a_scheduler_that_is_gone_fails_with_the_next() -> None:
+    theirs, ours = multiprocessing.Pipe()
+    theirs.close()
+    sender = ReportSender(ours)
+    sender.send(progress(1, b"x" * 1_000_000))  # no ring: the thread sends it
     sender.close()  # the thread met the closed pipe and ended anyway
     with pytest.raises(BrokenPipeError, match="cannot report"):
         sender.send(progress(2))

@@ -29,6 +29,7 @@ from scheduler.errors import PoolError
 from scheduler.local.orphans import adopt_orphans, children, ended_orphans, orphans, reap
 from worker.execute import SPAWNING, plan
 from worker.local import Chunk, ChunkReport, Ready, part, report, serve
+from worker.record_ring import RecordRing
 from worker.result import Outcome
 from worker.task_log import MAX_CHUNK_TASKS, RING_BYTES, SleepSpan, read_task_log
 
@@ -78,6 +79,7 @@ class _Worker:
         position: "ctypes.Array[ctypes.c_int64]",
         log: Path,
         ring: "ctypes.Array[ctypes.c_char]",
+        records: RecordRing | None,
     ) -> None:
         self.name = name
         self.process = process
@@ -87,9 +89,28 @@ class _Worker:
         # (0 until that command has started)
         self.position = position
         self.log, self.ring = log, ring  # its task log: a file and a ring in shared memory
+        self.records = records  # where its reports' records are, when not in the pipe
         self.finished = 0  # chunks whose last report arrived
         self.assigned: deque[Chunk] = deque()
         self.reported = 0  # tasks of assigned[0] already reported
+
+    def receive(self) -> object:
+        """The next message from the worker (None at the end of its pipe), a
+        report's records copied out of its ring."""
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        if isinstance(message, ChunkReport) and message.in_ring is not None:
+            assert self.records is not None, "a report in a ring the worker was not given"
+            records = self.records.take(*message.in_ring)
+            return message._replace(records=records, in_ring=None)
+        return message
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.records is not None:
+            self.records.close()
 
 
 class LocalPool:
@@ -125,7 +146,7 @@ class LocalPool:
                 raise PoolError(f"workers did not start within {START_TIMEOUT_SECONDS:g} s")
             for conn in ready:
                 worker = pending.pop(conn)  # type: ignore[call-overload]
-                message = self._receive(worker)
+                message = worker.receive()
                 if not isinstance(message, Ready):
                     raise PoolError(f"worker {worker.name} failed to start")
         self._own = set(children())
@@ -150,25 +171,20 @@ class LocalPool:
         started = context.RawValue(ctypes.c_uint64, 0)
         position = context.RawArray(ctypes.c_int64, [0, -1, 0])
         ring = context.RawArray(ctypes.c_char, RING_BYTES)
+        # Shared by inheritance: only a worker forked from here can have one.
+        records = RecordRing() if isinstance(context, ForkContext) else None
         log = self._logs / f"{name}.log"
         process = context.Process(
             target=serve,
-            args=(child, name, self.timeout, started, position, str(log), ring),
+            args=(child, name, self.timeout, started, position, str(log), ring, records),
             name=f"taskfleet {name}",
             daemon=True,
         )
         process.start()
         child.close()
-        worker = _Worker(name, process, parent, started, position, log, ring)
+        worker = _Worker(name, process, parent, started, position, log, ring, records)
         self._workers[name] = worker
         return worker
-
-    @staticmethod
-    def _receive(worker: _Worker) -> object:
-        try:
-            return worker.conn.recv()
-        except (EOFError, OSError):
-            return None
 
     def load(self) -> dict[str, int]:
         """Chunks assigned to each worker and not finished yet."""
@@ -199,7 +215,7 @@ class LocalPool:
             if worker.name in dead:
                 continue
             if handle is worker.conn:
-                message = self._receive(worker)
+                message = worker.receive()
                 if isinstance(message, ChunkReport):
                     events.append((self._record(worker, message), message))
                     continue
@@ -226,7 +242,7 @@ class LocalPool:
         """The reports a dead worker left whole in its pipe."""
         drained = []
         while worker.conn.poll():
-            message = self._receive(worker)
+            message = worker.receive()
             if not isinstance(message, ChunkReport):
                 break  # the end of the pipe, or a report cut off by the death
             drained.append((self._record(worker, message), message))
@@ -238,7 +254,7 @@ class LocalPool:
         if worker.process.is_alive():
             worker.process.kill()
             worker.process.join()
-        worker.conn.close()
+        worker.close()
         # Read once the process is gone, so nothing changes any more.
         begun = worker.started.value - worker.finished
         in_hand_sequence, in_hand_index, command = worker.position
@@ -282,7 +298,7 @@ class LocalPool:
         """A new worker in place of a dead one, once it says it is ready."""
         replacement = self._spawn()
         if not replacement.conn.poll(START_TIMEOUT_SECONDS) or not isinstance(
-            self._receive(replacement), Ready
+            replacement.receive(), Ready
         ):
             raise PoolError(f"a new worker ({replacement.name}) failed to start")
 
@@ -305,7 +321,7 @@ class LocalPool:
                 drained = self._drain(worker)
                 lost = self._collect(worker)
                 stopped.append(lost._replace(finished=[*drained, *lost.finished]))
-            worker.conn.close()
+            worker.close()
         self._workers.clear()
         shutil.rmtree(self._logs, ignore_errors=True)
         return stopped
