@@ -19,6 +19,7 @@ ended with it), and the rest run elsewhere.
 
 import contextlib
 import ctypes
+import gc
 import os
 import queue
 import resource
@@ -40,11 +41,16 @@ from worker.result import Outcome, Result, Status, encode_lines, make_result, un
 from worker.task_log import QUEUED_REPORTS, SleepSpan, TaskLog
 from worker.workload import TaskBatch
 
+#: Objects a worker allocates between two collections of young objects (Python's
+#: default is 700; see serve).
+YOUNG_OBJECTS_PER_COLLECTION = 10_000
+
 #: prctl(2) option: the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
 
 #: A chunk that is still running reports its finished tasks this often.
 FLUSH_SECONDS = 0.5
+FLUSH_NS = int(FLUSH_SECONDS * 1e9)
 
 #: A sleep this long (ms) is not started before the tasks finished ahead of it
 #: are reported, so their records do not wait for it. (A command that runs on
@@ -229,7 +235,7 @@ def run_chunk(
         plans[text] = planned.sleep_ms if planned.sleep_ms is not None else planned
     finished: list[Outcome | SleepSpan] = []
     first = 0
-    last_flush = time.perf_counter()
+    last_flush = time.perf_counter_ns()
     total = len(texts)
     clock = time.perf_counter_ns
     sequence = tracking.started.value
@@ -264,8 +270,8 @@ def run_chunk(
             if early is not None and early.at:
                 first, finished, last_flush = first + len(finished), [], early.at
             finished.append(outcome)
-        now = time.perf_counter()
-        if now - last_flush >= FLUSH_SECONDS and first + len(finished) < total:
+            ended = clock()
+        if ended - last_flush >= FLUSH_NS and first + len(finished) < total:
             last_flush = reporter.send(first, finished, last_flush)
             first, finished = first + len(finished), []
     reporter.send(first, finished, last_flush, done=True)
@@ -283,23 +289,24 @@ class ChunkReporter:
         self.cpu = tracking.cpu
 
     def send(
-        self, first: int, finished: list[Outcome | SleepSpan], since: float, done: bool = False
-    ) -> float:
+        self, first: int, finished: list[Outcome | SleepSpan], since: int, done: bool = False
+    ) -> int:
         """Report ``finished`` (from task ``first``; the last report went at
-        ``since``); return when this one went (perf_counter)."""
-        now = time.perf_counter()
-        progress = report(self.worker, self.chunk, first, finished, now - since, done=done)
+        ``since``); return when this one went (both on perf_counter_ns)."""
+        now = time.perf_counter_ns()
+        busy = (now - since) / 1e9
+        progress = report(self.worker, self.chunk, first, finished, busy, done=done)
         self.reports.send(progress._replace(cpu_seconds=self.cpu.lap()))
         return now
 
 
 class SendOnce:
-    """A report sent on the first call (``at``: when; 0.0 until then): what a
-    command's wait calls, every MEANWHILE_SECONDS, while it runs."""
+    """A report sent on the first call (``at``: when, on perf_counter_ns; 0 until
+    then): what a command's wait calls, every MEANWHILE_SECONDS, while it runs."""
 
-    def __init__(self, send: Callable[[], float]) -> None:
+    def __init__(self, send: Callable[[], int]) -> None:
         self.send = send
-        self.at = 0.0
+        self.at = 0
 
     def __call__(self) -> None:
         if self.at:
@@ -410,6 +417,13 @@ def serve(
     # Ctrl-C reaches the whole foreground process group; the scheduler decides
     # what happens to its workers and stops them with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # What this process inherited from the scheduler (modules, the scheduler's
+    # objects) is never collected here: frozen, collections neither walk it nor
+    # write to its pages, which stay shared with the scheduler. A chunk makes
+    # thousands of short-lived objects, none in a cycle: collected less often,
+    # they cost about 5 % less CPU a `sleep 0` task.
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION)
     die_with_parent()
     scrub_secrets()
 

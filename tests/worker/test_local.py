@@ -104,7 +104,7 @@ def reports_of(
 
 
 def test_a_long_chunk_reports_before_it_ends(monkeypatch: Any, tracking: Tracking) -> None:
-    monkeypatch.setattr("worker.local.FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr("worker.local.FLUSH_NS", 0)
     reports = reports_of(["sleep 1", "sleep 1", "sleep 1"], tracking)
     assert [(r.first, r.size, r.done) for r in reports] == [
         (0, 1, False),
@@ -144,12 +144,12 @@ def test_what_finished_before_a_long_sleep_is_reported_first(tracking: Tracking)
 
 
 def test_an_early_report_to_a_scheduler_that_is_gone_waits_for_the_command() -> None:
-    def gone() -> float:
+    def gone() -> int:
         raise BrokenPipeError("the scheduler went away")
 
     early = SendOnce(gone)
     early()  # inside a command's wait: the command is not cut short
-    assert early.at == 0.0  # nothing sent: the next report, after the command, fails
+    assert early.at == 0  # nothing sent: the next report, after the command, fails
 
 
 def test_lost_results_cover_the_rest_of_a_chunk() -> None:
