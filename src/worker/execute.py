@@ -12,6 +12,8 @@ as another user, which posix_spawn cannot do, with Popen.
 """
 
 import contextlib
+import fcntl
+import io
 import math
 import os
 import pwd
@@ -210,9 +212,8 @@ class ShellRunner:
         self.on_command = on_command
         self._search_path = (user.environment if user else os.environ).get("PATH", os.defpath)
         self._programs: dict[str, str | None] = {}
-        # Unbuffered: read and emptied through their descriptors, which commands share.
-        self._stdout = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed in close()
-        self._stderr = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed in close()
+        self._stdout = _spool()
+        self._stderr = _spool()
         self._stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.current: RunningCommand | None = None
         if user is None:
@@ -275,8 +276,6 @@ class ShellRunner:
     ) -> Outcome:
         """Run a command to its end or its time limit; ``meanwhile`` is called every
         MEANWHILE_SECONDS while it runs (see ``wait_for_exit``)."""
-        for spool in (self._stdout, self._stderr):
-            _empty(spool.fileno())
         started_at = time.time()
         began = time.perf_counter()
         program, arguments = self.argv(command)
@@ -358,17 +357,24 @@ def _poll_ms(began: float, timeout: float | None, meanwhile: bool) -> float | No
     return None if wait == math.inf else wait * 1000
 
 
-def _empty(spool: int) -> None:
-    """Empty a spool file for the next command."""
-    os.lseek(spool, 0, os.SEEK_SET)  # commands write where the last one stopped
-    os.ftruncate(spool, 0)
+def _spool() -> "io.FileIO":
+    """A file for commands' output, read and emptied through its descriptor.
+    Appending: what a command writes goes to the end, however far the offset it
+    shares with the last command had moved, so emptying it needs no seek."""
+    spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed in close()
+    fcntl.fcntl(spool.fileno(), fcntl.F_SETFL, fcntl.fcntl(spool, fcntl.F_GETFL) | os.O_APPEND)
+    return spool
 
 
 def _read_spool(spool: int) -> tuple[str, bool]:
-    """A spool's text, up to the output limit, and whether it held more."""
-    size = os.fstat(spool).st_size
-    kept = os.pread(spool, OUTPUT_LIMIT_BYTES, 0) if size else b""
-    return kept.decode("utf-8", errors="replace"), size > OUTPUT_LIMIT_BYTES
+    """A spool's text, up to the output limit, and whether it held more; it is
+    emptied for the next command. (One system call when the command wrote
+    nothing: each costs a few microseconds just after a command ran.)"""
+    kept = os.pread(spool, OUTPUT_LIMIT_BYTES + 1, 0)
+    if kept:
+        os.ftruncate(spool, 0)
+    cut = len(kept) > OUTPUT_LIMIT_BYTES
+    return kept[:OUTPUT_LIMIT_BYTES].decode("utf-8", errors="replace"), cut
 
 
 def _finished(

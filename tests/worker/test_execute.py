@@ -2,6 +2,7 @@ import os
 import pwd
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,6 +76,15 @@ def test_shell_success_and_spool_reuse(shell: ShellRunner) -> None:
     second = shell.run("printf x", timeout=10)
     assert (second.status, second.exit_code, second.error) == (Status.SUCCEEDED, 0, None)
     assert second.stdout == "x"  # nothing left over from the first command
+
+
+def test_a_command_that_moves_its_outputs_offset_leaves_no_gap_for_the_next(
+    shell: ShellRunner,
+) -> None:
+    # The offset is shared by every command's stdout; writes must still start at 0.
+    moved = shell.run(f"{sys.executable} -c 'import os; os.lseek(1, 100, 0)'", timeout=10)
+    assert (moved.status, moved.stdout) == (Status.SUCCEEDED, "")
+    assert shell.run("printf x", timeout=10).stdout == "x"
 
 
 def test_output_is_cut_to_the_limit(shell: ShellRunner) -> None:
