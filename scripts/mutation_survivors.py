@@ -111,8 +111,14 @@ EXPLAINED = [
     ),
     Explained(
         "worker.execute.x__read_spool",
-        "kept.decode(",
+        "].decode(",
         "UTF-8 is Python's default codec, and codec names are read in any case",
+    ),
+    Explained(
+        "worker.execute.x__read_spool",
+        "OUTPUT_LIMIT_BYTES + 2",
+        "one byte more read than it takes to see that the output went past the limit:"
+        " the same text, the same answer",
     ),
     Explained(
         "worker.execute.x_precise_sleep",
@@ -137,13 +143,33 @@ EXPLAINED = [
     ),
     Explained(
         "worker.execute.x_wait_for_exit",
-        "timeout * 1001",
-        "a time limit kept 0.1 % late: a timing, not a behaviour",
+        "began > timeout",
+        "a time limit reached at the very instant it ends, to the clock's last digit:"
+        " a timing, not a behaviour",
+    ),
+    Explained(
+        "worker.execute.xǁSpawnedCommandǁwait",
+        "> deadline",
+        "a time limit reached at the very instant it ends, to the clock's last digit:"
+        " a timing, not a behaviour",
+    ),
+    Explained(
+        "worker.execute.xǁSpawnedCommandǁwait",
+        "time.sleep(1.001)",
+        "on a kernel without pidfds, a command's end seen up to a second late instead of a"
+        " millisecond: a timing that a test on a shared machine cannot pin down",
     ),
     Explained(
         SHELL + "__init__",
         '.get("PATH", ',
         "without PATH, shutil.which(path=None) falls back to os.defpath itself",
+    ),
+    Explained(
+        SHELL + "__init__",
+        "os.O_RDONLY & os.O_CLOEXEC",
+        "the descriptor of /dev/null reaches no command all the same: it is marked"
+        " close-on-exec with the others right after (keep_descriptors_from_commands),"
+        " and Popen closes all but the three it hands on",
     ),
     Explained(
         SHELL + "_program",
@@ -157,7 +183,7 @@ EXPLAINED = [
         " stop signal's handler that no test can arrange",
     ),
     Explained(
-        SHELL + "run",
+        SHELL + "_start",
         "executable=",
         "without it, Popen looks the program up on the same PATH that argv() used",
     ),

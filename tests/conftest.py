@@ -36,6 +36,16 @@ WriteWorkload = Callable[..., str]
 SLOW_MARKERS = ("e2e", "volume", "emulator", "cdk")
 
 
+def needs_root_tools(*tools: str) -> None:
+    """Skip where root or the tools are missing (a laptop); in CI, fail instead."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    problem = "not root" if os.geteuid() != 0 else f"missing {', '.join(missing)}"
+    if os.geteuid() != 0 or missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"task isolation needs root and {', '.join(tools)}: {problem}")
+        pytest.skip(problem)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests that need the emulator or the CDK app, so the fast tier can
     leave them out without each test having to say so."""

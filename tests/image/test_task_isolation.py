@@ -4,13 +4,13 @@ open to the worker. Run for real in a network namespace (root, nft, unshare)."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs_root_tools
 from worker.bundle import Bundle, BundleTask, encode_bundle
 from worker.execute import TaskRunner, TaskUser, plan
 
@@ -19,16 +19,6 @@ FIREWALL = REPOSITORY / "image" / "task-firewall.nft"
 
 #: The unprivileged user every Linux system has; the image makes taskfleet-task.
 TASK_USER = "nobody"
-
-
-def needs_root_tools(*tools: str) -> None:
-    """Skip where root or the tools are missing (a laptop); in CI, fail instead."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    problem = "not root" if os.geteuid() != 0 else f"missing {', '.join(missing)}"
-    if os.geteuid() != 0 or missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"task isolation needs root and {', '.join(tools)}: {problem}")
-        pytest.skip(problem)
 
 
 def test_a_task_runs_as_its_user_with_a_clean_environment(

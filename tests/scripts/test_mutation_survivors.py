@@ -27,11 +27,11 @@ def test_anything_else_is_listed() -> None:
 
 
 def test_a_survivor_is_explained_by_its_functions_reason_for_its_change() -> None:
-    function = "worker.execute.xǁShellRunnerǁrun"
+    function = "worker.execute.xǁShellRunnerǁ_start"
     changed = Survivor(f"{function}__mutmut_24", "executable=program,", "executable=None,")
     removed = Survivor(f"{function}__mutmut_30", "executable=program,", "")
     elsewhere = Survivor("worker.task.x_check_line__mutmut_1", "executable=program,", "")
-    other_change = Survivor(f"{function}__mutmut_25", "stdin=subprocess.DEVNULL,", "stdin=None,")
+    other_change = Survivor(f"{function}__mutmut_13", "stdin=streams[0],", "stdin=None,")
     (reason,) = [e for e in EXPLAINED if e.function == function and e.change == "executable="]
     assert explanation_of(changed) == explanation_of(removed) == reason
     assert explanation_of(elsewhere) is None

@@ -1,18 +1,22 @@
+import contextlib
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import is_running
+from tests.conftest import is_running, needs_root_tools, wait_for
 from worker.contracts import TOKEN_VARIABLE
 from worker.errors import WorkerConfigError
 from worker.execute import (
+    MEANWHILE_SECONDS,
     SPAWNING,
     Plan,
     RunningCommand,
@@ -20,6 +24,8 @@ from worker.execute import (
     SpawnedCommand,
     TaskRunner,
     TaskUser,
+    _poll_ms,
+    keep_descriptors_from_commands,
     plan,
     precise_sleep,
     run_sleep,
@@ -289,6 +295,7 @@ def test_waiting_for_a_command_ends_as_popen_wait_does(
     try:
         with pytest.raises(subprocess.TimeoutExpired) as raised:
             wait_for_exit(slow, 0.1)
+        assert slow.args == ["/bin/sleep", "3"]
         assert (raised.value.cmd, raised.value.timeout) == (slow.args, 0.1)
         assert slow.poll() is None
     finally:
@@ -346,18 +353,59 @@ def test_a_program_run_without_the_shell_behaves_as_with_it(tmp_path: Path) -> N
     assert "not found" in (missing.stderr or "")
 
 
-def test_a_command_gets_no_descriptor_its_worker_was_handed() -> None:
-    # As a worker started from a shell that left a descriptor open for it.
+#: A command that prints the descriptors it has (3: the listing's own).
+OPEN_DESCRIPTORS = (
+    f"{sys.executable} -c 'import os; print(*sorted(map(int, os.listdir(\"/proc/self/fd\"))))'"
+)
+
+
+@contextlib.contextmanager
+def handed_descriptor(fd: int) -> Iterator[None]:
+    """``fd`` open and inheritable, as a shell that started this process may leave
+    one; whatever was there before is put back."""
     read_end, write_end = os.pipe()
-    os.set_inheritable(write_end, True)
-    runner = ShellRunner()
     try:
-        outcome = runner.run(f"test -e /proc/self/fd/{write_end}", timeout=10)
+        saved: int | None = os.dup(fd)
+    except OSError:
+        saved = None  # nothing was there
+    os.dup2(write_end, fd)  # inheritable, as dup2 makes it
+    try:
+        yield
     finally:
-        runner.close()
+        if saved is None:
+            os.close(fd)
+        else:
+            os.dup2(saved, fd, inheritable=False)
+            os.close(saved)
         os.close(read_end)
         os.close(write_end)
-    assert (outcome.status, outcome.exit_code) == (Status.FAILED, 1)
+
+
+def test_a_command_gets_no_descriptor_its_worker_was_handed() -> None:
+    # 3: the first past the standard three.
+    with handed_descriptor(3):
+        runner = ShellRunner()
+        try:
+            outcome = runner.run(OPEN_DESCRIPTORS, timeout=10)
+        finally:
+            runner.close()
+    # Only the standard three, and the listing's own: not the one it was handed,
+    # nor the worker's own (its spools, its /dev/null).
+    assert (outcome.status, outcome.stdout) == (Status.SUCCEEDED, "0 1 2 3\n")
+
+
+def test_descriptors_are_kept_from_commands_past_the_standard_three_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    standard = [os.get_inheritable(fd) for fd in (0, 1, 2)]
+    keep_descriptors_from_commands()
+    assert [os.get_inheritable(fd) for fd in (0, 1, 2)] == standard
+
+    def no_proc(path: str) -> list[str]:
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(os, "listdir", no_proc)
+    keep_descriptors_from_commands()  # nothing to go by: nothing done, no error
 
 
 def test_a_command_hears_of_a_closed_pipe_as_programs_expect(shell: ShellRunner) -> None:
@@ -443,7 +491,10 @@ def test_only_a_worker_run_as_root_can_switch_users(
         TaskUser.named("builder")
 
 
-def test_a_long_commands_wait_calls_meanwhile_while_it_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("timeout", [20.0, None], ids=["time-limit", "no-time-limit"])
+def test_a_long_commands_wait_calls_meanwhile_while_it_runs(
+    tmp_path: Path, timeout: float | None
+) -> None:
     # The command runs until something is done meanwhile.
     mark = tmp_path / "meanwhile"
     calls: list[float] = []
@@ -452,16 +503,82 @@ def test_a_long_commands_wait_calls_meanwhile_while_it_runs(tmp_path: Path) -> N
         calls.append(time.monotonic())
         mark.touch()
 
-    runner = ShellRunner()
+    line = f"while [ ! -e {mark} ]; do sleep 0.05; done"
+    runner = TaskRunner(timeout)
     try:
-        waits = runner.run(
-            f"while [ ! -e {mark} ]; do sleep 0.05; done", timeout=20, meanwhile=meanwhile
-        )
-        limited = runner.run("/bin/sleep 5", timeout=1.2, meanwhile=lambda: None)
+        waits = runner.run(line, plan(line), meanwhile)
     finally:
         runner.close()
     assert waits.status is Status.SUCCEEDED
     assert len(calls) == 1
-    # The time limit holds with calls in between.
+
+
+def test_a_time_limit_holds_with_calls_meanwhile(shell: ShellRunner) -> None:
+    limited = shell.run("/bin/sleep 5", timeout=1.2, meanwhile=lambda: None)
     assert limited.status is Status.TIMED_OUT
     assert 1.2 <= limited.duration_ms / 1000 < 10
+
+
+def test_how_long_a_wait_polls() -> None:
+    now = time.monotonic()
+    assert _poll_ms(now, None, meanwhile=False) is None  # until the command exits
+    assert _poll_ms(now, None, meanwhile=True) == MEANWHILE_SECONDS * 1000
+    assert (_poll_ms(now, 0.2, meanwhile=True) or 1000) <= 200  # the time limit comes first
+    assert _poll_ms(now - 30, 10, meanwhile=False) == 0  # past it: no wait at all
+
+
+@pytest.fixture
+def as_nobody() -> Iterator[TaskRunner]:
+    """A runner whose commands run as the user every Linux system has (root only)."""
+    needs_root_tools()
+    runner = TaskRunner(timeout=10, user=TaskUser.named("nobody"))
+    yield runner
+    runner.close()
+
+
+def test_a_task_users_command_has_streams_of_its_own(as_nobody: TaskRunner) -> None:
+    # The worker's stdin (a pipe with a line in it) is not the command's: it reads
+    # nothing, and cannot write there either.
+    line = "cat; echo into-its-input >&0; echo out; echo err >&2"
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"the worker's own input\n")
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        outcome = as_nobody.run(line, plan(line))
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+    assert outcome.stdout == "out\n"
+    refused, err = (outcome.stderr or "").splitlines()
+    assert (refused.startswith("/bin/sh: 1: echo:"), err) == (True, "err")  # read-only
+
+
+def test_a_task_users_command_is_killed_with_what_it_started_at_the_time_limit() -> None:
+    needs_root_tools()
+    folder = Path(tempfile.mkdtemp())  # nobody may write here
+    folder.chmod(0o777)
+    pidfile = folder / "pid"
+    runner = TaskRunner(timeout=0.5, user=TaskUser.named("nobody"))
+    line = f"/bin/sleep 30 & echo $! > {pidfile}; wait"
+    began = time.monotonic()
+    try:
+        outcome = runner.run(line, plan(line))
+    finally:
+        runner.close()
+    assert time.monotonic() - began < 10
+    assert outcome.status is Status.TIMED_OUT
+    background = int(pidfile.read_text())
+    shutil.rmtree(folder)
+    wait_for(lambda: not is_running(background))  # it died with its session
+
+
+def test_a_task_user_keeps_no_group_of_its_workers(as_nobody: TaskRunner) -> None:
+    own = os.getgroups()
+    os.setgroups([*own, 4242])  # a worker in a group of its own
+    try:
+        outcome = as_nobody.run("id -G", plan("id -G"))
+    finally:
+        os.setgroups(own)
+    assert (outcome.stdout or "").split() == [str(TaskUser.named("nobody").gid)]
