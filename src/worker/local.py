@@ -4,10 +4,12 @@ The protocol on the pipe, scheduler to worker: a ``Chunk`` to run, or ``None``
 to finish. Worker to scheduler: ``Ready`` once, then ``ChunkReport`` reports in
 task order, the last one of each chunk with ``done`` set. A chunk that runs
 for longer than ``FLUSH_SECONDS`` reports what it has so far, so results
-stream back while long chunks run.
+stream back while long chunks run. A report's records may lie in a ring of
+memory the two share instead (``record_ring``), the report saying where.
 
-Reports go out from a thread of their own while the next tasks run, so a
-report can still be waiting when the worker starts its next chunk. What a
+A report that does not fit in the pipe goes out from a thread of its own while
+the next tasks run, so it can still be waiting when the worker starts its next
+chunk (see ``ReportSender``). What a
 scheduler whose worker died (or was stopped) needs to know lives where the
 death cannot take it: in memory the two share, the count of chunks the worker
 began (``started``) and the task it is on (``position``: chunk count, task

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from multiprocessing.context import ForkContext
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,15 +146,9 @@ def die_while_starting(*, after_fork: bool) -> type[SpawnedCommand]:
     the pool)."""
 
     class Dying(SpawnedCommand):
-        def __init__(
-            self,
-            program: str,
-            arguments: list[str],
-            environment: dict[bytes, bytes],
-            streams: tuple[int, int, int],
-        ) -> None:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             if after_fork:
-                super().__init__(program, arguments, environment, streams)
+                super().__init__(*args, **kwargs)
             os.kill(os.getpid(), signal.SIGKILL)
 
     return Dying
