@@ -362,7 +362,8 @@ def _spool() -> "io.FileIO":
     Appending: what a command writes goes to the end, however far the offset it
     shares with the last command had moved, so emptying it needs no seek."""
     spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed in close()
-    fcntl.fcntl(spool.fileno(), fcntl.F_SETFL, fcntl.fcntl(spool, fcntl.F_GETFL) | os.O_APPEND)
+    flags = fcntl.fcntl(spool.fileno(), fcntl.F_GETFL)
+    fcntl.fcntl(spool.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
     return spool
 
 

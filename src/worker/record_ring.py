@@ -3,8 +3,8 @@ two share, instead of the pipe.
 
 A report's records are JSON Lines, a megabyte for a few thousand tasks. Sent
 through the pipe they cost a pickled copy, a copy into the socket, reads in
-pieces and an unpickled copy at the other end: in a run of `sleep 0` tasks, as
-much CPU as running and recording the tasks. Here the worker copies them into a
+pieces and an unpickled copy at the other end: about a quarter of all the CPU a
+run of `sleep 0` tasks used. Here the worker copies them into a
 ring of shared memory, then sends the report through the pipe with only where
 they lie; the scheduler copies them out and frees their space. A report whose
 records do not fit in the space free at the time travels whole through the pipe.
