@@ -22,7 +22,7 @@ Figures:
 - memory: the scheduler's peak RSS for 1,000,000 against 10,000 tasks, for
   `taskfleet run` and for the scheduler service.
 
-Throughput is the median of 5 runs, efficiency of 3, taskfleet and its peer
+Throughput and commands are the median of 5 runs, efficiency of 3, taskfleet and its peer
 taking turns. Each taskfleet figure comes from a real `taskfleet` process; time is taken
 from the first task dispatched to the last result written (the summary's
 wall time), and the whole command's wall time is printed beside it.
@@ -271,7 +271,7 @@ def main() -> None:
         tp = throughput(directory, 20_000 if quick else 300_000, 1 if quick else 5)
         results["throughput"] = tp
         print("commands ...", flush=True)
-        cmds = commands(directory, 2000, 1 if quick else 3)
+        cmds = commands(directory, 2000, 1 if quick else 5)
         results["commands"] = cmds
         print("heterogeneous workloads ...", flush=True)
         mixed = heterogeneous(directory, 1 if quick else 3)

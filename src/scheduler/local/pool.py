@@ -150,6 +150,8 @@ class LocalPool:
                 if not isinstance(message, Ready):
                     raise PoolError(f"worker {worker.name} failed to start")
         self._own = set(children())
+        # Nothing has been left behind yet: the first collection can wait its turn.
+        self._next_reap = time.monotonic() + REAP_INTERVAL_SECONDS
 
     def _known(self) -> set[int]:
         return self._own | {w.process.pid for w in self._workers.values() if w.process.pid}
