@@ -84,6 +84,20 @@ def test_run_counts_the_cpu_its_workers_and_commands_used(
     assert "CPU-seconds on local workers" in done.stderr
 
 
+def test_the_summarys_peak_memory_is_the_runs_own(workload: WriteWorkload, tmp_path: Path) -> None:
+    # Started by a process that has used 400 MiB: Linux carries that peak across
+    # exec into getrusage's ru_maxrss, which the summary must not report.
+    ballast = b"\x01" * (400 * 1024 * 1024)  # written, so resident
+    summary_path = tmp_path / "summary.json"
+    try:
+        done = run_cli("run", workload("sleep 0"), "--summary", str(summary_path))
+    finally:
+        del ballast
+    assert done.returncode == 0, done.stderr
+    peak_mib = json.loads(summary_path.read_text())["peak_rss_kib"] / 1024
+    assert 5 < peak_mib < 200
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
