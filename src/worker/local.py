@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NamedTuple, Protocol, cast
 
-from worker.execute import Plan, TaskRunner, plan, precise_sleep, scrub_secrets
+from worker.execute import SPAWNING, Plan, TaskRunner, plan, precise_sleep, scrub_secrets
 from worker.record_ring import RecordRing
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished_results
 from worker.task_log import QUEUED_REPORTS, SleepSpan, TaskLog
@@ -190,7 +190,8 @@ class Tracking(NamedTuple):
     """Where a worker notes what a scheduler needs if it dies: see the module's doc."""
 
     started: "ctypes.c_uint64"  # chunks begun (shared memory)
-    # [chunk count, task index] in hand, and its command's pid while one runs (shared)
+    # [chunk count, task index] in hand, its command's pid while one runs, and when
+    # the worker last began to start a command (boot_ticks) (shared)
     position: "ctypes.Array[ctypes.c_int64]"
     log: TaskLog
     cpu: "CpuLap"
@@ -393,6 +394,16 @@ def lost_results(chunk: Chunk, first: int, reason: str) -> list[Result]:
     return unfinished_results(chunk.job_id, tasks, Status.LOST, reason)
 
 
+#: Clock ticks a second: the unit of a process's start time in /proc.
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now, on the clock and in the unit of a process's start time in /proc: a
+    process started after this reading has a start time of at least this."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * TICKS_PER_SECOND)
+
+
 def die_with_parent() -> None:
     """Ask Linux for SIGTERM when the scheduler dies, even by SIGKILL, so no worker
     (nor the command it runs) outlives it. Elsewhere the pipe's EOF has to do."""
@@ -432,6 +443,9 @@ def serve(
     def note_command(pid: int) -> None:
         # A scheduler whose worker died knows whether the command may have
         # started (SPAWNING or its pid), and ends it; if not, it runs elsewhere.
+        # Of the processes it left, only one started since SPAWNING can be it.
+        if pid == SPAWNING:
+            position[3] = boot_ticks()
         position[2] = pid
 
     runner = TaskRunner(timeout, on_command=note_command)

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from scheduler.errors import PoolError
-from scheduler.local.orphans import adopt_orphans, children, ended_orphans, orphans, reap
+from scheduler.local.orphans import (
+    adopt_orphans,
+    children,
+    end,
+    ended_orphans,
+    reap,
+    started_commands,
+)
 from worker.execute import SPAWNING, plan
 from worker.local import Chunk, ChunkReport, Ready, part, report, serve
 from worker.record_ring import RecordRing
@@ -85,8 +92,8 @@ class _Worker:
         self.process = process
         self.conn = conn
         self.started = started  # chunks the worker began, counted by the worker
-        # [chunk count, task index] of the task it is on, and the pid of its command
-        # (0 until that command has started)
+        # [chunk count, task index] of the task it is on, the pid of its command
+        # (0 until that command has started), and when it began to start one
         self.position = position
         self.log, self.ring = log, ring  # its task log: a file and a ring in shared memory
         self.records = records  # where its reports' records are, when not in the pipe
@@ -171,7 +178,7 @@ class LocalPool:
         context = start_context()
         parent, child = context.Pipe()
         started = context.RawValue(ctypes.c_uint64, 0)
-        position = context.RawArray(ctypes.c_int64, [0, -1, 0])
+        position = context.RawArray(ctypes.c_int64, [0, -1, 0, 0])
         ring = context.RawArray(ctypes.c_char, RING_BYTES)
         # Shared by inheritance: only a worker forked from here can have one.
         records = RecordRing() if isinstance(context, ForkContext) else None
@@ -259,9 +266,13 @@ class LocalPool:
         worker.close()
         # Read once the process is gone, so nothing changes any more.
         begun = worker.started.value - worker.finished
-        in_hand_sequence, in_hand_index, command = worker.position
-        if command == SPAWNING and self._adopting and not orphans(self._known()):
-            command = 0  # it died before its command was forked: nothing left behind
+        in_hand_sequence, in_hand_index, command, spawning_since = worker.position
+        if command == SPAWNING and self._adopting:
+            forked = started_commands(self._known(), spawning_since)
+            if forked:
+                end(forked)  # its command, forked before the pid was noted, and its tree
+            else:
+                command = 0  # it died before its command was forked: nothing left behind
         logged = read_task_log(worker.log, worker.ring)
         worker.log.unlink(missing_ok=True)
         lost = WorkerLost(worker.name, worker.process.exitcode, [], [], [])

@@ -140,18 +140,39 @@ def test_a_chunk_larger_than_a_worker_can_account_for_is_refused(pool: LocalPool
         pool.assign("local-1", chunk(1, *["sleep 0"] * (MAX_CHUNK_TASKS + 1)))
 
 
-def die_while_starting(*, after_fork: bool) -> type[SpawnedCommand]:
-    """A command start whose worker is SIGKILLed while it starts the command:
-    before the fork, or after it (the command then exists; its pid never reached
-    the pool)."""
+def die_while_starting(*, after_fork: bool, at_start: int = 1) -> type[SpawnedCommand]:
+    """A command start whose worker is SIGKILLed while it starts its ``at_start``-th
+    command: before the fork, or after it (the command then exists; its pid never
+    reached the pool). The commands before it start as usual."""
 
     class Dying(SpawnedCommand):
+        starts = 0
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            if after_fork:
+            Dying.starts += 1
+            if Dying.starts < at_start or after_fork:
                 super().__init__(*args, **kwargs)
-            os.kill(os.getpid(), signal.SIGKILL)
+            if Dying.starts == at_start:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     return Dying
+
+
+def running_with_argument(argument: str) -> list[int]:
+    """Processes whose command line holds ``argument`` as one of its words."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                words = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if (
+                argument.encode() in words
+                and Path(entry.path, "stat").read_text().split(")")[-1].split()[0] != "Z"
+            ):
+                found.append(int(entry.name))
+    return found
 
 
 @pytest.mark.parametrize("after_fork", [False, True], ids=["before-fork", "after-fork"])
@@ -171,12 +192,51 @@ def test_a_worker_dying_while_it_starts_a_command(
             # Its command was forked and may have run: lost, never run again.
             assert [c.tasks.lines for c in lost.in_hand] == [[2]]
             assert [c.tasks.lines for c in lost.unstarted] == [[3]]
-            wait_for(ran.exists)
         else:
             # Nothing was left behind: the command never began, and runs elsewhere.
             assert lost.in_hand == []
             assert [c.tasks.lines for c in lost.unstarted] == [[2, 3]]
             assert not ran.exists()
+
+
+def test_the_command_a_dying_worker_had_forked_is_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its task is reported lost: the command must not run on unseen.
+    monkeypatch.setattr(pool_module, "start_context", ForkContext)
+    monkeypatch.setattr(execute, "SpawnedCommand", die_while_starting(after_fork=True))
+    with LocalPool(workers=1, timeout=60) as pool:
+        pool.assign("local-1", chunk(1, "/bin/sleep 30.25"))
+        (lost,) = [e for e in collect(pool, until=1) if isinstance(e, WorkerLost)]
+        monkeypatch.undo()
+        assert [c.tasks.lines for c in lost.in_hand] == [[1]]
+        wait_for(lambda: running_with_argument("30.25") == [], timeout=10)
+
+
+def test_what_earlier_commands_left_running_neither_blocks_a_rerun_nor_is_ended(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Earlier commands left processes in the background: one in their session,
+    # one in a session of its own; then the worker dies before it forks the next
+    # command. Neither is a sign of that command (the second started before the
+    # worker began to start it): it runs elsewhere, and both run on.
+    monkeypatch.setattr(pool_module, "start_context", ForkContext)
+    dying = die_while_starting(after_fork=False, at_start=3)
+    monkeypatch.setattr(execute, "SpawnedCommand", dying)
+    ran = tmp_path / "ran"
+    texts = ["/bin/sleep 30.5 &", "setsid /bin/sleep 30.75 &", "sleep 50", f"touch {ran}"]
+    with LocalPool(workers=1, timeout=60) as pool:
+        pool.assign("local-1", chunk(1, *texts))
+        (lost,) = [e for e in collect(pool, until=1) if isinstance(e, WorkerLost)]
+        monkeypatch.undo()
+        try:
+            assert lost.in_hand == []
+            assert [c.tasks.lines for c in lost.unstarted] == [[4]]
+            assert len(running_with_argument("30.5")) == 1
+            assert len(running_with_argument("30.75")) == 1
+        finally:
+            for pid in running_with_argument("30.5") + running_with_argument("30.75"):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_ended_orphans_are_reaped(pool: LocalPool, tmp_path: Path) -> None:
@@ -187,7 +247,7 @@ def test_ended_orphans_are_reaped(pool: LocalPool, tmp_path: Path) -> None:
     collect(pool, until=1)
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     background = int(pidfile.read_text())
-    wait_for(lambda: children().get(background) == "Z")  # ended, adopted, not reaped
+    wait_for(lambda: background in children() and children()[background].state == "Z")
     pool._next_reap = 0.0
     pool.wait(0.01)
     assert background not in children()
