@@ -30,7 +30,6 @@ wall time), and the whole command's wall time is printed beside it.
 
 import argparse
 import json
-import re
 import shutil
 import statistics
 import sys
@@ -41,6 +40,7 @@ from typing import Any
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload, command_seconds, taskfleet_figures
 from client.benchmark.workloads import repeated, uneven_workloads
+from client.cli.app import high_water_kib
 
 TASKFLEET = str(Path(sys.executable).parent / "taskfleet")
 
@@ -53,10 +53,9 @@ class Service(runners.Service):
     """A `taskfleet scheduler` process for the benchmark, whose memory is read too."""
 
     def peak_rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"VmHWM:\s+(\d+) kB", status)
-        assert match, "no VmHWM in /proc"
-        return int(match.group(1))
+        kib = high_water_kib(self.process.pid)
+        assert kib is not None, "no VmHWM in /proc"
+        return kib
 
     def submit_figures(self, path: str, directory: Path) -> dict[str, Any]:
         return taskfleet_figures(directory, "submit", path, "--scheduler", self.url)

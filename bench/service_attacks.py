@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from client.cli.app import high_water_kib
+
 SLOW_CONNECTIONS = 300
 PROBE_SECONDS = 12  # past the service's 10 s header timeout
 LONG_NAMES = 400
@@ -50,8 +52,9 @@ def start(folder: Path, source: str | None) -> tuple[subprocess.Popen[bytes], st
 
 
 def peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    kib = high_water_kib(pid)
+    assert kib is not None, "no VmHWM in /proc"
+    return kib / 1024
 
 
 def amplify(url: str, token: str, pid: int) -> dict[str, object]:

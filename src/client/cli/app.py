@@ -186,18 +186,26 @@ def finish(summary: "Summary", path: Path | None) -> None:
 
 def peak_rss_kib() -> int:
     """This process's peak resident memory, in KiB: its memory's high-water mark
-    (Linux: VmHWM). Not getrusage's ru_maxrss, which Linux carries across exec: a
-    run started by a big process reported that process's peak."""
+    (Linux). Not getrusage's ru_maxrss, which Linux carries across exec: a run
+    started by a big process reported that process's peak."""
+    kib = high_water_kib("self")
+    if kib is not None:
+        return kib
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def high_water_kib(pid: int | str) -> int | None:
+    """A process's peak resident memory in KiB (VmHWM in /proc), None without /proc."""
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1])
     except OSError:
         pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return None
 
 
 def process_age() -> float | None:
