@@ -51,6 +51,7 @@ test: lint typecheck system-packages
 bench: $(STAMP) system-packages
 	$(BIN)/python -m compileall -q src >/dev/null
 	$(BIN)/python bench/local_path.py --json bench/results/local_path.json
+	$(BIN)/python bench/command_costs.py
 
 # The remote path through the emulator: stands the stack up and tears it down.
 bench-remote: $(STAMP)
