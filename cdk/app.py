@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "taskfleet:idleTimeoutSeconds": 300,
     "taskfleet:visibilityTimeoutSeconds": 60,
     "taskfleet:maxReceiveCount": 5,
+    # How long a fleet job's state and records are kept (SQS keeps a message 14 days).
+    "taskfleet:jobRetentionDays": 7,
     "taskfleet:vpcId": "",  # empty: the account's default VPC
     "taskfleet:amiId": "",  # empty: the latest Amazon Linux 2023, installing at boot
     "taskfleet:spot": True,
@@ -51,6 +53,13 @@ def positive_int(value: Any) -> int:
     if number < 1:
         raise ValueError("must be a whole number >= 1")
     return number
+
+
+def retention_days(value: Any) -> int:
+    days = positive_int(value)
+    if days > 14:
+        raise ValueError("must be 1 to 14 days (a job's results wait on SQS, which keeps 14)")
+    return days
 
 
 def flag(value: Any) -> bool:
@@ -89,6 +98,7 @@ def build(app: cdk.App, *, account: str | None, region: str | None) -> Taskfleet
             get("taskfleet:visibilityTimeoutSeconds", positive_int)
         ),
         max_receive_count=get("taskfleet:maxReceiveCount", positive_int),
+        job_retention_days=get("taskfleet:jobRetentionDays", retention_days),
         vpc_id=get("taskfleet:vpcId", str) or None,
         ami_id=get("taskfleet:amiId", str) or None,
         spot=get("taskfleet:spot", flag),

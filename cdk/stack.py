@@ -10,6 +10,7 @@ from constructs import Construct
 
 from cdk.claims import ClaimTable
 from cdk.fleet import TERMINATION_HOOK, WorkerFleet, read_image_file
+from cdk.jobs import JobTable
 from cdk.nag import acknowledge
 from cdk.queues import TaskQueues
 from cdk.source import write_source_zip
@@ -32,6 +33,7 @@ class TaskfleetStack(Stack):
         idle_timeout: Duration,
         visibility_timeout: Duration,
         max_receive_count: int,
+        job_retention_days: int,
         vpc_id: str | None,
         ami_id: str | None,
         spot: bool,
@@ -45,6 +47,10 @@ class TaskfleetStack(Stack):
             max_receive_count=max_receive_count,
         )
         claims = ClaimTable(self, "Claims")
+        jobs = JobTable(self, "Jobs")
+        # Each fleet job's results come back on a queue of its own, made by the
+        # client that submits the job: named this prefix and the job id.
+        job_queue_prefix = f"{self.stack_name}-job-"
         vpc = (
             ec2.Vpc.from_lookup(self, "Vpc", vpc_id=vpc_id)
             if vpc_id
@@ -69,6 +75,8 @@ class TaskfleetStack(Stack):
             Setting.REQUEST_QUEUE_URL: queues.requests.queue_url,
             Setting.RESPONSE_QUEUE_URL: queues.responses.queue_url,
             Setting.CLAIM_TABLE: claims.table.table_name,
+            Setting.JOB_TABLE: jobs.table.table_name,
+            Setting.JOB_QUEUE_PREFIX: job_queue_prefix,
             Setting.IDLE_TIMEOUT: str(int(idle_timeout.to_seconds())),
             Setting.VISIBILITY_TIMEOUT: str(int(visibility_timeout.to_seconds())),
             Setting.CONCURRENCY: str(slots_per_instance),
@@ -91,6 +99,8 @@ class TaskfleetStack(Stack):
             requests=queues.requests,
         )
         self._grant_worker(fleet, queues, claims, source)
+        self._grant_job_queues(fleet.role, job_queue_prefix)
+        jobs.table.grant(fleet.role, "dynamodb:GetItem")  # a job's state: cancelled?
 
         outputs = {
             Output.REQUEST_QUEUE_URL: queues.requests.queue_url,
@@ -105,6 +115,9 @@ class TaskfleetStack(Stack):
             Output.VISIBILITY_TIMEOUT_SECONDS: settings[Setting.VISIBILITY_TIMEOUT],
             Output.INSTANCE_TYPES: ",".join(instance_types),
             Output.SPOT: "true" if spot else "false",
+            Output.JOB_TABLE_NAME: jobs.table.table_name,
+            Output.JOB_QUEUE_PREFIX: job_queue_prefix,
+            Output.JOB_RETENTION_DAYS: str(job_retention_days),
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
@@ -159,6 +172,30 @@ class TaskfleetStack(Stack):
             "AwsSolutions-IAM5[Action::s3:GetObject*]",
             "AwsSolutions-IAM5[Action::s3:GetBucket*]",
             "AwsSolutions-IAM5[Action::s3:List*]",
+        )
+
+    def _grant_job_queues(self, role: iam.IRole, prefix: str) -> None:
+        """Workers may find and send to the jobs' result queues, and to nothing
+        else of that name space: queues named with the stack's job prefix."""
+        queues = f"arn:{self.partition}:sqs:{self.region}:{self.account}:{prefix}*"
+        policy = iam.Policy(
+            self,
+            "JobQueuesOnly",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=["sqs:GetQueueUrl", "sqs:SendMessage"], resources=[queues]
+                )
+            ],
+        )
+        acknowledge(
+            policy,
+            "A job's result queue is made when the job is submitted: the statement names "
+            "the stack's own job queues by their name prefix, and allows only finding "
+            "them and sending to them.",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sqs:"
+            f"{self._as_nag_writes(self.region, 'AWS::Region')}:"
+            f"{self._as_nag_writes(self.account, 'AWS::AccountId')}:{prefix}*]",
         )
 
     @staticmethod

@@ -22,6 +22,9 @@ MESSAGE_HEADROOM_BYTES = 16 * 1024
 #: Most files one job may name (the scheduler service refuses more at upload).
 MAX_JOB_FILES = 1000
 
+#: The longest time limit a job may set for its tasks (a week), in seconds.
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+
 #: A bundle id: the claim table's key, which DynamoDB limits to 2,048 bytes.
 BundleId = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,127}$")]
 
@@ -41,6 +44,8 @@ class Bundle(msgspec.Struct, gc=False):
     job: JobId
     files: Annotated[list[FileName], msgspec.Meta(max_length=MAX_JOB_FILES)]  # by number - 1
     tasks: Annotated[list[BundleTask], msgspec.Meta(min_length=1)]
+    # The job's time limit per task in seconds, 0 for none; None: the worker's own.
+    timeout: Annotated[float, msgspec.Meta(ge=0, le=MAX_TIMEOUT_SECONDS)] | None = None
 
 
 class UsageReport(msgspec.Struct, gc=False):

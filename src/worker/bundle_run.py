@@ -57,6 +57,7 @@ class BundleRun:
         self.pending = deque(index for index in range(size) if index not in done)
         self.running = 0
         self.released = False  # given up: nothing more of it starts or is reported
+        self.cancelled = False  # its job was cancelled: nothing more of it starts
         self._lock = threading.Lock()
 
     @property
@@ -82,6 +83,25 @@ class BundleRun:
                 self._unsent.append((index, result))
                 self._unsent_bytes += result_bytes(result)
             return self._ended() or self._unsent_bytes >= REPORT_BYTES
+
+    def cancel(self) -> list[int]:
+        """Its job was cancelled: start nothing more; returns the indexes of the
+        tasks that will not start, whose records the caller adds (``add_results``)."""
+        with self._lock:
+            self.cancelled = True
+            never_started = list(self.pending)
+            self.pending.clear()
+            return never_started
+
+    def add_results(self, results: list[tuple[int, Result]]) -> None:
+        """Results of tasks that did not run here (cancelled before they started)."""
+        with self._lock:
+            if not results or self.released:
+                return
+            if not self._unsent:
+                self._oldest_unsent = time.monotonic()
+            self._unsent.extend(results)
+            self._unsent_bytes += sum(result_bytes(result) for _, result in results)
 
     def tasks_waiting(self) -> int:
         """Tasks taken or waiting to be taken: what keeps slots busy."""

@@ -25,6 +25,9 @@ class Output:
     VISIBILITY_TIMEOUT_SECONDS: Final = "VisibilityTimeoutSeconds"
     INSTANCE_TYPES: Final = "InstanceTypes"  # comma-separated: what a job's cost is priced at
     SPOT: Final = "Spot"  # "true" or "false"
+    JOB_TABLE_NAME: Final = "JobTableName"
+    JOB_QUEUE_PREFIX: Final = "JobQueuePrefix"  # a job's result queue: this + its id
+    JOB_RETENTION_DAYS: Final = "JobRetentionDays"
 
 
 class Setting:
@@ -36,6 +39,8 @@ class Setting:
     REQUEST_QUEUE_URL: Final = "TASKFLEET_REQUEST_QUEUE_URL"
     RESPONSE_QUEUE_URL: Final = "TASKFLEET_RESPONSE_QUEUE_URL"
     CLAIM_TABLE: Final = "TASKFLEET_CLAIM_TABLE"
+    JOB_TABLE: Final = "TASKFLEET_JOB_TABLE"
+    JOB_QUEUE_PREFIX: Final = "TASKFLEET_JOB_QUEUE_PREFIX"
     INSTANCE_ID: Final = "TASKFLEET_INSTANCE_ID"
     GROUP_NAME: Final = "TASKFLEET_GROUP_NAME"
     IDLE_TIMEOUT: Final = "TASKFLEET_IDLE_TIMEOUT"
@@ -56,6 +61,8 @@ BOOTSTRAP_SETTINGS: Final = (
     Setting.REQUEST_QUEUE_URL,
     Setting.RESPONSE_QUEUE_URL,
     Setting.CLAIM_TABLE,
+    Setting.JOB_TABLE,
+    Setting.JOB_QUEUE_PREFIX,
     Setting.IDLE_TIMEOUT,
     Setting.VISIBILITY_TIMEOUT,
     Setting.CONCURRENCY,
@@ -68,6 +75,8 @@ WORKER_ENV_SETTINGS: Final = (
     Setting.REQUEST_QUEUE_URL,
     Setting.RESPONSE_QUEUE_URL,
     Setting.CLAIM_TABLE,
+    Setting.JOB_TABLE,
+    Setting.JOB_QUEUE_PREFIX,
     Setting.INSTANCE_ID,
     Setting.GROUP_NAME,
     Setting.IDLE_TIMEOUT,
@@ -78,6 +87,25 @@ WORKER_ENV_SETTINGS: Final = (
     Setting.STATE_DIR,
     Setting.TASK_USER,
 )
+
+
+class JobItem:
+    """The job table's items. A job is one partition: its ``meta`` item (state,
+    settings, who submitted it) and its record items (``rec#...``: result
+    records as gzipped JSON Lines, in the order they were stored)."""
+
+    PARTITION: Final = "job"  # the job id
+    SORT: Final = "item"  # META, or RECORDS_PREFIX + a key that sorts by storing time
+    META: Final = "meta"
+    RECORDS_PREFIX: Final = "rec#"
+    STATE: Final = "state"  # one of the states below
+    TTL: Final = "expires_at"  # epoch seconds after which DynamoDB deletes the item
+    DAY: Final = "day"  # meta items only: the submission date, the jobs index's key
+    DAY_INDEX: Final = "by_day"  # recent jobs: partition DAY, sort submitted_at
+    RUNNING: Final = "running"
+    CANCELLED: Final = "cancelled"
+    DONE: Final = "done"
+
 
 #: The scheduler's token in an environment (taken out before any task starts).
 TOKEN_VARIABLE: Final = "TASKFLEET_TOKEN"

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
+import msgspec
+
 from worker.contracts import TOKEN_VARIABLE
 from worker.errors import TaskLineError, WorkerConfigError
 from worker.result import OUTPUT_LIMIT_BYTES, Outcome, Status
@@ -415,6 +417,14 @@ def run_sleep(milliseconds: int) -> Outcome:
     )
 
 
+def sleep_timed_out(timeout: float) -> Outcome:
+    """A built-in sleep longer than the time limit: it sleeps the limit and times
+    out, as a command would."""
+    outcome = run_sleep(round(timeout * 1000.0))
+    error = f"stopped at the time limit of {timeout:g} s"
+    return msgspec.structs.replace(outcome, status=Status.TIMED_OUT, exit_code=None, error=error)
+
+
 class Plan(NamedTuple):
     """What running a task line means: a built-in sleep, a shell command, or
     nothing at all (the line cannot run, and why)."""
@@ -451,6 +461,8 @@ class TaskRunner:
         """Run one task line, given ``plan(text)``; ``meanwhile`` is called every
         MEANWHILE_SECONDS while a command runs."""
         if planned.sleep_ms is not None:
+            if self.timeout is not None and planned.sleep_ms > self.timeout * 1000.0:
+                return sleep_timed_out(self.timeout)
             return run_sleep(planned.sleep_ms)
         if planned.refusal is not None:
             now = time.time()

@@ -36,6 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
 
+import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.bundle import (
@@ -58,7 +59,8 @@ from worker.interruptions import (
     Metadata,
     Notice,
 )
-from worker.result import Result, make_result
+from worker.jobs import JobQueues, JobStates
+from worker.result import Result, Status, make_result, unfinished_results
 from worker.sqs import aws_client, make_visible, send_batches
 from worker.task import task_id
 from worker.usage import Usage, UsageMeter
@@ -91,6 +93,8 @@ class RemoteConfig(NamedTuple):
     request_queue_url: str
     response_queue_url: str
     claim_table: str
+    job_table: str | None  # None: cancellations are not watched
+    job_queue_prefix: str | None  # None: every result goes to the response queue
     region: str
     instance_id: str
     group_name: str | None  # None: not in an Auto Scaling group (nothing to end)
@@ -136,6 +140,8 @@ class RemoteConfig(NamedTuple):
                 request_queue_url=value("request_queue_url", Setting.REQUEST_QUEUE_URL),
                 response_queue_url=value("response_queue_url", Setting.RESPONSE_QUEUE_URL),
                 claim_table=value("claim_table", Setting.CLAIM_TABLE),
+                job_table=optional("job_table", Setting.JOB_TABLE),
+                job_queue_prefix=optional("job_queue_prefix", Setting.JOB_QUEUE_PREFIX),
                 region=value("region", Setting.REGION, environment.get("AWS_DEFAULT_REGION")),
                 instance_id=instance_id,
                 group_name=optional("group_name", Setting.GROUP_NAME),
@@ -165,9 +171,10 @@ class RemoteWorker:
         self.meter = UsageMeter()
         self.sqs = self.meter.watch(aws_client("sqs", config.region))
         self.autoscaling = aws_client("autoscaling", config.region)
-        self.ledger = ClaimLedger(
-            self.meter.watch(aws_client("dynamodb", config.region)), config.claim_table
-        )
+        dynamodb = self.meter.watch(aws_client("dynamodb", config.region))
+        self.ledger = ClaimLedger(dynamodb, config.claim_table)
+        self.job_queues = JobQueues(self.sqs, config.job_queue_prefix, config.response_queue_url)
+        self.job_states = JobStates(dynamodb, config.job_table)
         self._reports_sent = 0
         self._report_prefix = f"{config.instance_id}/{secrets.token_hex(4)}"
         self._last_bundle: dict[str, str] = {}  # job -> the last of its bundles held here
@@ -177,6 +184,7 @@ class RemoteWorker:
         self._changed = threading.Condition()  # a slot freed, a bundle came, or stopping
         self._report_now = threading.Event()
         self._runners: list[TaskRunner] = []
+        self._running: dict[TaskRunner, BundleRun] = {}  # what each slot's runner runs now
         self._local = threading.local()
         self._protected = False
         self._last_busy = time.monotonic()
@@ -319,6 +327,8 @@ class RemoteWorker:
                 "bundle %s: %d results finished before a restart", bundle.bundle_id, len(recovered)
             )
         run = BundleRun(message, bundle, claim, recovered)
+        if self.job_states.cancelled(bundle.job):
+            self._cancel(run)
         heartbeat = Heartbeat(self, run, claimed_at)
         heartbeat.start()
         with self._changed:
@@ -363,7 +373,15 @@ class RemoteWorker:
             runner = TaskRunner(self.config.task_timeout, self.config.task_user)
             self._local.runner = runner
             self._runners.append(runner)
-        outcome = runner.run(task.text, plan(task.text))
+        runner.timeout = self._timeout_of(run.bundle)
+        self._running[runner] = run
+        try:
+            outcome = runner.run(task.text, plan(task.text))
+        finally:
+            del self._running[runner]
+        if run.cancelled and outcome.status != Status.SUCCEEDED:
+            error = "its job was cancelled while it ran: stopped"
+            outcome = msgspec.structs.replace(outcome, status=Status.CANCELLED, error=error)
         # The slots share the instance: each task holds its share of it.
         share = outcome.duration_ms / 1000.0 / self.config.concurrency
         self.meter.charge(run.bundle.job, Usage(instance_seconds=share))
@@ -380,6 +398,43 @@ class RemoteWorker:
             outcome,
         )
 
+    def _timeout_of(self, bundle: Bundle) -> float | None:
+        """A task's time limit: its job's, else this worker's (0: none)."""
+        if bundle.timeout is None:
+            return self.config.task_timeout
+        return bundle.timeout or None
+
+    def _cancel(self, run: BundleRun) -> None:
+        """Its job was cancelled: the tasks not started end cancelled at once, and
+        those running are stopped (their records say cancelled too)."""
+        never_started = run.cancel()
+        bundle = run.bundle
+        tasks = [bundle.tasks[index] for index in never_started]
+        results = unfinished_results(
+            bundle.job,
+            ((t.file_number, bundle.files[t.file_number - 1], t.line, t.text) for t in tasks),
+            Status.CANCELLED,
+            "its job was cancelled before the task started",
+        )
+        run.add_results(list(zip(never_started, results, strict=True)))
+        stopped = 0
+        for runner, running in list(self._running.items()):
+            if running is run:
+                runner.shell.kill_current()
+                stopped += 1
+        log.info(
+            "bundle %s: job %s cancelled (%d tasks not started, %d stopped)",
+            run.bundle_id, bundle.job, len(tasks), stopped,
+        )  # fmt: skip
+        self._report_now.set()
+
+    def _watch_cancellations(self) -> None:
+        """Cancel the held bundles whose job was cancelled (each job's state is
+        read at most every CANCEL_CHECK_SECONDS)."""
+        for run, _ in list(self._held.values()):
+            if not run.cancelled and self.job_states.cancelled(run.bundle.job):
+                self._cancel(run)
+
     # -- reporting ------------------------------------------------------------
 
     def _report(self) -> None:
@@ -388,6 +443,8 @@ class RemoteWorker:
             self._report_now.wait(REPORT_TICK_SECONDS)
             self._report_now.clear()
             stopping = self.stopping.is_set()
+            if not stopping:
+                self._watch_cancellations()
             for run, heartbeat in list(self._held.values()):
                 try:
                     with self.meter.charged_to(run.bundle.job):
@@ -428,13 +485,21 @@ class RemoteWorker:
         """Send a bundle's waiting results; returns its progress bitmap."""
         unsent = run.take_unsent()
         results = [result for _, result in unsent]
-        if results:
-            job = run.bundle.job
+        job = run.bundle.job
+        queue_url = self.job_queues.url(job) if results else None
+        if queue_url is None and results:
+            # Nobody reads them now: the job's queue is gone (it was cancelled and
+            # collected, or it expired). Running the rest would be for nothing.
+            log.info("bundle %s: job %s has ended: results dropped", run.bundle_id, job)
+            if not run.cancelled:
+                self._cancel(run)
+        elif results and queue_url is not None:
             report = self._usage_report(job, self.meter.take(job))
             messages = result_messages(run.bundle_id, self.config.instance_id, results, report)
             try:
-                send_batches(self.sqs, self.config.response_queue_url, messages)
+                send_batches(self.sqs, queue_url, messages)
             except Exception:
+                self.job_queues.forget(job)  # it may have been deleted: looked up again
                 self.meter.charge(job, report.usage)  # reported with the next, then
                 raise
         return run.mark_sent([index for index, _ in unsent])
@@ -457,6 +522,10 @@ class RemoteWorker:
 
     def _send_usage(self, job: str | None, bundle_id: str) -> None:
         """A usage report alone: its own send counted in it, as one request."""
+        queue_url = self.config.response_queue_url if job is None else self.job_queues.url(job)
+        if queue_url is None:
+            self.meter.take(job)  # its job has ended: nobody would read the report
+            return
         usage = self.meter.take(job) + Usage(sqs_requests=1)
         body = usage_message(
             bundle_id or "usage",
@@ -465,7 +534,7 @@ class RemoteWorker:
         )
         try:
             with self.meter.charged_to(job):
-                send_batches(self.sqs, self.config.response_queue_url, [body])
+                send_batches(self.sqs, queue_url, [body])
         except (BotoCoreError, ClientError) as error:
             log.warning("could not report usage: %s", error)
             self.meter.charge(job, usage - Usage(sqs_requests=1))

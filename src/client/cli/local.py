@@ -1,6 +1,7 @@
 """``taskfleet run``: a workload here and now, on local workers (or the fleet)."""
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,14 @@ def run(
     stack: Stack = None,
     price_per_instance_hour: PricePerInstanceHour = None,
     retries: Retries = 0,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="With --remote: return once the job is queued, printing its id; follow it"
+            " with `taskfleet results JOB --stack NAME --follow` from anywhere.",
+        ),
+    ] = False,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -71,9 +80,15 @@ def run(
     if remote:
         if not stack:
             raise fail("--remote needs --stack NAME (or TASKFLEET_STACK)")
+        if given_on_command_line("workers"):
+            raise fail("--workers has no meaning with --remote: the fleet's size is the stack's")
+        if detach and retries:
+            raise fail("--retries needs an attached run: a detached job's tasks run once")
+        if detach and (output or summary_path):
+            raise fail("--detach writes no results: fetch them with `taskfleet results`")
         from scheduler.errors import FleetError
         from scheduler.fleet.aws import open_fleet
-        from scheduler.fleet.run import run_remote
+        from scheduler.fleet.run import run_remote, submit_remote
         from scheduler.pricing import fleet_prices
 
         try:
@@ -82,6 +97,12 @@ def run(
             prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
         except FleetError as error:
             raise fail(str(error)) from error
+        if detach:
+            job_id = submit_remote(
+                files, fleet=fleet, timeout=timeout or None, skip=skip, on_job=announce(stack)
+            )
+            print(job_id)
+            raise typer.Exit(0)
         with (
             results_output(output, append=resume is not None) as stream,
             report.live_progress(counts.total) as bar,
@@ -93,11 +114,15 @@ def run(
                 prices=prices,
                 slots=fleet.slots(),
                 output=stream,
+                timeout=timeout or None,
                 on_progress=lambda s: report.update(bar, s),
+                on_job=announce(stack),
                 retries=retries,
                 skip=skip,
             )
     else:
+        if detach:
+            raise fail("--detach needs --remote: a local run ends with this command")
         from scheduler.local.run import run_embedded
 
         with (
@@ -115,3 +140,24 @@ def run(
                 skip=skip,
             )
     finish(summary, summary_path)
+
+
+def given_on_command_line(name: str) -> bool:
+    """Whether an option was given on the command line (not by default or environment)."""
+    import click
+
+    source = click.get_current_context().get_parameter_source(name)
+    return source is click.core.ParameterSource.COMMANDLINE
+
+
+def announce(stack: str) -> "Callable[[str], None]":
+    """What tells the person a fleet job's id as soon as it exists."""
+
+    def tell(job_id: str) -> None:
+        sys.stderr.write(
+            f"job {job_id} on stack {stack}: `taskfleet results {job_id} --stack {stack}`"
+            " gets its records from any machine\n"
+        )
+        sys.stderr.flush()
+
+    return tell

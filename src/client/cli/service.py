@@ -73,6 +73,17 @@ CaCert = Annotated[
     ),
 ]
 JobId = Annotated[str, typer.Argument(metavar="JOB", help="A job id, as submit printed it.")]
+#: A fleet job is read from its stack, not from a scheduler service. No
+#: environment variable: a TASKFLEET_STACK set for `run --remote` must not turn
+#: `status JOB` away from the service.
+StackOfJob = Annotated[
+    str | None,
+    typer.Option(
+        "--stack",
+        metavar="NAME",
+        help="Read the fleet job from this deployed stack instead of a scheduler service.",
+    ),
+]
 
 
 @contextmanager
@@ -321,9 +332,17 @@ def results(
     token_file: TokenFile = None,
     ca_cert: CaCert = None,
     output: Output = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", "--follow", help="Wait for the job to finish.")
+    ] = False,
+    stack: StackOfJob = None,
 ) -> None:
     """Print the results of a job, finished so far (or all, with --wait)."""
+    if stack is not None:
+        from client.cli.fleet_jobs import results_on_stack
+
+        results_on_stack(stack, job, output, follow=wait)
+        return
     with (
         connected(scheduler, token, token_file, ca_cert) as client,
         results_output(output) as stream,
@@ -342,8 +361,17 @@ def status(
     token: Token = None,
     token_file: TokenFile = None,
     ca_cert: CaCert = None,
+    stack: StackOfJob = None,
 ) -> None:
     """Show the state of one job, or of recent jobs."""
+    if stack is not None:
+        from client.cli import fleet_jobs
+
+        if job:
+            fleet_jobs.status_on_stack(stack, job)
+        else:
+            fleet_jobs.jobs(stack)
+        return
     from rich.console import Console
 
     from client.report import usage_lines
@@ -364,8 +392,15 @@ def cancel(
     token: Token = None,
     token_file: TokenFile = None,
     ca_cert: CaCert = None,
+    stack: StackOfJob = None,
 ) -> None:
-    """Cancel the tasks of a job that have not started; running ones finish."""
+    """Cancel the tasks of a job that have not started; running ones finish (on the
+    fleet, --stack: they are stopped)."""
+    if stack is not None:
+        from client.cli.fleet_jobs import cancel_on_stack
+
+        cancel_on_stack(stack, job)
+        return
     from rich.console import Console
 
     with connected(scheduler, token, token_file, ca_cert) as client:

@@ -23,6 +23,23 @@ def worker(
         str | None,
         typer.Option(metavar="NAME", help="The claim table.", envvar=Setting.CLAIM_TABLE),
     ] = None,
+    job_table: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="The job table, read for cancellations (none: jobs are not watched).",
+            envvar=Setting.JOB_TABLE,
+        ),
+    ] = None,
+    job_queue_prefix: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="A job's results go to the queue named this and its id (none: all to"
+            " the response queue).",
+            envvar=Setting.JOB_QUEUE_PREFIX,
+        ),
+    ] = None,
     region: Annotated[
         str | None, typer.Option(metavar="NAME", help="AWS region.", envvar=Setting.REGION)
     ] = None,
@@ -140,6 +157,8 @@ def worker(
         "request_queue_url": request_queue_url,
         "response_queue_url": response_queue_url,
         "claim_table": claim_table,
+        "job_table": job_table,
+        "job_queue_prefix": job_queue_prefix,
         "region": region,
         "instance_id": instance_id,
         "group_name": group_name,

@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.errors import FleetError
+from scheduler.fleet.job_store import JobStore
 from scheduler.fleet.provisioner import desired_capacity
-from worker.bundle import ResultBatch, decode_bundle, decode_result_batch
+from worker.bundle import ResultBatch, decode_bundle, decode_result_batch, result_messages
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
 from worker.errors import BundleError
 from worker.result import Status, unfinished_results
@@ -48,6 +49,9 @@ class StackResources(NamedTuple):
     slots_per_instance: int = 1
     instance_types: tuple[str, ...] = ()  # () from a stack of an earlier version
     spot: bool = False
+    job_table: str = ""
+    job_queue_prefix: str = ""  # a job's result queue: this + its id
+    job_retention_days: int = 7
 
     @property
     def slots(self) -> int:
@@ -68,9 +72,15 @@ class StackResources(NamedTuple):
                 int(outputs.get(Output.SLOTS_PER_INSTANCE, "1")),
                 tuple(filter(None, outputs.get(Output.INSTANCE_TYPES, "").split(","))),
                 outputs.get(Output.SPOT) == "true",
+                outputs[Output.JOB_TABLE_NAME],
+                outputs[Output.JOB_QUEUE_PREFIX],
+                int(outputs[Output.JOB_RETENTION_DAYS]),
             )
         except (KeyError, ValueError) as missing:
-            raise FleetError(f"stack {stack_name} lacks a usable output: {missing}") from missing
+            raise FleetError(
+                f"stack {stack_name} lacks a usable output: {missing}"
+                " (a stack deployed by an earlier taskfleet: deploy it again)"
+            ) from missing
 
     @classmethod
     def lookup(cls, stack_name: str) -> "StackResources":
@@ -133,6 +143,20 @@ class RemoteFleet:
         self.meter = UsageMeter()  # what the scheduler's own calls cost, by job
         self.sqs = self.meter.watch(aws_client("sqs"))
         self.autoscaling = aws_client("autoscaling")
+        # None: a stack without job queues (queues made by hand, in tests): every
+        # result comes back on the response queue, which one reader reads alone.
+        self.jobs = (
+            JobStore(
+                self.meter.watch(aws_client("dynamodb")),
+                self.sqs,
+                table=resources.job_table,
+                queue_prefix=resources.job_queue_prefix,
+                retention_days=resources.job_retention_days,
+            )
+            if resources.job_table
+            else None
+        )
+        self.own_jobs: set[str] = set()  # jobs whose results this reader stores
         self._next_dead_letter_check = 0.0
 
     def send(self, bodies: list[str]) -> int:
@@ -211,12 +235,48 @@ class RemoteFleet:
         return wanted
 
     def receive(self, wait_seconds: int = LONG_POLL_SECONDS) -> list[Delivery]:
-        """Results that arrived (one long poll), and failed results for dead bundles when due."""
+        """What arrived on the response queue (one long poll: the workers' reports
+        of what no job used; with no job queues, every result), and failed results
+        for dead bundles of this reader's jobs when due."""
         deliveries = [self._receive(self.resources.response_queue_url, wait_seconds, self._batch)]
         if time.monotonic() >= self._next_dead_letter_check:
             self._next_dead_letter_check = time.monotonic() + DEAD_LETTER_CHECK_SECONDS
-            deliveries.append(self._receive(self.resources.dead_letter_queue_url, 0, self._dead))
+            dead = self._receive(self.resources.dead_letter_queue_url, 0, self._dead)
+            deliveries.append(self._forward_others(dead))
         return [d for d in deliveries if d.messages]
+
+    def receive_job(self, queue_url: str, wait_seconds: int) -> Delivery:
+        """Results and usage reports that arrived on a job's queue (one long poll)."""
+        return self._receive(queue_url, wait_seconds, self._batch)
+
+    def keep(self, job_id: str, delivery: Delivery) -> int:
+        """Store what a job's queue delivered in the stack's job store; returns the
+        records stored."""
+        results = [r for batch in delivery.batches for r in batch.results if r.job == job_id]
+        reports = [b.usage for b in delivery.batches if b.usage is not None]
+        if self.jobs is not None and (results or reports):
+            with self.meter.charged_to(job_id):
+                self.jobs.store(job_id, results, reports)
+        return len(results)
+
+    def _forward_others(self, dead: Delivery) -> Delivery:
+        """A dead-letter delivery, less the bundles of jobs other readers store:
+        their failed results go to their job's queue (or nowhere, if it is gone:
+        the job has ended), and their messages are deleted."""
+        if self.jobs is None or not dead.messages:
+            return dead
+        mine: list[tuple[dict[str, Any], ResultBatch]] = []
+        for message in dead.messages:
+            batch = self._dead(message["Body"])
+            job = batch.results[0].job if batch is not None and batch.results else None
+            if job is not None and job in self.own_jobs:
+                mine.append((message, batch))  # type: ignore[arg-type]
+                continue
+            if job is not None and (url := self.jobs.queue_url(job)) is not None:
+                assert batch is not None
+                send_batches(self.sqs, url, result_messages(batch.bundle_id, "", batch.results))
+            delete_batch(self.sqs, dead.queue_url, [message])
+        return Delivery(dead.queue_url, [m for m, _ in mine], [b for _, b in mine])
 
     def acknowledge(self, delivery: Delivery) -> None:
         """Delete a delivery's messages: what they held is stored."""

@@ -30,7 +30,10 @@ class PackedBundle(NamedTuple):
 class BundlePacker:
     """Turns a job's tasks, in order, into bundles."""
 
-    def __init__(self, job_id: str, files: list[str], per_bundle: int) -> None:
+    def __init__(
+        self, job_id: str, files: list[str], per_bundle: int, timeout: float | None = None
+    ) -> None:
+        """``timeout``: the job's time limit per task, 0 for none (None: the worker's)."""
         if per_bundle < 1:
             raise ValueError("per_bundle must be at least 1")
         self.job_id = job_id
@@ -40,8 +43,10 @@ class BundlePacker:
         self.prefix = f"{job_id}-{secrets.token_hex(8)}"
         self.files = files
         self.per_bundle = per_bundle
+        self.timeout = timeout
         self._tasks: list[BundleTask] = []
-        self._bytes = len(encode_bundle(Bundle(f"{self.prefix}-000000", job_id, files, [])))
+        empty = Bundle(f"{self.prefix}-000000", job_id, files, [], timeout)
+        self._bytes = len(encode_bundle(empty))
         self._base_bytes = self._bytes
         self._count = 0
 
@@ -66,7 +71,7 @@ class BundlePacker:
             return None
         self._count += 1
         bundle_id = f"{self.prefix}-{self._count:06d}"
-        body = encode_bundle(Bundle(bundle_id, self.job_id, self.files, self._tasks))
+        body = encode_bundle(Bundle(bundle_id, self.job_id, self.files, self._tasks, self.timeout))
         packed = PackedBundle(bundle_id, body, len(self._tasks), self.job_id)
         self._tasks = []
         self._bytes = self._base_bytes

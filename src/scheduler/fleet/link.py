@@ -19,14 +19,16 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.fleet.aws import Delivery, RemoteFleet
 from scheduler.fleet.bundling import PackedBundle
+from scheduler.fleet.job_store import caller_identity
 from worker.bundle import ResultBatch
 from worker.contracts import LONG_POLL_SECONDS
+from worker.sqs import aws_client
 
 T = TypeVar("T")
 
@@ -65,17 +67,46 @@ class Arrival(NamedTuple):
     stored: threading.Event
 
 
+class JobOpening(NamedTuple):
+    """A job whose bundles are about to be sent: kept in the stack, its queue made."""
+
+    job_id: str
+    files: list[str]
+    total: int
+    timeout: float
+    retries: int
+
+
+class JobChange(NamedTuple):
+    """A job cancelled (``cancel``) or ended (every result stored) here."""
+
+    job_id: str
+    cancel: bool
+
+
+#: What the sender thread works through, in order.
+Outgoing = PackedBundle | JobOpening | JobChange
+
+
 class FleetLink:
-    """Sends bundles to the fleet and brings their results back, on its own threads."""
+    """Sends bundles to the fleet and brings their results back, on its own threads.
+
+    Each job's results come back on its own queue, read by a receiver thread
+    of the job's own; the main receiver reads the response queue (what the
+    workers used for no job) and the dead-letter queue.
+    """
 
     def __init__(self, fleet: RemoteFleet, on_arrival: Callable[[], None]) -> None:
         self.fleet = fleet
         self.slots = fleet.resources.slots
         self.on_arrival = on_arrival  # wakes the dispatch thread
         self.stopping = threading.Event()
-        self._outbox: queue.Queue[PackedBundle] = queue.Queue()
+        self.submitted_by = ""  # who submits this link's jobs: looked up once
+        self._outbox: queue.Queue[Outgoing] = queue.Queue()
         self._arrivals: queue.Queue[Arrival] = queue.Queue()
-        self._open: dict[str, int] = {}  # bundle id -> its tasks without a result yet
+        self._open: dict[str, tuple[str, int]] = {}  # bundle id -> (job, tasks without a result)
+        self._unsent = 0  # bundles queued here, not yet on the request queue
+        self._receivers: dict[str, threading.Event] = {}  # job -> set to stop its receiver
         self._poll_seconds = LONG_POLL_SECONDS
         self._lock = threading.Lock()
         self._threads = [
@@ -92,51 +123,142 @@ class FleetLink:
         self._poll_seconds = WIND_DOWN_POLL_SECONDS
 
     def stop(self) -> None:
-        """Stop both threads; a receive in progress is left to end on its own, and
+        """Stop the threads; a receive in progress is left to end on its own, and
         hands back what it brings."""
         self.stopping.set()
         self._threads[0].join()
 
+    def open_job(self, opening: JobOpening) -> None:
+        """Keep a job in the stack and make its queue, before its first bundle goes."""
+        self.fleet.own_jobs.add(opening.job_id)
+        self._outbox.put(opening)
+
+    def cancel_job(self, job_id: str) -> None:
+        """Cancel a job on the fleet: workers stop its tasks."""
+        self._outbox.put(JobChange(job_id, cancel=True))
+
+    def end_job(self, job_id: str) -> None:
+        """Every result of a job is stored: it ends in the stack, its queue goes."""
+        with self._lock:
+            stop = self._receivers.pop(job_id, None)
+        if stop is not None:
+            stop.set()
+        self._outbox.put(JobChange(job_id, cancel=False))
+
     def send(self, bundle: PackedBundle) -> None:
         """Queue a bundle for the fleet."""
         with self._lock:
-            self._open[bundle.bundle_id] = bundle.tasks
+            self._open[bundle.bundle_id] = (bundle.job, bundle.tasks)
+            self._unsent += 1
         self._outbox.put(bundle)
 
-    def open_bundles(self) -> int:
-        """Bundles sent (or about to be) whose results are not all in."""
+    def open_bundles(self, job_id: str | None = None) -> int:
+        """Bundles (of a job, or of all) sent or about to be, whose results are not all in."""
         with self._lock:
-            return len(self._open)
+            if job_id is None:
+                return len(self._open)
+            return sum(1 for job, _ in self._open.values() if job == job_id)
+
+    def unsent(self) -> int:
+        """Bundles queued here and not yet on the request queue."""
+        with self._lock:
+            return self._unsent
 
     def finished(self, bundle_id: str, tasks: int) -> None:
         """``tasks`` results of a bundle were stored."""
         with self._lock:
-            left = self._open.get(bundle_id)
-            if left is None:
+            open_ = self._open.get(bundle_id)
+            if open_ is None:
                 return  # sent before a restart, or a duplicate
+            job, left = open_
             if left <= tasks:
                 del self._open[bundle_id]
             else:
-                self._open[bundle_id] = left - tasks
+                self._open[bundle_id] = (job, left - tasks)
 
     def arrivals(self) -> list[Arrival]:
-        """What the receiver read since the last call."""
+        """What the receivers read since the last call."""
         return take_all(self._arrivals, [])
 
     def _send_loop(self) -> None:
         last_provision = 0.0
         while not self.stopping.is_set():
-            bundles = self._waiting_bundles()
+            items = self._waiting_items()
             due = time.monotonic() - last_provision >= PROVISION_INTERVAL_SECONDS
-            if bundles or (due and self.open_bundles()):
-                for job, of_job in itertools.groupby(bundles, key=lambda bundle: bundle.job):
-                    bodies = [bundle.body for bundle in of_job]
-                    with self.fleet.meter.charged_to(job):
-                        self._retrying("send bundles", partial(self.fleet.send, bodies))
+            sent = False
+            for kind, group in itertools.groupby(items, key=type):
+                if kind is PackedBundle:
+                    self._send_bundles(cast(list[PackedBundle], list(group)))
+                    sent = True
+                else:
+                    for item in group:
+                        self._change(cast(JobOpening | JobChange, item))
+            if sent or (due and self.open_bundles()):
                 self._retrying("set capacity", lambda: self.fleet.provision(self.open_bundles()))
                 last_provision = time.monotonic()
+        # Jobs ended or cancelled just before the stop: one try each.
+        for item in take_all(self._outbox, []):
+            if isinstance(item, JobChange):
+                self._change(item)
 
-    def _waiting_bundles(self) -> list[PackedBundle]:
+    def _send_bundles(self, bundles: list[PackedBundle]) -> None:
+        for job, of_job in itertools.groupby(bundles, key=lambda bundle: bundle.job):
+            bodies = [bundle.body for bundle in of_job]
+            with self.fleet.meter.charged_to(job):
+                self._retrying("send bundles", partial(self.fleet.send, bodies))
+            with self._lock:
+                self._unsent -= len(bodies)
+
+    def _change(self, item: "JobOpening | JobChange") -> None:
+        jobs = self.fleet.jobs
+        if jobs is None:
+            return  # no job queues: results come on the response queue
+        with self.fleet.meter.charged_to(item.job_id):
+            if isinstance(item, JobOpening):
+                url = self._retrying("keep a job in the stack", partial(self._create, item))
+                if url is not None:
+                    self._start_receiver(item.job_id, url)
+            elif item.cancel:
+                self._retrying("cancel a job", partial(jobs.cancel, item.job_id))
+            else:
+                self._retrying("end a job", partial(jobs.end, item.job_id))
+                self.fleet.own_jobs.discard(item.job_id)
+
+    def _create(self, opening: JobOpening) -> str:
+        jobs = self.fleet.jobs
+        assert jobs is not None
+        if not self.submitted_by:
+            self.submitted_by = caller_identity(aws_client("sts"))
+        try:
+            return jobs.create(
+                opening.job_id,
+                files=opening.files,
+                total=opening.total,
+                timeout=opening.timeout,
+                retries=opening.retries,
+                submitted_by=self.submitted_by,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            # Kept already (a scheduler restarted): its queue, if the job runs on.
+            url = jobs.queue_url(opening.job_id)
+            if url is None:
+                raise RuntimeError(f"job {opening.job_id} has ended in the stack") from error
+            return url
+
+    def _start_receiver(self, job_id: str, url: str) -> None:
+        stop = threading.Event()
+        with self._lock:
+            self._receivers[job_id] = stop
+        threading.Thread(
+            target=self._receive_job_loop,
+            args=(job_id, url, stop),
+            name=f"taskfleet-fleet-recv-{job_id}",
+            daemon=True,
+        ).start()
+
+    def _waiting_items(self) -> list[Outgoing]:
         try:
             first = self._outbox.get(timeout=0.2)
         except queue.Empty:
@@ -155,22 +277,45 @@ class FleetLink:
                     continue
                 self._hand_over(delivery)
 
-    def _hand_over(self, delivery: Delivery) -> None:
+    def _receive_job_loop(self, job_id: str, url: str, stop: threading.Event) -> None:
+        """Read one job's queue until the job ends here or the link stops: each
+        delivery kept in the stack, then journaled, then deleted."""
+        while not (stop.is_set() or self.stopping.is_set()):
+            receive = partial(self.fleet.receive_job, url, self._poll_seconds)
+            delivery = self._retrying("receive results", receive, stop)
+            if delivery is None or not delivery.messages:
+                continue
+            if self.stopping.is_set():
+                with contextlib.suppress(*AWS_ERRORS):
+                    self.fleet.release(delivery)  # the next reader's, at once
+                return
+            keep = partial(self.fleet.keep, job_id, delivery)
+            if self._retrying("store results in the stack", keep, stop) is None:
+                return  # stopped before they were kept: they come back to the next reader
+            self._hand_over(delivery, stop)
+
+    def _hand_over(self, delivery: Delivery, stop: threading.Event | None = None) -> None:
         """Give a delivery to the dispatch thread; delete it from its queue once stored."""
         arrival = Arrival(delivery.batches, threading.Event())
         self._arrivals.put(arrival)
         self.on_arrival()
         if arrival.stored.wait(STORE_TIMEOUT_SECONDS):
             with self.fleet.meter.charged_to(delivery.job):
-                self._retrying("delete results", lambda: self.fleet.acknowledge(delivery))
+                delete = partial(self.fleet.acknowledge, delivery)
+                self._retrying("delete results", delete, stop)
 
-    def _retrying(self, what: str, call: Callable[[], T]) -> T | None:
-        """``call()``, retried with exponential backoff until it works or the link stops."""
+    def _retrying(
+        self, what: str, call: Callable[[], T], stop: threading.Event | None = None
+    ) -> T | None:
+        """``call()``, retried with exponential backoff until it works or the link
+        (or ``stop``) stops."""
         wait = RETRY_FIRST_SECONDS
         while True:
             try:
                 return call()
             except AWS_ERRORS as error:
+                if stop is not None and stop.is_set():
+                    return None
                 log.warning("cannot %s (retrying in %.1f s): %s", what, wait, error)
                 if self.stopping.wait(wait):
                     return None

@@ -9,13 +9,18 @@ the dead-letter queue as failed, and retries AWS calls with backoff. This
 function copies the journal's results to the output as they arrive.
 """
 
+import contextlib
+import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from scheduler.errors import FleetError
 from scheduler.fleet.aws import RemoteFleet
 from scheduler.pricing import Prices, cost_fields
 from scheduler.service.dispatch import ServiceDispatcher
@@ -24,6 +29,8 @@ from scheduler.summary import Summary
 from worker.result import decode
 from worker.task import new_job_id
 from worker.workload import TaskReader, WorkloadCounts
+
+log = logging.getLogger("taskfleet.scheduler")
 
 #: Tasks read from a workload file, and stored, at a time.
 READ_BATCH = 8192
@@ -46,47 +53,120 @@ def run_remote(
     fleet: RemoteFleet,
     slots: int,
     output: BinaryIO,
+    timeout: float | None = None,
     prices: Prices | None = None,
     on_progress: Callable[[Summary], None] | None = None,
+    on_job: Callable[[str], None] = lambda _job: None,
     retries: int = 0,
     skip: frozenset[tuple[str, int, str]] = frozenset(),
 ) -> Summary:
     """Run a checked workload on the fleet; write results; return the summary.
 
-    ``retries`` and ``skip`` as for ``run_embedded``. The fleet's response queue
-    is read by this run alone: run one at a time per stack. The summary holds
-    what the job used on the fleet, priced at ``prices``.
+    ``retries`` and ``skip`` as for ``run_embedded``; ``timeout`` per task (None:
+    none); ``on_job`` hears the job's id once it is made. The job is kept in the
+    stack: if this process dies, it runs on, and ``taskfleet results JOB
+    --stack`` gets its records. Ctrl-C cancels it on the fleet. The summary
+    holds what the job used on the fleet, priced at ``prices``.
     """
     summary = Summary(total=counts.total, workers=slots)
-    with tempfile.TemporaryDirectory(prefix="taskfleet-run-") as folder:
-        journal_path = Path(folder) / "journal.sqlite3"
-        journal = Journal(journal_path)
-        news = threading.Event()
-        dispatcher = ServiceDispatcher(journal_path, None, news.set, fleet)
-        job_id = None
+    with _fleet_job(paths, fleet, timeout, retries, skip) as (journal, dispatcher, news, job_id):
+        on_job(job_id)
         try:
-            job_id = store_workload(journal, paths, retries, skip)
             summary.start()
             dispatcher.start()
             copy_results(journal, job_id, dispatcher, news, output, summary, on_progress)
             if dispatcher.fleet is not None:
                 dispatcher.fleet.link.wind_down()
             wait_for_usage(journal, job_id, dispatcher)
+            if dispatcher.fleet is not None:
+                dispatcher.fleet.link.end_job(job_id)
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.end()
+            cancel_on_fleet(fleet, job_id)
         finally:
-            dispatcher.stopping.set()
-            dispatcher.wake.set()
-            if dispatcher.is_alive():
-                dispatcher.join()
-            if job_id is not None:
-                summary.usage = journal.job(job_id).usage
-                summary.costs = cost_fields(summary.usage, summary.total, prices)
-            journal.close()
+            _stop(dispatcher)
+            summary.usage = journal.job(job_id).usage
+            summary.costs = cost_fields(summary.usage, summary.total, prices)
     if dispatcher.failure is not None:
         raise dispatcher.failure
     return summary
+
+
+def submit_remote(
+    paths: Sequence[str],
+    *,
+    fleet: RemoteFleet,
+    timeout: float | None = None,
+    on_job: Callable[[str], None] = lambda _job: None,
+    skip: frozenset[tuple[str, int, str]] = frozenset(),
+) -> str:
+    """Queue a checked workload on the fleet and return once every bundle is
+    sent (the job then runs without this process); returns the job's id."""
+    if fleet.jobs is None:
+        raise FleetError("this stack keeps no jobs: a detached job could not be followed")
+    with _fleet_job(paths, fleet, timeout, 0, skip) as (journal, dispatcher, _news, job_id):
+        on_job(job_id)
+        total = journal.job(job_id).total
+        try:
+            dispatcher.start()
+            while dispatcher.failure is None and dispatcher.is_alive():
+                feeder = dispatcher.fleet
+                if (
+                    feeder is not None
+                    and feeder.queued(job_id) >= total
+                    and not feeder.link.unsent()
+                ):
+                    break
+                time.sleep(POLL_SECONDS / 5)
+        except KeyboardInterrupt:
+            cancel_on_fleet(fleet, job_id)
+            raise
+        finally:
+            _stop(dispatcher)
+    if dispatcher.failure is not None:
+        raise dispatcher.failure
+    return job_id
+
+
+@contextlib.contextmanager
+def _fleet_job(
+    paths: Sequence[str],
+    fleet: RemoteFleet,
+    timeout: float | None,
+    retries: int,
+    skip: frozenset[tuple[str, int, str]],
+) -> Iterator[tuple[Journal, ServiceDispatcher, threading.Event, str]]:
+    """A remote job in a journal of its own (a temporary file), and the dispatcher
+    that sends it (not started)."""
+    with tempfile.TemporaryDirectory(prefix="taskfleet-run-") as folder:
+        journal_path = Path(folder) / "journal.sqlite3"
+        journal = Journal(journal_path)
+        news = threading.Event()
+        dispatcher = ServiceDispatcher(journal_path, None, news.set, fleet, timeout)
+        try:
+            job_id = store_workload(journal, paths, retries, skip)
+            yield journal, dispatcher, news, job_id
+        finally:
+            _stop(dispatcher)
+            journal.close()
+
+
+def _stop(dispatcher: ServiceDispatcher) -> None:
+    dispatcher.stopping.set()
+    dispatcher.wake.set()
+    if dispatcher.is_alive():
+        dispatcher.join()
+
+
+def cancel_on_fleet(fleet: RemoteFleet, job_id: str) -> None:
+    """Cancel a job in the stack (workers stop its tasks); a failure is logged."""
+    if fleet.jobs is None:
+        return
+    try:
+        fleet.jobs.cancel(job_id)
+    except (BotoCoreError, ClientError) as error:
+        log.warning("could not cancel job %s on the fleet: %s", job_id, error)
 
 
 def wait_for_usage(journal: Journal, job_id: str, dispatcher: ServiceDispatcher) -> None:

@@ -5,9 +5,10 @@ own, without a local pool), so the fleet has one dispatcher.
 
 Jobs take turns (round robin, a chunk each), so a huge job does not starve a
 small one submitted after it. A job runs where its placement says: local
-jobs on the local pool, remote jobs on the fleet (every bundle sent at once:
-the backlog is what sizes the fleet), hybrid jobs on both (the fleet is kept
-at one bundle per slot, the local pool takes the rest as it goes). Only this
+jobs on the local pool, remote jobs on the fleet (every bundle sent as it is
+cut: the job then runs on without its submitter, and the backlog sizes the
+fleet), hybrid jobs on both (the fleet is kept at one bundle per slot, the
+local pool takes the rest as it goes). Only this
 thread writes results to the journal; request handlers read them.
 """
 
@@ -23,10 +24,10 @@ from pathlib import Path
 from scheduler.fleet.aws import RemoteFleet
 from scheduler.fleet.bundle_sizing import SHARES_PER_SLOT, BundleSizer
 from scheduler.fleet.bundling import BundlePacker
-from scheduler.fleet.link import FleetLink
+from scheduler.fleet.link import FleetLink, JobOpening
 from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
-from scheduler.service.journal import DISPATCHED, SENT, Journal, Placement
+from scheduler.service.journal import DISPATCHED, SENT, JobState, Journal, Placement
 from worker.bundle import ResultBatch
 from worker.local import Chunk, ChunkReport, lost_results
 from worker.result import Result, Status, decode, encode_lines
@@ -44,9 +45,9 @@ BUNDLES_PER_TURN = 50
 #: Seconds between looks for tasks whose wait for a retry is over.
 RETRY_LOOK_SECONDS = 0.1
 
-#: Bundles per fleet slot kept sent and unfinished: a slot that frees finds
-#: the next one waiting.
-OPEN_BUNDLES_PER_SLOT = 2
+#: Seconds a job whose results are all in waits for its workers' last usage
+#: reports before it ends in the stack (and its queue is deleted).
+USAGE_WAIT_SECONDS = 5.0
 
 #: How many of a job's next pending tasks to look at: f(job).
 View = Callable[["_JobCursor"], int]
@@ -237,17 +238,23 @@ class JournalSink:
 class FleetFeeder:
     """Packs the fleet's share of jobs into bundles and stores what comes back.
 
-    Bundles are cut by work (``BundleSizer``) as they are sent, not all at
-    once: the fleet is kept OPEN_BUNDLES_PER_SLOT bundles per slot ahead, so
-    instances pull work as they free up and later bundles are sized from what
-    earlier ones cost. Hybrid jobs go to the fleet only while it has a slot
-    without a bundle; the local workers take the rest.
+    Bundles are cut by work (``BundleSizer``: a fair share of the work left,
+    so they shrink toward a job's end). A remote job's bundles are all sent
+    as soon as they are cut: the job then runs on without its submitter (it
+    may detach, or die), and the backlog sizes the fleet. Hybrid jobs go to
+    the fleet only while it has a slot without a bundle; the local workers
+    take the rest. Each job is kept in the stack (``FleetLink.open_job``)
+    before its first bundle goes, and ended there once its results and its
+    workers' usage reports are all in.
     """
 
-    def __init__(self, link: FleetLink, local_workers: int) -> None:
+    def __init__(self, link: FleetLink, local_workers: int, timeout: float | None) -> None:
         self.link = link
         self.local_workers = local_workers
+        self.timeout = timeout  # per task, carried by the bundles (None: none)
         self.sizers: dict[str, BundleSizer] = {}  # by job
+        self.opened: dict[str, float | None] = {}  # job -> since when it is final here
+        self._queued: dict[str, int] = {}  # job -> its tasks in bundles handed to the link
 
     def sizer(self, job_id: str) -> BundleSizer:
         return self.sizers.setdefault(job_id, BundleSizer())
@@ -270,21 +277,56 @@ class FleetFeeder:
     def feed(self, source: JournalSource) -> None:
         """Send bundles while the fleet has fewer open than it should."""
         for _ in range(BUNDLES_PER_TURN):
-            open_bundles = self.link.open_bundles()
-            if open_bundles >= OPEN_BUNDLES_PER_SLOT * self.link.slots:
-                return
-            hybrid = open_bundles < self.link.slots
+            hybrid = self.link.open_bundles() < self.link.slots
             chunk = source.take_for_fleet(self.view, self.cut, hybrid)
             if chunk is None:
                 return
+            files = source.files_of(chunk.job_id)
+            if chunk.job_id not in self.opened:
+                self._open(source, chunk.job_id, files)
             # One chunk, one bundle (or more, should it pass the message limit).
             tasks = chunk.tasks
-            packer = BundlePacker(chunk.job_id, source.files_of(chunk.job_id), len(tasks.lines))
+            timeout = self.timeout or 0.0
+            packer = BundlePacker(chunk.job_id, files, len(tasks.lines), timeout)
             for line, text in zip(tasks.lines, tasks.texts, strict=True):
                 if (bundle := packer.add(chunk.file_number, line, text)) is not None:
                     self.link.send(bundle)
             if (bundle := packer.finish()) is not None:
                 self.link.send(bundle)
+            self._queued[chunk.job_id] = self._queued.get(chunk.job_id, 0) + len(tasks.lines)
+
+    def queued(self, job_id: str) -> int:
+        """A job's tasks in bundles handed to the link (sent, or about to be)."""
+        return self._queued.get(job_id, 0)
+
+    def _open(self, source: JournalSource, job_id: str, files: list[str]) -> None:
+        info = source.journal.job(job_id)
+        self.opened[job_id] = None
+        self.link.open_job(JobOpening(job_id, files, info.total, self.timeout or 0.0, info.retries))
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job on the fleet too, if it went there."""
+        if job_id in self.opened:
+            self.link.cancel_job(job_id)
+
+    def end_finished(self, journal: Journal) -> None:
+        """End in the stack the jobs whose results are all in, once their workers'
+        usage reports are too (or USAGE_WAIT_SECONDS after their last result)."""
+        now = time.monotonic()
+        for job_id, final_since in list(self.opened.items()):
+            if self.link.open_bundles(job_id):
+                continue
+            state, finished, total = journal.progress(job_id)
+            if state not in JobState.FINAL or finished < total:
+                continue
+            if final_since is None:
+                self.opened[job_id] = final_since = now
+            if journal.usage_to_come(job_id) and now - final_since < USAGE_WAIT_SECONDS:
+                continue
+            self.link.end_job(job_id)
+            del self.opened[job_id]
+            self.sizers.pop(job_id, None)
+            self._queued.pop(job_id, None)
 
     def busy(self) -> bool:
         """Whether bundles are out on the fleet."""
@@ -341,6 +383,7 @@ class ServiceDispatcher(threading.Thread):
         pool: LocalPool | None,
         notify: Callable[[], None],
         fleet: RemoteFleet | None = None,
+        fleet_timeout: float | None = None,
     ) -> None:
         super().__init__(name="taskfleet-dispatch", daemon=True)
         self.pool = pool
@@ -350,7 +393,8 @@ class ServiceDispatcher(threading.Thread):
         self.fleet = None
         if fleet is not None:
             local_workers = 0 if pool is None else pool.size
-            self.fleet = FleetFeeder(FleetLink(fleet, on_arrival=self.wake.set), local_workers)
+            link = FleetLink(fleet, on_arrival=self.wake.set)
+            self.fleet = FleetFeeder(link, local_workers, fleet_timeout)
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
         self.last_busy = time.monotonic()
@@ -378,6 +422,7 @@ class ServiceDispatcher(threading.Thread):
                 if self.fleet is not None:
                     self.fleet.store(source, self.sink)
                     self.fleet.feed(source)
+                    self.fleet.end_finished(self.journal)
                     if self.fleet.link.open_bundles():
                         self.last_busy = time.monotonic()
                 if dispatcher is not None and (source.has_work() or dispatcher.in_flight()):
@@ -398,6 +443,8 @@ class ServiceDispatcher(threading.Thread):
         while not self._cancels.empty():
             job_id, done = self._cancels.get()
             self.sink.seq = self.journal.cancel(job_id, self.sink.seq)
+            if self.fleet is not None:
+                self.fleet.cancel(job_id)
             self.sink.notify()
             done.set()
 

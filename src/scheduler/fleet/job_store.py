@@ -1,0 +1,386 @@
+"""Fleet jobs kept in the stack: state, settings and records, shared by every client.
+
+A job on the fleet belongs to the stack, not to the client that submitted it.
+Its ``meta`` item in the job table holds its state, settings and who submitted
+it; its results come back on a queue of its own (the stack's job queue prefix
+and its id), made at submission; whoever reads that queue — the client that
+submitted the job, `taskfleet results --stack` on another machine, a
+scheduler service — stores what it reads as a record item of the job before
+it deletes the messages, so no reader ever deletes a result it did not store,
+and any number of readers may come and go. Records are read back in the
+order they were stored, each task's last record counting (a duplicate
+delivery stores a second copy of the same outcome, which readers skip). DynamoDB's TTL ends a
+job's items after the stack's retention; a job queue left by a client that
+died is deleted by the next submission once it is older than the retention.
+"""
+
+import datetime
+import gzip
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from scheduler.errors import FleetError, JobNotFoundError
+from worker.bundle import UsageReport
+from worker.contracts import JobItem
+from worker.jobs import NO_SUCH_QUEUE
+from worker.result import Result, encode_lines
+from worker.usage import Usage
+
+log = logging.getLogger("taskfleet.scheduler")
+
+#: Largest record item written, in bytes: under DynamoDB's 400 KB item limit.
+MAX_RECORD_ITEM_BYTES = 350 * 1024
+
+#: Largest list of file names a fleet job keeps, as JSON bytes.
+MAX_FILES_BYTES = 64 * 1024
+
+#: Job queues a submission looks at for expiry, at the most (each is a request).
+SWEEP_LIMIT = 5
+
+_usage_encoder = json.JSONEncoder(separators=(",", ":"))
+
+
+class FleetJob(NamedTuple):
+    """A fleet job's meta item, as the stack keeps it."""
+
+    id: str
+    state: str  # JobItem.RUNNING, CANCELLED or DONE
+    total: int
+    files: list[str]
+    submitted_by: str
+    submitted_at: float
+    ended_at: float | None
+    timeout: float  # seconds per task, 0 for none
+    retries: int
+    stored: int  # records stored, duplicates included: exact counts come from the records
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+
+class JobRecords(NamedTuple):
+    """What a reader of a job's records found: one record per task, and usage."""
+
+    records: dict[str, bytes]  # task id -> its last record stored (a JSON line)
+    usage: Usage
+    last_key: str  # the sort key of the last record item read
+
+
+def record_key() -> str:
+    """A record item's sort key: after every key stored before it, by any reader."""
+    return f"{JobItem.RECORDS_PREFIX}{time.time_ns():020d}-{secrets.token_hex(4)}"
+
+
+class JobStore:
+    """The job table and job queues of one deployed stack."""
+
+    def __init__(
+        self, dynamodb: Any, sqs: Any, *, table: str, queue_prefix: str, retention_days: int
+    ) -> None:
+        self.dynamodb = dynamodb
+        self.sqs = sqs
+        self.table = table
+        self.queue_prefix = queue_prefix
+        self.retention_seconds = retention_days * 24 * 3600
+
+    # -- submitting ------------------------------------------------------------
+
+    def create(
+        self,
+        job_id: str,
+        *,
+        files: list[str],
+        total: int,
+        timeout: float,
+        retries: int,
+        submitted_by: str,
+    ) -> str:
+        """Keep a new job in the stack and make its result queue; returns the queue's URL."""
+        files_json = json.dumps(files)
+        if len(files_json) > MAX_FILES_BYTES:
+            raise FleetError(f"the file names of a fleet job may take {MAX_FILES_BYTES} bytes")
+        now = time.time()
+        self.dynamodb.put_item(
+            TableName=self.table,
+            Item={
+                JobItem.PARTITION: {"S": job_id},
+                JobItem.SORT: {"S": JobItem.META},
+                JobItem.STATE: {"S": JobItem.RUNNING},
+                JobItem.DAY: {"S": day_of(now)},
+                JobItem.TTL: {"N": str(int(now + self.retention_seconds))},
+                "submitted_at": {"N": f"{now:.3f}"},
+                "submitted_by": {"S": submitted_by},
+                "files": {"S": files_json},
+                "total": {"N": str(total)},
+                "timeout": {"N": repr(float(timeout))},
+                "retries": {"N": str(retries)},
+                "stored": {"N": "0"},
+            },
+            ConditionExpression="attribute_not_exists(#job)",
+            ExpressionAttributeNames={"#job": JobItem.PARTITION},
+        )
+        url: str = self.sqs.create_queue(
+            QueueName=self.queue_prefix + job_id,
+            Attributes={
+                # Results wait for a reader as long as the job is kept (SQS keeps 14 days).
+                "MessageRetentionPeriod": str(min(self.retention_seconds, 14 * 24 * 3600)),
+                "SqsManagedSseEnabled": "true",
+                "ReceiveMessageWaitTimeSeconds": "20",
+            },
+            tags={"taskfleet:job": job_id},
+        )["QueueUrl"]
+        self.sweep_stale_queues(keep=job_id)
+        return url
+
+    def sweep_stale_queues(self, keep: str = "") -> int:
+        """Delete job queues older than the retention (their jobs have expired:
+        a client died before their results were all read); returns how many."""
+        urls: list[str] = self.sqs.list_queues(QueueNamePrefix=self.queue_prefix).get(
+            "QueueUrls", []
+        )
+        stale = 0
+        for url in [u for u in urls if not u.endswith("-job-" + keep)][:SWEEP_LIMIT]:
+            try:
+                created = float(
+                    self.sqs.get_queue_attributes(
+                        QueueUrl=url, AttributeNames=["CreatedTimestamp"]
+                    )["Attributes"]["CreatedTimestamp"]
+                )
+                if time.time() - created > self.retention_seconds:
+                    self.sqs.delete_queue(QueueUrl=url)
+                    stale += 1
+            except (ClientError, KeyError, ValueError) as error:
+                log.warning("could not look at job queue %s: %s", url, error)
+        return stale
+
+    # -- reading a job ---------------------------------------------------------
+
+    def job(self, job_id: str) -> FleetJob:
+        """A job's meta item; JobNotFoundError if the stack has none (or it expired)."""
+        item = self.dynamodb.get_item(
+            TableName=self.table,
+            Key=_meta_key(job_id),
+            ConsistentRead=True,
+        ).get("Item")
+        if item is None:
+            raise JobNotFoundError(f"no job {job_id!r} on this stack (or it expired)")
+        return _fleet_job(item)
+
+    def recent(self) -> list[FleetJob]:
+        """The jobs kept (those of the retention), newest first."""
+        now = time.time()
+        days = int(self.retention_seconds // 86400) + 1
+        jobs: list[FleetJob] = []
+        for back in range(days):
+            query: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": JobItem.DAY_INDEX,
+                "KeyConditionExpression": "#day = :day",
+                "ExpressionAttributeNames": {"#day": JobItem.DAY},
+                "ExpressionAttributeValues": {":day": {"S": day_of(now - back * 86400)}},
+                "ScanIndexForward": False,
+            }
+            for page in self._pages(query):
+                jobs.extend(_fleet_job(item) for item in page)
+        return jobs
+
+    def queue_url(self, job_id: str) -> str | None:
+        """The job's result queue; None once it is gone (the job ended or expired)."""
+        try:
+            url: str = self.sqs.get_queue_url(QueueName=self.queue_prefix + job_id)["QueueUrl"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in NO_SUCH_QUEUE:
+                return None
+            raise
+        return url
+
+    def records(self, job_id: str, after: str = "") -> Iterator[tuple[str, bytes, list[Any]]]:
+        """A job's record items stored after sort key ``after``, in the order they
+        were stored: (key, JSON Lines, usage reports as dicts)."""
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#job = :job AND #item BETWEEN :after AND :end",
+            "ExpressionAttributeNames": {"#job": JobItem.PARTITION, "#item": JobItem.SORT},
+            "ExpressionAttributeValues": {
+                ":job": {"S": job_id},
+                ":after": {"S": after + "\x00" if after else JobItem.RECORDS_PREFIX},
+                ":end": {"S": JobItem.RECORDS_PREFIX + "\uffff"},
+            },
+            "ConsistentRead": True,
+        }
+        for page in self._pages(query):
+            for item in page:
+                usage = json.loads(item.get("usage", {}).get("S", "[]"))
+                yield item[JobItem.SORT]["S"], gzip.decompress(item["records"]["B"]), usage
+
+    def read_all(self, job_id: str, known: JobRecords | None = None) -> JobRecords:
+        """Every record of a job, one per task (the last stored: a duplicate
+        delivery repeats the same outcome, a retry's comes after the failure it
+        retries), and what it used: ``known``'s and those stored since it was read."""
+        records = dict(known.records) if known else {}
+        reports: dict[str, Usage] = {}
+        usage = known.usage if known else Usage()
+        last = known.last_key if known else ""
+        for key, lines, usage_reports in self.records(job_id, last):
+            last = key
+            for line in lines.splitlines(keepends=True):
+                records[_task_id_of(line)] = line
+            for report in usage_reports:
+                reports.setdefault(report["id"], Usage(**report["usage"]))
+        for each in reports.values():
+            usage = usage + each
+        return JobRecords(records, usage, last)
+
+    # -- storing what a reader read ----------------------------------------------
+
+    def store(self, job_id: str, results: list[Result], reports: list[UsageReport]) -> None:
+        """Keep results and usage reports read from the job's queue: one item per
+        MAX_RECORD_ITEM_BYTES of compressed records."""
+        pieces = _compressed_pieces(results)
+        usage = _usage_encoder.encode(
+            [{"id": r.report_id, "usage": _usage_dict(r.usage)} for r in reports]
+        )
+        for number, (compressed, count) in enumerate(pieces or [(gzip.compress(b""), 0)]):
+            self.dynamodb.put_item(
+                TableName=self.table,
+                Item={
+                    JobItem.PARTITION: {"S": job_id},
+                    JobItem.SORT: {"S": record_key()},
+                    JobItem.TTL: {"N": str(int(time.time() + self.retention_seconds))},
+                    "records": {"B": compressed},
+                    "usage": {"S": usage if number == 0 else "[]"},
+                },
+            )
+            if count:
+                self._update(job_id, "ADD stored :n", {":n": {"N": str(count)}})
+
+    # -- changing a job's state --------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a running job: workers stop its tasks (within CANCEL_CHECK_SECONDS
+        of reading it); False if it had ended already."""
+        return self._set_state(job_id, JobItem.CANCELLED, ended=False)
+
+    def end(self, job_id: str) -> None:
+        """A job's records are all stored: mark it done (a cancelled job stays
+        cancelled) and delete its queue."""
+        if not self._set_state(job_id, JobItem.DONE, ended=True):
+            self._update(
+                job_id,
+                "SET ended_at = :now",
+                {":now": {"N": f"{time.time():.3f}"}},
+                condition="attribute_not_exists(ended_at)",
+            )
+        if (url := self.queue_url(job_id)) is not None:
+            self.sqs.delete_queue(QueueUrl=url)
+
+    def _set_state(self, job_id: str, state: str, *, ended: bool) -> bool:
+        values = {":state": {"S": state}, ":running": {"S": JobItem.RUNNING}}
+        update = "SET #state = :state"
+        if ended:
+            update += ", ended_at = :now"
+            values[":now"] = {"N": f"{time.time():.3f}"}
+        return self._update(
+            job_id, update, values, condition="#state = :running", names={"#state": JobItem.STATE}
+        )
+
+    def _update(
+        self,
+        job_id: str,
+        update: str,
+        values: dict[str, Any],
+        *,
+        condition: str | None = None,
+        names: dict[str, str] | None = None,
+    ) -> bool:
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _meta_key(job_id),
+            "UpdateExpression": update,
+            "ExpressionAttributeValues": values,
+        }
+        # Never create a meta item: only a job that exists is changed.
+        request["ConditionExpression"] = "attribute_exists(#job)" + (
+            f" AND {condition}" if condition else ""
+        )
+        request["ExpressionAttributeNames"] = {"#job": JobItem.PARTITION, **(names or {})}
+        try:
+            self.dynamodb.update_item(**request)
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def _pages(self, query: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        while True:
+            answer = self.dynamodb.query(**query)
+            yield answer.get("Items", [])
+            if "LastEvaluatedKey" not in answer:
+                return
+            query = {**query, "ExclusiveStartKey": answer["LastEvaluatedKey"]}
+
+
+def day_of(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d")
+
+
+def _meta_key(job_id: str) -> dict[str, Any]:
+    return {JobItem.PARTITION: {"S": job_id}, JobItem.SORT: {"S": JobItem.META}}
+
+
+def _fleet_job(item: dict[str, Any]) -> FleetJob:
+    try:
+        return FleetJob(
+            id=item[JobItem.PARTITION]["S"],
+            state=item[JobItem.STATE]["S"],
+            total=int(item["total"]["N"]),
+            files=json.loads(item["files"]["S"]),
+            submitted_by=item["submitted_by"]["S"],
+            submitted_at=float(item["submitted_at"]["N"]),
+            ended_at=float(item["ended_at"]["N"]) if "ended_at" in item else None,
+            timeout=float(item["timeout"]["N"]),
+            retries=int(item["retries"]["N"]),
+            stored=int(item.get("stored", {"N": "0"})["N"]),
+        )
+    except (KeyError, ValueError) as error:
+        raise FleetError(f"a job item of the stack is not taskfleet's: {error}") from error
+
+
+def _task_id_of(line: bytes) -> str:
+    # The id is the record's first field (see worker.result.Result).
+    return str(json.loads(line)["id"])
+
+
+def _usage_dict(usage: Usage) -> dict[str, Any]:
+    return {field: getattr(usage, field) for field in usage.__struct_fields__}
+
+
+def _compressed_pieces(results: list[Result]) -> list[tuple[bytes, int]]:
+    """Results as gzipped JSON Lines, cut so that each piece fits an item even
+    where output does not compress."""
+    pieces: list[tuple[bytes, int]] = []
+    lines: list[bytes] = []
+    size = 0
+    for line in encode_lines(results).splitlines(keepends=True):
+        if lines and size + len(line) > MAX_RECORD_ITEM_BYTES:
+            pieces.append((gzip.compress(b"".join(lines)), len(lines)))
+            lines, size = [], 0
+        lines.append(line)
+        size += len(line)
+    if lines:
+        pieces.append((gzip.compress(b"".join(lines)), len(lines)))
+    return pieces
+
+
+def caller_identity(sts: Any) -> str:
+    """Who is calling AWS (an ARN), for the jobs list; "unknown" if STS won't say."""
+    try:
+        return str(sts.get_caller_identity()["Arn"])
+    except (BotoCoreError, ClientError, KeyError):
+        return "unknown"

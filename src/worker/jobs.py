@@ -1,0 +1,100 @@
+"""What a worker asks the stack about a bundle's job: where its results go, and
+whether it was cancelled.
+
+Each fleet job has a result queue of its own, made by the client that
+submitted it and named the stack's job queue prefix and the job id, so that
+any number of clients share one stack and each reads only its own job's
+results. A job's state lives in the job table; a worker looks at it when it
+takes a bundle and every CANCEL_CHECK_SECONDS while it holds one, and stops
+the job's tasks once it reads ``cancelled``.
+"""
+
+import logging
+import time
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.contracts import JobItem
+
+log = logging.getLogger("taskfleet.worker")
+
+#: Seconds a job's state, once read, is taken as known: how soon a worker sees
+#: a cancellation, against one read per job held every so often.
+CANCEL_CHECK_SECONDS = 5.0
+
+#: Jobs whose queue or state a worker remembers; past it, it forgets them all
+#: (a worker may run for weeks).
+REMEMBERED_JOBS = 1000
+
+#: What SQS answers for a queue that does not exist (the query and JSON protocols).
+NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+class JobQueues:
+    """Each job's result queue, looked up once; ``fallback``: where results go
+    when the stack names no job queues (a worker started by hand, say)."""
+
+    def __init__(self, sqs: Any, prefix: str | None, fallback: str) -> None:
+        self.sqs = sqs
+        self.prefix = prefix
+        self.fallback = fallback
+        self._urls: dict[str, str | None] = {}
+
+    def url(self, job: str) -> str | None:
+        """The job's result queue; None when it is gone: the job ended (every result
+        stored, or cancelled and collected) or expired, so its results have no reader."""
+        if self.prefix is None:
+            return self.fallback
+        if job in self._urls:
+            return self._urls[job]
+        if len(self._urls) >= REMEMBERED_JOBS:
+            self._urls.clear()
+        try:
+            url: str | None = self.sqs.get_queue_url(QueueName=self.prefix + job)["QueueUrl"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in NO_SUCH_QUEUE:
+                raise
+            log.info("job %s has no result queue: its results are dropped", job)
+            url = None
+        self._urls[job] = url
+        return url
+
+    def forget(self, job: str) -> None:
+        """Look the job's queue up again next time (a send to it failed)."""
+        self._urls.pop(job, None)
+
+
+class JobStates:
+    """Whether a job was cancelled, read from the job table at most every
+    CANCEL_CHECK_SECONDS per job."""
+
+    def __init__(self, dynamodb: Any, table: str | None) -> None:
+        self.dynamodb = dynamodb
+        self.table = table
+        self._known: dict[str, tuple[float, bool]] = {}  # job -> (read at, cancelled)
+
+    def cancelled(self, job: str) -> bool:
+        """Whether the job is cancelled (for good, once read so); a failed read
+        counts as not yet."""
+        if self.table is None:
+            return False
+        now = time.monotonic()
+        known = self._known.get(job)
+        if known is not None and (known[1] or now - known[0] < CANCEL_CHECK_SECONDS):
+            return known[1]
+        if len(self._known) >= REMEMBERED_JOBS:
+            self._known.clear()
+        try:
+            item = self.dynamodb.get_item(
+                TableName=self.table,
+                Key={JobItem.PARTITION: {"S": job}, JobItem.SORT: {"S": JobItem.META}},
+                ProjectionExpression="#state",
+                ExpressionAttributeNames={"#state": JobItem.STATE},
+            ).get("Item", {})
+        except (BotoCoreError, ClientError) as error:
+            log.warning("could not read the state of job %s: %s", job, error)
+            return known[1] if known is not None else False
+        cancelled: bool = item.get(JobItem.STATE, {}).get("S") == JobItem.CANCELLED
+        self._known[job] = (now, cancelled)
+        return cancelled
