@@ -100,7 +100,10 @@ class TaskfleetStack(Stack):
         )
         self._grant_worker(fleet, queues, claims, source)
         self._grant_job_queues(fleet.role, job_queue_prefix)
-        jobs.table.grant(fleet.role, "dynamodb:GetItem")  # a job's state: cancelled?
+        # A job's state (cancelled?): the table's items, not its index.
+        fleet.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[jobs.table.table_arn])
+        )
 
         outputs = {
             Output.REQUEST_QUEUE_URL: queues.requests.queue_url,

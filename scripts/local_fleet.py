@@ -70,6 +70,10 @@ class LocalFleet:
         outputs = self.outputs
         self.metadata.answer("instance-id", instance_id, instance_id)
         self.started.setdefault(instance_id, time.monotonic())
+        # Where the instance's worker runs: a directory of its own, as on an
+        # instance, never the checkout a test or a person runs from.
+        home = self.logs / f"{instance_id}.home"
+        home.mkdir(exist_ok=True)
         with (self.logs / f"{instance_id}.log").open("ab") as log:
             self.workers[instance_id] = subprocess.Popen(
                 [
@@ -81,6 +85,10 @@ class LocalFleet:
                     outputs[Output.RESPONSE_QUEUE_URL],
                     "--claim-table",
                     outputs[Output.CLAIM_TABLE_NAME],
+                    "--job-table",
+                    outputs[Output.JOB_TABLE_NAME],
+                    "--job-queue-prefix",
+                    outputs[Output.JOB_QUEUE_PREFIX],
                     "--region",
                     outputs[Output.REGION],
                     "--instance-id",
@@ -102,6 +110,7 @@ class LocalFleet:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=home,
             )
 
     def step(self) -> None:

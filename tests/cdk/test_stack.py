@@ -70,6 +70,11 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
     own_group = [s for s in granted if "autoscaling:SetInstanceProtection" in s["Action"]]
     assert len(own_group) == 1
     assert "autoScalingGroupName/" in json.dumps(own_group[0]["Resource"])
+    # The jobs' result queues: found and sent to by their name prefix, nothing more.
+    (job_queues,) = [s for s in granted if s["Action"] == ["sqs:GetQueueUrl", "sqs:SendMessage"]]
+    assert json.dumps(job_queues["Resource"]).endswith(':Taskfleet-job-*"]]}'), job_queues
+    (job_states,) = [s for s in granted if s["Action"] == "dynamodb:GetItem"]
+    assert "/index/" not in json.dumps(job_states["Resource"])
     template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
     template.has_resource_properties("AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()})
 

@@ -28,6 +28,7 @@ from client.cli.app import (
 
 @app.command(cls=Command)
 def run(
+    context: typer.Context,
     files: Files,
     workers: Workers = None,
     output: Output = None,
@@ -80,7 +81,7 @@ def run(
     if remote:
         if not stack:
             raise fail("--remote needs --stack NAME (or TASKFLEET_STACK)")
-        if given_on_command_line("workers"):
+        if given_on_command_line(context, "workers"):
             raise fail("--workers has no meaning with --remote: the fleet's size is the stack's")
         if detach and retries:
             raise fail("--retries needs an attached run: a detached job's tasks run once")
@@ -142,12 +143,10 @@ def run(
     finish(summary, summary_path)
 
 
-def given_on_command_line(name: str) -> bool:
+def given_on_command_line(context: typer.Context, name: str) -> bool:
     """Whether an option was given on the command line (not by default or environment)."""
-    import click
-
-    source = click.get_current_context().get_parameter_source(name)
-    return source is click.core.ParameterSource.COMMANDLINE
+    source = context.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def announce(stack: str) -> "Callable[[str], None]":

@@ -259,7 +259,8 @@ class JobStore:
                 },
             )
             if count:
-                self._update(job_id, "ADD stored :n", {":n": {"N": str(count)}})
+                added = {":n": {"N": str(count)}}
+                self._update(job_id, "ADD #stored :n", added, names={"#stored": "stored"})
 
     # -- changing a job's state --------------------------------------------------
 

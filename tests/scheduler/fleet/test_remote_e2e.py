@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,41 +31,9 @@ from tests.conftest import (
     wait_for,
 )
 from tests.scheduler.conftest import console_errors, sign_in, visible
+from tests.scheduler.fleet.conftest import MAX_WORKERS
 
 pytestmark = pytest.mark.e2e
-
-
-#: The fleet's size in these tests: small, so a hybrid job leaves work for local workers.
-MAX_WORKERS = 2
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The local stack's state folder: outputs, worker logs, instance metadata."""
-    return tmp_path_factory.mktemp("local-aws")
-
-
-@pytest.fixture(scope="module")
-def deployed(state: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
-    """The stack on an emulator: its outputs and the environment that reaches it."""
-    if not local_aws.CDK_CLI.exists() and not os.environ.get("CI"):
-        pytest.skip("the CDK CLI is not installed (npm ci)")
-    context = {
-        "taskfleet:idleTimeoutSeconds": "3",
-        "taskfleet:maxWorkers": str(MAX_WORKERS),
-        # One slot an instance: a worker a poison task kills runs nothing else.
-        "taskfleet:slotsPerInstance": "1",
-        # Short, so a poison bundle reaches the dead-letter queue in seconds.
-        "taskfleet:visibilityTimeoutSeconds": "3",
-        "taskfleet:maxReceiveCount": "2",
-    }
-    try:
-        outputs = local_aws.up(state, port=None, context=context)
-        port = local_aws.emulator_of(state)["port"]
-        yield outputs, local_aws.environment(port)
-    finally:
-        if (state / "emulator.json").exists():
-            local_aws.stop(state)
 
 
 def test_the_whole_cloud_path_scales_from_zero_and_back(

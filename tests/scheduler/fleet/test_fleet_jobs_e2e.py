@@ -1,0 +1,221 @@
+"""End to end: fleet jobs that belong to the stack, shared by many clients.
+
+The stack on the emulator (deployed once for the package), its local fleet,
+and the installed command: several clients at once on one stack, a detached
+job read from another "machine" (another HOME, no shared files), a client
+killed mid-job, cancellation on the fleet, and a job's time limit.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    SchedulerProcess,
+    WriteWorkload,
+    run_cli,
+    taskfleet_command,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+Deployed = tuple[dict[str, str], dict[str, str]]
+
+
+def records_of(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def another_machine(environment: dict[str, str], home: Path) -> dict[str, str]:
+    """The stack's credentials, and nothing else of this client: its own HOME."""
+    home.mkdir()
+    return {**environment, "HOME": str(home), "XDG_STATE_HOME": str(home / "state")}
+
+
+def start_run(path: str, environment: dict[str, str], output: Path, *extra: str) -> "Run":
+    command = [*taskfleet_command(), "run", path, "--remote", "--stack", "Taskfleet", *extra]
+    with output.open("wb") as stdout:
+        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, env=environment)
+    return Run(process, output)
+
+
+class Run:
+    def __init__(self, process: subprocess.Popen[bytes], output: Path) -> None:
+        self.process = process
+        self.output = output
+
+    def job_id(self) -> str:
+        """The job id the run announced on stderr (read once it has)."""
+        assert self.process.stderr is not None
+        line = self.process.stderr.readline().decode()
+        assert line.startswith("job "), line
+        return line.split()[1]
+
+    def finish(self, timeout: float = 300) -> tuple[int, list[dict[str, object]], str]:
+        _, stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode, records_of(self.output.read_text()), stderr.decode()
+
+
+def test_many_clients_share_one_stack_each_reading_only_its_own_results(
+    deployed: Deployed,
+    workload: WriteWorkload,
+    scheduler_service: Callable[..., SchedulerProcess],
+    tmp_path: Path,
+) -> None:
+    _, environment = deployed
+    paths = [workload(*(["sleep 50"] * 30), f"echo client-{n}", name=f"w{n}.txt") for n in range(3)]
+    service = scheduler_service("--stack", "Taskfleet", env=environment)
+    runs = [start_run(p, environment, tmp_path / f"out{n}.jsonl") for n, p in enumerate(paths)]
+    jobs = [run.job_id() for run in runs]
+    submitted = run_cli(
+        "submit", workload(*(["sleep 50"] * 30), "echo service", name="ws.txt"), "--remote",
+        "--scheduler", service.url, env=environment, timeout=300,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    service_records = records_of(submitted.stdout)
+    assert Counter(r["line"] for r in service_records) == Counter(range(1, 32))
+    for n, (run, job) in enumerate(zip(runs, jobs, strict=True)):
+        code, records, stderr = run.finish()
+        assert code == 0, stderr
+        assert Counter(r["line"] for r in records) == Counter(range(1, 32))  # each once
+        assert {r["job"] for r in records} == {job}  # its own job's, and no other's
+        assert [r["stdout"] for r in records if r["line"] == 31] == [f"client-{n}\n"]
+        assert "name no task" not in stderr
+    # The service's fleet job lives in the stack too.
+    service_job = service_records[0]["job"]
+    status = run_cli("status", str(service_job), "--stack", "Taskfleet", env=environment)
+    assert status.returncode == 0, status.stderr
+    assert "31/31 tasks finished" in status.stdout
+
+
+def test_a_detached_job_is_read_from_another_machine_any_number_of_times(
+    deployed: Deployed, workload: WriteWorkload, tmp_path: Path
+) -> None:
+    _, environment = deployed
+    path = workload(*(["sleep 200"] * 12), "echo detached", "exit 5")
+    queued = run_cli(
+        "run", path, "--remote", "--stack", "Taskfleet", "--detach", env=environment, timeout=120
+    )
+    assert queued.returncode == 0, queued.stderr
+    job = queued.stdout.strip()
+    assert f"job {job} on stack Taskfleet" in queued.stderr
+
+    elsewhere = another_machine(environment, tmp_path / "elsewhere")
+    status = run_cli("status", job, "--stack", "Taskfleet", env=elsewhere)
+    assert status.returncode == 0, status.stderr
+    assert f"job {job}:" in status.stdout and "/14 tasks finished" in status.stdout
+    followed = run_cli(
+        "results", job, "--stack", "Taskfleet", "--follow", env=elsewhere, timeout=300
+    )
+    assert followed.returncode == 0, followed.stderr
+    records = records_of(followed.stdout)
+    assert Counter(r["line"] for r in records) == Counter(range(1, 15))  # every record once
+    by_line = {r["line"]: r for r in records}
+    assert by_line[13]["stdout"] == "detached\n"
+    assert (by_line[14]["status"], by_line[14]["exit_code"]) == ("failed", 5)
+    again = run_cli("results", job, "--stack", "Taskfleet", env=elsewhere)
+    assert sorted(again.stdout.splitlines()) == sorted(followed.stdout.splitlines())
+    waited = run_cli("wait", job, "--stack", "Taskfleet", env=elsewhere)
+    assert waited.returncode == 1  # 'exit 5' failed: as `run` would exit
+    assert "done, 14/14 tasks finished" in waited.stdout
+    listed = run_cli("jobs", "--stack", "Taskfleet", env=elsewhere)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith(job)]
+    assert "done" in row and "14/14" in row
+
+
+def test_a_killed_client_leaves_its_job_running_and_its_records_are_fetched_later(
+    deployed: Deployed, workload: WriteWorkload, tmp_path: Path
+) -> None:
+    _, environment = deployed
+    path = workload(*(["sleep 400"] * 16))
+    run = start_run(path, environment, tmp_path / "killed.jsonl")
+    job = run.job_id()
+    wait_for(lambda: run.output.stat().st_size > 0, timeout=120)  # some results are in
+    run.process.send_signal(signal.SIGKILL)
+    run.process.wait()
+    followed = run_cli("results", job, "--stack", "Taskfleet", "--follow", env=environment)
+    assert followed.returncode == 0, followed.stderr
+    records = records_of(followed.stdout)
+    assert Counter(r["line"] for r in records) == Counter(range(1, 17))  # every record once
+    assert {r["status"] for r in records} == {"succeeded"}
+
+
+def test_cancel_stops_a_job_on_the_fleet(
+    deployed: Deployed, workload: WriteWorkload, tmp_path: Path
+) -> None:
+    _, environment = deployed
+    ledger = tmp_path / "ran.txt"
+    # Each task notes that it started, then runs long.
+    path = workload(*([f"echo $$ >> {ledger}; /bin/sleep 60"] * 8))
+    queued = run_cli("run", path, "--remote", "--stack", "Taskfleet", "--detach", env=environment)
+    assert queued.returncode == 0, queued.stderr
+    job = queued.stdout.strip()
+    wait_for(lambda: ledger.exists() and len(ledger.read_text().split()) >= 2, timeout=120)
+    cancelled = run_cli("cancel", job, "--stack", "Taskfleet", env=environment)
+    assert cancelled.returncode == 0, cancelled.stderr
+    started_by_cancel = len(ledger.read_text().split())
+    began = time.monotonic()
+    followed = run_cli(
+        "results", job, "--stack", "Taskfleet", "--follow", env=environment, timeout=120
+    )
+    took = time.monotonic() - began
+    records = records_of(followed.stdout)
+    assert Counter(r["line"] for r in records) == Counter(range(1, 9))
+    assert {r["status"] for r in records} == {"cancelled"}
+    assert took < 45, took  # running tasks stopped within seconds, not after their 60 s
+    assert len(ledger.read_text().split()) == started_by_cancel  # nothing started after
+    again = run_cli("cancel", job, "--stack", "Taskfleet", env=environment)
+    assert again.returncode == 1 and "ended already" in again.stderr
+
+
+def test_ctrl_c_on_an_attached_run_cancels_its_job(
+    deployed: Deployed, workload: WriteWorkload, tmp_path: Path
+) -> None:
+    _, environment = deployed
+    path = workload(*(["/bin/sleep 60"] * 4))
+    run = start_run(path, environment, tmp_path / "interrupted.jsonl")
+    job = run.job_id()
+    time.sleep(3)
+    run.process.send_signal(signal.SIGINT)
+    code, _, stderr = run.finish(timeout=60)
+    assert code == 130, stderr
+    status = run_cli("status", job, "--stack", "Taskfleet", env=environment)
+    assert f"job {job}: cancelled" in status.stdout, status.stdout
+
+
+def test_a_jobs_time_limit_applies_on_the_fleet(
+    deployed: Deployed, workload: WriteWorkload
+) -> None:
+    _, environment = deployed
+    path = workload("sleep 5000", "/bin/sleep 5", "sh -c 'sleep 5'", "sleep 10")
+    done = run_cli(
+        "run", path, "--remote", "--stack", "Taskfleet", "--timeout", "1", env=environment,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    status = {r["line"]: r["status"] for r in records_of(done.stdout)}
+    assert status == {1: "timed_out", 2: "timed_out", 3: "timed_out", 4: "succeeded"}
+
+
+def test_options_without_meaning_on_the_fleet_are_refused(workload: WriteWorkload) -> None:
+    path = workload("sleep 1")
+    environment = {**os.environ, "TASKFLEET_STACK": "Taskfleet"}
+    for extra, named in (
+        (["--workers", "1"], "--workers"),
+        (["--detach", "--retries", "1"], "--retries"),
+        (["--detach", "-o", "x.jsonl"], "--detach"),
+    ):
+        done = run_cli("run", path, "--remote", *extra, env=environment)
+        assert done.returncode == 2, (extra, done.stderr)
+        assert named in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    local = run_cli("run", path, "--detach")
+    assert local.returncode == 2 and "--detach needs --remote" in local.stderr
