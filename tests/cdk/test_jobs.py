@@ -1,7 +1,7 @@
 import aws_cdk as cdk
 from aws_cdk.assertions import Match, Template
-
 from cdk.jobs import JobTable
+
 from worker.contracts import JobItem
 
 

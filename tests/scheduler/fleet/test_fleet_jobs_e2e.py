@@ -111,7 +111,8 @@ def test_a_detached_job_is_read_from_another_machine_any_number_of_times(
     elsewhere = another_machine(environment, tmp_path / "elsewhere")
     status = run_cli("status", job, "--stack", "Taskfleet", env=elsewhere)
     assert status.returncode == 0, status.stderr
-    assert f"job {job}:" in status.stdout and "/14 tasks finished" in status.stdout
+    assert f"job {job}:" in status.stdout
+    assert "/14 tasks finished" in status.stdout
     followed = run_cli(
         "results", job, "--stack", "Taskfleet", "--follow", env=elsewhere, timeout=300
     )
@@ -129,7 +130,8 @@ def test_a_detached_job_is_read_from_another_machine_any_number_of_times(
     listed = run_cli("jobs", "--stack", "Taskfleet", env=elsewhere)
     assert listed.returncode == 0, listed.stderr
     (row,) = [line for line in listed.stdout.splitlines() if line.startswith(job)]
-    assert "done" in row and "14/14" in row
+    assert "done" in row
+    assert "14/14" in row
 
 
 def test_a_killed_client_leaves_its_job_running_and_its_records_are_fetched_later(
@@ -174,7 +176,8 @@ def test_cancel_stops_a_job_on_the_fleet(
     assert took < 45, took  # running tasks stopped within seconds, not after their 60 s
     assert len(ledger.read_text().split()) == started_by_cancel  # nothing started after
     again = run_cli("cancel", job, "--stack", "Taskfleet", env=environment)
-    assert again.returncode == 1 and "ended already" in again.stderr
+    assert again.returncode == 1
+    assert "ended already" in again.stderr
 
 
 def test_ctrl_c_on_an_attached_run_cancels_its_job(
@@ -216,6 +219,8 @@ def test_options_without_meaning_on_the_fleet_are_refused(workload: WriteWorkloa
     ):
         done = run_cli("run", path, "--remote", *extra, env=environment)
         assert done.returncode == 2, (extra, done.stderr)
-        assert named in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert named in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr  # one line
     local = run_cli("run", path, "--detach")
-    assert local.returncode == 2 and "--detach needs --remote" in local.stderr
+    assert local.returncode == 2
+    assert "--detach needs --remote" in local.stderr
