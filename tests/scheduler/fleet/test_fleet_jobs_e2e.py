@@ -143,7 +143,7 @@ def test_a_killed_client_leaves_its_job_running_and_its_records_are_fetched_late
     job = run.job_id()
     wait_for(lambda: run.output.stat().st_size > 0, timeout=120)  # some results are in
     run.process.send_signal(signal.SIGKILL)
-    run.process.wait()
+    run.process.communicate()
     followed = run_cli("results", job, "--stack", "Taskfleet", "--follow", env=environment)
     assert followed.returncode == 0, followed.stderr
     records = records_of(followed.stdout)
