@@ -103,4 +103,3 @@ class Default:
     TASK_TIMEOUT_SECONDS: Final = 3600  # per shell command; 0: none
     CONCURRENCY: Final = 0  # 0: one slot per CPU the worker sees
     POLL_SECONDS: Final = LONG_POLL_SECONDS  # the long poll's wait
-
