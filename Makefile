@@ -1,23 +1,35 @@
 # Two entry points a newcomer needs: `make demo` and `make test`.
-# Both create .venv and install the project with everything it needs.
+# Both create .venv. The demo installs the package alone (its run needs nothing
+# else: seconds, not minutes); everything else installs it with its dev tools,
+# the CDK libraries and the CDK CLI. Two stamps, so that `make test` after
+# `make demo` installs the rest, and `make demo` after `make test` installs nothing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PACKAGE_STAMP := $(VENV)/.installed-package
+STAMP := $(VENV)/.installed-dev
 
 .PHONY: install demo test test-fast mutation lint typecheck system-packages bench bench-remote local-aws-up local-aws-down worker-constraints clean
 
-$(STAMP): pyproject.toml package-lock.json
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+$(PACKAGE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Everything: the package with its dev extras (CDK libraries, plotting, test
+# and lint tools) and the CDK CLI. The package's stamp is touched too: it is in.
+$(STAMP): pyproject.toml package-lock.json | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	npm ci --no-audit --no-fund --silent
-	touch $(STAMP)
+	touch $(PACKAGE_STAMP) $@
 
 install: $(STAMP)
 
 # The demo workload has one failing command on purpose: exit code 1 is expected.
-demo: $(STAMP)
+demo: $(PACKAGE_STAMP)
 	$(BIN)/taskfleet run examples/demo.txt --workers 4 --output demo-results.jsonl || [ $$? -eq 1 ]
 	@echo "first results (all of them are in demo-results.jsonl):"
 	@head -n 3 demo-results.jsonl

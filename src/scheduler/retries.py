@@ -16,6 +16,8 @@ MAX_RETRIES = MAX_ATTEMPTS - 1
 RETRIED_STATUSES = frozenset({Status.FAILED, Status.TIMED_OUT, Status.LOST})
 
 #: Seconds before a task's first retry; each further one waits twice as long.
+#: The one backoff schedule of the scheduler: its failed AWS calls (the fleet
+#: link's) wait the same way.
 RETRY_FIRST_SECONDS = 0.5
 
 #: The longest wait before a retry.

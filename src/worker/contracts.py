@@ -118,3 +118,16 @@ MAX_MESSAGES_PER_CALL: Final = 10
 
 #: Longest long poll SQS allows, in seconds (the queues' receive wait).
 LONG_POLL_SECONDS: Final = 20
+
+
+class Default:
+    """What the worker takes for a setting that neither its option nor its
+    environment variable gives: ``taskfleet worker`` shows these in its help,
+    ``RemoteConfig.from_environment`` applies them. (The stack gives every
+    instance its own values: cdk/app.py's settings.)"""
+
+    IDLE_TIMEOUT_SECONDS: Final = 300
+    VISIBILITY_TIMEOUT_SECONDS: Final = 60
+    TASK_TIMEOUT_SECONDS: Final = 3600  # per shell command; 0: none
+    CONCURRENCY: Final = 0  # 0: one slot per CPU the worker sees
+    POLL_SECONDS: Final = LONG_POLL_SECONDS  # the long poll's wait

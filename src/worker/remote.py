@@ -49,7 +49,7 @@ from worker.bundle import (
 )
 from worker.bundle_run import BundleRun
 from worker.claims import ClaimLedger
-from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Setting
+from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Default, Setting
 from worker.errors import BundleError, DuplicateBundleError, WorkerConfigError
 from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
 from worker.finished_log import FinishedLog
@@ -129,11 +129,13 @@ class RemoteConfig(NamedTuple):
             instance_id = optional("instance_id", Setting.INSTANCE_ID) or (
                 Metadata(metadata_url or DEFAULT_METADATA_URL).instance_id()
             )
-            timeout = float(value("task_timeout", Setting.TASK_TIMEOUT, "3600"))
+            timeout = float(
+                value("task_timeout", Setting.TASK_TIMEOUT, str(Default.TASK_TIMEOUT_SECONDS))
+            )
             task_user = optional("task_user", Setting.TASK_USER)
             state_dir = optional("state_dir", Setting.STATE_DIR)
-            concurrency = int(value("concurrency", Setting.CONCURRENCY, "0"))
-            poll = int(value("poll_seconds", Setting.POLL_SECONDS, str(LONG_POLL_SECONDS)))
+            concurrency = int(value("concurrency", Setting.CONCURRENCY, str(Default.CONCURRENCY)))
+            poll = int(value("poll_seconds", Setting.POLL_SECONDS, str(Default.POLL_SECONDS)))
             if not 0 <= poll <= LONG_POLL_SECONDS:
                 raise ValueError(f"the long poll's wait must be 0 to {LONG_POLL_SECONDS} s")
             return cls(
@@ -145,9 +147,15 @@ class RemoteConfig(NamedTuple):
                 region=value("region", Setting.REGION, environment.get("AWS_DEFAULT_REGION")),
                 instance_id=instance_id,
                 group_name=optional("group_name", Setting.GROUP_NAME),
-                idle_timeout=float(value("idle_timeout", Setting.IDLE_TIMEOUT, "300")),
+                idle_timeout=float(
+                    value("idle_timeout", Setting.IDLE_TIMEOUT, str(Default.IDLE_TIMEOUT_SECONDS))
+                ),
                 visibility_timeout=int(
-                    value("visibility_timeout", Setting.VISIBILITY_TIMEOUT, "60")
+                    value(
+                        "visibility_timeout",
+                        Setting.VISIBILITY_TIMEOUT,
+                        str(Default.VISIBILITY_TIMEOUT_SECONDS),
+                    )
                 ),
                 # One slot per vCPU unless told: every core paid for runs tasks.
                 concurrency=concurrency or os.cpu_count() or 1,

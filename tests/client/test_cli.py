@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from client.cli import app
 from tests.conftest import WriteWorkload
+from worker.contracts import Default
 
 runner = CliRunner()
 
@@ -153,3 +154,16 @@ def test_the_clis_bound_on_retries_is_the_schedulers() -> None:
     from scheduler.retries import MAX_RETRIES
 
     assert CLI_MAX_RETRIES == MAX_RETRIES
+
+
+def test_the_worker_help_shows_the_workers_own_defaults() -> None:
+    result = runner.invoke(app, ["worker", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for option, default in [
+        ("--idle-timeout", Default.IDLE_TIMEOUT_SECONDS),
+        ("--visibility-timeout", Default.VISIBILITY_TIMEOUT_SECONDS),
+        ("--timeout", Default.TASK_TIMEOUT_SECONDS),
+        ("--poll-seconds", Default.POLL_SECONDS),
+    ]:
+        (line,) = [line for line in result.stdout.splitlines() if f"  {option} " in line]
+        assert f"default: ({default})" in line

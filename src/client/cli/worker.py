@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from client.cli.app import Command, app, fail
-from worker.contracts import Setting
+from worker.contracts import LONG_POLL_SECONDS, Default, Setting
 
 
 @app.command(cls=Command)
@@ -66,7 +66,7 @@ def worker(
             metavar="SECONDS",
             min=0,
             help="Seconds idle before ending.",
-            show_default="300",
+            show_default=str(Default.IDLE_TIMEOUT_SECONDS),
             envvar=Setting.IDLE_TIMEOUT,
         ),
     ] = None,
@@ -76,7 +76,7 @@ def worker(
             metavar="SECONDS",
             min=1,
             help="Request queue visibility, s.",
-            show_default="60",
+            show_default=str(Default.VISIBILITY_TIMEOUT_SECONDS),
             envvar=Setting.VISIBILITY_TIMEOUT,
         ),
     ] = None,
@@ -96,7 +96,7 @@ def worker(
             metavar="SECONDS",
             min=0,
             help="Time limit per shell command, s (0: none).",
-            show_default="3600",
+            show_default=str(Default.TASK_TIMEOUT_SECONDS),
             envvar=Setting.TASK_TIMEOUT,
         ),
     ] = None,
@@ -138,9 +138,9 @@ def worker(
         typer.Option(
             metavar="SECONDS",
             min=0,
-            max=20,
+            max=LONG_POLL_SECONDS,
             help="Long poll wait, s.",
-            show_default="20",
+            show_default=str(Default.POLL_SECONDS),
             envvar=Setting.POLL_SECONDS,
         ),
     ] = None,

@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from scheduler.fleet.aws import Delivery, RemoteFleet
 from scheduler.fleet.bundling import PackedBundle
 from scheduler.fleet.job_store import caller_identity
+from scheduler.retries import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS  # backoff of AWS calls
 from worker.bundle import ResultBatch
 from worker.contracts import LONG_POLL_SECONDS
 from worker.sqs import aws_client
@@ -43,10 +44,6 @@ STORE_TIMEOUT_SECONDS = 30.0
 #: The long poll's wait once the link winds down: a poll still waiting when its
 #: process ends may yet be handed messages (see RESULT_VISIBILITY_SECONDS).
 WIND_DOWN_POLL_SECONDS = 1
-
-#: Backoff after a failed AWS call: first and largest wait, in seconds.
-RETRY_FIRST_SECONDS = 0.5
-RETRY_MAX_SECONDS = 20.0
 
 AWS_ERRORS = (BotoCoreError, ClientError, RuntimeError)
 

@@ -565,3 +565,72 @@ def test_the_jobs_list_holds_the_hundred_newest(journal: Journal) -> None:
     assert len(listed) == 100
     assert "job0" not in {info.id for info in listed}  # the oldest
     assert len(journal.jobs(limit=3)) == 3
+
+
+# The fleet guard: a result from the response queue is stored only for a task
+# of that job that was sent to the fleet, with the text that was sent. Anything
+# else (a forged message, a stale one, one about a local task) changes nothing.
+
+
+def journal_rows(journal: Journal) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Every row of both tables: what "changes nothing" is checked against."""
+    jobs = journal.db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+    tasks = journal.db.execute("SELECT * FROM tasks ORDER BY job, file_number, line").fetchall()
+    return jobs, tasks
+
+
+def fleet_job(journal: Journal, job_id: str, retries: int = 0) -> None:
+    """A job of three tasks: line 1 sent to the fleet, line 2 run locally, line 3 pending."""
+    journal.create_job(job_id, Placement.HYBRID, retries)
+    journal.add_tasks(job_id, [(1, 1, "sleep 1"), (1, 2, "sleep 2"), (1, 3, "sleep 3")])
+    journal.seal_job(job_id, ["w.txt"], 3)
+    journal.mark_dispatched(job_id, 1, [1], SENT)
+    journal.mark_dispatched(job_id, 1, [2], DISPATCHED)
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [(2, "sleep 2"), (3, "sleep 3"), (1, "sleep 9"), (1, "rm -rf ~")],
+    ids=["run-locally", "never-sent", "changed-text", "other-command"],
+)
+def test_a_fleet_result_for_a_task_not_sent_with_that_text_changes_nothing(
+    journal: Journal, retries: int, line: int, text: str
+) -> None:
+    fleet_job(journal, "a", retries)
+    before = journal_rows(journal)
+    for status in (Status.SUCCEEDED, Status.FAILED):  # FAILED would go back for a retry
+        forged = [(line, text, status, result_record(line, status, 0))]
+        assert journal.finish_sent("a", 1, forged, seq=4) == (4, 0)
+    assert journal_rows(journal) == before
+    assert journal.results_page("a", 0, 10) == []
+
+
+def test_a_fleet_result_for_another_job_changes_nothing(journal: Journal) -> None:
+    fleet_job(journal, "a")
+    journal.create_job("b")  # the same file, line and text, run locally
+    journal.add_tasks("b", [(1, 1, "sleep 1")])
+    journal.seal_job("b", ["w.txt"], 1)
+    journal.mark_dispatched("b", 1, [1], DISPATCHED)
+    before = journal_rows(journal)
+    result = [(1, "sleep 1", Status.SUCCEEDED, result_record(1, Status.SUCCEEDED, 0))]
+    assert journal.finish_sent("b", 1, result, seq=4) == (4, 0)
+    assert journal.finish_sent("a", 2, result, seq=4) == (4, 0)  # a file the job lacks
+    assert journal_rows(journal) == before
+
+
+def test_a_fleet_result_for_a_sent_task_is_stored_and_a_duplicate_keeps_the_first(
+    journal: Journal,
+) -> None:
+    fleet_job(journal, "a")
+    first = result_record(1, Status.SUCCEEDED, 0)
+    sent = [(1, "sleep 1", Status.SUCCEEDED, first)]
+    assert journal.finish_sent("a", 1, sent, seq=4) == (5, 1)
+    after_first = journal_rows(journal)
+    again = [(1, "sleep 1", Status.FAILED, result_record(1, Status.FAILED, 3))]
+    assert journal.finish_sent("a", 1, again, seq=5) == (5, 0)
+    assert journal.finish_sent("a", 1, sent, seq=5) == (5, 0)
+    assert journal_rows(journal) == after_first
+    assert journal.results_page("a", 0, 10) == [(4, first)]
+    info = journal.job("a")
+    assert (info.finished, info.succeeded, info.failed) == (1, 1, 0)
