@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --upgrade pip
+	$(VENV)/checkov/bin/pip install --quiet --group checkov
+	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 	npm ci --no-audit --no-fund --silent
 	touch $(STAMP)
 
