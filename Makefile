@@ -23,6 +23,10 @@ $(PACKAGE_STAMP): pyproject.toml | $(BIN)/python
 $(STAMP): pyproject.toml package-lock.json | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --upgrade pip
+	$(VENV)/checkov/bin/pip install --quiet --group checkov
+	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 	npm ci --no-audit --no-fund --silent
 	touch $(PACKAGE_STAMP) $@
 

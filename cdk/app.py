@@ -5,12 +5,14 @@ cdk deploy -c taskfleet:maxWorkers=50 -c taskfleet:spot=false
 """
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from cdk.key import CREATE
 from cdk.stack import TaskfleetStack
 
 #: Every setting, its context key, and its default.
@@ -28,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "taskfleet:vpcId": "",  # empty: the account's default VPC
     "taskfleet:amiId": "",  # empty: the latest Amazon Linux 2023, installing at boot
     "taskfleet:spot": True,
+    # empty: SQS-managed and AWS-managed encryption; "create": a key of the
+    # stack's own; or an existing key's ARN (docs/security.md: what it costs)
+    "taskfleet:kmsKey": "",
 }
 
 T = TypeVar("T")
@@ -80,12 +85,34 @@ def names(value: Any) -> list[str]:
     return parsed
 
 
+#: A KMS key's ARN (not an alias's: a grant on an alias does not reach its key).
+KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:key/[A-Za-z0-9-]+")
+
+
+def kms_key(value: Any) -> str | None:
+    """None, "create", or a key's ARN."""
+    text = str(value).strip()
+    if text in ("", CREATE) or KEY_ARN.fullmatch(text):
+        return text or None
+    raise ValueError(
+        f'must be empty, "{CREATE}" or a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)'
+    )
+
+
 def build(app: cdk.App, *, account: str | None, region: str | None) -> TaskfleetStack:
     """The stack, configured from the app's context, with cdk-nag's AwsSolutions checks."""
     context = {key: app.node.try_get_context(key) for key in DEFAULTS}
 
     def get(key: str, parse: Callable[[Any], T]) -> T:
         return setting(context, key, parse)
+
+    key = get("taskfleet:kmsKey", kms_key)
+    arn = KEY_ARN.fullmatch(key or "")
+    if arn and region and arn["region"] != region:
+        raise SettingError(
+            f"context taskfleet:kmsKey={key!r}: the key is in {arn['region']}, the stack in"
+            f" {region} (SQS and DynamoDB use a key of their own region)"
+        )
 
     stack = TaskfleetStack(
         app,
@@ -102,6 +129,7 @@ def build(app: cdk.App, *, account: str | None, region: str | None) -> Taskfleet
         vpc_id=get("taskfleet:vpcId", str) or None,
         ami_id=get("taskfleet:amiId", str) or None,
         spot=get("taskfleet:spot", flag),
+        kms_key=key,
         env=cdk.Environment(account=account, region=region),
         description="taskfleet: task queues, claim table and a worker fleet that scales from zero",
     )

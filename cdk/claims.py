@@ -2,6 +2,7 @@
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 #: Partition key: the bundle id.
@@ -12,9 +13,15 @@ TTL_ATTRIBUTE = "expires_at"
 
 
 class ClaimTable(Construct):
-    """One item per bundle: who holds it, until when (the lease), and whether it is done."""
+    """One item per bundle: who holds it, until when (the lease), and whether it is done.
 
-    def __init__(self, scope: Construct, construct_id: str) -> None:
+    Encrypted at rest with the AWS-managed key, or with ``encryption_key`` (a
+    customer-managed KMS key) when one is given.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, encryption_key: kms.IKey | None = None
+    ) -> None:
         super().__init__(scope, construct_id)
         self.table = dynamodb.Table(
             self,
@@ -24,7 +31,10 @@ class ClaimTable(Construct):
             ),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             time_to_live_attribute=TTL_ATTRIBUTE,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED
+            if encryption_key is None
+            else dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=encryption_key,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),

@@ -7,6 +7,7 @@ the retention the stack sets (DynamoDB's TTL deletes them after it).
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from worker.contracts import JobItem
@@ -14,9 +15,12 @@ from worker.contracts import JobItem
 
 class JobTable(Construct):
     """One partition per job: a ``meta`` item and its record items, and an index
-    of recent jobs by submission day."""
+    of recent jobs by submission day. Encrypted at rest with the AWS-managed key,
+    or with ``encryption_key`` (a customer-managed KMS key) when one is given."""
 
-    def __init__(self, scope: Construct, construct_id: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, encryption_key: kms.IKey | None = None
+    ) -> None:
         super().__init__(scope, construct_id)
         self.table = dynamodb.Table(
             self,
@@ -27,7 +31,10 @@ class JobTable(Construct):
             sort_key=dynamodb.Attribute(name=JobItem.SORT, type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             time_to_live_attribute=JobItem.TTL,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED
+            if encryption_key is None
+            else dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=encryption_key,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),

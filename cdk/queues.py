@@ -1,6 +1,7 @@
 """The request queue (with its dead-letter queue) and the response queue."""
 
 from aws_cdk import Duration
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -12,7 +13,11 @@ RETENTION = Duration.days(14)
 
 
 class TaskQueues(Construct):
-    """Bundles of tasks in, results out; bundles that keep failing go to a dead-letter queue."""
+    """Bundles of tasks in, results out; bundles that keep failing go to a dead-letter queue.
+
+    Every queue is encrypted at rest: with SQS-managed keys, or with
+    ``encryption_key`` (a customer-managed KMS key) when one is given.
+    """
 
     def __init__(
         self,
@@ -21,10 +26,12 @@ class TaskQueues(Construct):
         *,
         visibility_timeout: Duration,
         max_receive_count: int,
+        encryption_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if max_receive_count < 1:
             raise ValueError("max_receive_count must be at least 1")
+        self.encryption_key = encryption_key
         self.dead_letters = self._queue("DeadLetters")
         self.requests = self._queue(
             "Requests",
@@ -53,7 +60,10 @@ class TaskQueues(Construct):
         return sqs.Queue(
             self,
             construct_id,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            encryption=sqs.QueueEncryption.SQS_MANAGED
+            if self.encryption_key is None
+            else sqs.QueueEncryption.KMS,
+            encryption_master_key=self.encryption_key,
             enforce_ssl=True,
             max_message_size_bytes=MAX_MESSAGE_BYTES,
             receive_message_wait_time=Duration.seconds(LONG_POLL_SECONDS),

@@ -5,12 +5,14 @@ from pathlib import Path
 from aws_cdk import CfnOutput, CfnResource, Duration, Stack, Stage, Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from cdk.claims import ClaimTable
 from cdk.fleet import TERMINATION_HOOK, WorkerFleet, read_image_file
 from cdk.jobs import JobTable
+from cdk.key import WORKER_KEY_ACTIONS, encryption_key
 from cdk.nag import acknowledge
 from cdk.queues import TaskQueues
 from cdk.source import write_source_zip
@@ -37,17 +39,22 @@ class TaskfleetStack(Stack):
         vpc_id: str | None,
         ami_id: str | None,
         spot: bool,
+        kms_key: str | None = None,
         **kwargs: object,
     ) -> None:
+        """``kms_key``: None to encrypt with each service's own key, ``create``
+        for a customer-managed key of the stack's own, or an existing key's ARN."""
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        key = encryption_key(self, kms_key)
         queues = TaskQueues(
             self,
             "Queues",
             visibility_timeout=visibility_timeout,
             max_receive_count=max_receive_count,
+            encryption_key=key,
         )
-        claims = ClaimTable(self, "Claims")
-        jobs = JobTable(self, "Jobs")
+        claims = ClaimTable(self, "Claims", encryption_key=key)
+        jobs = JobTable(self, "Jobs", encryption_key=key)
         # Each fleet job's results come back on a queue of its own, made by the
         # client that submits the job: named this prefix and the job id.
         job_queue_prefix = f"{self.stack_name}-job-"
@@ -98,7 +105,7 @@ class TaskfleetStack(Stack):
             user_data=user_data,
             requests=queues.requests,
         )
-        self._grant_worker(fleet, queues, claims, source)
+        self._grant_worker(fleet, queues, claims, source, key)
         self._grant_job_queues(fleet.role, job_queue_prefix)
         # A job's state (cancelled?): the table's items, not its index.
         fleet.role.add_to_principal_policy(
@@ -131,12 +138,19 @@ class TaskfleetStack(Stack):
         queues: TaskQueues,
         claims: ClaimTable,
         source: s3_assets.Asset,
+        key: kms.IKey | None,
     ) -> None:
-        """The worker's grants: these queues, this table, its own group; nothing else."""
+        """The worker's grants: these queues, this table, its own group, the
+        stack's key if it has one; nothing else."""
         role = fleet.role
+        if key is not None:
+            key.grant(role, *WORKER_KEY_ACTIONS)
         queues.requests.grant_consume_messages(role)
-        queues.requests.grant_send_messages(role)  # a bundle given back goes as a fresh copy
-        queues.responses.grant_send_messages(role)
+        # What grant_send_messages grants, less the key actions it adds with a key
+        # (ReEncrypt*, GenerateDataKey*): the key's grant above is what the worker needs.
+        sending = ("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl")
+        queues.requests.grant(role, *sending)  # a bundle given back goes as a fresh copy
+        queues.responses.grant(role, *sending)
         claims.table.grant(role, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
         # The source object alone, not the whole asset bucket.
         source.bucket.grant_read(role, source.s3_object_key)

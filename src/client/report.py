@@ -103,7 +103,14 @@ def print_summary(counts: Counts) -> None:
 
 def usage_lines(figures: dict[str, object]) -> list[str]:
     """What a job used and cost, in words, from its figures (a summary's or the
-    service's): the fleet's instance time and requests, or local CPU time."""
+    service's): the fleet's instance time and requests, or local CPU time. Made
+    visible: the service's figures carry words of its own."""
+    from client.terminal import visible
+
+    return [visible(line) for line in _usage_lines(figures)]
+
+
+def _usage_lines(figures: dict[str, object]) -> list[str]:
     usage = figures.get("usage")
     if not isinstance(usage, dict) or not any(usage.values()):
         cpu = figures.get("cpu_seconds")

@@ -1,5 +1,6 @@
 """Talking to the scheduler service over HTTP (httpx)."""
 
+import re
 import ssl
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ import httpx
 from client.errors import ClientError
 from scheduler.errors import TokenError
 from scheduler.service.tokens import client_token
-from worker.task import TaskLine, encode_task_lines
+from worker.task import JOB_ID_PATTERN, TaskLine, encode_task_lines
 from worker.workload import TaskReader
 
 #: Tasks per piece of the upload stream.
@@ -19,6 +20,14 @@ UPLOAD_BATCH = 5000
 
 #: Seconds to connect and for every request but the following of results.
 REQUEST_TIMEOUT_SECONDS = 60.0
+
+
+def job_path(job_id: str, action: str = "") -> str:
+    """The URL path of a job (and an action on it); ClientError if ``job_id`` is
+    not one, rather than a URL the HTTP library refuses with a traceback."""
+    if not re.fullmatch(JOB_ID_PATTERN, job_id):
+        raise ClientError(f"not a job id: {job_id}")
+    return f"/jobs/{job_id}" + (f"/{action}" if action else "")
 
 
 def upload_body(paths: Sequence[str]) -> Iterator[bytes]:
@@ -111,11 +120,11 @@ class SchedulerClient:
         params: dict[str, str | int] = {"retries": retries}
         if placement is not None:
             params["placement"] = placement
-        result: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/retry", params=params)
+        result: dict[str, Any] = self._request("POST", job_path(job_id, "retry"), params=params)
         return result
 
     def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/jobs/{job_id}")
+        result: dict[str, Any] = self._request("GET", job_path(job_id))
         return result
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -123,7 +132,7 @@ class SchedulerClient:
         return result
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/cancel")
+        result: dict[str, Any] = self._request("POST", job_path(job_id, "cancel"))
         return result
 
     def results(self, job_id: str, *, follow: bool) -> Iterator[list[bytes]]:
@@ -135,7 +144,7 @@ class SchedulerClient:
         timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS, read=None)
         try:
             with self.http.stream(
-                "GET", f"/jobs/{job_id}/results", params=params, timeout=timeout
+                "GET", job_path(job_id, "results"), params=params, timeout=timeout
             ) as response:
                 if response.is_error:
                     response.read()

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from worker.contracts import TOKEN_VARIABLE
+from worker.environ_block import erase_value
 from worker.errors import TaskLineError, WorkerConfigError
 from worker.result import OUTPUT_LIMIT_BYTES, Outcome, Status
 from worker.task import check_line
@@ -68,8 +69,11 @@ PROGRAM_CACHE_SIZE = 1024
 
 def scrub_secrets() -> None:
     """Drop secret variables from this process's environment, so that no task
-    (nor any process started from here) inherits them."""
+    (nor any process started from here) inherits them, and erase their values
+    from the environment this process was started with, which any process of
+    the same user could otherwise read in /proc/PID/environ."""
     for name in SECRET_VARIABLES:
+        erase_value(name)
         os.environ.pop(name, None)
 
 

@@ -47,11 +47,21 @@ def make_app(tmp_path: Path, **context: object) -> cdk.App:
     return cdk.App(outdir=str(tmp_path), context={**VPC_CONTEXT, **context})
 
 
-@pytest.fixture(scope="session")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Template, Path]:
-    """The whole app with its default settings, synthesized once (cdk-nag included)."""
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app = make_app(outdir)
+def synthesize(outdir: Path, **context: object) -> tuple[Template, Path]:
+    """The whole app, synthesized (cdk-nag included): its template and the file."""
+    app = make_app(outdir, **context)
     stack = build(app, account=ACCOUNT, region=REGION)
     app.synth()
     return Template.from_stack(stack), outdir / f"{stack.artifact_id}.template.json"
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Template, Path]:
+    """The whole app with its default settings, synthesized once."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="session")
+def synthesized_with_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Template, Path]:
+    """The whole app with a customer-managed KMS key of its own, synthesized once."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out"), **{"taskfleet:kmsKey": "create"})

@@ -1,18 +1,20 @@
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_kms as kms
 from aws_cdk.assertions import Match, Template
 from cdk.queues import TaskQueues
 
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES
 
 
-def queues_template(**settings: object) -> Template:
+def queues_template(*, with_key: bool = False, **settings: object) -> Template:
     stack = cdk.Stack(cdk.App())
     TaskQueues(
         stack,
         "Queues",
         visibility_timeout=settings.get("visibility_timeout", cdk.Duration.seconds(90)),  # type: ignore[arg-type]
         max_receive_count=settings.get("max_receive_count", 4),  # type: ignore[arg-type]
+        encryption_key=kms.Key(stack, "Key") if with_key else None,
     )
     return Template.from_stack(stack)
 
@@ -74,3 +76,18 @@ def test_queues_refuse_unencrypted_transport() -> None:
 def test_max_receive_count_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_receive_count"):
         queues_template(max_receive_count=0)
+
+
+def test_with_a_key_every_queue_is_encrypted_with_it() -> None:
+    template = queues_template(with_key=True)
+    (key,) = template.find_resources("AWS::KMS::Key")
+    queues = template.find_resources(
+        "AWS::SQS::Queue",
+        {
+            "Properties": {
+                "KmsMasterKeyId": {"Fn::GetAtt": [key, "Arn"]},
+                "SqsManagedSseEnabled": Match.absent(),
+            }
+        },
+    )
+    assert len(queues) == 3

@@ -79,6 +79,57 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
     template.has_resource_properties("AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()})
 
 
+#: What the worker's role may do with the stack's customer-managed key.
+KEY_ACTIONS = {"kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt", "kms:DescribeKey"}
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_by_default_no_key_is_made_or_granted(synthesized: tuple[Template, Path]) -> None:
+    template, _ = synthesized
+    template.resource_count_is("AWS::KMS::Key", 0)
+    assert not [s for s in statements(template) if "kms:" in json.dumps(s["Action"])]
+
+
+def test_a_key_of_the_stacks_own_encrypts_everything_and_the_worker_may_use_it(
+    synthesized_with_key: tuple[Template, Path],
+) -> None:
+    template, _ = synthesized_with_key
+    keys = template.find_resources("AWS::KMS::Key", {"Properties": {"EnableKeyRotation": True}})
+    (key,) = keys
+    assert keys[key]["DeletionPolicy"] == "Delete"  # cdk destroy schedules its deletion
+    arn = {"Fn::GetAtt": [key, "Arn"]}
+    assert (
+        len(template.find_resources("AWS::SQS::Queue", {"Properties": {"KmsMasterKeyId": arn}}))
+        == 3
+    )
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table", {"SSESpecification": Match.object_like({"KMSMasterKeyId": arn})}
+    )
+    granted = [s for s in statements(template) if "kms:" in json.dumps(s["Action"])]
+    actions = {
+        a for s in granted for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions == KEY_ACTIONS  # no ReEncrypt*, no GenerateDataKey*
+    assert all(s["Resource"] == arn for s in granted)
+
+
+def test_an_existing_key_is_used_by_its_arn(tmp_path: Path) -> None:
+    app = make_app(tmp_path, **{"taskfleet:kmsKey": KEY_ARN})
+    template = Template.from_stack(build(app, account=ACCOUNT, region=REGION))
+    template.resource_count_is("AWS::KMS::Key", 0)
+    assert (
+        len(template.find_resources("AWS::SQS::Queue", {"Properties": {"KmsMasterKeyId": KEY_ARN}}))
+        == 3
+    )
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table", {"SSESpecification": Match.object_like({"KMSMasterKeyId": KEY_ARN})}
+    )
+    granted = [s for s in statements(template) if "kms:" in json.dumps(s["Action"])]
+    assert granted
+    assert all(s["Resource"] == KEY_ARN for s in granted)
+
+
 def test_user_data_configures_the_worker(synthesized: tuple[Template, Path]) -> None:
     template, _ = synthesized
     (launch_template,) = template.find_resources("AWS::EC2::LaunchTemplate").values()
@@ -137,6 +188,9 @@ def test_settings_come_from_context(tmp_path: Path) -> None:
         ("taskfleet:maxWorkers", "many", "invalid literal"),
         ("taskfleet:spot", "maybe", "true or false"),
         ("taskfleet:instanceTypes", " , ", "at least one"),
+        ("taskfleet:kmsKey", "alias/taskfleet", "KMS key ARN"),
+        ("taskfleet:kmsKey", "yes", "KMS key ARN"),
+        ("taskfleet:kmsKey", KEY_ARN.replace("us-east-1", "eu-west-1"), "key is in eu-west-1"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, key: str, value: str, reason: str) -> None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
+from client.terminal import show_logs_visibly, visible, visible_stream
+
 if TYPE_CHECKING:
     from scheduler.summary import Summary
     from worker.workload import WorkloadCounts
@@ -26,6 +28,16 @@ class Command(typer.core.TyperCommand):
     def collect_usage_pieces(self, ctx: Any) -> list[str]:  # a click Context
         pieces: list[str] = super().collect_usage_pieces(ctx)
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:  # a click Context
+        """Usage errors quote what was typed (an option's name, say): made visible.
+        (Known by their message: typer may bring a click of its own.)"""
+        try:
+            return super().make_context(*args, **kwargs)
+        except Exception as error:
+            if isinstance(getattr(error, "message", None), str):
+                error.message = visible(error.message)  # type: ignore[attr-defined]
+            raise
 
 
 app = typer.Typer(
@@ -136,8 +148,9 @@ def default_workers() -> int:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print ``taskfleet: MESSAGE`` on stderr; raise the returned Exit."""
-    sys.stderr.write(f"taskfleet: {message}\n")
+    """Print ``taskfleet: MESSAGE`` on stderr, made visible (a message may quote a
+    file name or a scheduler's words); raise the returned Exit."""
+    sys.stderr.write(f"taskfleet: {visible(message)}\n")
     sys.stderr.flush()
     return typer.Exit(code)
 
@@ -153,15 +166,22 @@ def checked(files: list[str]) -> "WorkloadCounts":
         raise fail(str(error)) from error
 
 
+def private_file(path: str, flags: int) -> int:
+    """Open ``path``, creating it readable and writable by its owner alone (0600):
+    results hold the tasks' output, which the journal keeps 0600 too."""
+    return os.open(path, flags, 0o600)
+
+
 @contextmanager
 def results_output(path: str | None, *, append: bool = False) -> Iterator[BinaryIO]:
-    """The results stream: a new file at ``path`` (or its end, with ``append``), or stdout."""
+    """The results stream: a file at ``path``, created 0600 (or its end, with
+    ``append``); or stdout, made visible, since it may be a terminal."""
     if path is None:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        with visible_stream(sys.stdout.buffer) as stdout:
+            yield stdout
         return
     try:
-        stream = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed below
+        stream = open(path, "ab" if append else "wb", opener=private_file)  # noqa: SIM115
     except OSError as error:
         raise fail(f"{path}: cannot write results: {error.strerror}") from error
     with stream:
@@ -219,4 +239,5 @@ def process_age() -> float | None:
 
 
 def main() -> None:
+    show_logs_visibly()
     app()

@@ -149,6 +149,7 @@ def scheduler(
 ) -> None:
     """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     from client import report
+    from client.terminal import visible
     from scheduler.service.server import serve
     from scheduler.service.state import default_journal_path
     from worker.errors import TaskfleetError
@@ -165,7 +166,7 @@ def scheduler(
             timeout=timeout or None,
             exit_when_idle=exit_when_idle,
             announce=lambda line: console.print(
-                f"taskfleet scheduler {line}", markup=False, soft_wrap=True
+                visible(f"taskfleet scheduler {line}"), markup=False, soft_wrap=True
             ),
             stack=stack or None,
             tls_cert=tls_cert,
@@ -262,11 +263,12 @@ def watch(
     """Say which job runs, then write its results as they arrive until it ends
     (or Ctrl-C: the job goes on)."""
     from client import report
+    from client.terminal import visible
 
     console = report.stderr_console()
     job_id = job["job"]
     retried = f" (retrying job {job['retry_of']})" if "retry_of" in job else ""
-    console.print(f"job {job_id}: {job['tasks']} tasks{retried}", markup=False)
+    console.print(visible(f"job {job_id}: {job['tasks']} tasks{retried}"), markup=False)
     console.file.flush()  # the job id must reach a log even if this process is killed
     with results_output(output) as stream, report.live_progress(summary.total) as bar:
         try:
@@ -275,7 +277,10 @@ def watch(
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.end()
-            console.print(f"stopped following; job {job_id} goes on: taskfleet results {job_id}")
+            console.print(
+                visible(f"stopped following; job {job_id} goes on: taskfleet results {job_id}"),
+                markup=False,
+            )
 
 
 def take_usage(client: "SchedulerClient", job_id: str, summary: "Summary") -> None:
@@ -413,6 +418,8 @@ def print_jobs(console: "Console", jobs: list[dict[str, object]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from client.terminal import visible
+
     table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
     # tasks - (succeeded + failed + cancelled) are still to run.
     for name in ("job", "state", "where", "tasks", "succeeded", "failed", "cancelled"):
@@ -432,7 +439,7 @@ def print_jobs(console: "Console", jobs: list[dict[str, object]]) -> None:
             files_cell(info),
         ]
         # Text, not markup: a file name like "[red]x" is shown as it is.
-        table.add_row(*(Text(str(cell)) for cell in cells))
+        table.add_row(*(Text(visible(str(cell))) for cell in cells))
     console.print(table)
 
 
