@@ -98,9 +98,10 @@ def run(
             prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
         except FleetError as error:
             raise fail(str(error)) from error
+        jobs: list[str] = []  # the job's id, once it has one
         if detach:
             job_id = submit_remote(
-                files, fleet=fleet, timeout=timeout or None, skip=skip, on_job=announce(stack)
+                files, fleet=fleet, timeout=timeout or None, skip=skip, on_job=announce(stack, jobs)
             )
             print(job_id)
             raise typer.Exit(0)
@@ -117,10 +118,14 @@ def run(
                 output=stream,
                 timeout=timeout or None,
                 on_progress=lambda s: report.update(bar, s),
-                on_job=announce(stack),
+                on_job=announce(stack, jobs),
                 retries=retries,
                 skip=skip,
             )
+        sys.stderr.write(
+            "its instances' idle tail is added to its cost as they end:"
+            f" `taskfleet status {jobs[0]} --stack {stack}`\n"
+        )
     else:
         if detach:
             raise fail("--detach needs --remote: a local run ends with this command")
@@ -149,10 +154,11 @@ def given_on_command_line(context: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-def announce(stack: str) -> "Callable[[str], None]":
-    """What tells the person a fleet job's id as soon as it exists."""
+def announce(stack: str, jobs: list[str]) -> "Callable[[str], None]":
+    """What tells the person a fleet job's id as soon as it exists (and notes it in ``jobs``)."""
 
     def tell(job_id: str) -> None:
+        jobs.append(job_id)
         sys.stderr.write(
             f"job {job_id} on stack {stack}: `taskfleet results {job_id} --stack {stack}`"
             " gets its records from any machine\n"

@@ -182,16 +182,17 @@ class FleetLink:
         while not self.stopping.is_set():
             items = self._waiting_items()
             due = time.monotonic() - last_provision >= PROVISION_INTERVAL_SECONDS
-            sent = False
+            sent = 0
             for kind, group in itertools.groupby(items, key=type):
                 if kind is PackedBundle:
-                    self._send_bundles(cast(list[PackedBundle], list(group)))
-                    sent = True
+                    bundles = cast(list[PackedBundle], list(group))
+                    self._send_bundles(bundles)
+                    sent += len(bundles)
                 else:
                     for item in group:
                         self._change(cast(JobOpening | JobChange, item))
             if sent or (due and self.open_bundles()):
-                self._retrying("set capacity", lambda: self.fleet.provision(self.open_bundles()))
+                self._retrying("set capacity", partial(self.fleet.provision, sent))
                 last_provision = time.monotonic()
         # Jobs ended or cancelled just before the stop: one try each.
         for item in take_all(self._outbox, []):
