@@ -23,7 +23,7 @@ class Sqs:
         return {"QueueUrl": self.queues[QueueName]}
 
 
-class ConditionalCheckFailedException(Exception):
+class ConditionalCheckFailedException(Exception):  # noqa: N818 - as boto3 names it
     pass
 
 
