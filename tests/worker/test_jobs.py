@@ -19,7 +19,7 @@ class Sqs:
         self.lookups += 1
         if QueueName not in self.queues:
             error = {"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}}
-            raise ClientError(error, "GetQueueUrl")  # type: ignore[arg-type]
+            raise ClientError(error, "GetQueueUrl")
         return {"QueueUrl": self.queues[QueueName]}
 
 
@@ -68,7 +68,7 @@ def test_without_job_queues_every_result_goes_to_the_response_queue() -> None:
 
 def test_a_jobs_state_is_read_at_most_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(jobs.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("worker.jobs.time.monotonic", lambda: now[0])
     table = Dynamodb(JobItem.RUNNING)
     states = JobStates(table, "jobs")
     assert not states.cancelled("a1")
