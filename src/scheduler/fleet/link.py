@@ -222,7 +222,9 @@ class FleetLink:
                 self._retrying("end a job", partial(jobs.end, item.job_id))
                 self.fleet.own_jobs.discard(item.job_id)
 
-    def _create(self, opening: JobOpening) -> str:
+    def _create(self, opening: JobOpening) -> str | None:
+        """The job kept in the stack and its queue made; its queue's URL, or None
+        for a job that has ended in the stack (nothing more of it comes back)."""
         jobs = self.fleet.jobs
         assert jobs is not None
         if not self.submitted_by:
@@ -242,7 +244,7 @@ class FleetLink:
             # Kept already (a scheduler restarted): its queue, if the job runs on.
             url = jobs.queue_url(opening.job_id)
             if url is None:
-                raise RuntimeError(f"job {opening.job_id} has ended in the stack") from error
+                log.warning("job %s has ended in the stack: nothing of it is read", opening.job_id)
             return url
 
     def _start_receiver(self, job_id: str, url: str) -> None:

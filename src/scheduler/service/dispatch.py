@@ -304,6 +304,13 @@ class FleetFeeder:
         self.opened[job_id] = None
         self.link.open_job(JobOpening(job_id, files, info.total, self.timeout or 0.0, info.retries))
 
+    def reopen(self, source: JournalSource) -> None:
+        """After a restart: read again the queues of the fleet jobs the journal has
+        running, whose results the fleet may still be sending."""
+        for cursor in list(source.cursors):
+            if cursor.placement in FLEET_PLACEMENTS and cursor.job_id not in self.opened:
+                self._open(source, cursor.job_id, cursor.files)
+
     def cancel(self, job_id: str) -> None:
         """Cancel a job on the fleet too, if it went there."""
         if job_id in self.opened:
@@ -413,6 +420,8 @@ class ServiceDispatcher(threading.Thread):
         dispatcher = None if self.pool is None else Dispatcher(self.pool, source, self.sink)
         if self.fleet is not None:
             self.fleet.link.start()
+            source.refresh()
+            self.fleet.reopen(source)
         try:
             while not self.stopping.is_set():
                 self._run_cancels()
