@@ -60,6 +60,9 @@ EVENT_JOBS = 50
 #: Most task records the task list returns at once.
 MAX_LISTED_TASKS = 200
 
+#: Task lists (``/jobs/{id}/tasks``) read from the journal at once.
+MAX_PARALLEL_TASK_LISTS = 4
+
 #: Largest login form accepted, in bytes.
 MAX_LOGIN_BYTES = 4096
 
@@ -92,6 +95,9 @@ def dashboard_routes(service: Service) -> list[Route]:
     """The dashboard's routes."""
     token, run, sessions = service.token, service.run, service.sessions
     credentials = Credentials(token, sessions) if token else None
+    # Task lists wait their turn here, not in the journal threads' queue, where
+    # they would hold up every other request's reads.
+    filter_slots = asyncio.Semaphore(MAX_PARALLEL_TASK_LISTS)
 
     async def page(_request: Request) -> Response:
         return file_response("index.html")
@@ -171,14 +177,15 @@ def dashboard_routes(service: Service) -> list[Route]:
             return JSONResponse(
                 {"error": f"limit must be 1 to {MAX_LISTED_TASKS}"}, status_code=400
             )
-        try:
-            await run(Journal.job, job_id)
-        except JobNotFoundError as missing:
-            return JSONResponse({"error": str(missing)}, status_code=404)
-        if slowest:
-            records = await run(Journal.slowest, job_id, int(limit))
-        else:
-            records = await run(Journal.records_with_status, job_id, status, int(limit))
+        async with filter_slots:
+            try:
+                await run(Journal.job, job_id)
+            except JobNotFoundError as missing:
+                return JSONResponse({"error": str(missing)}, status_code=404)
+            if slowest:
+                records = await run(Journal.slowest, job_id, int(limit))
+            else:
+                records = await run(Journal.records_with_status, job_id, status, int(limit))
         return Response(b"".join(records), media_type="application/x-ndjson")
 
     return [
