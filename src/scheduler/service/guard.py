@@ -299,15 +299,19 @@ class AccessGuard:
 
 
 async def refuse(refusal: tuple[int, str], scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer ``refusal`` and close the connection: a refused request's body is
-    not read, and its connection is not kept for another."""
+    """Answer ``refusal`` without reading the request's body. A request refused
+    for who it is from closes its connection; one refused for load keeps it
+    (its connection gives the rest of its body ``ANSWERED_BODY_SECONDS``): a
+    client that reconnects on every close would otherwise turn a limit into a
+    flood of new connections."""
     status, reason = refusal
     response = JSONResponse({"error": reason}, status_code=status)
-    response.headers["Connection"] = "close"
-    if status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
     if status in (429, 503):
         response.headers["Retry-After"] = "1"
+    else:
+        response.headers["Connection"] = "close"
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
     await response(scope, receive, send)
 
 

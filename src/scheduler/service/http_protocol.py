@@ -13,7 +13,8 @@ one byte every 20 s hold their requests open for as long as they like. Here
   of its first byte: a few seconds for a sign-in, and for an upload a floor
   plus its size at the slowest rate accepted. Past it, the request is answered
   408 (if its answer has not begun) and the connection closes, with one line
-  in the log;
+  in the log. A request answered before its body is in (refused, say) has
+  ``ANSWERED_BODY_SECONDS`` more for the rest;
 - when ``MAX_CONNECTIONS`` are open a new connection closes the oldest one that
   has no request in progress.
 """
@@ -37,6 +38,10 @@ LOGIN_DEADLINE_SECONDS = 5.0
 #: plus the time its body takes at the slowest rate accepted.
 DEADLINE_FLOOR_SECONDS = 30.0
 SLOWEST_BYTES_PER_SECOND = 64 * 1024
+
+#: Seconds the rest of a body may take once its request has been answered (a
+#: refusal, say): no one reads it, so no one need wait long for it.
+ANSWERED_BODY_SECONDS = 5.0
 
 #: The key in a request's ``scope["state"]`` set when it was cut off (it was
 #: logged already: the app's disconnect needs no second line).
@@ -64,6 +69,7 @@ class GuardedH11Protocol(H11Protocol):
     _opened_at = 0.0
     _request_began = 0.0  # the monotonic time of the current request's first byte
     _body_bytes = 0  # bytes that arrived after the current request's headers
+    _answered_at = 0.0  # when the current request was answered before its body was in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -101,6 +107,7 @@ class GuardedH11Protocol(H11Protocol):
         if self._header_timer is None:
             self._request_began = time.monotonic()
             self._body_bytes = 0
+            self._answered_at = 0.0
             self._header_timer = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._too_slow)
 
     def _disarm_header_timer(self) -> None:
@@ -113,8 +120,17 @@ class GuardedH11Protocol(H11Protocol):
         if self.waiting_for_request() and not self.transport.is_closing():
             self.transport.close()
 
+    def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._answered_at = time.monotonic()  # its body goes on arriving, unread
+            self._disarm_deadline()
+            self._arm_deadline()
+        super().on_response_complete()
+
     def _deadline(self) -> float:
         """The monotonic time by which the current request must have arrived whole."""
+        if self._answered_at:
+            return self._answered_at + ANSWERED_BODY_SECONDS
         length = None
         for name, value in self.headers:
             if name == b"content-length":

@@ -108,11 +108,15 @@ class SlowLogins:
             while not self.stopping.is_set():
                 for key, _ in selector.select(timeout=0.2):
                     sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                    with contextlib.suppress(OSError):
-                        answer = sock.recv(64)
-                        if answer and len(self.answers) < 1000:
+                    try:
+                        answer = sock.recv(4096)
+                    except OSError:
+                        answer = b""
+                    if answer:  # an answer (a refusal): it goes on sending, as told
+                        if answer.startswith(b"HTTP/") and len(self.answers) < 1000:
                             self.answers.append(answer)
-                    selector.unregister(sock)
+                        continue
+                    selector.unregister(sock)  # closed by the service: open another
                     sock.close()
                     self.ended_by_service += 1
                     self._connect(selector)
