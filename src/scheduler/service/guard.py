@@ -18,7 +18,7 @@ requests without the token or a session have a budget of their own, in all and
 per client address, apart from that of the token's holders; event streams and
 followed results have bounds of their own; ``/health`` counts toward none, so
 it answers while the others are full. Past a limit the answer is 503 (429 for
-streams) and the connection closes. A request body that stops arriving for
+streams). A request body that stops arriving for
 ``BODY_READ_TIMEOUT_SECONDS`` ends the request (408); the deadline for a whole
 request is the connection's (``scheduler.service.http_protocol``).
 """
@@ -299,17 +299,15 @@ class AccessGuard:
 
 
 async def refuse(refusal: tuple[int, str], scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer ``refusal`` without reading the request's body. A request refused
-    for who it is from closes its connection; one refused for load keeps it
-    (its connection gives the rest of its body ``ANSWERED_BODY_SECONDS``): a
-    client that reconnects on every close would otherwise turn a limit into a
-    flood of new connections."""
+    """Answer ``refusal`` without reading the request's body. The connection stays
+    open for the rest of that body, ``ANSWERED_BODY_SECONDS`` at most: closed at
+    once, a client still sending would read a reset rather than the refusal, and
+    one that reconnects on every close would turn a limit into a flood of new
+    connections."""
     status, reason = refusal
     response = JSONResponse({"error": reason}, status_code=status)
     if status in (429, 503):
         response.headers["Retry-After"] = "1"
-    else:
-        response.headers["Connection"] = "close"
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     await response(scope, receive, send)
