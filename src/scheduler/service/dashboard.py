@@ -14,7 +14,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError
 from scheduler.service.credentials import SESSION_COOKIE, Credentials, cookie_of
-from scheduler.service.guard import HOLDER
+from scheduler.service.guard import HOLDER, headers_of
 from scheduler.service.journal import JobInfo, Journal
 from scheduler.service.sessions import Sessions
 from worker.result import Status
@@ -141,7 +141,7 @@ def dashboard_routes(service: Service) -> list[Route]:
 
     async def logout(request: Request) -> Response:
         """End this browser's session: its cookie, and any copy of it, opens nothing more."""
-        session_id = cookie_of(raw_headers(request).get(b"cookie", b""), SESSION_COOKIE)
+        session_id = cookie_of(headers_of(request.scope).get(b"cookie", b""), SESSION_COOKIE)
         if session_id:
             sessions.close(session_id)
         response = RedirectResponse("/", status_code=303)
@@ -203,14 +203,6 @@ def holder_of(request: Request) -> str | None:
     """Who sent the request, as the guard found (``Credentials.holder``)."""
     holder: str | None = request.scope["state"].get(HOLDER)
     return holder
-
-
-def raw_headers(request: Request) -> Mapping[bytes, bytes]:
-    """A request's headers as the guard reads them: the first of a repeated one counts."""
-    headers: dict[bytes, bytes] = {}
-    for name, value in request.scope["headers"]:
-        headers.setdefault(name, value)
-    return headers
 
 
 def file_response(name: str) -> Response:

@@ -228,9 +228,7 @@ class AccessGuard:
     def admission(self, scope: Scope) -> tuple[tuple[int, str] | None, str | None]:
         """(status, reason) when the request may not be served (else None), and
         who sent it (``Credentials.holder``; None for no credentials)."""
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name, value)  # the first of a repeated header counts
+        headers = headers_of(scope)
         scheme = str(scope.get("scheme", "http"))
         default_port = 443 if scheme == "https" else 80
         host = split_host(headers.get(b"host", b"").decode("latin-1"), default_port)
@@ -311,6 +309,14 @@ async def refuse(refusal: tuple[int, str], scope: Scope, receive: Receive, send:
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     await response(scope, receive, send)
+
+
+def headers_of(scope: Scope) -> dict[bytes, bytes]:
+    """A request's headers by name; the first of a repeated header counts."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name, value)
+    return headers
 
 
 def client_of(scope: Scope) -> str:
