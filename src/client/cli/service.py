@@ -24,6 +24,7 @@ from client.cli.app import (
     finish,
     results_output,
 )
+from scheduler.service import sessions  # its settings' defaults (stdlib imports only)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -146,6 +147,32 @@ def scheduler(
         bool, typer.Option("--open", help="Open the dashboard in a web browser.")
     ] = False,
     price_per_instance_hour: PricePerInstanceHour = None,
+    new_token: Annotated[
+        bool,
+        typer.Option(
+            "--new-token",
+            help="Replace the token in its file (--token-file, or the state folder's) with a"
+            " new random one before starting: the old one, and every dashboard session, end.",
+        ),
+    ] = False,
+    session_idle: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=1,
+            help="End a dashboard session unused for this long.",
+            envvar="TASKFLEET_SESSION_IDLE",
+        ),
+    ] = sessions.IDLE_SECONDS,
+    session_max: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=1,
+            help="End a dashboard session this long after its sign-in, used or not.",
+            envvar="TASKFLEET_SESSION_MAX",
+        ),
+    ] = sessions.MAX_AGE_SECONDS,
 ) -> None:
     """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     from client import report
@@ -173,6 +200,9 @@ def scheduler(
             tls_key=tls_key,
             open_browser=open_browser,
             price_per_instance_hour=price_per_instance_hour,
+            new_token=new_token,
+            session_idle=session_idle,
+            session_max=session_max,
         )
     except TaskfleetError as error:
         raise fail(str(error)) from error

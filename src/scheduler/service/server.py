@@ -22,6 +22,7 @@ from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessRules
 from scheduler.service.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
 from scheduler.service.journal import Journal
+from scheduler.service.sessions import IDLE_SECONDS, MAX_AGE_SECONDS, Sessions
 from scheduler.service.tokens import is_loopback, service_token
 from worker.execute import scrub_secrets
 
@@ -78,18 +79,25 @@ def serve(
     tls_key: Path | None = None,
     open_browser: bool = False,
     price_per_instance_hour: float | None = None,
+    new_token: bool = False,
+    session_idle: float = IDLE_SECONDS,
+    session_max: float = MAX_AGE_SECONDS,
 ) -> int:
     """Run the service until stopped (SIGINT/SIGTERM) or idle; return an exit code.
 
     Every request but /health needs the token: ``token``, else the one in
     ``token_file``, else the one in the user's state folder (made on first
-    start). With a ``stack``, jobs may also run on its fleet (remote or
-    hybrid), its jobs' usage priced at the stack's instance types (or at
-    ``price_per_instance_hour``). With ``tls_cert`` and ``tls_key``, it speaks
-    HTTPS. With ``open_browser``, the dashboard opens in the user's browser.
+    start); with ``new_token``, a new random one replaces the file's first.
+    The dashboard's sessions end after ``session_idle`` seconds unused, and
+    ``session_max`` seconds after their sign-in. With a ``stack``, jobs may
+    also run on its fleet (remote or hybrid), its jobs' usage priced at the
+    stack's instance types (or at ``price_per_instance_hour``). With
+    ``tls_cert`` and ``tls_key``, it speaks HTTPS. With ``open_browser``, the
+    dashboard opens in the user's browser.
     """
     check_tls(tls_cert, tls_key)
-    secret, token_source = service_token(token, token_file)
+    sessions = Sessions(session_idle, session_max)
+    secret, token_source = service_token(token, token_file, new=new_token)
     scrub_secrets()  # no worker process or task inherits TASKFLEET_TOKEN
     raise_file_limit()
     fleet = None if stack is None else open_fleet(stack)
@@ -110,7 +118,16 @@ def serve(
             feeder = dispatcher.fleet
             fleet_watch = FleetWatch(fleet, lambda: feeder is not None and feeder.busy())
         state = ServiceState(
-            journal_path, dispatcher, notifier, workers, slots, rules, prices, fleet_watch, stack
+            journal_path,
+            dispatcher,
+            notifier,
+            workers,
+            slots,
+            rules,
+            prices,
+            fleet_watch,
+            stack,
+            sessions,
         )
         app = build_app(state)
         config = uvicorn.Config(
