@@ -43,7 +43,7 @@ class Explained(NamedTuple):
     reason: str
 
 
-JOURNAL = "scheduler.service.journal.xǁJournalǁ"
+JOURNAL = "scheduler.jobs.journal.xǁJournalǁ"
 EQUAL_LENGTHS = (
     "the results are made from the same rows they are zipped with: the lengths are always"
     " equal, so strict never has anything to say"

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scheduler.service.journal import Journal
+from scheduler.jobs.journal import Journal
 from tests.conftest import (
     StartScheduler,
     WriteWorkload,

@@ -178,7 +178,7 @@ def scheduler(
     from client import report
     from client.terminal import visible
     from scheduler.service.server import serve
-    from scheduler.service.state import default_journal_path
+    from scheduler.state import default_journal_path
     from worker.errors import TaskfleetError
 
     console = report.stderr_console()

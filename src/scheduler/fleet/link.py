@@ -93,7 +93,7 @@ class FleetLink:
     workers used for no job) and the dead-letter queue.
     """
 
-    def __init__(self, fleet: RemoteFleet, on_arrival: Callable[[], None]) -> None:
+    def __init__(self, fleet: RemoteFleet, on_arrival: Callable[[], None] = lambda: None) -> None:
         self.fleet = fleet
         self.slots = fleet.resources.slots
         self.on_arrival = on_arrival  # wakes the dispatch thread

@@ -16,15 +16,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.errors import FleetError
 from scheduler.fleet.aws import RemoteFleet
+from scheduler.fleet.feeder import FleetFeeder
+from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.journal import JobState, Journal, Placement
 from scheduler.pricing import Prices, cost_fields
-from scheduler.service.dispatch import ServiceDispatcher
-from scheduler.service.journal import JobState, Journal, Placement
 from scheduler.summary import Summary
 from worker.result import decode
 from worker.task import new_job_id
@@ -69,17 +70,16 @@ def run_remote(
     holds what the job used on the fleet, priced at ``prices``.
     """
     summary = Summary(total=counts.total, workers=slots)
-    with _fleet_job(paths, fleet, timeout, retries, skip) as (journal, dispatcher, news, job_id):
+    with _fleet_job(paths, fleet, timeout, retries, skip) as job:
+        journal, dispatcher, job_id = job.journal, job.dispatcher, job.id
         on_job(job_id)
         try:
             summary.start()
             dispatcher.start()
-            copy_results(journal, job_id, dispatcher, news, output, summary, on_progress)
-            if dispatcher.fleet is not None:
-                dispatcher.fleet.link.wind_down()
+            copy_results(journal, job_id, dispatcher, job.news, output, summary, on_progress)
+            job.feeder.link.wind_down()
             wait_for_usage(journal, job_id, dispatcher)
-            if dispatcher.fleet is not None:
-                dispatcher.fleet.link.end_job(job_id)
+            job.feeder.link.end_job(job_id)
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.end()
@@ -105,18 +105,14 @@ def submit_remote(
     sent (the job then runs without this process); returns the job's id."""
     if fleet.jobs is None:
         raise FleetError("this stack keeps no jobs: a detached job could not be followed")
-    with _fleet_job(paths, fleet, timeout, 0, skip) as (journal, dispatcher, _news, job_id):
+    with _fleet_job(paths, fleet, timeout, 0, skip) as job:
+        dispatcher, job_id, feeder = job.dispatcher, job.id, job.feeder
         on_job(job_id)
-        total = journal.job(job_id).total
+        total = job.journal.job(job_id).total
         try:
             dispatcher.start()
             while dispatcher.failure is None and dispatcher.is_alive():
-                feeder = dispatcher.fleet
-                if (
-                    feeder is not None
-                    and feeder.queued(job_id) >= total
-                    and not feeder.link.unsent()
-                ):
+                if feeder.queued(job_id) >= total and not feeder.link.unsent():
                     break
                 time.sleep(POLL_SECONDS / 5)
         except KeyboardInterrupt:
@@ -129,6 +125,16 @@ def submit_remote(
     return job_id
 
 
+class _RemoteJob(NamedTuple):
+    """A remote job in a journal of its own, and what sends it."""
+
+    id: str
+    journal: Journal
+    dispatcher: JobDispatcher
+    feeder: FleetFeeder
+    news: threading.Event  # set when the dispatcher journals results
+
+
 @contextlib.contextmanager
 def _fleet_job(
     paths: Sequence[str],
@@ -136,23 +142,24 @@ def _fleet_job(
     timeout: float | None,
     retries: int,
     skip: frozenset[tuple[str, int, str]],
-) -> Iterator[tuple[Journal, ServiceDispatcher, threading.Event, str]]:
+) -> Iterator[_RemoteJob]:
     """A remote job in a journal of its own (a temporary file), and the dispatcher
     that sends it (not started)."""
     with tempfile.TemporaryDirectory(prefix="taskfleet-run-") as folder:
         journal_path = Path(folder) / "journal.sqlite3"
         journal = Journal(journal_path)
         news = threading.Event()
-        dispatcher = ServiceDispatcher(journal_path, None, news.set, fleet, timeout)
+        feeder = FleetFeeder.of(fleet, 0, timeout)
+        dispatcher = JobDispatcher(journal_path, news.set, fleet=feeder)
         try:
             job_id = store_workload(journal, paths, retries, skip)
-            yield journal, dispatcher, news, job_id
+            yield _RemoteJob(job_id, journal, dispatcher, feeder, news)
         finally:
             _stop(dispatcher)
             journal.close()
 
 
-def _stop(dispatcher: ServiceDispatcher) -> None:
+def _stop(dispatcher: JobDispatcher) -> None:
     dispatcher.stopping.set()
     dispatcher.wake.set()
     if dispatcher.is_alive():
@@ -169,7 +176,7 @@ def cancel_on_fleet(fleet: RemoteFleet, job_id: str) -> None:
         log.warning("could not cancel job %s on the fleet: %s", job_id, error)
 
 
-def wait_for_usage(journal: Journal, job_id: str, dispatcher: ServiceDispatcher) -> None:
+def wait_for_usage(journal: Journal, job_id: str, dispatcher: JobDispatcher) -> None:
     """Wait (a little) until every worker that ran the job has reported all it used."""
     deadline = time.monotonic() + USAGE_WAIT_SECONDS
     while journal.usage_to_come(job_id) and time.monotonic() < deadline:
@@ -206,7 +213,7 @@ def store_workload(
 def copy_results(
     journal: Journal,
     job_id: str,
-    dispatcher: ServiceDispatcher,
+    dispatcher: JobDispatcher,
     news: threading.Event,
     output: BinaryIO,
     summary: Summary,

@@ -45,12 +45,12 @@ from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.fleet.watch import FleetWatch
+from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.journal import JobInfo, JobState, Journal, Placement
 from scheduler.pricing import Prices, cost_fields
 from scheduler.retries import MAX_RETRIES
 from scheduler.service.dashboard import dashboard_routes
-from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessGuard, AccessRules
-from scheduler.service.journal import JobInfo, JobState, Journal, Placement
 from scheduler.service.sessions import Sessions
 from worker.bundle import MAX_JOB_FILES
 from worker.errors import TaskfleetError, TaskLineError
@@ -122,7 +122,7 @@ class ServiceState:
     """What request handlers share."""
 
     journal_path: Path
-    dispatcher: ServiceDispatcher
+    dispatcher: JobDispatcher
     notifier: Notifier
     workers: int
     fleet_slots: int  # the fleet's task slots; 0 without a stack

@@ -24,9 +24,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError
+from scheduler.jobs.journal import JobInfo, Journal
 from scheduler.service.credentials import SESSION_COOKIE, Credentials, cookie_of
 from scheduler.service.guard import HOLDER, headers_of
-from scheduler.service.journal import JobInfo, Journal
 from scheduler.service.sessions import Sessions
 from worker.result import Status
 

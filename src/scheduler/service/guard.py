@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scheduler.service.credentials import Credentials
 from scheduler.service.http_protocol import CUT_OFF
 from scheduler.service.sessions import Sessions
-from scheduler.service.tokens import is_loopback
+from scheduler.tokens import is_loopback
 from worker.errors import TaskfleetError
 
 log = logging.getLogger("taskfleet.service")

@@ -8,22 +8,25 @@ import threading
 import time
 import webbrowser
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import uvicorn
 
 from scheduler.errors import SchedulerError
 from scheduler.fleet.aws import open_fleet
+from scheduler.fleet.feeder import FleetFeeder
 from scheduler.fleet.watch import FleetWatch
+from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.journal import Journal
+from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
 from scheduler.pricing import fleet_prices
 from scheduler.service.api import Notifier, ServiceState, build_app
-from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessRules
 from scheduler.service.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
-from scheduler.service.journal import Journal
 from scheduler.service.sessions import IDLE_SECONDS, MAX_AGE_SECONDS, Sessions
-from scheduler.service.tokens import is_loopback, service_token
+from scheduler.tokens import is_loopback, service_token
 from worker.execute import scrub_secrets
 
 #: Seconds between two looks at whether the service is idle.
@@ -110,13 +113,18 @@ def serve(
     notifier = Notifier()
     try:
         pool.start()
-        dispatcher = ServiceDispatcher(journal_path, pool, notifier.notify_threadsafe, fleet)
+        feeder = None if fleet is None else FleetFeeder.of(fleet, workers, timeout)
+        dispatcher = JobDispatcher(
+            journal_path,
+            notifier.notify_threadsafe,
+            local=partial(Dispatcher, pool),
+            fleet=feeder,
+        )
         slots = 0 if fleet is None else fleet.resources.slots
         rules = AccessRules.for_address(host, sock.getsockname()[1], secret)
         fleet_watch = None
-        if fleet is not None:
-            feeder = dispatcher.fleet
-            fleet_watch = FleetWatch(fleet, lambda: feeder is not None and feeder.busy())
+        if fleet is not None and feeder is not None:
+            fleet_watch = FleetWatch(fleet, feeder.busy)
         state = ServiceState(
             journal_path,
             dispatcher,

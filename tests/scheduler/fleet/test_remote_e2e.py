@@ -18,7 +18,7 @@ import boto3
 import httpx
 import pytest
 
-from scheduler.service.journal import Journal
+from scheduler.jobs.journal import Journal
 from scripts import local_aws
 from tests.conftest import (
     SchedulerProcess,

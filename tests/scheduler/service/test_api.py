@@ -4,7 +4,7 @@ import json
 
 import httpx
 
-from scheduler.service.journal import Journal
+from scheduler.jobs.journal import Journal
 from tests.conftest import in_process_service
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from scheduler.jobs.journal import Journal
 from scheduler.service import guard, http_protocol
 from scheduler.service.guard import AccessGuard, AccessRules, split_host
-from scheduler.service.journal import Journal
 from tests.conftest import IN_PROCESS_TOKEN, InProcessService, in_process_service, wait_for
 
 TOKEN = "a-token-of-the-test-1234"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.errors import JobNotFoundError, JobStateError
-from scheduler.service.journal import DISPATCHED, SENT, JobState, Journal, Placement
+from scheduler.jobs.journal import DISPATCHED, SENT, JobState, Journal, Placement
 from worker.bundle import UsageReport
 from worker.result import Outcome, Status, decode, encode_lines, make_result
 from worker.usage import Usage

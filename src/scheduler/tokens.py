@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from scheduler.errors import TokenError
-from scheduler.service.state import PRIVATE_FILE_MODE, default_token_path, private_dir
+from scheduler.state import PRIVATE_FILE_MODE, default_token_path, private_dir
 
 #: Shortest token accepted: shorter ones can be guessed.
 MIN_TOKEN_CHARS = 16

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.retries import attempted, check_retries, retry_delay, should_retry
-from scheduler.service.state import private_file
+from scheduler.state import private_file
 from worker.bundle import UsageReport
 from worker.result import Status, decode, encode_lines, unfinished_results
 from worker.usage import Usage
