@@ -64,7 +64,7 @@ def run(
     counts = checked(files)
     skip: frozenset[tuple[str, int, str]] = frozenset()
     if resume is not None:
-        from scheduler.local.resume import plan_resumption
+        from scheduler.resume import plan_resumption
         from worker.errors import TaskfleetError
 
         try:

@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from client.service_client import SchedulerClient
     from scheduler.summary import Summary
 
-#: Seconds `submit` waits, after the last result, for the fleet's workers to
-#: report the last of what the job used (scheduler.fleet.run.USAGE_WAIT_SECONDS).
-USAGE_WAIT_SECONDS = 5.0
-
 SchedulerUrl = Annotated[
     str,
     typer.Option(
@@ -316,15 +312,17 @@ def watch(
 def take_usage(client: "SchedulerClient", job_id: str, summary: "Summary") -> None:
     """Put what the ended job used and cost in its summary, once the workers that
     ran it have reported (a few seconds at most)."""
-    import time
+    from worker.usage import Usage, wait_for_usage
 
-    from worker.usage import Usage
-
-    deadline = time.monotonic() + USAGE_WAIT_SECONDS
     info = client.job(job_id)
-    while info.get("usage_to_come") and time.monotonic() < deadline:
-        time.sleep(0.2)
+
+    def reports_to_come() -> int:
+        nonlocal info
         info = client.job(job_id)
+        return int(info.get("usage_to_come") or 0)
+
+    if info.get("usage_to_come"):
+        wait_for_usage(reports_to_come, poll_seconds=0.2)
     usage = info.get("usage")
     if isinstance(usage, dict):
         summary.usage = Usage(**usage)

@@ -17,15 +17,12 @@ from scheduler.fleet.link import FleetLink, JobOpening
 from scheduler.jobs.dispatch import FLEET_PLACEMENTS, JobCursor, JournalSink, JournalSource
 from scheduler.jobs.journal import JobState, Journal, Placement
 from worker.bundle import ResultBatch
+from worker.usage import USAGE_WAIT_SECONDS
 
 log = logging.getLogger("taskfleet.scheduler")
 
 #: Most bundles packed per turn of the loop, so local workers wait little.
 BUNDLES_PER_TURN = 50
-
-#: Seconds a job whose results are all in waits for its workers' last usage
-#: reports before it ends in the stack (and its queue is deleted).
-USAGE_WAIT_SECONDS = 5.0
 
 
 class FleetFeeder:

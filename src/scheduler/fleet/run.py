@@ -26,9 +26,11 @@ from scheduler.fleet.feeder import FleetFeeder
 from scheduler.jobs.dispatch import JobDispatcher
 from scheduler.jobs.journal import JobState, Journal, Placement
 from scheduler.pricing import Prices, cost_fields
+from scheduler.resume import not_done
 from scheduler.summary import Summary
 from worker.result import decode
 from worker.task import new_job_id
+from worker.usage import wait_for_usage
 from worker.workload import TaskReader, WorkloadCounts
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -41,10 +43,6 @@ RESULTS_PAGE = 2000
 
 #: Seconds the copy waits for news before it looks anyway.
 POLL_SECONDS = 0.5
-
-#: Seconds the run waits, after the last result, for each worker's last report
-#: of what the job used (sent once it holds none of the job's bundles).
-USAGE_WAIT_SECONDS = 5.0
 
 
 def run_remote(
@@ -78,7 +76,8 @@ def run_remote(
             dispatcher.start()
             copy_results(journal, job_id, dispatcher, job.news, output, summary, on_progress)
             job.feeder.link.wind_down()
-            wait_for_usage(journal, job_id, dispatcher)
+            # Every worker's last report of what the job used (or a failure: no wait).
+            wait_for_usage(lambda: dispatcher.failure is None and journal.usage_to_come(job_id))
             job.feeder.link.end_job(job_id)
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -176,15 +175,6 @@ def cancel_on_fleet(fleet: RemoteFleet, job_id: str) -> None:
         log.warning("could not cancel job %s on the fleet: %s", job_id, error)
 
 
-def wait_for_usage(journal: Journal, job_id: str, dispatcher: JobDispatcher) -> None:
-    """Wait (a little) until every worker that ran the job has reported all it used."""
-    deadline = time.monotonic() + USAGE_WAIT_SECONDS
-    while journal.usage_to_come(job_id) and time.monotonic() < deadline:
-        if dispatcher.failure is not None:
-            return
-        time.sleep(0.1)
-
-
 def store_workload(
     journal: Journal,
     paths: Sequence[str],
@@ -198,11 +188,11 @@ def store_workload(
     total = 0
     for file_number, path in enumerate(paths, start=1):
         with TaskReader(path, check=False) as reader:
-            while (batch := reader.read(READ_BATCH)).lines:
+            while (read := reader.read(READ_BATCH)).lines:
+                batch = not_done(path, read, skip)
                 rows = [
                     (file_number, line, text)
                     for line, text in zip(batch.lines, batch.texts, strict=True)
-                    if (path, line, text) not in skip
                 ]
                 journal.add_tasks(job_id, rows)
                 total += len(rows)
