@@ -44,6 +44,7 @@ def run_packed(path: str, fleet: RemoteFleet, per_bundle: int, output: BinaryIO)
     queue = fleet.jobs.create(
         job_id, files=[path], total=total, timeout=0, retries=0, submitted_by="bench"
     )
+    assert queue is not None, "a new job"
     # Capacity is asked for as the first bundles land, as taskfleet does.
     fleet.send(bodies[:MAX_MESSAGES_PER_CALL])
     fleet.provision(just_sent=len(bodies))

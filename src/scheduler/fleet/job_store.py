@@ -102,31 +102,42 @@ class JobStore:
         timeout: float,
         retries: int,
         submitted_by: str,
-    ) -> str:
-        """Keep a new job in the stack and make its result queue; returns the queue's URL."""
+    ) -> str | None:
+        """Keep a job in the stack and make its result queue; returns the queue's URL.
+
+        Made again (a scheduler restarted, or a call retried after a failure
+        half-way), a running job keeps its item and gets its queue, made if
+        missing; a job that has ended gets None: nothing of it is read any more.
+        """
         files_json = json.dumps(files)
         if len(files_json) > MAX_FILES_BYTES:
             raise FleetError(f"the file names of a fleet job may take {MAX_FILES_BYTES} bytes")
         now = time.time()
-        self.dynamodb.put_item(
-            TableName=self.table,
-            Item={
-                JobItem.PARTITION: {"S": job_id},
-                JobItem.SORT: {"S": JobItem.META},
-                JobItem.STATE: {"S": JobItem.RUNNING},
-                JobItem.DAY: {"S": day_of(now)},
-                JobItem.TTL: {"N": str(int(now + self.retention_seconds))},
-                "submitted_at": {"N": f"{now:.3f}"},
-                "submitted_by": {"S": submitted_by},
-                "files": {"S": files_json},
-                "total": {"N": str(total)},
-                "timeout": {"N": repr(float(timeout))},
-                "retries": {"N": str(retries)},
-                "stored": {"N": "0"},
-            },
-            ConditionExpression="attribute_not_exists(#job)",
-            ExpressionAttributeNames={"#job": JobItem.PARTITION},
-        )
+        item = {
+            JobItem.PARTITION: {"S": job_id},
+            JobItem.SORT: {"S": JobItem.META},
+            JobItem.STATE: {"S": JobItem.RUNNING},
+            JobItem.DAY: {"S": day_of(now)},
+            JobItem.TTL: {"N": str(int(now + self.retention_seconds))},
+            "submitted_at": {"N": f"{now:.3f}"},
+            "submitted_by": {"S": submitted_by},
+            "files": {"S": files_json},
+            "total": {"N": str(total)},
+            "timeout": {"N": repr(float(timeout))},
+            "retries": {"N": str(retries)},
+            "stored": {"N": "0"},
+        }
+        try:
+            self.dynamodb.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#job)",
+                ExpressionAttributeNames={"#job": JobItem.PARTITION},
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            if self.job(job_id).ended:
+                return None
+        # The same name and attributes again: SQS answers the queue made before.
         url: str = self.sqs.create_queue(
             QueueName=self.queue_prefix + job_id,
             Attributes={

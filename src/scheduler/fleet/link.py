@@ -229,23 +229,17 @@ class FleetLink:
         assert jobs is not None
         if not self.submitted_by:
             self.submitted_by = caller_identity(aws_client("sts"))
-        try:
-            return jobs.create(
-                opening.job_id,
-                files=opening.files,
-                total=opening.total,
-                timeout=opening.timeout,
-                retries=opening.retries,
-                submitted_by=self.submitted_by,
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            # Kept already (a scheduler restarted): its queue, if the job runs on.
-            url = jobs.queue_url(opening.job_id)
-            if url is None:
-                log.warning("job %s has ended in the stack: nothing of it is read", opening.job_id)
-            return url
+        url = jobs.create(
+            opening.job_id,
+            files=opening.files,
+            total=opening.total,
+            timeout=opening.timeout,
+            retries=opening.retries,
+            submitted_by=self.submitted_by,
+        )
+        if url is None:
+            log.warning("job %s has ended in the stack: nothing of it is read", opening.job_id)
+        return url
 
     def _start_receiver(self, job_id: str, url: str) -> None:
         stop = threading.Event()

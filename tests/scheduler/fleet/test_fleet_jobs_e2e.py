@@ -105,7 +105,8 @@ def test_a_service_killed_mid_job_and_started_again_reads_its_fleet_job_to_the_e
     scheduler_service: Callable[..., SchedulerProcess],
     tmp_path: Path,
 ) -> None:
-    _, environment = deployed
+    # The stack's environment, with this test's state folder: the services' token.
+    environment = {**deployed[1], "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]}
     journal = tmp_path / "service.sqlite3"
     first = scheduler_service("--stack", "Taskfleet", journal=journal, env=environment)
     path = workload(*(["sleep 400"] * 16))

@@ -53,7 +53,7 @@ def record(job: str, line: int, status: Status = Status.SUCCEEDED, stdout: str =
     return make_result(f"{job}:1:{line}", job, "w.txt", line, "echo", "i-1", outcome)
 
 
-def create(store: JobStore, job: str, total: int = 3) -> str:
+def create(store: JobStore, job: str, total: int = 3) -> str | None:
     return store.create(
         job, files=["w.txt"], total=total, timeout=5.0, retries=0, submitted_by="arn:me"
     )
@@ -61,6 +61,7 @@ def create(store: JobStore, job: str, total: int = 3) -> str:
 
 def test_a_job_is_kept_with_its_settings_and_a_queue_of_its_own(store: JobStore) -> None:
     url = create(store, "a1")
+    assert url is not None
     assert url.endswith("/Stack-job-a1")
     assert store.queue_url("a1") == url
     job = store.job("a1")
@@ -130,3 +131,16 @@ def test_queues_older_than_the_retention_are_swept(
     assert store.sweep_stale_queues(keep="new") == 1
     assert store.queue_url("old") is None
     assert store.queue_url("new") is not None
+
+
+def test_a_job_made_again_keeps_its_item_and_gets_its_queue_until_it_ends(
+    store: JobStore,
+) -> None:
+    url = create(store, "a1")
+    store.store("a1", [record("a1", 1)], [])
+    assert create(store, "a1") == url  # a restarted scheduler, or a retried call
+    assert store.job("a1").stored == 1  # the item kept, not made anew
+    store.sqs.delete_queue(QueueUrl=url)  # failed half-way: the item, no queue
+    assert create(store, "a1") == url
+    store.end("a1")
+    assert create(store, "a1") is None
