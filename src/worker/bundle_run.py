@@ -58,6 +58,7 @@ class BundleRun:
         self.running = 0
         self.released = False  # given up: nothing more of it starts or is reported
         self.cancelled = False  # its job was cancelled: nothing more of it starts
+        self.unsent_report: Any = None  # a usage report whose send failed: sent again as is
         self._lock = threading.Lock()
 
     @property
@@ -133,6 +134,12 @@ class BundleRun:
         with self._lock:
             unsent, self._unsent, self._unsent_bytes = self._unsent, [], 0
             return unsent
+
+    def untake(self, unsent: list[tuple[int, Result]]) -> None:
+        """Results taken to be sent that were not: they wait for the next send, first."""
+        with self._lock:
+            self._unsent[:0] = unsent
+            self._unsent_bytes += sum(result_bytes(result) for _, result in unsent)
 
     def mark_sent(self, indexes: list[int]) -> bytes:
         """Note results as sent; returns the progress bitmap to record."""

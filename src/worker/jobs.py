@@ -39,11 +39,12 @@ class JobQueues:
         self.sqs = sqs
         self.prefix = prefix
         self.fallback = fallback
-        self._urls: dict[str, str | None] = {}
+        self._urls: dict[str, str] = {}
 
     def url(self, job: str) -> str | None:
-        """The job's result queue; None when it is gone: the job ended (every result
-        stored, or cancelled and collected) or expired, so its results have no reader."""
+        """The job's result queue; None when there is none: the job ended (every
+        result stored, or cancelled and collected) or expired, or its queue was made
+        a moment ago and is not seen yet (``JobStates.ended`` tells which)."""
         if self.prefix is None:
             return self.fallback
         if job in self._urls:
@@ -51,12 +52,11 @@ class JobQueues:
         if len(self._urls) >= REMEMBERED_JOBS:
             self._urls.clear()
         try:
-            url: str | None = self.sqs.get_queue_url(QueueName=self.prefix + job)["QueueUrl"]
+            url: str = self.sqs.get_queue_url(QueueName=self.prefix + job)["QueueUrl"]
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") not in NO_SUCH_QUEUE:
                 raise
-            log.info("job %s has no result queue: its results are dropped", job)
-            url = None
+            return None  # not remembered: a queue just made may not be seen yet
         self._urls[job] = url
         return url
 
@@ -99,6 +99,20 @@ class JobStates:
         cancelled: bool = item.get(JobItem.STATE, {}).get("S") == JobItem.CANCELLED
         self._known[job] = (now, cancelled)
         return cancelled
+
+    def ended(self, job: str) -> bool:
+        """Whether the job has ended in the stack (or expired: it has no item), read
+        now; with no job table, a job without a queue counts as ended."""
+        if self.table is None:
+            return True
+        item = self.dynamodb.get_item(
+            TableName=self.table,
+            Key={JobItem.PARTITION: {"S": job}, JobItem.SORT: {"S": JobItem.META}},
+            ProjectionExpression="#state, ended_at",
+            ExpressionAttributeNames={"#state": JobItem.STATE},
+            ConsistentRead=True,
+        ).get("Item")
+        return item is None or "ended_at" in item
 
     def charge_tail(self, job: str, seconds: float) -> None:
         """Add an instance's time that no task used (its idle tail, and slots left

@@ -52,7 +52,7 @@ from worker.bundle import (
 from worker.bundle_run import BundleRun
 from worker.claims import ClaimLedger
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Default, Setting
-from worker.errors import BundleError, DuplicateBundleError, WorkerConfigError
+from worker.errors import BundleError, DuplicateBundleError, QueueError, WorkerConfigError
 from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
 from worker.finished_log import FinishedLog
 from worker.interruptions import (
@@ -197,6 +197,7 @@ class RemoteWorker:
         self._running: dict[TaskRunner, BundleRun] = {}  # what each slot's runner runs now
         self._local = threading.local()
         self._protected = False
+        self._protection = threading.Lock()  # claims and the reporter both set it
         self._started = self._last_busy = time.monotonic()
         self._instance_seconds = 0.0  # what its tasks were charged of the instance
         self._last_job: str | None = None  # the job whose bundle it took last
@@ -470,7 +471,7 @@ class RemoteWorker:
                             self._give_back(run, heartbeat)
                         else:
                             self._report_bundle(run, heartbeat)
-                except (BotoCoreError, ClientError) as error:
+                except (BotoCoreError, ClientError, QueueError) as error:
                     log.warning("bundle %s: %s (trying again)", run.bundle_id, error)
                 except Exception:
                     # A bug must not stop the reporting of every other bundle.
@@ -500,27 +501,42 @@ class RemoteWorker:
             self._forget(run, heartbeat)
 
     def _send(self, run: BundleRun) -> bytes:
-        """Send a bundle's waiting results; returns its progress bitmap."""
+        """Send a bundle's waiting results; returns its progress bitmap. Whatever
+        fails, the results wait for the next try (none is lost)."""
         unsent = run.take_unsent()
         results = [result for _, result in unsent]
         job = run.bundle.job
-        queue_url = self.job_queues.url(job) if results else None
-        if queue_url is None and results:
-            # Nobody reads them now: the job's queue is gone (it was cancelled and
-            # collected, or it expired). Running the rest would be for nothing.
+        try:
+            if results:
+                self._send_results(run, job, results)
+        except Exception:
+            run.untake(unsent)
+            raise
+        return run.mark_sent([index for index, _ in unsent])
+
+    def _send_results(self, run: BundleRun, job: str, results: list[Result]) -> None:
+        queue_url = self.job_queues.url(job)
+        if queue_url is None:
+            if not self.job_states.ended(job):
+                # Made a moment ago, and not seen yet (SQS asks a second or so).
+                raise QueueError(f"job {job} has no result queue yet")
+            # Nobody reads them now: the job has ended (cancelled and collected,
+            # or expired). Running the rest would be for nothing.
             log.info("bundle %s: job %s has ended: results dropped", run.bundle_id, job)
             if not run.cancelled:
                 self._cancel(run)
-        elif results and queue_url is not None:
-            report = self._usage_report(job, self.meter.take(job))
-            messages = result_messages(run.bundle_id, self.config.instance_id, results, report)
-            try:
-                send_batches(self.sqs, queue_url, messages)
-            except Exception:
-                self.job_queues.forget(job)  # it may have been deleted: looked up again
-                self.meter.charge(job, report.usage)  # reported with the next, then
-                raise
-        return run.mark_sent([index for index, _ in unsent])
+            return
+        # A report that failed to go is sent again as it was: readers count a
+        # report once by its id, so a partial send never counts it twice.
+        report = run.unsent_report or self._usage_report(job, self.meter.take(job))
+        run.unsent_report = report
+        messages = result_messages(run.bundle_id, self.config.instance_id, results, report)
+        try:
+            send_batches(self.sqs, queue_url, messages)
+        except Exception:
+            self.job_queues.forget(job)  # it may have been deleted: looked up again
+            raise
+        run.unsent_report = None
 
     def _usage_report(self, job: str | None, usage: Usage, *, final: bool = False) -> UsageReport:
         self._reports_sent += 1
@@ -550,7 +566,9 @@ class RemoteWorker:
         """A usage report alone: its own send counted in it, as one request."""
         queue_url = self.config.response_queue_url if job is None else self.job_queues.url(job)
         if queue_url is None:
-            self.meter.take(job)  # its job has ended: nobody would read the report
+            # Its job has ended, or its queue is not seen yet: a report of a job
+            # that has no bundle here any more is not worth waiting for.
+            self.meter.take(job)
             return
         usage = self.meter.take(job) + Usage(sqs_requests=1)
         body = usage_message(
@@ -561,8 +579,10 @@ class RemoteWorker:
         try:
             with self.meter.charged_to(job):
                 send_batches(self.sqs, queue_url, [body])
-        except (BotoCoreError, ClientError) as error:
+        except (BotoCoreError, ClientError, QueueError) as error:
             log.warning("could not report usage: %s", error)
+            if job is not None:
+                self.job_queues.forget(job)  # gone, perhaps: looked up again next time
             self.meter.charge(job, usage - Usage(sqs_requests=1))
             return
         # The send just made is counted in the report already.
@@ -596,6 +616,9 @@ class RemoteWorker:
             self._held.pop(run.bundle_id, None)
             self._note_held()
             self._changed.notify_all()
+            holds_none = not self._held
+        if holds_none:
+            self._protect(False)  # idle now: the group may end this instance first
 
     def _delete(self, *receipts: str) -> None:
         for receipt in receipts:
@@ -644,14 +667,20 @@ class RemoteWorker:
     def _protect(self, protected: bool) -> None:
         """Scale-in protection while it holds work (from a claim until it holds
         none), so the group never ends a working instance but ends idle ones first."""
-        if self.config.group_name is None or protected == self._protected:
-            return
-        self.autoscaling.set_instance_protection(
-            InstanceIds=[self.config.instance_id],
-            AutoScalingGroupName=self.config.group_name,
-            ProtectedFromScaleIn=protected,
-        )
-        self._protected = protected
+        with self._protection:
+            if self.config.group_name is None or protected == self._protected:
+                return
+            try:
+                self.autoscaling.set_instance_protection(
+                    InstanceIds=[self.config.instance_id],
+                    AutoScalingGroupName=self.config.group_name,
+                    ProtectedFromScaleIn=protected,
+                )
+            except (BotoCoreError, ClientError) as error:
+                # Leaving, say: the instance is no longer the group's to protect.
+                log.warning("could not set scale-in protection to %s: %s", protected, error)
+                return
+            self._protected = protected
 
     def _end_instance(self) -> None:
         self._protect(False)
