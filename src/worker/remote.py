@@ -50,7 +50,7 @@ from worker.bundle import (
     usage_message,
 )
 from worker.bundle_run import BundleRun
-from worker.claims import ClaimLedger
+from worker.claims import Claim, ClaimLedger
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Default, Setting
 from worker.errors import BundleError, DuplicateBundleError, QueueError, WorkerConfigError
 from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
@@ -197,7 +197,8 @@ class RemoteWorker:
         self._running: dict[TaskRunner, BundleRun] = {}  # what each slot's runner runs now
         self._local = threading.local()
         self._protected = False
-        self._protection = threading.Lock()  # claims and the reporter both set it
+        self._protection = threading.RLock()  # claims and the reporter both set it
+        self._claiming = 0  # claims under way: protected as if held
         self._started = self._last_busy = time.monotonic()
         self._instance_seconds = 0.0  # what its tasks were charged of the instance
         self._last_job: str | None = None  # the job whose bundle it took last
@@ -270,7 +271,7 @@ class RemoteWorker:
                 continue
             # Holding nothing: the group may end this instance first when it
             # shrinks (as in a job's last partial wave).
-            self._protect(False)
+            self._sync_protection()
             if time.monotonic() - self._last_busy >= self.config.idle_timeout:
                 return True
         return False
@@ -292,9 +293,22 @@ class RemoteWorker:
             )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         if messages and self.stopping.is_set():
-            self._make_visible(messages)  # received while stopping: someone else's now
+            self._pass_on(messages)  # received while stopping: someone else's now
             return []
         return messages
+
+    def _pass_on(self, messages: list[dict[str, Any]]) -> None:
+        """Messages this worker will not start, passed on as fresh copies: a
+        worker stopped by its instance's end must not bring a bundle nearer the
+        dead-letter queue, which counts receives (made visible again, a message
+        stopped twice so would be dead)."""
+        try:
+            send_batches(self.sqs, self.config.request_queue_url, [m["Body"] for m in messages])
+        except (BotoCoreError, ClientError) as error:
+            log.warning("could not pass on %d bundles: %s", len(messages), error)
+            self._make_visible(messages)
+            return
+        self._delete(*(m["ReceiptHandle"] for m in messages))
 
     def _make_visible(self, messages: list[dict[str, Any]]) -> None:
         make_visible(self.sqs, self.config.request_queue_url, messages)
@@ -337,7 +351,20 @@ class RemoteWorker:
         if claim is None:
             log.info("bundle %s is held by a live worker", bundle.bundle_id)
             return
-        self._protect(True)
+        with self._changed:
+            self._claiming += 1
+        try:
+            self._sync_protection()
+            self._hold(message, bundle, claim, claimed_at)
+        finally:
+            with self._changed:
+                self._claiming -= 1
+            self._sync_protection()
+
+    def _hold(
+        self, message: dict[str, Any], bundle: Bundle, claim: Claim, claimed_at: float
+    ) -> None:
+        """Run a claimed bundle: its tasks to the slots, its lease renewed."""
         self._last_job = bundle.job
         recovered = {} if self._finished_log is None else self._finished_log.read(bundle.bundle_id)
         if recovered:
@@ -616,9 +643,7 @@ class RemoteWorker:
             self._held.pop(run.bundle_id, None)
             self._note_held()
             self._changed.notify_all()
-            holds_none = not self._held
-        if holds_none:
-            self._protect(False)  # idle now: the group may end this instance first
+        self._sync_protection()  # idle now, perhaps: the group may end this instance first
 
     def _delete(self, *receipts: str) -> None:
         for receipt in receipts:
@@ -664,9 +689,18 @@ class RemoteWorker:
 
     # -- the instance ---------------------------------------------------------
 
+    def _sync_protection(self) -> None:
+        """Scale-in protection while it holds work or is claiming some, none
+        otherwise: the group never ends a working instance but ends idle ones
+        first. Called after each change of what it holds; each call reads what it
+        holds under the protection lock, so the last call sets what is true last
+        (a claim and a bundle's end in two threads cannot leave work unprotected)."""
+        with self._protection, self._changed:
+            holding = bool(self._held) or self._claiming > 0
+        self._protect(holding)
+
     def _protect(self, protected: bool) -> None:
-        """Scale-in protection while it holds work (from a claim until it holds
-        none), so the group never ends a working instance but ends idle ones first."""
+        """Set the instance's scale-in protection (once per change)."""
         with self._protection:
             if self.config.group_name is None or protected == self._protected:
                 return
