@@ -57,7 +57,10 @@ class TaskfleetStack(Stack):
         jobs = JobTable(self, "Jobs", encryption_key=key)
         # Each fleet job's results come back on a queue of its own, made by the
         # client that submits the job: named this prefix and the job id.
-        job_queue_prefix = f"{self.stack_name}-job-"
+        # A stack name has no "_" (CloudFormation allows letters, digits and "-"), so
+        # no other stack's job queues start with this prefix: the grants below reach
+        # this stack's alone.
+        job_queue_prefix = f"{self.stack_name}_job_"
         vpc = (
             ec2.Vpc.from_lookup(self, "Vpc", vpc_id=vpc_id)
             if vpc_id
@@ -141,6 +144,9 @@ class TaskfleetStack(Stack):
             Output.JOB_QUEUE_PREFIX: job_queue_prefix,
             Output.JOB_RETENTION_DAYS: str(job_retention_days),
         }
+        if key is not None:
+            # The clients make the job queues: they encrypt them with this key too.
+            outputs[Output.JOB_QUEUE_KEY] = key.key_arn
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
 

@@ -31,6 +31,7 @@ from scheduler.service.http_protocol import GuardedH11Protocol
 from scheduler.service.server import bind
 from scripts.metadata_stand_in import MetadataStandIn
 from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
+from worker.contracts import JobItem
 
 WriteWorkload = Callable[..., str]
 
@@ -379,6 +380,34 @@ def resources(moto_endpoint: str) -> Resources:
         BillingMode="PAY_PER_REQUEST",
     )
     return Resources(sqs, requests, responses, dead_letters, "claims")
+
+
+def create_job_table(dynamodb: Any, name: str) -> None:
+    """A job table as the stack makes it (cdk/jobs.py), on the emulator."""
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": JobItem.PARTITION, "KeyType": "HASH"},
+            {"AttributeName": JobItem.SORT, "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": JobItem.PARTITION, "AttributeType": "S"},
+            {"AttributeName": JobItem.SORT, "AttributeType": "S"},
+            {"AttributeName": JobItem.DAY, "AttributeType": "S"},
+            {"AttributeName": "submitted_at", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": JobItem.DAY_INDEX,
+                "KeySchema": [
+                    {"AttributeName": JobItem.DAY, "KeyType": "HASH"},
+                    {"AttributeName": "submitted_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 def start_worker(

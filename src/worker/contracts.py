@@ -28,6 +28,7 @@ class Output:
     JOB_TABLE_NAME: Final = "JobTableName"
     JOB_QUEUE_PREFIX: Final = "JobQueuePrefix"  # a job's result queue: this + its id
     JOB_RETENTION_DAYS: Final = "JobRetentionDays"
+    JOB_QUEUE_KEY: Final = "JobQueueKey"  # the KMS key job queues use; absent: SQS's own
 
 
 class Setting:

@@ -72,7 +72,7 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
     assert "autoScalingGroupName/" in json.dumps(own_group[0]["Resource"])
     # The jobs' result queues: found and sent to by their name prefix, nothing more.
     (job_queues,) = [s for s in granted if s["Action"] == ["sqs:GetQueueUrl", "sqs:SendMessage"]]
-    assert json.dumps(job_queues["Resource"]).endswith(':Taskfleet-job-*"]]}'), job_queues
+    assert json.dumps(job_queues["Resource"]).endswith(':Taskfleet_job_*"]]}'), job_queues
     (job_states,) = [s for s in granted if s["Action"] == "dynamodb:GetItem"]
     assert "/index/" not in json.dumps(job_states["Resource"])
     template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
@@ -128,6 +128,8 @@ def test_an_existing_key_is_used_by_its_arn(tmp_path: Path) -> None:
     granted = [s for s in statements(template) if "kms:" in json.dumps(s["Action"])]
     assert granted
     assert all(s["Resource"] == KEY_ARN for s in granted)
+    # The clients make the job queues: the stack tells them the key.
+    template.has_output(Output.JOB_QUEUE_KEY, {"Value": KEY_ARN})
 
 
 def test_user_data_configures_the_worker(synthesized: tuple[Template, Path]) -> None:

@@ -48,15 +48,15 @@ class Dynamodb:
 
 
 def test_a_jobs_results_go_to_its_own_queue_looked_up_once() -> None:
-    sqs = Sqs({"Stack-job-a1": "https://q/Stack-job-a1"})
-    queues = JobQueues(sqs, "Stack-job-", "https://q/responses")
-    assert queues.url("a1") == "https://q/Stack-job-a1"
-    assert queues.url("a1") == "https://q/Stack-job-a1"
+    sqs = Sqs({"Stack_job_a1": "https://q/Stack_job_a1"})
+    queues = JobQueues(sqs, "Stack_job_", "https://q/responses")
+    assert queues.url("a1") == "https://q/Stack_job_a1"
+    assert queues.url("a1") == "https://q/Stack_job_a1"
     assert sqs.lookups == 1
 
 
 def test_a_job_without_a_queue_has_ended_and_its_results_go_nowhere() -> None:
-    queues = JobQueues(Sqs({}), "Stack-job-", "https://q/responses")
+    queues = JobQueues(Sqs({}), "Stack_job_", "https://q/responses")
     assert queues.url("gone") is None
 
 

@@ -7,7 +7,8 @@ these commands reach it from any machine with the stack's credentials.
 
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
@@ -37,21 +38,30 @@ def open_stack(stack: str) -> "RemoteFleet":
         raise fail(str(error)) from error
 
 
-def job_view(stack: str, job_id: str) -> "JobView":
-    """A job of the stack, read now; exit 2 if the stack has no such job."""
+@contextmanager
+def stack_errors(stack: str) -> Iterator[None]:
+    """A failure reading the stack as a one-line error: exit 2 for what was asked
+    (no such job), 1 for AWS (unreachable, refused)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from scheduler.fleet.follow import JobView
     from worker.errors import TaskfleetError
 
-    fleet = open_stack(stack)
     try:
-        view = JobView(fleet, job_id)
-        view.refresh()
+        yield
     except TaskfleetError as error:
         raise fail(str(error)) from error
     except (BotoCoreError, ClientError) as error:
         raise fail(f"stack {stack}: {error}", 1) from error
+
+
+def job_view(stack: str, job_id: str) -> "JobView":
+    """A job of the stack, read now; exit 2 if the stack has no such job."""
+    from scheduler.fleet.follow import JobView
+
+    fleet = open_stack(stack)
+    with stack_errors(stack):
+        view = JobView(fleet, job_id)
+        view.refresh()
     return view
 
 
@@ -65,13 +75,15 @@ def job_age(submitted_at: float) -> str:
 
 
 def print_view(view: "JobView") -> None:
+    from client.terminal import visible
     from scheduler.pricing import cost_fields, fleet_prices
 
     job = view.job
     counts = ", ".join(f"{n} {status}" for status, n in sorted(view.counts().items())) or "none"
     finished = sum(view.counts().values())
-    print(f"job {job.id}: {view.state}, {finished}/{job.total} tasks finished ({counts})")
-    print(f"submitted by {job.submitted_by}, {job_age(job.submitted_at)} ago")
+    # What the stack holds, any user of it may have written: shown as text.
+    print(visible(f"job {job.id}: {view.state}, {finished}/{job.total} tasks finished ({counts})"))
+    print(visible(f"submitted by {job.submitted_by}, {job_age(job.submitted_at)} ago"))
     usage = view.usage()
     resources = view.fleet.resources
     prices = fleet_prices(resources.instance_types, resources.spot, None)
@@ -90,10 +102,9 @@ def status_on_stack(stack: str, job_id: str) -> None:
 def results_on_stack(stack: str, job_id: str, output: str | None, follow: bool) -> None:
     from scheduler.fleet.follow import follow_records
 
-    job_view(stack, job_id)  # exits 2 if there is no such job
-    fleet = open_stack(stack)
-    with results_output(output) as stream:
-        write_records(follow_records(fleet, job_id, follow=follow), stream)
+    view = job_view(stack, job_id)  # no such job: exit 2 before a file is made
+    with stack_errors(stack), results_output(output) as stream:
+        write_records(follow_records(view, follow=follow), stream)
 
 
 def write_records(pages: Iterable[list[bytes]], stream: BinaryIO) -> None:
@@ -121,9 +132,10 @@ def wait(
     from scheduler.fleet.follow import FOLLOW_SECONDS
 
     view = job_view(stack, job)
-    while not view.over():
-        time.sleep(FOLLOW_SECONDS)
-        view.refresh()
+    with stack_errors(stack):
+        while not view.over():
+            time.sleep(FOLLOW_SECONDS)
+            view.refresh()
     print_view(view)
     counts = view.counts()
     all_succeeded = counts.get("succeeded", 0) == view.job.total
@@ -133,12 +145,17 @@ def wait(
 @app.command(cls=Command)
 def jobs(stack: StackName) -> None:
     """List the recent jobs on a deployed stack: id, who submitted it, state, age."""
+    from client.terminal import visible
+    from scheduler.fleet.follow import state_of
+
     store = open_stack(stack).jobs
     if store is None:
         raise fail(f"stack {stack} keeps no jobs (deployed by an earlier taskfleet)")
+    with stack_errors(stack):
+        recent = store.recent()
     print(f"{'JOB':<10} {'STATE':<10} {'STORED':>13} {'AGE':>8}  SUBMITTED BY")
-    for job in store.recent():
-        state = "done" if job.state == "running" and job.ended else job.state
+    for job in recent:
         stored = f"{min(job.stored, job.total)}/{job.total}"
         age = job_age(job.submitted_at)
-        print(f"{job.id:<10} {state:<10} {stored:>13} {age:>8}  {job.submitted_by}")
+        line = f"{job.id:<10} {state_of(job):<10} {stored:>13} {age:>8}  {job.submitted_by}"
+        print(visible(line))

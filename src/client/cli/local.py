@@ -68,7 +68,7 @@ def run(
     append = resume is not None
     if remote:
         stack = fleet_usage(context, stack, detach=detach, retries=retries, output=output,
-                            summary_path=summary_path)  # fmt: skip
+                            summary_path=summary_path, price=price_per_instance_hour)  # fmt: skip
         if detach:
             print(submit_to_fleet(files, stack, timeout, skip))
             raise typer.Exit(0)
@@ -110,6 +110,7 @@ def fleet_usage(
     retries: int,
     output: str | None,
     summary_path: Path | None,
+    price: float | None,
 ) -> str:
     """The stack to run on; exit 2 for an option that has no meaning on the fleet."""
     if not stack:
@@ -120,6 +121,9 @@ def fleet_usage(
         raise fail("--retries needs an attached run: a detached job's tasks run once")
     if detach and (output or summary_path):
         raise fail("--detach writes no results: fetch them with `taskfleet results`")
+    if detach and price is not None:
+        raise fail("--price-per-instance-hour needs an attached run: `taskfleet status` prices"
+                   " a detached job at the stack's instance types")  # fmt: skip
     return stack
 
 

@@ -21,7 +21,7 @@ from scheduler.fleet.provisioner import desired_capacity
 from worker.bundle import ResultBatch, decode_bundle, decode_result_batch, result_messages
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
 from worker.errors import BundleError
-from worker.result import Status, unfinished_results
+from worker.result import Result, Status, unfinished_results
 from worker.sqs import aws_client, delete_batch, make_visible, send_batches
 from worker.usage import UsageMeter
 
@@ -51,6 +51,7 @@ class StackResources(NamedTuple):
     job_table: str = ""
     job_queue_prefix: str = ""  # a job's result queue: this + its id
     job_retention_days: int = 7
+    job_queue_key: str = ""  # the stack's KMS key, if it has one: the job queues use it
 
     @property
     def slots(self) -> int:
@@ -74,6 +75,7 @@ class StackResources(NamedTuple):
                 outputs[Output.JOB_TABLE_NAME],
                 outputs[Output.JOB_QUEUE_PREFIX],
                 int(outputs[Output.JOB_RETENTION_DAYS]),
+                outputs.get(Output.JOB_QUEUE_KEY, ""),
             )
         except (KeyError, ValueError) as missing:
             raise FleetError(
@@ -151,11 +153,11 @@ class RemoteFleet:
                 table=resources.job_table,
                 queue_prefix=resources.job_queue_prefix,
                 retention_days=resources.job_retention_days,
+                key=resources.job_queue_key,
             )
             if resources.job_table
             else None
         )
-        self.own_jobs: set[str] = set()  # jobs whose results this reader stores
         self._next_dead_letter_check = 0.0
 
     def send(self, bodies: list[str]) -> int:
@@ -236,47 +238,53 @@ class RemoteFleet:
 
     def receive(self, wait_seconds: int = LONG_POLL_SECONDS) -> list[Delivery]:
         """What arrived on the response queue (one long poll: the workers' reports
-        of what no job used; with no job queues, every result), and failed results
-        for dead bundles of this reader's jobs when due."""
+        of what no job used; with no job queues, every result); and, when due, dead
+        bundles forwarded to their jobs' queues (``forward_dead_letters``)."""
         deliveries = [self._receive(self.resources.response_queue_url, wait_seconds, self._batch)]
         if time.monotonic() >= self._next_dead_letter_check:
             self._next_dead_letter_check = time.monotonic() + DEAD_LETTER_CHECK_SECONDS
-            dead = self._receive(self.resources.dead_letter_queue_url, 0, self._dead)
-            deliveries.append(self._forward_others(dead))
+            deliveries.append(self.forward_dead_letters())
         return [d for d in deliveries if d.messages]
 
     def receive_job(self, queue_url: str, wait_seconds: int) -> Delivery:
         """Results and usage reports that arrived on a job's queue (one long poll)."""
         return self._receive(queue_url, wait_seconds, self._batch)
 
-    def keep(self, job_id: str, delivery: Delivery) -> int:
+    def keep(self, job_id: str, delivery: Delivery, file_count: int) -> int:
         """Store what a job's queue delivered in the stack's job store; returns the
-        records stored."""
-        results = [r for batch in delivery.batches for r in batch.results if r.job == job_id]
+        records stored. Only a result that names a task of the job (its id, file
+        number and line) is kept: anything else in a message is dropped."""
+        results = [
+            result
+            for batch in delivery.batches
+            for result in batch.results
+            if is_task_of(result, job_id, file_count)
+        ]
         reports = [b.usage for b in delivery.batches if b.usage is not None]
         if self.jobs is not None and (results or reports):
             with self.meter.charged_to(job_id):
                 self.jobs.store(job_id, results, reports)
         return len(results)
 
-    def _forward_others(self, dead: Delivery) -> Delivery:
-        """A dead-letter delivery, less the bundles of jobs other readers store:
-        their failed results go to their job's queue (or nowhere, if it is gone:
-        the job has ended), and their messages are deleted."""
+    def forward_dead_letters(self) -> Delivery:
+        """Read the dead-letter queue once: each dead bundle's tasks go, as failed
+        results with the reason, to its job's queue (where its job's readers store
+        them), or nowhere if the job has ended; the messages are deleted. With no
+        job queues (a stack made by hand), the failed results are returned instead."""
+        dead = self._receive(self.resources.dead_letter_queue_url, 0, self._dead)
         if self.jobs is None or not dead.messages:
             return dead
-        mine: list[tuple[dict[str, Any], ResultBatch]] = []
         for message in dead.messages:
             batch = self._dead(message["Body"])
             job = batch.results[0].job if batch is not None and batch.results else None
-            if job is not None and job in self.own_jobs:
-                mine.append((message, batch))  # type: ignore[arg-type]
-                continue
-            if job is not None and (url := self.jobs.queue_url(job)) is not None:
-                assert batch is not None
-                send_batches(self.sqs, url, result_messages(batch.bundle_id, "", batch.results))
+            if batch is not None and job is not None:
+                url = self.jobs.queue_url(job)
+                if url is not None:
+                    bodies = result_messages(batch.bundle_id, "", batch.results)
+                    with self.meter.charged_to(job):
+                        send_batches(self.sqs, url, bodies)
             delete_batch(self.sqs, dead.queue_url, [message])
-        return Delivery(dead.queue_url, [m for m, _ in mine], [b for _, b in mine])
+        return Delivery(dead.queue_url, [], [])
 
     def acknowledge(self, delivery: Delivery) -> None:
         """Delete a delivery's messages: what they held is stored."""
@@ -325,3 +333,16 @@ class RemoteFleet:
         )
         results = unfinished_results(bundle.job, tasks, Status.FAILED, reason)
         return ResultBatch(bundle.bundle_id, "", results)
+
+
+def is_task_of(result: Result, job_id: str, file_count: int) -> bool:
+    """Whether a result names a task of the job: its id is the job's, a file number
+    of the job's, and the result's own line."""
+    job, _, rest = result.id.partition(":")
+    number, _, line = rest.partition(":")
+    return (
+        job == job_id == result.job
+        and number.isdigit()
+        and 1 <= int(number) <= file_count
+        and line == str(result.line)
+    )

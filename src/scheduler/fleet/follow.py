@@ -1,10 +1,11 @@
 """Following a fleet job from any machine with the stack's credentials.
 
 `taskfleet results/status/wait JOB --stack` read the job from the stack: the
-records its readers stored, after moving into the store whatever waits on
-the job's queue (so a job whose client went away is still read in full).
-The first reader to find a record for every task ends the job in the stack,
-which deletes its queue.
+records its readers stored. While the client that submitted the job reads
+its queue (it holds the job's reader lease), that is all; once no client
+does (it detached, or died), they first move into the store whatever waits
+on the job's queue, so such a job is still read in full, and the first to
+find a record for every task ends the job in the stack, deleting its queue.
 """
 
 import time
@@ -30,16 +31,17 @@ def job_store(fleet: RemoteFleet) -> JobStore:
     return fleet.jobs
 
 
-def collect(fleet: RemoteFleet, job_id: str) -> int:
-    """Store what waits on the job's queue, deleting each message once stored;
-    returns how many records were stored."""
-    url = job_store(fleet).queue_url(job_id)
+def collect(fleet: RemoteFleet, job: FleetJob) -> int:
+    """Store what waits on the job's queue (and its dead bundles, forwarded there),
+    deleting each message once stored; returns how many records were stored."""
+    fleet.forward_dead_letters()
+    url = job_store(fleet).queue_url(job.id)
     stored = 0
     while url is not None:
         delivery = fleet.receive_job(url, COLLECT_WAIT_SECONDS)
         if not delivery.messages:
             break
-        stored += fleet.keep(job_id, delivery)
+        stored += fleet.keep(job.id, delivery, job.file_count or len(job.files))
         fleet.acknowledge(delivery)
     return stored
 
@@ -55,13 +57,16 @@ class JobView:
         self.records: JobRecords | None = None
 
     def refresh(self) -> None:
-        """Collect what waits on the job's queue, then read the job and its records
-        again; end the job in the stack once every task has a record."""
-        if not self.job.ended:
-            collect(self.fleet, self.job_id)
+        """Read the job and its records again. With no live client reading the
+        job's queue (it detached, or died), first collect what waits there, and end
+        the job in the stack once every task has a record; with one, leave both to
+        it (it may yet retry a task)."""
+        unread = not self.job.ended and not self.job.has_reader
+        if unread:
+            collect(self.fleet, self.job)
         self.records = self.store.read_all(self.job_id, self.records)
         self.job = self.store.job(self.job_id)
-        if not self.job.ended and self.complete():
+        if unread and not self.job.ended and not self.job.has_reader and self.complete():
             self.store.end(self.job_id)
             self.job = self.store.job(self.job_id)
 
@@ -69,8 +74,9 @@ class JobView:
         return self.records is not None and len(self.records.records) >= self.job.total
 
     def over(self) -> bool:
-        """Nothing more will come: every task has its record, or the job ended."""
-        return self.complete() or self.job.ended
+        """Nothing more will come: the job ended, or (no client reading its queue,
+        which could yet retry a task) every task has its record."""
+        return self.job.ended or (self.complete() and not self.job.has_reader)
 
     def counts(self) -> dict[str, int]:
         """Records by status."""
@@ -88,23 +94,26 @@ class JobView:
 
     @property
     def state(self) -> str:
-        if self.job.state == JobItem.RUNNING and self.job.ended:
-            return JobItem.DONE
-        return self.job.state
+        return state_of(self.job)
 
 
-def follow_records(fleet: RemoteFleet, job_id: str, *, follow: bool) -> Iterator[list[bytes]]:
-    """A job's records, each task's once, in pages as they are found; with
-    ``follow``, until the job is over."""
-    view = JobView(fleet, job_id)
-    written: set[bytes] = set()
+def state_of(job: FleetJob) -> str:
+    """A job's state as shown: ``running``, ``cancelled`` or ``done``."""
+    if job.state == JobItem.RUNNING and job.ended:
+        return JobItem.DONE
+    return job.state
+
+
+def follow_records(view: JobView, *, follow: bool) -> Iterator[list[bytes]]:
+    """A job's records, each task's once (the first stored that is found), in
+    pages as they are found; with ``follow``, until the job is over."""
+    written: set[str] = set()
     while True:
         view.refresh()
         assert view.records is not None
-        page = [line for task, line in view.records.records.items() if task.encode() not in written]
-        written.update(
-            task.encode() for task in view.records.records if task.encode() not in written
-        )
+        new = [task for task in view.records.records if task not in written]
+        written.update(new)
+        page = [view.records.records[task] for task in new]
         if page:
             yield page
         if not follow or view.over():

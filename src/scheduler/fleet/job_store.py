@@ -18,6 +18,7 @@ import datetime
 import gzip
 import json
 import logging
+import random
 import secrets
 import time
 from collections.abc import Iterator
@@ -37,8 +38,13 @@ log = logging.getLogger("taskfleet.scheduler")
 #: Largest record item written, in bytes: under DynamoDB's 400 KB item limit.
 MAX_RECORD_ITEM_BYTES = 350 * 1024
 
-#: Largest list of file names a fleet job keeps, as JSON bytes.
+#: Largest list of file names a fleet job's item keeps, as JSON bytes (the
+#: records name every task's file; the item lists as many as fit, and the count).
 MAX_FILES_BYTES = 64 * 1024
+
+#: Seconds a client reading a job's queue holds it, renewed while it reads: a
+#: client that dies leaves the job to any reader this long after.
+READER_LEASE_SECONDS = 60.0
 
 #: Job queues a submission looks at for expiry, at the most (each is a request).
 SWEEP_LIMIT = 5
@@ -60,6 +66,13 @@ class FleetJob(NamedTuple):
     retries: int
     stored: int  # records stored, duplicates included: exact counts come from the records
     tail_seconds: float  # instance time no task used, charged by the workers that ran it last
+    reader_until: float  # a client reads its queue until then (epoch seconds)
+    file_count: int
+
+    @property
+    def has_reader(self) -> bool:
+        """Whether a live client reads the job's queue into the stack."""
+        return self.reader_until > time.time()
 
     @property
     def ended(self) -> bool:
@@ -72,6 +85,7 @@ class JobRecords(NamedTuple):
     records: dict[str, bytes]  # task id -> its last record stored (a JSON line)
     usage: Usage
     last_key: str  # the sort key of the last record item read
+    reports: frozenset[str]  # the usage reports counted, by id: a redelivery counts once
 
 
 def record_key() -> str:
@@ -83,13 +97,23 @@ class JobStore:
     """The job table and job queues of one deployed stack."""
 
     def __init__(
-        self, dynamodb: Any, sqs: Any, *, table: str, queue_prefix: str, retention_days: int
+        self,
+        dynamodb: Any,
+        sqs: Any,
+        *,
+        table: str,
+        queue_prefix: str,
+        retention_days: int,
+        key: str = "",
     ) -> None:
+        """``key``: the stack's KMS key (its ARN), which the job queues are then
+        encrypted with; empty: SQS's own key."""
         self.dynamodb = dynamodb
         self.sqs = sqs
         self.table = table
         self.queue_prefix = queue_prefix
         self.retention_seconds = retention_days * 24 * 3600
+        self._encryption = {"KmsMasterKeyId": key} if key else {"SqsManagedSseEnabled": "true"}
 
     # -- submitting ------------------------------------------------------------
 
@@ -109,9 +133,7 @@ class JobStore:
         half-way), a running job keeps its item and gets its queue, made if
         missing; a job that has ended gets None: nothing of it is read any more.
         """
-        files_json = json.dumps(files)
-        if len(files_json) > MAX_FILES_BYTES:
-            raise FleetError(f"the file names of a fleet job may take {MAX_FILES_BYTES} bytes")
+        files_json = json.dumps(files_within(files, MAX_FILES_BYTES))
         now = time.time()
         item = {
             JobItem.PARTITION: {"S": job_id},
@@ -122,6 +144,7 @@ class JobStore:
             "submitted_at": {"N": f"{now:.3f}"},
             "submitted_by": {"S": submitted_by},
             "files": {"S": files_json},
+            "file_count": {"N": str(len(files))},
             "total": {"N": str(total)},
             "timeout": {"N": repr(float(timeout))},
             "retries": {"N": str(retries)},
@@ -143,7 +166,7 @@ class JobStore:
             Attributes={
                 # Results wait for a reader as long as the job is kept (SQS keeps 14 days).
                 "MessageRetentionPeriod": str(min(self.retention_seconds, 14 * 24 * 3600)),
-                "SqsManagedSseEnabled": "true",
+                **self._encryption,
                 "ReceiveMessageWaitTimeSeconds": "20",
             },
             tags={"taskfleet:job": job_id},
@@ -154,11 +177,17 @@ class JobStore:
     def sweep_stale_queues(self, keep: str = "") -> int:
         """Delete job queues older than the retention (their jobs have expired:
         a client died before their results were all read); returns how many."""
-        urls: list[str] = self.sqs.list_queues(QueueNamePrefix=self.queue_prefix).get(
-            "QueueUrls", []
-        )
+        try:
+            urls: list[str] = self.sqs.list_queues(QueueNamePrefix=self.queue_prefix).get(
+                "QueueUrls", []
+            )
+        except (BotoCoreError, ClientError) as error:
+            log.warning("could not list the job queues: %s", error)
+            return 0
+        others = [url for url in urls if not url.endswith("/" + self.queue_prefix + keep)]
         stale = 0
-        for url in [u for u in urls if not u.endswith("-job-" + keep)][:SWEEP_LIMIT]:
+        # A few at a time, picked at random: long-lived queues do not hide the rest.
+        for url in random.sample(others, min(SWEEP_LIMIT, len(others))):
             try:
                 created = float(
                     self.sqs.get_queue_attributes(
@@ -168,7 +197,7 @@ class JobStore:
                 if time.time() - created > self.retention_seconds:
                     self.sqs.delete_queue(QueueUrl=url)
                     stale += 1
-            except (ClientError, KeyError, ValueError) as error:
+            except (BotoCoreError, ClientError, KeyError, ValueError) as error:
                 log.warning("could not look at job queue %s: %s", url, error)
         return stale
 
@@ -202,6 +231,14 @@ class JobStore:
             for page in self._pages(query):
                 jobs.extend(_fleet_job(item) for item in page)
         return jobs
+
+    def hold_reader(self, job_id: str) -> float:
+        """Note that a client reads the job's queue into the stack, for the next
+        READER_LEASE_SECONDS: other readers then only read what it stored, and
+        neither take results from under it nor end the job. Returns until when."""
+        until = time.time() + READER_LEASE_SECONDS
+        self._update(job_id, "SET reader_until = :until", {":until": {"N": f"{until:.3f}"}})
+        return until
 
     def queue_url(self, job_id: str) -> str | None:
         """The job's result queue; None once it is gone (the job ended or expired)."""
@@ -237,7 +274,7 @@ class JobStore:
         delivery repeats the same outcome, a retry's comes after the failure it
         retries), and what it used: ``known``'s and those stored since it was read."""
         records = dict(known.records) if known else {}
-        reports: dict[str, Usage] = {}
+        counted = set(known.reports) if known else set()
         usage = known.usage if known else Usage()
         last = known.last_key if known else ""
         for key, lines, usage_reports in self.records(job_id, last):
@@ -245,10 +282,10 @@ class JobStore:
             for line in lines.splitlines(keepends=True):
                 records[_task_id_of(line)] = line
             for report in usage_reports:
-                reports.setdefault(report["id"], Usage(**report["usage"]))
-        for each in reports.values():
-            usage = usage + each
-        return JobRecords(records, usage, last)
+                if report["id"] not in counted:
+                    counted.add(report["id"])
+                    usage = usage + Usage(**report["usage"])
+        return JobRecords(records, usage, last, frozenset(counted))
 
     # -- storing what a reader read ----------------------------------------------
 
@@ -361,6 +398,8 @@ def _fleet_job(item: dict[str, Any]) -> FleetJob:
             retries=int(item["retries"]["N"]),
             stored=int(item.get("stored", {"N": "0"})["N"]),
             tail_seconds=float(item.get(JobItem.TAIL, {"N": "0"})["N"]),
+            reader_until=float(item.get("reader_until", {"N": "0"})["N"]),
+            file_count=int(item.get("file_count", {"N": "0"})["N"]),
         )
     except (KeyError, ValueError) as error:
         raise FleetError(f"a job item of the stack is not taskfleet's: {error}") from error
@@ -398,3 +437,15 @@ def caller_identity(sts: Any) -> str:
         return str(sts.get_caller_identity()["Arn"])
     except (BotoCoreError, ClientError, KeyError):
         return "unknown"
+
+
+def files_within(files: list[str], limit: int) -> list[str]:
+    """The first of ``files`` whose names, as JSON, take ``limit`` bytes at most."""
+    kept: list[str] = []
+    size = len("[]") - len(", ")  # json.dumps's own separator, none before the first
+    for name in files:
+        size += len(json.dumps(name)) + len(", ")
+        if size > limit:
+            break
+        kept.append(name)
+    return kept

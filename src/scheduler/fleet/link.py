@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.fleet.aws import Delivery, RemoteFleet
 from scheduler.fleet.bundling import PackedBundle
-from scheduler.fleet.job_store import caller_identity
+from scheduler.fleet.job_store import READER_LEASE_SECONDS, caller_identity
 from scheduler.retries import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS  # backoff of AWS calls
 from worker.bundle import ResultBatch
 from worker.contracts import LONG_POLL_SECONDS
@@ -127,7 +127,6 @@ class FleetLink:
 
     def open_job(self, opening: JobOpening) -> None:
         """Keep a job in the stack and make its queue, before its first bundle goes."""
-        self.fleet.own_jobs.add(opening.job_id)
         self._outbox.put(opening)
 
     def cancel_job(self, job_id: str) -> None:
@@ -215,12 +214,11 @@ class FleetLink:
             if isinstance(item, JobOpening):
                 url = self._retrying("keep a job in the stack", partial(self._create, item))
                 if url is not None:
-                    self._start_receiver(item.job_id, url)
+                    self._start_receiver(item, url)
             elif item.cancel:
                 self._retrying("cancel a job", partial(jobs.cancel, item.job_id))
             else:
                 self._retrying("end a job", partial(jobs.end, item.job_id))
-                self.fleet.own_jobs.discard(item.job_id)
 
     def _create(self, opening: JobOpening) -> str | None:
         """The job kept in the stack and its queue made; its queue's URL, or None
@@ -241,14 +239,14 @@ class FleetLink:
             log.warning("job %s has ended in the stack: nothing of it is read", opening.job_id)
         return url
 
-    def _start_receiver(self, job_id: str, url: str) -> None:
+    def _start_receiver(self, opening: JobOpening, url: str) -> None:
         stop = threading.Event()
         with self._lock:
-            self._receivers[job_id] = stop
+            self._receivers[opening.job_id] = stop
         threading.Thread(
             target=self._receive_job_loop,
-            args=(job_id, url, stop),
-            name=f"taskfleet-fleet-recv-{job_id}",
+            args=(opening, url, stop),
+            name=f"taskfleet-fleet-recv-{opening.job_id}",
             daemon=True,
         ).start()
 
@@ -271,10 +269,14 @@ class FleetLink:
                     continue
                 self._hand_over(delivery)
 
-    def _receive_job_loop(self, job_id: str, url: str, stop: threading.Event) -> None:
+    def _receive_job_loop(self, opening: JobOpening, url: str, stop: threading.Event) -> None:
         """Read one job's queue until the job ends here or the link stops: each
-        delivery kept in the stack, then journaled, then deleted."""
+        delivery kept in the stack, then journaled, then deleted. While it reads,
+        it holds the job's reader lease, so other readers leave the queue to it."""
+        job_id, renew_at = opening.job_id, 0.0
         while not (stop.is_set() or self.stopping.is_set()):
+            if time.monotonic() >= renew_at and self._hold_reader(job_id, stop):
+                renew_at = time.monotonic() + READER_LEASE_SECONDS / 3
             receive = partial(self.fleet.receive_job, url, self._poll_seconds)
             delivery = self._retrying("receive results", receive, stop)
             if delivery is None or not delivery.messages:
@@ -283,10 +285,19 @@ class FleetLink:
                 with contextlib.suppress(*AWS_ERRORS):
                     self.fleet.release(delivery)  # the next reader's, at once
                 return
-            keep = partial(self.fleet.keep, job_id, delivery)
+            keep = partial(self.fleet.keep, job_id, delivery, len(opening.files))
             if self._retrying("store results in the stack", keep, stop) is None:
                 return  # stopped before they were kept: they come back to the next reader
             self._hand_over(delivery, stop)
+
+    def _hold_reader(self, job_id: str, stop: threading.Event) -> bool:
+        """Renew this client's hold on the job's queue; whether it was."""
+        jobs = self.fleet.jobs
+        if jobs is None:
+            return False
+        hold = partial(jobs.hold_reader, job_id)
+        with self.fleet.meter.charged_to(job_id):
+            return self._retrying("hold the job's queue", hold, stop) is not None
 
     def _hand_over(self, delivery: Delivery, stop: threading.Event | None = None) -> None:
         """Give a delivery to the dispatch thread; delete it from its queue once stored."""

@@ -82,6 +82,9 @@ def run_remote(
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.end()
+            # The link stopped first: a job not yet kept in the stack never is
+            # (its bundles are not sent), and one that is gets cancelled.
+            _stop(dispatcher)
             cancel_on_fleet(fleet, job_id)
         finally:
             _stop(dispatcher)
@@ -115,6 +118,7 @@ def submit_remote(
                     break
                 time.sleep(POLL_SECONDS / 5)
         except KeyboardInterrupt:
+            _stop(dispatcher)
             cancel_on_fleet(fleet, job_id)
             raise
         finally:

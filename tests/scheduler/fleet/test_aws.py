@@ -8,9 +8,9 @@ import pytest
 from moto import mock_aws
 
 from scheduler.errors import FleetError
-from scheduler.fleet.aws import RemoteFleet, StackResources
+from scheduler.fleet.aws import RemoteFleet, StackResources, is_task_of
 from worker.bundle import Bundle, BundleTask, encode_bundle, result_messages
-from worker.result import Outcome, Status, make_result
+from worker.result import Outcome, Result, Status, make_result
 
 
 @pytest.fixture
@@ -143,3 +143,17 @@ def test_the_group_keeps_the_instances_holding_work_and_counts_every_slot(
             Entries=[{"Id": str(n), "MessageBody": bundle(f"b{n}", 1)} for n in range(3)],
         )
         assert fleet.provision(just_sent=3) == 3
+
+
+def test_only_a_result_naming_a_task_of_the_job_is_its() -> None:
+    def result(task_id: str, job: str = "j1", line: int = 3) -> Result:
+        outcome = Outcome(Status.SUCCEEDED, 0, 0.0, 0.0, 0.0, stdout="", stderr="")
+        return make_result(task_id, job, "w.txt", line, "echo", "i-1", outcome)
+
+    assert is_task_of(result("j1:2:3"), "j1", file_count=2)
+    assert not is_task_of(result("j1:2:3"), "j2", file_count=2)  # another job's
+    assert not is_task_of(result("j1:2:3", job="j2"), "j1", file_count=2)  # id and job differ
+    assert not is_task_of(result("j1:3:3"), "j1", file_count=2)  # no such file
+    assert not is_task_of(result("j1:0:3"), "j1", file_count=2)
+    assert not is_task_of(result("j1:x:3"), "j1", file_count=2)
+    assert not is_task_of(result("j1:1:4"), "j1", file_count=2)  # not its own line

@@ -263,6 +263,7 @@ def test_options_without_meaning_on_the_fleet_are_refused(workload: WriteWorkloa
         (["--workers", "1"], "--workers"),
         (["--detach", "--retries", "1"], "--retries"),
         (["--detach", "-o", "x.jsonl"], "--detach"),
+        (["--detach", "--price-per-instance-hour", "0.1"], "--price-per-instance-hour"),
     ):
         done = run_cli("run", path, "--remote", *extra, env=environment)
         assert done.returncode == 2, (extra, done.stderr)

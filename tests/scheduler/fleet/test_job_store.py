@@ -1,5 +1,6 @@
 """The stack's job store on a real moto_server: jobs, their queues and their records."""
 
+import json
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from scheduler.errors import JobNotFoundError
 from scheduler.fleet import job_store
 from scheduler.fleet.job_store import JobStore
+from tests.conftest import create_job_table
 from worker.bundle import UsageReport
 from worker.contracts import JobItem
 from worker.result import Outcome, Result, Status, make_result
@@ -19,32 +21,9 @@ from worker.usage import Usage
 def store(moto_endpoint: str) -> JobStore:
     assert moto_endpoint  # boto3 here reaches it
     dynamodb: Any = boto3.client("dynamodb")
-    dynamodb.create_table(
-        TableName="jobs",
-        KeySchema=[
-            {"AttributeName": JobItem.PARTITION, "KeyType": "HASH"},
-            {"AttributeName": JobItem.SORT, "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": JobItem.PARTITION, "AttributeType": "S"},
-            {"AttributeName": JobItem.SORT, "AttributeType": "S"},
-            {"AttributeName": JobItem.DAY, "AttributeType": "S"},
-            {"AttributeName": "submitted_at", "AttributeType": "N"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": JobItem.DAY_INDEX,
-                "KeySchema": [
-                    {"AttributeName": JobItem.DAY, "KeyType": "HASH"},
-                    {"AttributeName": "submitted_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_job_table(dynamodb, "jobs")
     sqs: Any = boto3.client("sqs")
-    return JobStore(dynamodb, sqs, table="jobs", queue_prefix="Stack-job-", retention_days=7)
+    return JobStore(dynamodb, sqs, table="jobs", queue_prefix="Stack_job_", retention_days=7)
 
 
 def record(job: str, line: int, status: Status = Status.SUCCEEDED, stdout: str = "") -> Result:
@@ -62,7 +41,7 @@ def create(store: JobStore, job: str, total: int = 3) -> str | None:
 def test_a_job_is_kept_with_its_settings_and_a_queue_of_its_own(store: JobStore) -> None:
     url = create(store, "a1")
     assert url is not None
-    assert url.endswith("/Stack-job-a1")
+    assert url.endswith("/Stack_job_a1")
     assert store.queue_url("a1") == url
     job = store.job("a1")
     assert (job.state, job.total, job.files, job.timeout) == (JobItem.RUNNING, 3, ["w.txt"], 5.0)
@@ -71,6 +50,25 @@ def test_a_job_is_kept_with_its_settings_and_a_queue_of_its_own(store: JobStore)
     assert [j.id for j in store.recent()] == ["a1"]
     with pytest.raises(JobNotFoundError, match="no job 'zz'"):
         store.job("zz")
+
+
+def test_a_job_queue_takes_the_stacks_key_if_it_has_one(store: JobStore) -> None:
+    def encryption(url: str) -> dict[str, str]:
+        attributes = store.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        names = ("KmsMasterKeyId", "SqsManagedSseEnabled")
+        return {k: v for k, v in attributes["Attributes"].items() if k in names}
+
+    assert encryption(str(create(store, "a1"))) == {"SqsManagedSseEnabled": "true"}
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    keyed = JobStore(
+        store.dynamodb,
+        store.sqs,
+        table="jobs",
+        queue_prefix="Stack_job_",
+        retention_days=7,
+        key=key,
+    )
+    assert encryption(str(create(keyed, "a2")))["KmsMasterKeyId"] == key
 
 
 def test_records_are_read_back_once_per_task_with_their_usage(store: JobStore) -> None:
@@ -144,3 +142,15 @@ def test_a_job_made_again_keeps_its_item_and_gets_its_queue_until_it_ends(
     assert create(store, "a1") == url
     store.end("a1")
     assert create(store, "a1") is None
+
+
+def test_a_job_keeps_as_many_file_names_as_fit_and_their_count(store: JobStore) -> None:
+    names = [f"workload-{n:05}.txt" for n in range(10_000)]  # 210 KB as JSON
+    kept = job_store.files_within(names, job_store.MAX_FILES_BYTES)
+    assert 0 < len(kept) < len(names)
+    assert names[: len(kept)] == kept
+    assert len(json.dumps(kept)) <= job_store.MAX_FILES_BYTES
+    assert len(json.dumps(names[: len(kept) + 1])) > job_store.MAX_FILES_BYTES
+    store.create("j1", files=names, total=1, timeout=1.0, retries=0, submitted_by="arn:me")
+    job = store.job("j1")
+    assert (job.files, job.file_count) == (kept, 10_000)

@@ -26,6 +26,7 @@ from tests.conftest import (
     SchedulerProcess,
     StartScheduler,
     WriteWorkload,
+    create_job_table,
     run_cli,
     service_headers,
     service_token,
@@ -284,9 +285,14 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
 # -- forged results on the fleet's response queue ------------------------------------
 
 
+BARE_JOB_PREFIX = "Bare_job_"
+
+
 @pytest.fixture
 def bare_stack(resources: Resources) -> str:
-    """A stack on the emulator whose outputs name the test's queues (no group)."""
+    """A stack on the emulator whose outputs name the test's queues and a job
+    table (no group)."""
+    create_job_table(boto3.client("dynamodb"), "jobs")
     template = {
         "Resources": {"Placeholder": {"Type": "AWS::SQS::Queue"}},
         "Outputs": {
@@ -294,6 +300,9 @@ def bare_stack(resources: Resources) -> str:
             "ResponseQueueUrl": {"Value": resources.responses},
             "DeadLetterQueueUrl": {"Value": resources.dead_letters},
             "MaxWorkers": {"Value": "1"},
+            "JobTableName": {"Value": "jobs"},
+            "JobQueuePrefix": {"Value": BARE_JOB_PREFIX},
+            "JobRetentionDays": {"Value": "1"},
         },
     }
     boto3.client("cloudformation").create_stack(StackName="Bare", TemplateBody=json.dumps(template))
@@ -338,13 +347,19 @@ def test_forged_and_malformed_results_change_nothing(
         # A bundle id no bundle may have.
         forged_batch(forged(remote, 2, "echo real-two"), bundle_id="../../x" * 10),
     ]
-    for body in messages:
-        resources.sqs.send_message(QueueUrl=resources.responses, MessageBody=body)
+    # A worker with the stack's credentials may send to the response queue and to
+    # any job's queue: the forgeries go to both.
+    wait_for(lambda: job_queue_of(resources, remote) is not None, timeout=60)
+    job_queue = str(job_queue_of(resources, remote))
+    for queue in (resources.responses, job_queue):
+        for body in messages:
+            resources.sqs.send_message(QueueUrl=queue, MessageBody=body)
     # The scheduler reads them all and deletes them: nothing stays to come back.
-    wait_for(lambda: queue_depth(resources) == 0, timeout=60)
+    wait_for(lambda: depth(resources, resources.responses) + depth(resources, job_queue) == 0, 60)
     assert httpx.get(service.url + "/health").json()["status"] == "ok"
     # A real worker runs the remote job: its real output is what is stored.
-    worker = start_worker(resources, "i-real", tmp_path, "--idle-timeout", "3")
+    job_settings = ("--job-table", "jobs", "--job-queue-prefix", BARE_JOB_PREFIX)
+    worker = start_worker(resources, "i-real", tmp_path, "--idle-timeout", "3", *job_settings)
     try:
         done = run_cli("results", remote, "--wait", "--scheduler", service.url, timeout=120)
     finally:
@@ -367,9 +382,16 @@ def forged_batch(result: Result, bundle_id: str = "b1") -> str:
     return msgspec.json.encode(ResultBatch(bundle_id, "i-evil", [result])).decode()
 
 
-def queue_depth(resources: Resources) -> int:
+def job_queue_of(resources: Resources, job: str) -> str | None:
+    try:
+        return str(resources.sqs.get_queue_url(QueueName=BARE_JOB_PREFIX + job)["QueueUrl"])
+    except resources.sqs.exceptions.QueueDoesNotExist:
+        return None
+
+
+def depth(resources: Resources, queue: str) -> int:
     attributes = resources.sqs.get_queue_attributes(
-        QueueUrl=resources.responses,
+        QueueUrl=queue,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return sum(int(value) for value in attributes.values())
