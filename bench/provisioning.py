@@ -36,6 +36,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,9 +143,10 @@ class Sampler(threading.Thread):
 class Stack:
     """A checkout's stack on its own emulator, stood up and taken down by its own script."""
 
-    def __init__(self, checkout: Checkout, state: Path) -> None:
+    def __init__(self, checkout: Checkout, state: Path, keep_logs: Path | None) -> None:
         self.checkout = checkout
         self.state = state
+        self.keep_logs = keep_logs
         self.port = 0
 
     def __enter__(self) -> "Stack":
@@ -164,6 +166,10 @@ class Stack:
         return self
 
     def __exit__(self, *_: object) -> None:
+        if self.keep_logs is not None:  # `down` removes the state folder
+            self.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in self.state.glob("*.log"):
+                shutil.copy(log, self.keep_logs)
         command = [self.checkout.bin("python"), "-m", "scripts.local_aws"]
         subprocess.run(
             [*command, "down", "--state", str(self.state)],
@@ -253,8 +259,13 @@ def run_workload(stack: Stack, tasks: int, directory: Path) -> dict[str, Any]:
     workload = directory / f"sleep-{tasks}.txt"
     workload.write_text(f"sleep {SLEEP_MS}\n" * tasks)
     output, summary = directory / f"results-{tasks}.jsonl", directory / f"summary-{tasks}.json"
+    emulator = emulator_environment(stack.port)
     autoscaling = boto3.client(
-        "autoscaling", endpoint_url=f"http://localhost:{stack.port}", region_name="us-east-1"
+        "autoscaling",
+        endpoint_url=emulator["AWS_ENDPOINT_URL"],
+        region_name=emulator["AWS_REGION"],
+        aws_access_key_id=emulator["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=emulator["AWS_SECRET_ACCESS_KEY"],
     )
     sampler = Sampler(autoscaling, stack.outputs[Output.GROUP_NAME])
     wait_until(sampler.at_zero, ZERO_TIMEOUT_SECONDS, "the group at zero before the job")
@@ -370,7 +381,7 @@ ROWS: list[tuple[str, Any]] = [
 
 def table(runs: dict[str, dict[str, dict[str, Any]]]) -> str:
     labels = list(runs)
-    workloads = list(next(iter(runs.values())))
+    workloads = [w for w in next(iter(runs.values())) if all(w in r for r in runs.values())]
     head = "".join(
         f"{f'{w} x sleep {SLEEP_MS} ' + label:>30}" for w in workloads for label in labels
     )
@@ -388,11 +399,15 @@ def table(runs: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def bench(checkout: Checkout, workloads: list[int]) -> dict[str, dict[str, Any]]:
-    results: dict[str, dict[str, Any]] = {}
+def bench(checkout: Checkout, workloads: list[int], keep: Path | None) -> dict[str, Any]:
+    """The workloads on a checkout's stack; with ``keep``, its state folder (the
+    workers' logs, the fleet's log) is left there under the checkout's label."""
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="taskfleet-provisioning-") as temporary:
-        directory = Path(temporary)
-        with Stack(checkout, directory / "local-aws") as stack:
+        directory = Path(temporary) if keep is None else keep / checkout.label.replace(" ", "-")
+        directory.mkdir(parents=True, exist_ok=True)
+        logs = None if keep is None else directory / "logs"
+        with Stack(checkout, directory / "local-aws", logs) as stack:
             for tasks in workloads:
                 figures = run_workload(stack, tasks, directory)
                 report_run(checkout.label, figures)
@@ -400,16 +415,41 @@ def bench(checkout: Checkout, workloads: list[int]) -> dict[str, dict[str, Any]]
     return results
 
 
+def earlier_run(path: Path) -> tuple[str, dict[str, Any]]:
+    """The checkout and figures of an earlier run of this bench (its --json), of one
+    checkout alone."""
+    report: dict[str, Any] = json.loads(path.read_text())
+    ((_, checkout),) = report["checkouts"].items()
+    ((_, runs),) = report["runs"].items()
+    return checkout, runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--before", type=Path, help="an earlier checkout (with its .venv) to run first"
+        "--checkout",
+        type=Path,
+        default=REPOSITORY,
+        help="the checkout to measure, with its .venv (default: this one)",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="an earlier checkout (with its .venv) to run first, or the --json of an earlier"
+        " run of one checkout, whose figures are shown as before",
     )
     parser.add_argument("--only", type=int, action="append", choices=WORKLOADS)
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument(
+        "--keep", type=Path, help="keep each stack's state folder (workers' logs) under here"
+    )
     args = parser.parse_args()
-    checkouts = [Checkout("after" if args.before else "this checkout", REPOSITORY)]
-    if args.before is not None:
+    checkouts = [Checkout("after" if args.before else "this checkout", args.checkout.resolve())]
+    runs: dict[str, dict[str, Any]] = {}
+    paths = {}
+    if args.before is not None and args.before.is_file():
+        paths["before"], runs["before"] = earlier_run(args.before)
+    elif args.before is not None:
         checkouts.insert(0, Checkout("before", args.before.resolve()))
     for checkout in checkouts:
         if not Path(checkout.bin("taskfleet")).exists():
@@ -420,12 +460,14 @@ def main() -> None:
         flush=True,
     )
     workloads = args.only or list(WORKLOADS)
-    runs = {checkout.label: bench(checkout, workloads) for checkout in checkouts}
+    for checkout in checkouts:
+        runs[checkout.label] = bench(checkout, workloads, args.keep)
+        paths[checkout.label] = str(checkout.path)
     print(table(runs))
     report = {
         "machine": machine(),
         "settings": {**CONTEXT, "sleep_ms": SLEEP_MS, "sample_seconds": SAMPLE_SECONDS},
-        "checkouts": {c.label: str(c.path) for c in checkouts},
+        "checkouts": paths,
         "runs": runs,
     }
     if args.json:
