@@ -235,7 +235,7 @@ def cost_line(stack: Stack, stderr: str, summary: Path) -> dict[str, Any]:
         figures = json.loads(summary.read_text())
         return {
             "source": "run --summary instance_seconds (no status --stack in this CLI)",
-            "instance_seconds": float(figures["instance_seconds"]),
+            "instance_seconds": round(float(figures["instance_seconds"]), 1),
             "tail_seconds": None,
         }
     job = found.group(1)
