@@ -69,9 +69,12 @@ bench: $(STAMP) system-packages
 	$(BIN)/python bench/local_path.py --json bench/results/local_path.json
 	$(BIN)/python bench/command_costs.py
 
-# The remote path through the emulator: stands the stack up and tears it down.
+# The remote path through the emulator: stands the stack up and tears it down
+# (each bench its own stack). Provisioning: BEFORE=DIR (an earlier checkout with
+# its .venv, or an earlier run's JSON) adds a before column.
 bench-remote: $(STAMP)
 	$(BIN)/python -m bench.remote_path --json bench/results/remote_path.json
+	$(BIN)/python -m bench.provisioning --json bench/results/provisioning.json $(if $(BEFORE),--before $(BEFORE))
 
 # The AWS stack on this machine, with no account: moto_server on localhost,
 # then `cdk bootstrap` and `cdk deploy --method=direct` against it.

@@ -65,7 +65,7 @@ from worker.jobs import JobQueues, JobStates
 from worker.result import Result, Status, make_result, unfinished_results
 from worker.sqs import aws_client, make_visible, send_batches
 from worker.task import task_id
-from worker.usage import Usage, UsageMeter
+from worker.usage import Usage, UsageMeter, process_age
 
 log = logging.getLogger("taskfleet.worker")
 
@@ -199,7 +199,10 @@ class RemoteWorker:
         self._protected = False
         self._protection = threading.RLock()  # claims and the reporter both set it
         self._claiming = 0  # claims under way: protected as if held
-        self._started = self._last_busy = time.monotonic()
+        # The instance's time counts from this process's start: its start-up
+        # (imports, clients: seconds on a small instance) is time no task used.
+        self._started = time.monotonic() - (process_age() or 0.0)
+        self._last_busy = time.monotonic()
         self._instance_seconds = 0.0  # what its tasks were charged of the instance
         self._last_job: str | None = None  # the job whose bundle it took last
         self._finished_log = (
@@ -641,6 +644,10 @@ class RemoteWorker:
             self._finished_log.forget(run.bundle_id)
         with self._changed:
             self._held.pop(run.bundle_id, None)
+            # Idle from when its last work ended, not from the receive that
+            # brought it: a task longer than the idle timeout leaves the whole
+            # timeout of warm instance after it, as the stack's setting asks.
+            self._last_busy = time.monotonic()
             self._note_held()
             self._changed.notify_all()
         self._sync_protection()  # idle now, perhaps: the group may end this instance first

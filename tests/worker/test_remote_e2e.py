@@ -1,6 +1,7 @@
 """End to end: `taskfleet worker` processes against a real moto_server."""
 
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -284,3 +285,20 @@ def test_the_worker_timeout_limits_each_command(resources: Resources, tmp_path: 
     results = [r for body in drain(resources.sqs, resources.responses)
                for r in decode_result_batch(body).results]  # fmt: skip
     assert {r.line: r.status.value for r in results} == {1: "timed_out", 2: "succeeded"}
+
+
+def test_an_idle_worker_waits_its_whole_timeout_after_a_task_longer_than_it(
+    resources: Resources, tmp_path: Path
+) -> None:
+    # A task of 4 s on a worker idle after 3 s: the idle time counts from the
+    # task's end, not from the receive that brought it (which would end the
+    # worker as soon as the task did).
+    resources.sqs.send_message(
+        QueueUrl=resources.requests, MessageBody=bundle("job1-12", "sleep 4000")
+    )
+    worker = start_worker(resources, "i-warm", tmp_path, "--idle-timeout", "3")
+    assert worker.wait(timeout=120) == 0, (tmp_path / "i-warm.log").read_text()
+    exited = time.time()
+    batches = [decode_result_batch(b) for b in drain(resources.sqs, resources.responses)]
+    (result,) = [r for b in batches for r in b.results]
+    assert exited - result.finished_at >= 3
