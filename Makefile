@@ -72,6 +72,7 @@ bench: $(STAMP) system-packages
 # The remote path through the emulator: stands the stack up and tears it down.
 bench-remote: $(STAMP)
 	$(BIN)/python -m bench.remote_path --json bench/results/remote_path.json
+	$(BIN)/python -m bench.fleet_requests --json bench/results/fleet_requests.json
 
 # The AWS stack on this machine, with no account: moto_server on localhost,
 # then `cdk bootstrap` and `cdk deploy --method=direct` against it.

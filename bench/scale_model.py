@@ -2,7 +2,7 @@
 where the design saturates.
 
     python -m bench.scale_model                        # the tables of docs/scale.md
-    python -m bench.scale_model --round-trip-ms 10 --record-cpu-us 45
+    python -m bench.scale_model --round-trip-ms 10 --record-cpu-us 77
 
 One accounting of a bundle's life (``BundleLife``: what a worker asks of the
 request queue, the claim table and the job's queue while it runs one bundle)
@@ -30,6 +30,7 @@ import argparse
 import functools
 import gzip
 import math
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,14 +60,10 @@ TABLE_WCU = 40_000
 #: per record (decoding, gzip, the journal, the output): the defaults of the
 #: options. The CPU figure is what `bench/fleet_requests.py` measured on this VM.
 ROUND_TRIP_SECONDS = 0.010
-RECORD_CPU_SECONDS = 45e-6
+RECORD_CPU_SECONDS = 77e-6
 
 #: Seconds of fleet work a steady-state job holds (it sizes the bundles).
 STEADY_JOB_FLEET_SECONDS = 3600.0
-
-#: Empty 1 s polls of a job's queue after its last results, while the client
-#: waits for the workers' last usage reports (scheduler/fleet/run.py).
-WIND_DOWN_POLLS = 2
 
 #: Where a job's requests go, as the bench counts them: (party, "service Operation").
 Requests = dict[str, Counter[str]]
@@ -100,15 +97,24 @@ def task_seconds(task_ms: float) -> float:
 
 
 def sample_results(task_ms: float, count: int) -> list[Result]:
-    """Records like those of built-in sleeps on the fleet."""
-    seconds = task_ms / 1000
+    """Records like those of built-in sleeps on the fleet: a workload's full path,
+    times to the microsecond, durations a little over the sleep (seeded: the
+    same records every time)."""
+    jitter = random.Random(0)
     started = 1.7e9
-    outcome = Outcome(Status.SUCCEEDED, 0, started, started + seconds, round(task_ms, 3))
-    return [
-        make_result(f"0123abcd:1:{line}", "0123abcd", "w.txt", line, sleep_text(task_ms),
-                    "i-0123456789abcdef0", outcome)
-        for line in range(1, count + 1)
-    ]  # fmt: skip
+    results = []
+    for line in range(1, count + 1):
+        started += task_ms / 2000 + jitter.random() / 1000
+        duration = task_ms + jitter.random() / 10
+        outcome = Outcome(
+            Status.SUCCEEDED, 0, round(started, 6), round(started + duration / 1000, 7),
+            round(duration, 3),
+        )  # fmt: skip
+        results.append(
+            make_result(f"0123abcd:1:{line}", "0123abcd", "/home/someone/work/workload.txt",
+                        line, sleep_text(task_ms), "i-0123456789abcdef0", outcome)
+        )  # fmt: skip
+    return results
 
 
 @dataclass(frozen=True)
@@ -277,10 +283,12 @@ def job_requests(
         "sqs ListQueues": 1,
         "sqs SendMessageBatch": send_calls(len(sizes)),
         # each delivery: received, stored (a record item and the count), deleted;
-        # then the polls that find nothing once the last results are in
-        "sqs ReceiveMessage": deliveries + 1 + WIND_DOWN_POLLS,
+        # and each worker's last report (what no job used, on the response
+        # queue), which a reader receives and deletes: the next job's, on a
+        # stack whose jobs come one after another
+        "sqs ReceiveMessage": deliveries + used,
         "dynamodb UpdateItem": pieces + 1,  # + the job marked done
-        "sqs DeleteMessageBatch": deliveries,
+        "sqs DeleteMessageBatch": deliveries + used,
         "sqs GetQueueUrl": 1,
         "sqs DeleteQueue": 1,
     })  # fmt: skip
@@ -401,42 +409,60 @@ TASKS_MS = (1, 1_000, 60_000)
 
 
 def report(stack: Stack, reader: Reader) -> str:
-    lines = [
-        f"Model: instances of {stack.slots} slots, one job of built-in sleeps keeping them busy;"
-        f" reader round trip {reader.round_trip * 1000:g} ms, reader CPU"
-        f" {reader.record_cpu * 1e6:g} us a record.",
-        "",
-        "Requests a second, by place:",
+    grid = [
+        (task_ms, n, steady(n, task_ms, stack, reader)) for task_ms in TASKS_MS for n in INSTANCES
     ]
-    places = list(steady(1, 1, stack, reader).rates)
-    header = f"{'task':>7} {'inst':>5} {'bundle':>7} " + " ".join(
-        f"{place[:14]:>14}" for place in places
-    )
-    lines.append(header)
-    for task_ms in TASKS_MS:
-        for n in INSTANCES:
-            model = steady(n, task_ms, stack, reader)
-            cells = " ".join(f"{model.rates[p]:>14,.1f}" for p in places)
-            lines.append(f"{_ms(task_ms):>7} {n:>5} {model.bundle_tasks:>7} {cells}")
-    lines += ["", "Each limit's use (1.00 = reached), and the reader's work per result:"]
-    for task_ms in TASKS_MS:
-        for n in INSTANCES:
-            model = steady(n, task_ms, stack, reader)
-            uses = ", ".join(f"{name.split(' (')[0]} {model.uses[name]:.2f}" for name in LIMITS)
-            lines.append(
-                f"{_ms(task_ms):>7} {n:>5}: {model.records_per_second:,.0f} records/s; {uses};"
-                f" reader {model.reader_requests_per_record:.4f} requests and"
-                f" {model.reader_seconds_per_record * 1e6:,.1f} us a record"
-            )
-    lines += ["", "Instances of " + str(stack.slots) + " slots at which each limit is reached:"]
+    places = list(grid[0][2].rates)
+    lines = [
+        f"One job of built-in sleeps keeping N instances of {stack.slots} slots busy; the reader's"
+        f" round trip {reader.round_trip * 1000:g} ms a request,"
+        f" its CPU {reader.record_cpu * 1e6:g} us a record.",
+        "",
+        "Requests a second:",
+        f"{'task':>6} {'N':>5} {'bundle':>6} " + " ".join(f"{SHORT[p]:>11}" for p in places),
+    ]
+    for task_ms, n, model in grid:
+        cells = " ".join(f"{model.rates[p]:>11,.1f}" for p in places)
+        lines.append(f"{_ms(task_ms):>6} {n:>5} {model.bundle_tasks:>6} {cells}")
+    lines += [
+        "",
+        "Each limit's use (1.00: reached), and the reader's work per result:",
+        f"{'task':>6} {'N':>5} {'records/s':>10} "
+        + " ".join(f"{SHORT[name]:>11}" for name in LIMITS)
+        + f" {'req/record':>10} {'us/record':>10}",
+    ]
+    for task_ms, n, model in grid:
+        uses = " ".join(f"{model.uses[name]:>11.2f}" for name in LIMITS)
+        lines.append(
+            f"{_ms(task_ms):>6} {n:>5} {model.records_per_second:>10,.0f} {uses}"
+            f" {model.reader_requests_per_record:>10.4f}"
+            f" {model.reader_seconds_per_record * 1e6:>10,.0f}"
+        )
+    lines += ["", f"Instances of {stack.slots} slots at which each limit is reached:"]
     for task_ms in TASKS_MS:
         reached = {name: instances_at(name, task_ms, stack, reader) for name in LIMITS}
-        each = [f"{name.split(' (')[0]}: {_count(n)}" for name, n in reached.items()]
-        found = [(n, name) for name, n in reached.items() if n is not None]
-        first = f"first: {min(found)[1]} at {min(found)[0]:,}" if found else "none below 1,000,000"
-        lines.append(f"{_ms(task_ms):>7}: {first}")
-        lines.extend(f"          {cell}" for cell in each)
+        found = sorted((n, name) for name, n in reached.items() if n is not None)
+        cells = ", ".join(f"{SHORT[name]} {_count(n)}" for name, n in reached.items())
+        first = f"first {SHORT[found[0][1]]} at {found[0][0]:,}" if found else "none"
+        lines.append(f"{_ms(task_ms):>6}: {first}; {cells}")
     return "\n".join(lines)
+
+
+#: Column names.
+SHORT = {
+    "request queue": "request q",
+    "the job's queue": "job's q",
+    "response queue": "response q",
+    "dead-letter queue": "dead-letter",
+    "job table (the job's partition)": "job table",
+    "claim table": "claim table",
+    "S3": "S3",
+    LIMITS[0]: "partition W",
+    LIMITS[1]: "partition R",
+    LIMITS[2]: "reader",
+    LIMITS[3]: "in flight",
+    LIMITS[4]: "claims W",
+}
 
 
 def _ms(task_ms: float) -> str:
