@@ -10,7 +10,6 @@ as taskfleet does, and reads results until every task has one (a duplicate
 is written once), writing the records as JSON Lines.
 """
 
-import math
 import time
 from typing import BinaryIO
 
@@ -40,14 +39,20 @@ def run_packed(path: str, fleet: RemoteFleet, per_bundle: int, output: BinaryIO)
                     bodies.append(bundle.body)
     if (last := packer.finish()) is not None:
         bodies.append(last.body)
+    # The job's own result queue, as taskfleet's clients make it.
+    assert fleet.jobs is not None, "a stack with job queues"
+    queue = fleet.jobs.create(
+        job_id, files=[path], total=total, timeout=0, retries=0, submitted_by="bench"
+    )
     # Capacity is asked for as the first bundles land, as taskfleet does.
     fleet.send(bodies[:MAX_MESSAGES_PER_CALL])
-    fleet.provision(open_bundles=len(bodies))
+    fleet.provision(just_sent=len(bodies))
     fleet.send(bodies[MAX_MESSAGES_PER_CALL:])
     reported: set[str] = set()
     provisioned = time.monotonic()
     while len(reported) < total:
-        for delivery in fleet.receive(wait_seconds=1):
+        delivery = fleet.receive_job(queue, 1)
+        if delivery.messages:
             fresh = [
                 result
                 for batch in delivery.batches
@@ -58,8 +63,8 @@ def run_packed(path: str, fleet: RemoteFleet, per_bundle: int, output: BinaryIO)
             output.write(encode_lines(fresh))
             fleet.acknowledge(delivery)
         if time.monotonic() - provisioned >= PROVISION_INTERVAL_SECONDS:
-            left = math.ceil((total - len(reported)) / max(per_bundle, 1))
-            fleet.provision(open_bundles=left)
+            fleet.provision()
             provisioned = time.monotonic()
+    fleet.jobs.end(job_id)
     output.flush()
     return total

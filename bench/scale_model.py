@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 from scheduler.fleet.aws import DEAD_LETTER_CHECK_SECONDS
 from scheduler.fleet.bundle_sizing import BundleSizer
+from scheduler.fleet.feeder import BUNDLES_PER_TURN
 from scheduler.fleet.job_store import MAX_RECORD_ITEM_BYTES
-from scheduler.service.dispatch import BUNDLES_PER_TURN
 from worker.bundle import MESSAGE_HEADROOM_BYTES
 from worker.bundle_run import REPORT_BYTES, REPORT_INTERVAL_SECONDS, result_bytes
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, MAX_MESSAGES_PER_CALL, Default
@@ -264,10 +264,12 @@ def job_requests(
     worker["sqs ReceiveMessage"] += used * math.ceil(tail / stack.poll_seconds)
     # Per worker and job: the job's queue looked up once, the job's state read
     # when a bundle is taken and every CANCEL_CHECK_SECONDS while one is held,
-    # one usage report once it holds none of the job's bundles, and one report
-    # of what no job used as it leaves (to the response queue).
+    # one usage report once it holds none of the job's bundles; as it leaves,
+    # its instance's time no task used charged to the job's meta item, and one
+    # report of what no job used (to the response queue).
     worker["sqs GetQueueUrl"] += used
     worker["dynamodb GetItem"] += used * (math.floor(seconds / CANCEL_CHECK_SECONDS) + 1)
+    worker["dynamodb UpdateItem"] += used
     worker["sqs SendMessageBatch"] += 2 * used
 
     messages = sum(life.sends * life.messages_per_send for life in lives) + used

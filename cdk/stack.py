@@ -16,7 +16,7 @@ from cdk.key import WORKER_KEY_ACTIONS, encryption_key
 from cdk.nag import acknowledge
 from cdk.queues import TaskQueues
 from cdk.source import write_source_zip
-from worker.contracts import Output, Setting
+from worker.contracts import JobItem, Output, Setting
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -107,9 +107,21 @@ class TaskfleetStack(Stack):
         )
         self._grant_worker(fleet, queues, claims, source, key)
         self._grant_job_queues(fleet.role, job_queue_prefix)
-        # A job's state (cancelled?): the table's items, not its index.
+        # A job's state (cancelled?), and its idle tail added to it: the table's
+        # items, not its index, and of an update only the tail.
         fleet.role.add_to_principal_policy(
             iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[jobs.table.table_arn])
+        )
+        fleet.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:UpdateItem"],
+                resources=[jobs.table.table_arn],
+                conditions={
+                    "ForAllValues:StringEquals": {
+                        "dynamodb:Attributes": [JobItem.PARTITION, JobItem.SORT, JobItem.TAIL]
+                    }
+                },
+            )
         )
 
         outputs = {

@@ -43,7 +43,7 @@ class Explained(NamedTuple):
     reason: str
 
 
-JOURNAL = "scheduler.service.journal.xǁJournalǁ"
+JOURNAL = "scheduler.jobs.journal.xǁJournalǁ"
 EQUAL_LENGTHS = (
     "the results are made from the same rows they are zipped with: the lengths are always"
     " equal, so strict never has anything to say"
@@ -54,12 +54,7 @@ SHELL = "worker.execute.xǁShellRunnerǁ"
 #: pin down (a few hundred microseconds, a cache's bound), each with its reason.
 EXPLAINED = [
     Explained(
-        "scheduler.service.credentials.x_session_value",
-        '"SHA256"',
-        "hashlib reads a digest's name in any case: the same SHA-256",
-    ),
-    Explained(
-        "scheduler.service.credentials.xǁCredentialsǁshown_by",
+        "scheduler.service.credentials.xǁCredentialsǁholder",
         'b"XXXX"',
         "a request without a Cookie header reads as one cookie named XXXX with no value:"
         " no session either way",

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,9 +22,10 @@ import httpx
 import pytest
 import uvicorn
 
+from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
 from scheduler.service.api import Notifier, ServiceState, build_app
-from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessRules
 from scheduler.service.http_protocol import GuardedH11Protocol
 from scheduler.service.server import bind
@@ -213,7 +215,9 @@ def in_process_service() -> Iterator[InProcessService]:
     with tempfile.TemporaryDirectory() as folder:
         journal = Path(folder) / "journal.sqlite3"
         notifier = Notifier()
-        dispatcher = ServiceDispatcher(journal, LocalPool(1, None), notifier.notify_threadsafe)
+        dispatcher = JobDispatcher(
+            journal, notifier.notify_threadsafe, local=partial(Dispatcher, LocalPool(1, None))
+        )
         sock = bind("127.0.0.1", 0)
         port = sock.getsockname()[1]
         rules = AccessRules.for_address("127.0.0.1", port, IN_PROCESS_TOKEN)

@@ -11,7 +11,7 @@ import httpx
 
 from client.errors import ClientError
 from scheduler.errors import TokenError
-from scheduler.service.tokens import client_token
+from scheduler.tokens import client_token
 from worker.task import JOB_ID_PATTERN, TaskLine, encode_task_lines
 from worker.workload import TaskReader
 

@@ -100,6 +100,7 @@ class JobItem:
     RECORDS_PREFIX: Final = "rec#"
     STATE: Final = "state"  # one of the states below
     TTL: Final = "expires_at"  # epoch seconds after which DynamoDB deletes the item
+    TAIL: Final = "tail_seconds"  # instance-seconds no task used, charged by the last worker
     DAY: Final = "day"  # meta items only: the submission date, the jobs index's key
     DAY_INDEX: Final = "by_day"  # recent jobs: partition DAY, sort submitted_at
     RUNNING: Final = "running"

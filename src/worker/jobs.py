@@ -67,7 +67,8 @@ class JobQueues:
 
 class JobStates:
     """Whether a job was cancelled, read from the job table at most every
-    CANCEL_CHECK_SECONDS per job."""
+    CANCEL_CHECK_SECONDS per job; and what an instance's idle tail adds to the
+    last job it ran."""
 
     def __init__(self, dynamodb: Any, table: str | None) -> None:
         self.dynamodb = dynamodb
@@ -98,3 +99,22 @@ class JobStates:
         cancelled: bool = item.get(JobItem.STATE, {}).get("S") == JobItem.CANCELLED
         self._known[job] = (now, cancelled)
         return cancelled
+
+    def charge_tail(self, job: str, seconds: float) -> None:
+        """Add an instance's time that no task used (its idle tail, and slots left
+        empty) to the last job it ran, on the job's meta item; a failure is logged."""
+        if self.table is None or seconds <= 0:
+            return
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key={JobItem.PARTITION: {"S": job}, JobItem.SORT: {"S": JobItem.META}},
+                UpdateExpression="ADD #tail :seconds",
+                ConditionExpression="attribute_exists(#job)",  # never make a meta item
+                ExpressionAttributeNames={"#tail": JobItem.TAIL, "#job": JobItem.PARTITION},
+                ExpressionAttributeValues={":seconds": {"N": f"{seconds:.3f}"}},
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            log.info("job %s has expired: its instance's idle tail is charged to none", job)
+        except (BotoCoreError, ClientError) as error:
+            log.warning("could not charge the idle tail to job %s: %s", job, error)

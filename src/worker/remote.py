@@ -5,11 +5,13 @@ slots would otherwise go idle it long-polls the request queue for that many
 bundles (up to ten), claims each in the claim table and lets the slots take
 its tasks, starting new bundles as old ones drain instead of waiting for the
 slowest. While a bundle runs, a heartbeat extends its message's visibility
-and its claim's lease, and its results go to the response queue as they
+and its claim's lease, and its results go to its job's own queue as they
 finish (within about a second), each batch then recorded as progress in the
-claim; the last batch marks the claim done and deletes the message. While
-busy it holds scale-in protection; idle for ``idle_timeout`` seconds, it
-terminates its own instance (one fewer desired).
+claim; the last batch marks the claim done and deletes the message. A job
+cancelled in the job table has its tasks stopped (``worker.jobs``). While it
+holds work it holds scale-in protection; idle for ``idle_timeout`` seconds,
+it terminates its own instance (one fewer desired), charging the instance's
+time no task used to the last job it ran.
 
 SIGTERM, a spot interruption notice or the group's termination lifecycle
 hook stops it within seconds: it receives nothing more, stops its commands,
@@ -195,7 +197,9 @@ class RemoteWorker:
         self._running: dict[TaskRunner, BundleRun] = {}  # what each slot's runner runs now
         self._local = threading.local()
         self._protected = False
-        self._last_busy = time.monotonic()
+        self._started = self._last_busy = time.monotonic()
+        self._instance_seconds = 0.0  # what its tasks were charged of the instance
+        self._last_job: str | None = None  # the job whose bundle it took last
         self._finished_log = (
             None if config.state_dir is None else FinishedLog(config.state_dir / "finished")
         )
@@ -222,7 +226,7 @@ class RemoteWorker:
         finally:
             self.stop(self.stop_reason or "idle")
             reporter.join()
-            self._report_overhead()
+            self._charge_the_rest()
             if self._finished_log is not None:
                 self._finished_log.clear()
         if ended_idle:
@@ -262,7 +266,11 @@ class RemoteWorker:
                 self.meter.move(received, None, jobs[0])
             if self._held:
                 self._last_busy = time.monotonic()
-            elif time.monotonic() - self._last_busy >= self.config.idle_timeout:
+                continue
+            # Holding nothing: the group may end this instance first when it
+            # shrinks (as in a job's last partial wave).
+            self._protect(False)
+            if time.monotonic() - self._last_busy >= self.config.idle_timeout:
                 return True
         return False
 
@@ -329,6 +337,7 @@ class RemoteWorker:
             log.info("bundle %s is held by a live worker", bundle.bundle_id)
             return
         self._protect(True)
+        self._last_job = bundle.job
         recovered = {} if self._finished_log is None else self._finished_log.read(bundle.bundle_id)
         if recovered:
             log.info(
@@ -393,6 +402,7 @@ class RemoteWorker:
         # The slots share the instance: each task holds its share of it.
         share = outcome.duration_ms / 1000.0 / self.config.concurrency
         self.meter.charge(run.bundle.job, Usage(instance_seconds=share))
+        self._instance_seconds += share
         if run.released or not heartbeat.holds():
             return None  # given back meanwhile (a stop may have killed it): not reported
         bundle = run.bundle
@@ -524,8 +534,16 @@ class RemoteWorker:
             if job not in held:
                 self._send_usage(job, self._last_bundle.pop(job, ""))
 
-    def _report_overhead(self) -> None:
-        """On leaving: report what no job was charged (long polls that found nothing)."""
+    def _charge_the_rest(self) -> None:
+        """On leaving: the instance time no task used (its idle tail, slots left
+        empty) goes to the last job it ran, whose scale-up it was, so that a job's
+        cost adds up to what the group's instances lived; and what no job was
+        charged (long polls that found nothing) is reported as overhead."""
+        rest = time.monotonic() - self._started - self._instance_seconds
+        if self._last_job is not None and self.job_states.table is not None:
+            self.job_states.charge_tail(self._last_job, rest)
+        else:
+            self.meter.charge(None, Usage(instance_seconds=max(rest, 0.0)))
         self._send_usage(None, "")
 
     def _send_usage(self, job: str | None, bundle_id: str) -> None:
@@ -624,7 +642,8 @@ class RemoteWorker:
     # -- the instance ---------------------------------------------------------
 
     def _protect(self, protected: bool) -> None:
-        """Scale-in protection while busy, so the group never ends a working instance."""
+        """Scale-in protection while it holds work (from a claim until it holds
+        none), so the group never ends a working instance but ends idle ones first."""
         if self.config.group_name is None or protected == self._protected:
             return
         self.autoscaling.set_instance_protection(

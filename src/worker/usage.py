@@ -20,7 +20,8 @@ the slots of its instance, since the slots share the instance.
 
 import math
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -37,6 +38,17 @@ MAX_SECONDS = 1e9
 MAX_COUNT = 10**15
 
 DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+
+#: Seconds a reader waits, after a job's last result, for the last usage report
+#: of each worker that ran it (sent once the worker holds none of its bundles).
+USAGE_WAIT_SECONDS = 5.0
+
+
+def wait_for_usage(reports_to_come: Callable[[], int], poll_seconds: float = 0.1) -> None:
+    """Wait, USAGE_WAIT_SECONDS at most, until no worker has a report of a job to come."""
+    deadline = time.monotonic() + USAGE_WAIT_SECONDS
+    while reports_to_come() and time.monotonic() < deadline:
+        time.sleep(poll_seconds)
 
 
 class Usage(msgspec.Struct, gc=False, omit_defaults=True):

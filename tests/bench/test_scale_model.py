@@ -58,7 +58,7 @@ def test_the_workers_of_a_one_bundle_job() -> None:
         "sqs ReceiveMessage": 2,  # the bundle, then one empty poll (idle after 5 s)
         "sqs DeleteMessage": 1,
         "sqs ChangeMessageVisibility": 0,
-        "dynamodb UpdateItem": 2,  # claim, done
+        "dynamodb UpdateItem": 3,  # claim, done, the idle tail charged to the job
         "sqs SendMessageBatch": 3,  # the results, the job's usage, what no job used
         "sqs GetQueueUrl": 1,
         "dynamodb GetItem": 1,

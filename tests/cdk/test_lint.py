@@ -79,8 +79,8 @@ def test_with_a_customer_managed_key_checkov_passes_with_nothing_skipped(
 ) -> None:
     _, template_file = synthesized_with_key
     assert checkov(template_file, "--framework", "cloudformation").failed == []
-    # The two the file skips on the default template, each on 3 queues and 1 table.
-    assert checkov(template_file, "--check", "CKV_AWS_27,CKV_AWS_119") == (4, [])
+    # The two the file skips on the default template: on 3 queues and 2 tables.
+    assert checkov(template_file, "--check", "CKV_AWS_27,CKV_AWS_119") == (5, [])
 
 
 @pytest.mark.parametrize("script", ["install.sh", "bootstrap.sh"])

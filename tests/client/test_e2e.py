@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scheduler.service.journal import Journal
+from scheduler.jobs.journal import Journal
 from tests.conftest import (
     StartScheduler,
     WriteWorkload,
@@ -398,12 +398,15 @@ def test_a_clean_stop_leaves_no_journal_side_files(
 def test_timeout_limits_each_command_through_run_and_the_service(
     workload: WriteWorkload, scheduler_service: StartScheduler
 ) -> None:
-    path = workload("/bin/sleep 30", "echo quick")
+    path = workload("/bin/sleep 30", "echo quick", "sleep 30000", "sleep 10")
     ran = run_cli("run", path, "--timeout", "0.5", timeout=60)
     assert ran.returncode == 1, ran.stderr
+    # A built-in sleep past the limit times out too, as it does on the fleet.
     assert {r["line"]: r["status"] for r in records_of(ran.stdout)} == {
         1: "timed_out",
         2: "succeeded",
+        3: "timed_out",
+        4: "succeeded",
     }
     service = scheduler_service("--timeout", "0.5")
     submitted = run_cli("submit", path, "--scheduler", service.url, timeout=60)
@@ -411,4 +414,6 @@ def test_timeout_limits_each_command_through_run_and_the_service(
     assert {r["line"]: r["status"] for r in records_of(submitted.stdout)} == {
         1: "timed_out",
         2: "succeeded",
+        3: "timed_out",
+        4: "succeeded",
     }

@@ -15,6 +15,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ import boto3
 import pytest
 
 from scheduler.fleet.aws import RemoteFleet, StackResources
+from scheduler.fleet.feeder import FleetFeeder
+from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.journal import JobState, Journal, Placement
+from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
-from scheduler.service.dispatch import ServiceDispatcher
-from scheduler.service.journal import JobState, Journal, Placement
 from tests.conftest import Resources, start_worker, wait_for
 from tests.faults.conftest import Figures
 from tests.faults.test_killed_workers import ledger_runs, ledger_task
@@ -117,7 +120,7 @@ class FlakyProxy:
 @contextlib.contextmanager
 def service_side(
     tmp_path: Path, requests: str, resources: Resources
-) -> Iterator[tuple[Journal, ServiceDispatcher]]:
+) -> Iterator[tuple[Journal, JobDispatcher]]:
     """The service's dispatch thread with a fleet: bundles out to ``requests``, results in."""
     journal_path = tmp_path / "journal.sqlite3"
     fleet = RemoteFleet(
@@ -125,7 +128,12 @@ def service_side(
     )
     pool = LocalPool(1, None)
     pool.start()
-    dispatcher = ServiceDispatcher(journal_path, pool, lambda: None, fleet)
+    dispatcher = JobDispatcher(
+        journal_path,
+        lambda: None,
+        local=partial(Dispatcher, pool),
+        fleet=FleetFeeder.of(fleet, pool.size, None),
+    )
     dispatcher.start()
     journal = Journal(journal_path)
     try:
@@ -142,7 +150,7 @@ def service_side(
             gc.collect()
 
 
-def submit(journal: Journal, dispatcher: ServiceDispatcher, texts: list[str]) -> str:
+def submit(journal: Journal, dispatcher: JobDispatcher, texts: list[str]) -> str:
     job = "fault1"
     journal.create_job(job, Placement.REMOTE)
     journal.add_tasks(job, [(1, n, text) for n, text in enumerate(texts, start=1)])
@@ -177,7 +185,7 @@ def test_duplicate_deliveries_on_both_queues_run_once_and_report_once(
 def run_with_duplicates(
     resources: Resources,
     journal: Journal,
-    dispatcher: ServiceDispatcher,
+    dispatcher: JobDispatcher,
     staging_requests: str,
     tmp_path: Path,
 ) -> Figures:

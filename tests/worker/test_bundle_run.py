@@ -73,3 +73,21 @@ def test_results_finished_before_a_restart_are_sent_at_once_not_run() -> None:
     assert run.due()  # no second's wait: they are old already
     assert [index for index, _ in run.take_unsent()] == [1, 2]  # not the sent one, nor 9
     assert [run.next_task(), run.next_task()] == [3, None]
+
+
+def test_a_cancelled_bundle_starts_nothing_more_and_reports_the_rest_cancelled() -> None:
+    run = held("a", "b", "c", "d")
+    assert run.next_task() == 0  # running when the cancellation comes
+    assert run.cancel() == [1, 2, 3]  # never started
+    assert run.next_task() is None
+    assert run.tasks_waiting() == 1  # the running one, until it ends
+    run.add_results([(n, result(n + 1)) for n in (1, 2, 3)])
+    assert run.finished(0, result(1))  # the last to end: report now
+    assert sorted(index for index, _ in run.take_unsent()) == [0, 1, 2, 3]
+
+
+def test_a_released_bundle_takes_no_more_results() -> None:
+    run = held("a", "b")
+    run.release()
+    run.add_results([(0, result(1))])
+    assert run.take_unsent() == []

@@ -582,3 +582,19 @@ def test_a_task_user_keeps_no_group_of_its_workers(as_nobody: TaskRunner) -> Non
     finally:
         os.setgroups(own)
     assert (outcome.stdout or "").split() == [str(TaskUser.named("nobody").gid)]
+
+
+def test_a_sleep_longer_than_the_time_limit_times_out_at_the_limit() -> None:
+    runner = TaskRunner(timeout=0.2)
+    try:
+        began = time.perf_counter()
+        limited = runner.run("sleep 5000", plan("sleep 5000"))
+        took = time.perf_counter() - began
+        within = runner.run("sleep 100", plan("sleep 100"))
+    finally:
+        runner.close()
+    assert limited.status is Status.TIMED_OUT
+    assert limited.error == "stopped at the time limit of 0.2 s"
+    assert limited.duration_ms >= 200
+    assert took < 4  # not the whole 5 s
+    assert within.status is Status.SUCCEEDED

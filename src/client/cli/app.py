@@ -86,9 +86,7 @@ Output = Annotated[
 ]
 Timeout = Annotated[
     float,
-    typer.Option(
-        metavar="SECONDS", min=0, help="Time limit per shell command in seconds (0: none)."
-    ),
+    typer.Option(metavar="SECONDS", min=0, help="Time limit per task in seconds (0: none)."),
 ]
 Stack = Annotated[
     str | None,

@@ -65,17 +65,22 @@ def job_age(submitted_at: float) -> str:
 
 
 def print_view(view: "JobView") -> None:
+    from scheduler.pricing import cost_fields, fleet_prices
+
     job = view.job
     counts = ", ".join(f"{n} {status}" for status, n in sorted(view.counts().items())) or "none"
     finished = sum(view.counts().values())
-    usage = view.records.usage if view.records else None
     print(f"job {job.id}: {view.state}, {finished}/{job.total} tasks finished ({counts})")
     print(f"submitted by {job.submitted_by}, {job_age(job.submitted_at)} ago")
-    if usage:
-        print(
-            f"used {usage.instance_seconds:.1f} instance-seconds and"
-            f" {usage.aws_requests} AWS requests so far"
-        )
+    usage = view.usage()
+    resources = view.fleet.resources
+    prices = fleet_prices(resources.instance_types, resources.spot, None)
+    cost = cost_fields(usage, job.total, prices)["cost_usd"]
+    priced = "" if cost is None else f", ${cost:.6f}"
+    print(
+        f"used {usage.instance_seconds:.1f} instance-seconds ({job.tail_seconds:.1f} of them"
+        f" its instances' idle tail) and {usage.aws_requests} AWS requests so far{priced}"
+    )
 
 
 def status_on_stack(stack: str, job_id: str) -> None:

@@ -3,7 +3,7 @@
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,11 @@ from client.cli.app import (
     finish,
     results_output,
 )
+
+if TYPE_CHECKING:
+    from scheduler.resume import Done
+    from scheduler.summary import Summary
+    from worker.workload import WorkloadCounts
 
 
 @app.command(cls=Command)
@@ -59,88 +64,147 @@ def run(
     ] = None,
 ) -> None:
     """Run a workload here and now, on local worker processes (or the fleet: --remote)."""
-    from client import report
-
-    counts = checked(files)
-    skip: frozenset[tuple[str, int, str]] = frozenset()
-    if resume is not None:
-        from scheduler.local.resume import plan_resumption
-        from worker.errors import TaskfleetError
-
-        try:
-            resumption = plan_resumption(files, resume)
-        except TaskfleetError as error:
-            raise fail(str(error)) from error
-        skip = resumption.done
-        counts = counts._replace(total=counts.total - resumption.tasks)
-        sys.stderr.write(
-            f"resuming: {resumption.tasks} tasks done already, {counts.total} to run\n"
-        )
-        if counts.total == 0:
-            raise typer.Exit(0)
+    counts, skip = workload_to_run(files, resume)
+    append = resume is not None
     if remote:
-        if not stack:
-            raise fail("--remote needs --stack NAME (or TASKFLEET_STACK)")
-        if given_on_command_line(context, "workers"):
-            raise fail("--workers has no meaning with --remote: the fleet's size is the stack's")
-        if detach and retries:
-            raise fail("--retries needs an attached run: a detached job's tasks run once")
-        if detach and (output or summary_path):
-            raise fail("--detach writes no results: fetch them with `taskfleet results`")
-        from scheduler.errors import FleetError
-        from scheduler.fleet.aws import open_fleet
-        from scheduler.fleet.run import run_remote, submit_remote
-        from scheduler.pricing import fleet_prices
-
-        try:
-            fleet = open_fleet(stack)
-            resources = fleet.resources
-            prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
-        except FleetError as error:
-            raise fail(str(error)) from error
+        stack = fleet_usage(context, stack, detach=detach, retries=retries, output=output,
+                            summary_path=summary_path)  # fmt: skip
         if detach:
-            job_id = submit_remote(
-                files, fleet=fleet, timeout=timeout or None, skip=skip, on_job=announce(stack)
-            )
-            print(job_id)
+            print(submit_to_fleet(files, stack, timeout, skip))
             raise typer.Exit(0)
-        with (
-            results_output(output, append=resume is not None) as stream,
-            report.live_progress(counts.total) as bar,
-        ):
-            summary = run_remote(
-                files,
-                counts=counts,
-                fleet=fleet,
-                prices=prices,
-                slots=fleet.slots(),
-                output=stream,
-                timeout=timeout or None,
-                on_progress=lambda s: report.update(bar, s),
-                on_job=announce(stack),
-                retries=retries,
-                skip=skip,
-            )
+        summary = run_on_fleet(
+            files, counts, skip, stack, output, append, timeout, retries, price_per_instance_hour
+        )
     else:
         if detach:
             raise fail("--detach needs --remote: a local run ends with this command")
-        from scheduler.local.run import run_embedded
-
-        with (
-            results_output(output, append=resume is not None) as stream,
-            report.live_progress(counts.total) as bar,
-        ):
-            summary = run_embedded(
-                files,
-                counts=counts,
-                workers=workers or default_workers(),
-                timeout=timeout or None,
-                output=stream,
-                on_progress=lambda s: report.update(bar, s),
-                retries=retries,
-                skip=skip,
-            )
+        summary = run_here(files, counts, skip, workers, output, append, timeout, retries)
     finish(summary, summary_path)
+
+
+def workload_to_run(files: list[str], resume: Path | None) -> tuple["WorkloadCounts", "Done"]:
+    """The workload's counts, checked (exit 2 on a bad line), less what an earlier
+    results file shows done (``--resume``; exit 0 if that is everything)."""
+    counts = checked(files)
+    if resume is None:
+        return counts, frozenset()
+    from scheduler.resume import plan_resumption
+    from worker.errors import TaskfleetError
+
+    try:
+        resumption = plan_resumption(files, resume)
+    except TaskfleetError as error:
+        raise fail(str(error)) from error
+    counts = counts._replace(total=counts.total - resumption.tasks)
+    sys.stderr.write(f"resuming: {resumption.tasks} tasks done already, {counts.total} to run\n")
+    if counts.total == 0:
+        raise typer.Exit(0)
+    return counts, resumption.done
+
+
+def fleet_usage(
+    context: typer.Context,
+    stack: str | None,
+    *,
+    detach: bool,
+    retries: int,
+    output: str | None,
+    summary_path: Path | None,
+) -> str:
+    """The stack to run on; exit 2 for an option that has no meaning on the fleet."""
+    if not stack:
+        raise fail("--remote needs --stack NAME (or TASKFLEET_STACK)")
+    if given_on_command_line(context, "workers"):
+        raise fail("--workers has no meaning with --remote: the fleet's size is the stack's")
+    if detach and retries:
+        raise fail("--retries needs an attached run: a detached job's tasks run once")
+    if detach and (output or summary_path):
+        raise fail("--detach writes no results: fetch them with `taskfleet results`")
+    return stack
+
+
+def submit_to_fleet(files: list[str], stack: str, timeout: float, skip: "Done") -> str:
+    """Queue the workload on the fleet as a job of the stack's; its id."""
+    from client.cli.fleet_jobs import open_stack
+    from scheduler.fleet.run import submit_remote
+
+    fleet = open_stack(stack)
+    return submit_remote(
+        files, fleet=fleet, timeout=timeout or None, skip=skip, on_job=announce(stack, [])
+    )
+
+
+def run_on_fleet(
+    files: list[str],
+    counts: "WorkloadCounts",
+    skip: "Done",
+    stack: str,
+    output: str | None,
+    append: bool,
+    timeout: float,
+    retries: int,
+    price_per_instance_hour: float | None,
+) -> "Summary":
+    """Run the workload on the stack's fleet, attached: its results as they come."""
+    from client import report
+    from client.cli.fleet_jobs import open_stack
+    from scheduler.errors import FleetError
+    from scheduler.fleet.run import run_remote
+    from scheduler.pricing import fleet_prices
+
+    fleet = open_stack(stack)
+    resources = fleet.resources
+    try:
+        prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
+    except FleetError as error:
+        raise fail(str(error)) from error
+    jobs: list[str] = []  # the job's id, once it has one
+    with results_output(output, append=append) as stream, report.live_progress(counts.total) as bar:
+        summary = run_remote(
+            files,
+            counts=counts,
+            fleet=fleet,
+            prices=prices,
+            slots=fleet.slots(),
+            output=stream,
+            timeout=timeout or None,
+            on_progress=lambda s: report.update(bar, s),
+            on_job=announce(stack, jobs),
+            retries=retries,
+            skip=skip,
+        )
+    sys.stderr.write(
+        "its instances' idle tail is added to its cost as they end:"
+        f" `taskfleet status {jobs[0]} --stack {stack}`\n"
+    )
+    return summary
+
+
+def run_here(
+    files: list[str],
+    counts: "WorkloadCounts",
+    skip: "Done",
+    workers: int | None,
+    output: str | None,
+    append: bool,
+    timeout: float,
+    retries: int,
+) -> "Summary":
+    """Run the workload on local worker processes."""
+    from client import report
+    from scheduler.local.run import run_embedded
+
+    with results_output(output, append=append) as stream, report.live_progress(counts.total) as bar:
+        return run_embedded(
+            files,
+            counts=counts,
+            workers=workers or default_workers(),
+            timeout=timeout or None,
+            output=stream,
+            on_progress=lambda s: report.update(bar, s),
+            retries=retries,
+            skip=skip,
+        )
 
 
 def given_on_command_line(context: typer.Context, name: str) -> bool:
@@ -149,10 +213,11 @@ def given_on_command_line(context: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-def announce(stack: str) -> "Callable[[str], None]":
-    """What tells the person a fleet job's id as soon as it exists."""
+def announce(stack: str, jobs: list[str]) -> "Callable[[str], None]":
+    """What tells the person a fleet job's id as soon as it exists (and notes it in ``jobs``)."""
 
     def tell(job_id: str) -> None:
+        jobs.append(job_id)
         sys.stderr.write(
             f"job {job_id} on stack {stack}: `taskfleet results {job_id} --stack {stack}`"
             " gets its records from any machine\n"

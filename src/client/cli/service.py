@@ -24,6 +24,7 @@ from client.cli.app import (
     finish,
     results_output,
 )
+from scheduler.service import sessions  # its settings' defaults (stdlib imports only)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
 
     from client.service_client import SchedulerClient
     from scheduler.summary import Summary
-
-#: Seconds `submit` waits, after the last result, for the fleet's workers to
-#: report the last of what the job used (scheduler.fleet.run.USAGE_WAIT_SECONDS).
-USAGE_WAIT_SECONDS = 5.0
 
 SchedulerUrl = Annotated[
     str,
@@ -146,12 +143,38 @@ def scheduler(
         bool, typer.Option("--open", help="Open the dashboard in a web browser.")
     ] = False,
     price_per_instance_hour: PricePerInstanceHour = None,
+    new_token: Annotated[
+        bool,
+        typer.Option(
+            "--new-token",
+            help="Replace the token in its file (--token-file, or the state folder's) with a"
+            " new random one before starting: the old one, and every dashboard session, end.",
+        ),
+    ] = False,
+    session_idle: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=1,
+            help="End a dashboard session unused for this long.",
+            envvar="TASKFLEET_SESSION_IDLE",
+        ),
+    ] = sessions.IDLE_SECONDS,
+    session_max: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=1,
+            help="End a dashboard session this long after its sign-in, used or not.",
+            envvar="TASKFLEET_SESSION_MAX",
+        ),
+    ] = sessions.MAX_AGE_SECONDS,
 ) -> None:
     """Serve the scheduler: jobs over HTTP, run on local worker processes (and a fleet)."""
     from client import report
     from client.terminal import visible
     from scheduler.service.server import serve
-    from scheduler.service.state import default_journal_path
+    from scheduler.state import default_journal_path
     from worker.errors import TaskfleetError
 
     console = report.stderr_console()
@@ -173,6 +196,9 @@ def scheduler(
             tls_key=tls_key,
             open_browser=open_browser,
             price_per_instance_hour=price_per_instance_hour,
+            new_token=new_token,
+            session_idle=session_idle,
+            session_max=session_max,
         )
     except TaskfleetError as error:
         raise fail(str(error)) from error
@@ -286,15 +312,17 @@ def watch(
 def take_usage(client: "SchedulerClient", job_id: str, summary: "Summary") -> None:
     """Put what the ended job used and cost in its summary, once the workers that
     ran it have reported (a few seconds at most)."""
-    import time
+    from worker.usage import Usage, wait_for_usage
 
-    from worker.usage import Usage
-
-    deadline = time.monotonic() + USAGE_WAIT_SECONDS
     info = client.job(job_id)
-    while info.get("usage_to_come") and time.monotonic() < deadline:
-        time.sleep(0.2)
+
+    def reports_to_come() -> int:
+        nonlocal info
         info = client.job(job_id)
+        return int(info.get("usage_to_come") or 0)
+
+    if info.get("usage_to_come"):
+        wait_for_usage(reports_to_come, poll_seconds=0.2)
     usage = info.get("usage")
     if isinstance(usage, dict):
         summary.usage = Usage(**usage)

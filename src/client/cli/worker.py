@@ -95,7 +95,7 @@ def worker(
         typer.Option(
             metavar="SECONDS",
             min=0,
-            help="Time limit per shell command, s (0: none).",
+            help="Time limit per task, s (0: none).",
             show_default=str(Default.TASK_TIMEOUT_SECONDS),
             envvar=Setting.TASK_TIMEOUT,
         ),

@@ -9,7 +9,6 @@ they hold: a crash in between means a duplicate delivery, never a lost result.
 """
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -209,20 +208,21 @@ class RemoteFleet:
             int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         )
 
-    def provision(self, open_bundles: int) -> int | None:
-        """Set the group's desired capacity for bundles sent and not finished; returns it."""
+    def provision(self, just_sent: int = 0) -> int | None:
+        """Set the group's desired capacity from the work on the request queue (with
+        ``just_sent`` bundles counted as waiting at least: SQS's counts may lag a
+        send); returns it."""
         group = self._group()
         if group is None or self.resources.group_name is None:
             return None
         instances = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
-        busy = sum(1 for i in instances if i.get("ProtectedFromScaleIn"))
-        # A busy instance holds at least one bundle; the rest wait for instances,
-        # each taking as many as it has slots.
-        waiting = max(open_bundles - busy, 0)
+        with self.meter.charged_to(None):
+            waiting, in_flight = self._depths(self.resources.request_queue_url)
         wanted = desired_capacity(
-            backlog=math.ceil(waiting / self.resources.slots_per_instance),
-            in_service=len(instances),
-            busy=busy,
+            waiting=max(waiting, just_sent),
+            in_flight=in_flight,
+            busy=sum(1 for i in instances if i.get("ProtectedFromScaleIn")),
+            slots_per_instance=self.resources.slots_per_instance,
             minimum=group["MinSize"],
             maximum=group["MaxSize"],
         )

@@ -15,6 +15,7 @@ from scheduler.fleet.aws import RemoteFleet
 from scheduler.fleet.job_store import FleetJob, JobRecords, JobStore
 from worker.contracts import JobItem
 from worker.result import decode
+from worker.usage import Usage
 
 #: Seconds between two looks at a job that is still running (--follow).
 FOLLOW_SECONDS = 1.0
@@ -78,6 +79,12 @@ class JobView:
             status = decode(line).status
             counts[status] = counts.get(status, 0) + 1
         return counts
+
+    def usage(self) -> Usage:
+        """What the job used so far: its workers' reports, and the idle tails of the
+        instances that ran it last."""
+        reported = self.records.usage if self.records else Usage()
+        return reported + Usage(instance_seconds=self.job.tail_seconds)
 
     @property
     def state(self) -> str:

@@ -59,6 +59,7 @@ class FleetJob(NamedTuple):
     timeout: float  # seconds per task, 0 for none
     retries: int
     stored: int  # records stored, duplicates included: exact counts come from the records
+    tail_seconds: float  # instance time no task used, charged by the workers that ran it last
 
     @property
     def ended(self) -> bool:
@@ -348,6 +349,7 @@ def _fleet_job(item: dict[str, Any]) -> FleetJob:
             timeout=float(item["timeout"]["N"]),
             retries=int(item["retries"]["N"]),
             stored=int(item.get("stored", {"N": "0"})["N"]),
+            tail_seconds=float(item.get(JobItem.TAIL, {"N": "0"})["N"]),
         )
     except (KeyError, ValueError) as error:
         raise FleetError(f"a job item of the stack is not taskfleet's: {error}") from error

@@ -93,7 +93,7 @@ class FleetLink:
     workers used for no job) and the dead-letter queue.
     """
 
-    def __init__(self, fleet: RemoteFleet, on_arrival: Callable[[], None]) -> None:
+    def __init__(self, fleet: RemoteFleet, on_arrival: Callable[[], None] = lambda: None) -> None:
         self.fleet = fleet
         self.slots = fleet.resources.slots
         self.on_arrival = on_arrival  # wakes the dispatch thread
@@ -189,16 +189,17 @@ class FleetLink:
         while not self.stopping.is_set():
             items = self._waiting_items()
             due = time.monotonic() - last_provision >= PROVISION_INTERVAL_SECONDS
-            sent = False
+            sent = 0
             for kind, group in itertools.groupby(items, key=type):
                 if kind is PackedBundle:
-                    self._send_bundles(cast(list[PackedBundle], list(group)))
-                    sent = True
+                    bundles = cast(list[PackedBundle], list(group))
+                    self._send_bundles(bundles)
+                    sent += len(bundles)
                 else:
                     for item in group:
                         self._change(cast(JobOpening | JobChange, item))
             if sent or (due and self.open_bundles()):
-                self._retrying("set capacity", lambda: self.fleet.provision(self.open_bundles()))
+                self._retrying("set capacity", partial(self.fleet.provision, sent))
                 last_provision = time.monotonic()
         # Jobs ended or cancelled just before the stop: one try each.
         for item in take_all(self._outbox, []):
@@ -228,7 +229,9 @@ class FleetLink:
                 self._retrying("end a job", partial(jobs.end, item.job_id))
                 self.fleet.own_jobs.discard(item.job_id)
 
-    def _create(self, opening: JobOpening) -> str:
+    def _create(self, opening: JobOpening) -> str | None:
+        """The job kept in the stack and its queue made; its queue's URL, or None
+        for a job that has ended in the stack (nothing more of it comes back)."""
         jobs = self.fleet.jobs
         assert jobs is not None
         if not self.submitted_by:
@@ -248,7 +251,7 @@ class FleetLink:
             # Kept already (a scheduler restarted): its queue, if the job runs on.
             url = jobs.queue_url(opening.job_id)
             if url is None:
-                raise RuntimeError(f"job {opening.job_id} has ended in the stack") from error
+                log.warning("job %s has ended in the stack: nothing of it is read", opening.job_id)
             return url
 
     def _start_receiver(self, job_id: str, url: str) -> None:

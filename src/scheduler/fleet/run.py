@@ -16,18 +16,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.errors import FleetError
 from scheduler.fleet.aws import RemoteFleet
+from scheduler.fleet.feeder import FleetFeeder
+from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.journal import JobState, Journal, Placement
 from scheduler.pricing import Prices, cost_fields
-from scheduler.service.dispatch import ServiceDispatcher
-from scheduler.service.journal import JobState, Journal, Placement
+from scheduler.resume import not_done
 from scheduler.summary import Summary
 from worker.result import decode
 from worker.task import new_job_id
+from worker.usage import wait_for_usage
 from worker.workload import TaskReader, WorkloadCounts
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -40,10 +43,6 @@ RESULTS_PAGE = 2000
 
 #: Seconds the copy waits for news before it looks anyway.
 POLL_SECONDS = 0.5
-
-#: Seconds the run waits, after the last result, for each worker's last report
-#: of what the job used (sent once it holds none of the job's bundles).
-USAGE_WAIT_SECONDS = 5.0
 
 
 def run_remote(
@@ -69,17 +68,17 @@ def run_remote(
     holds what the job used on the fleet, priced at ``prices``.
     """
     summary = Summary(total=counts.total, workers=slots)
-    with _fleet_job(paths, fleet, timeout, retries, skip) as (journal, dispatcher, news, job_id):
+    with _fleet_job(paths, fleet, timeout, retries, skip) as job:
+        journal, dispatcher, job_id = job.journal, job.dispatcher, job.id
         on_job(job_id)
         try:
             summary.start()
             dispatcher.start()
-            copy_results(journal, job_id, dispatcher, news, output, summary, on_progress)
-            if dispatcher.fleet is not None:
-                dispatcher.fleet.link.wind_down()
-            wait_for_usage(journal, job_id, dispatcher)
-            if dispatcher.fleet is not None:
-                dispatcher.fleet.link.end_job(job_id)
+            copy_results(journal, job_id, dispatcher, job.news, output, summary, on_progress)
+            job.feeder.link.wind_down()
+            # Every worker's last report of what the job used (or a failure: no wait).
+            wait_for_usage(lambda: dispatcher.failure is None and journal.usage_to_come(job_id))
+            job.feeder.link.end_job(job_id)
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.end()
@@ -105,18 +104,14 @@ def submit_remote(
     sent (the job then runs without this process); returns the job's id."""
     if fleet.jobs is None:
         raise FleetError("this stack keeps no jobs: a detached job could not be followed")
-    with _fleet_job(paths, fleet, timeout, 0, skip) as (journal, dispatcher, _news, job_id):
+    with _fleet_job(paths, fleet, timeout, 0, skip) as job:
+        dispatcher, job_id, feeder = job.dispatcher, job.id, job.feeder
         on_job(job_id)
-        total = journal.job(job_id).total
+        total = job.journal.job(job_id).total
         try:
             dispatcher.start()
             while dispatcher.failure is None and dispatcher.is_alive():
-                feeder = dispatcher.fleet
-                if (
-                    feeder is not None
-                    and feeder.queued(job_id) >= total
-                    and not feeder.link.unsent()
-                ):
+                if feeder.queued(job_id) >= total and not feeder.link.unsent():
                     break
                 time.sleep(POLL_SECONDS / 5)
         except KeyboardInterrupt:
@@ -129,6 +124,16 @@ def submit_remote(
     return job_id
 
 
+class _RemoteJob(NamedTuple):
+    """A remote job in a journal of its own, and what sends it."""
+
+    id: str
+    journal: Journal
+    dispatcher: JobDispatcher
+    feeder: FleetFeeder
+    news: threading.Event  # set when the dispatcher journals results
+
+
 @contextlib.contextmanager
 def _fleet_job(
     paths: Sequence[str],
@@ -136,23 +141,24 @@ def _fleet_job(
     timeout: float | None,
     retries: int,
     skip: frozenset[tuple[str, int, str]],
-) -> Iterator[tuple[Journal, ServiceDispatcher, threading.Event, str]]:
+) -> Iterator[_RemoteJob]:
     """A remote job in a journal of its own (a temporary file), and the dispatcher
     that sends it (not started)."""
     with tempfile.TemporaryDirectory(prefix="taskfleet-run-") as folder:
         journal_path = Path(folder) / "journal.sqlite3"
         journal = Journal(journal_path)
         news = threading.Event()
-        dispatcher = ServiceDispatcher(journal_path, None, news.set, fleet, timeout)
+        feeder = FleetFeeder.of(fleet, 0, timeout)
+        dispatcher = JobDispatcher(journal_path, news.set, fleet=feeder)
         try:
             job_id = store_workload(journal, paths, retries, skip)
-            yield journal, dispatcher, news, job_id
+            yield _RemoteJob(job_id, journal, dispatcher, feeder, news)
         finally:
             _stop(dispatcher)
             journal.close()
 
 
-def _stop(dispatcher: ServiceDispatcher) -> None:
+def _stop(dispatcher: JobDispatcher) -> None:
     dispatcher.stopping.set()
     dispatcher.wake.set()
     if dispatcher.is_alive():
@@ -169,15 +175,6 @@ def cancel_on_fleet(fleet: RemoteFleet, job_id: str) -> None:
         log.warning("could not cancel job %s on the fleet: %s", job_id, error)
 
 
-def wait_for_usage(journal: Journal, job_id: str, dispatcher: ServiceDispatcher) -> None:
-    """Wait (a little) until every worker that ran the job has reported all it used."""
-    deadline = time.monotonic() + USAGE_WAIT_SECONDS
-    while journal.usage_to_come(job_id) and time.monotonic() < deadline:
-        if dispatcher.failure is not None:
-            return
-        time.sleep(0.1)
-
-
 def store_workload(
     journal: Journal,
     paths: Sequence[str],
@@ -191,11 +188,11 @@ def store_workload(
     total = 0
     for file_number, path in enumerate(paths, start=1):
         with TaskReader(path, check=False) as reader:
-            while (batch := reader.read(READ_BATCH)).lines:
+            while (read := reader.read(READ_BATCH)).lines:
+                batch = not_done(path, read, skip)
                 rows = [
                     (file_number, line, text)
                     for line, text in zip(batch.lines, batch.texts, strict=True)
-                    if (path, line, text) not in skip
                 ]
                 journal.add_tasks(job_id, rows)
                 total += len(rows)
@@ -206,7 +203,7 @@ def store_workload(
 def copy_results(
     journal: Journal,
     job_id: str,
-    dispatcher: ServiceDispatcher,
+    dispatcher: JobDispatcher,
     news: threading.Event,
     output: BinaryIO,
     summary: Summary,

@@ -15,12 +15,13 @@ from typing import BinaryIO
 
 from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
+from scheduler.resume import not_done
 from scheduler.retries import attempted, retry_delay, should_retry
 from scheduler.summary import Summary
 from worker.local import Chunk, ChunkReport, lost_results, part
 from worker.result import Result, Status, decode, encode_lines
 from worker.task import new_job_id
-from worker.workload import TaskBatch, TaskReader, WorkloadCounts
+from worker.workload import TaskReader, WorkloadCounts
 
 #: Seconds the loop waits for results before it refreshes progress anyway.
 POLL_SECONDS = 0.1
@@ -65,23 +66,12 @@ class FileSource:
             if not read.lines:
                 self.close()  # the end of this file
                 continue
-            batch = self._unskipped(read)
+            batch = not_done(self._reader.path, read, self._skip)
             if batch.lines:
                 break
         self._undispatched -= len(batch.lines)
         chunk_id = next(self._ids)
         return Chunk(chunk_id, self.job_id, self._file_number, self._reader.path, batch)
-
-    def _unskipped(self, batch: TaskBatch) -> TaskBatch:
-        if not self._skip or self._reader is None:
-            return batch
-        path, skip = self._reader.path, self._skip
-        kept = [
-            (line, text)
-            for line, text in zip(batch.lines, batch.texts, strict=True)
-            if (path, line, text) not in skip
-        ]
-        return TaskBatch([line for line, _ in kept], [text for _, text in kept])
 
     def remaining(self) -> int:
         waiting = [*self._returned, *(chunk for _, _, chunk in self._retries)]

@@ -45,12 +45,13 @@ from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError, JobStateError
 from scheduler.fleet.watch import FleetWatch
+from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.journal import JobInfo, JobState, Journal, Placement
 from scheduler.pricing import Prices, cost_fields
 from scheduler.retries import MAX_RETRIES
 from scheduler.service.dashboard import dashboard_routes
-from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessGuard, AccessRules
-from scheduler.service.journal import JobInfo, JobState, Journal, Placement
+from scheduler.service.sessions import Sessions
 from worker.bundle import MAX_JOB_FILES
 from worker.errors import TaskfleetError, TaskLineError
 from worker.task import (
@@ -121,7 +122,7 @@ class ServiceState:
     """What request handlers share."""
 
     journal_path: Path
-    dispatcher: ServiceDispatcher
+    dispatcher: JobDispatcher
     notifier: Notifier
     workers: int
     fleet_slots: int  # the fleet's task slots; 0 without a stack
@@ -129,6 +130,7 @@ class ServiceState:
     prices: Prices | None = None  # what fleet usage is priced at; None without a stack
     fleet_watch: FleetWatch | None = None
     stack: str | None = None
+    sessions: Sessions = field(default_factory=Sessions)  # the dashboard's sign-ins
     open_requests: int = 0  # kept by the AccessGuard
     _local: threading.local = field(default_factory=threading.local)
     _opened: list[Journal] = field(default_factory=list)  # every thread's, to close them
@@ -341,7 +343,9 @@ def build_app(state: ServiceState) -> Starlette:
         state.open_requests = open_requests
 
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(AccessGuard, rules=state.rules, counter=count_requests)
+    app.add_middleware(
+        AccessGuard, rules=state.rules, sessions=state.sessions, counter=count_requests
+    )
     return app
 
 
@@ -415,6 +419,9 @@ def parse_upload_line(
         raise UploadError(400, f"upload line {number}: not a task object: {bad}") from bad
     if not task.file:
         raise UploadError(400, f"upload line {number}: needs a file name")
+    if "\n" in task.task or "\r" in task.task:
+        # sh would run what follows the line break as a command of its own.
+        raise UploadError(400, f"{task.file}:{task.line}: a task is one line: no CR or LF in it")
     text = task.task.strip()
     try:
         check_line(text)

@@ -1,42 +1,47 @@
-"""What a request shows to be let in: the token, or the dashboard's session cookie.
+"""What a request shows to be let in: the token, or a dashboard session's cookie.
 
-Both are compared in constant time. The cookie holds a keyed hash of the token,
-never the token: it opens the dashboard, is worthless elsewhere, and ends when
-the token changes.
+The token is compared in constant time. The cookie holds a session id that a
+sign-in got (``scheduler.service.sessions``), never the token: it opens the
+service until its session ends, and a copy of it ends with it.
 """
 
 import hmac
 from collections.abc import Mapping
-from typing import NamedTuple
+
+from scheduler.service.sessions import Sessions
 
 #: The dashboard's session cookie: HttpOnly, SameSite=Strict, never the token itself.
 SESSION_COOKIE = "taskfleet_session"
 
-
-def session_value(token: str) -> str:
-    """The session cookie's value for a token: a keyed hash of it, so the cookie
-    opens the dashboard, is worthless elsewhere, and ends when the token changes."""
-    return hmac.new(token.encode(), b"taskfleet dashboard session", "sha256").hexdigest()
+#: Who a request that showed the token is (every token holder is one).
+TOKEN_HOLDER = "token"
 
 
-class Credentials(NamedTuple):
-    """What a request may show to be let in, for one token."""
+class Credentials:
+    """What a request may show to be let in: one token, or a session of ``sessions``."""
 
-    authorization: bytes  # the Authorization header's value
-    session: bytes  # the session cookie's value
+    def __init__(self, token: str, sessions: Sessions) -> None:
+        self.authorization = f"Bearer {token}".encode()  # the Authorization header's value
+        self.sessions = sessions
 
-    @classmethod
-    def for_token(cls, token: str) -> "Credentials":
-        return cls(f"Bearer {token}".encode(), session_value(token).encode())
-
-    def shown_by(self, headers: Mapping[bytes, bytes]) -> bool:
-        """The token in the Authorization header, or the session cookie for it
-        (compared in constant time)."""
+    def holder(self, headers: Mapping[bytes, bytes]) -> str | None:
+        """Who the request comes from: TOKEN_HOLDER for the token in the
+        Authorization header, "session KEY" for an open session's cookie, None
+        for neither. A wrong Authorization header is not rescued by a cookie."""
         given = headers.get(b"authorization")
         if given is not None:
-            return hmac.compare_digest(given, self.authorization)
-        session = cookie_of(headers.get(b"cookie", b""), SESSION_COOKIE)
-        return session is not None and hmac.compare_digest(session, self.session)
+            return TOKEN_HOLDER if hmac.compare_digest(given, self.authorization) else None
+        session_id = cookie_of(headers.get(b"cookie", b""), SESSION_COOKIE)
+        if not session_id:
+            return None
+        key = self.sessions.use(session_id)
+        return None if key is None else f"session {key}"
+
+    def still_valid(self, holder: str) -> bool:
+        """Whether ``holder`` (as ``holder`` named it) may still be served."""
+        if holder == TOKEN_HOLDER:
+            return True
+        return self.sessions.alive(holder.removeprefix("session "))
 
 
 def cookie_of(header: bytes, name: str) -> bytes | None:

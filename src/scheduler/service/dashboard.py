@@ -3,7 +3,8 @@
 The page (``web/``: plain HTML, CSS and JavaScript, nothing fetched from
 elsewhere) holds no data; it asks the API for everything, with the session
 cookie that ``POST /login`` trades the token for (HttpOnly, SameSite=Strict:
-no script reads it and no other site's request carries it). ``/events``
+no script reads it and no other site's request carries it): a new session per
+sign-in, which ``POST /logout`` ends (``scheduler.service.sessions``). ``/events``
 pushes every job's counters about once a second as server-sent events, read
 from the jobs table the journal keeps up to date, never from a job's tasks:
 a job of ten million tasks costs an update what a job of ten does.
@@ -23,8 +24,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError
-from scheduler.service.credentials import SESSION_COOKIE, Credentials
-from scheduler.service.journal import JobInfo, Journal
+from scheduler.jobs.journal import JobInfo, Journal
+from scheduler.service.credentials import SESSION_COOKIE, Credentials, cookie_of
+from scheduler.service.guard import HOLDER, headers_of
+from scheduler.service.sessions import Sessions
 from worker.result import Status
 
 #: The dashboard's files, by name, and their content types.
@@ -57,6 +60,9 @@ EVENT_JOBS = 50
 #: Most task records the task list returns at once.
 MAX_LISTED_TASKS = 200
 
+#: Task lists (``/jobs/{id}/tasks``) read from the journal at once.
+MAX_PARALLEL_TASK_LISTS = 4
+
 #: Largest login form accepted, in bytes.
 MAX_LOGIN_BYTES = 4096
 
@@ -66,6 +72,9 @@ class Service(Protocol):
 
     @property
     def token(self) -> str | None: ...
+
+    @property
+    def sessions(self) -> Sessions: ...
 
     def failure(self) -> BaseException | None:
         """The dispatch thread's failure; None while it runs."""
@@ -84,17 +93,18 @@ def web_file(name: str) -> bytes:
 
 def dashboard_routes(service: Service) -> list[Route]:
     """The dashboard's routes."""
-    token, run = service.token, service.run
-    credentials = Credentials.for_token(token) if token else None
+    token, run, sessions = service.token, service.run, service.sessions
+    credentials = Credentials(token, sessions) if token else None
+    # Task lists wait their turn here, not in the journal threads' queue, where
+    # they would hold up every other request's reads.
+    filter_slots = asyncio.Semaphore(MAX_PARALLEL_TASK_LISTS)
 
     async def page(_request: Request) -> Response:
         return file_response("index.html")
 
     async def whoami(request: Request) -> Response:
         """Whether this browser is signed in (asked without a 401 in its console)."""
-        headers = {name.encode("latin-1"): value.encode("latin-1")
-                   for name, value in request.headers.items()}  # fmt: skip
-        signed_in = credentials is None or credentials.shown_by(headers)
+        signed_in = credentials is None or holder_of(request) is not None
         return JSONResponse({"signed_in": signed_in}, headers={"Cache-Control": "no-store"})
 
     async def static(request: Request) -> Response:
@@ -104,6 +114,9 @@ def dashboard_routes(service: Service) -> list[Route]:
         return file_response(name)
 
     async def login(request: Request) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_LOGIN_BYTES:
+            return JSONResponse({"error": "login form too large"}, status_code=413)
         body = b""
         async for piece in request.stream():
             body += piece
@@ -117,7 +130,8 @@ def dashboard_routes(service: Service) -> list[Route]:
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            credentials.session.decode(),
+            sessions.open(),
+            max_age=int(sessions.max_age_seconds),
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
@@ -125,14 +139,24 @@ def dashboard_routes(service: Service) -> list[Route]:
         )
         return response
 
-    async def logout(_request: Request) -> Response:
+    async def logout(request: Request) -> Response:
+        """End this browser's session: its cookie, and any copy of it, opens nothing more."""
+        session_id = cookie_of(headers_of(request.scope).get(b"cookie", b""), SESSION_COOKIE)
+        if session_id:
+            sessions.close(session_id)
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
-    async def events(_request: Request) -> Response:
+    async def events(request: Request) -> Response:
+        holder = holder_of(request)
+        still_valid = (
+            (lambda: True)
+            if credentials is None or holder is None
+            else (lambda: credentials.still_valid(holder))
+        )
         return StreamingResponse(
-            job_events(service),
+            job_events(service, still_valid),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -153,14 +177,15 @@ def dashboard_routes(service: Service) -> list[Route]:
             return JSONResponse(
                 {"error": f"limit must be 1 to {MAX_LISTED_TASKS}"}, status_code=400
             )
-        try:
-            await run(Journal.job, job_id)
-        except JobNotFoundError as missing:
-            return JSONResponse({"error": str(missing)}, status_code=404)
-        if slowest:
-            records = await run(Journal.slowest, job_id, int(limit))
-        else:
-            records = await run(Journal.records_with_status, job_id, status, int(limit))
+        async with filter_slots:
+            try:
+                await run(Journal.job, job_id)
+            except JobNotFoundError as missing:
+                return JSONResponse({"error": str(missing)}, status_code=404)
+            if slowest:
+                records = await run(Journal.slowest, job_id, int(limit))
+            else:
+                records = await run(Journal.records_with_status, job_id, status, int(limit))
         return Response(b"".join(records), media_type="application/x-ndjson")
 
     return [
@@ -174,15 +199,22 @@ def dashboard_routes(service: Service) -> list[Route]:
     ]
 
 
+def holder_of(request: Request) -> str | None:
+    """Who sent the request, as the guard found (``Credentials.holder``)."""
+    holder: str | None = request.scope["state"].get(HOLDER)
+    return holder
+
+
 def file_response(name: str) -> Response:
     return Response(web_file(name), media_type=FILES[name], headers=SECURITY_HEADERS)
 
 
-async def job_events(service: Service) -> AsyncIterator[bytes]:
+async def job_events(service: Service, still_valid: Callable[[], bool]) -> AsyncIterator[bytes]:
     """Every EVENT_SECONDS, the recent jobs' counters as one ``jobs`` event, and
-    the fleet's (its samples since the last update) as a ``fleet`` event."""
+    the fleet's (its samples since the last update) as a ``fleet`` event; the
+    stream ends once ``still_valid`` says its session has ended."""
     since = 0.0
-    while True:
+    while still_valid():
         began = time.perf_counter()
         jobs = await service.run(Journal.jobs, EVENT_JOBS)
         update = {

@@ -8,21 +8,25 @@ import threading
 import time
 import webbrowser
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import uvicorn
 
 from scheduler.errors import SchedulerError
 from scheduler.fleet.aws import open_fleet
+from scheduler.fleet.feeder import FleetFeeder
 from scheduler.fleet.watch import FleetWatch
+from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.journal import Journal
+from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
 from scheduler.pricing import fleet_prices
 from scheduler.service.api import Notifier, ServiceState, build_app
-from scheduler.service.dispatch import ServiceDispatcher
 from scheduler.service.guard import AccessRules
 from scheduler.service.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
-from scheduler.service.journal import Journal
-from scheduler.service.tokens import is_loopback, service_token
+from scheduler.service.sessions import IDLE_SECONDS, MAX_AGE_SECONDS, Sessions
+from scheduler.tokens import is_loopback, service_token
 from worker.execute import scrub_secrets
 
 #: Seconds between two looks at whether the service is idle.
@@ -78,18 +82,25 @@ def serve(
     tls_key: Path | None = None,
     open_browser: bool = False,
     price_per_instance_hour: float | None = None,
+    new_token: bool = False,
+    session_idle: float = IDLE_SECONDS,
+    session_max: float = MAX_AGE_SECONDS,
 ) -> int:
     """Run the service until stopped (SIGINT/SIGTERM) or idle; return an exit code.
 
     Every request but /health needs the token: ``token``, else the one in
     ``token_file``, else the one in the user's state folder (made on first
-    start). With a ``stack``, jobs may also run on its fleet (remote or
-    hybrid), its jobs' usage priced at the stack's instance types (or at
-    ``price_per_instance_hour``). With ``tls_cert`` and ``tls_key``, it speaks
-    HTTPS. With ``open_browser``, the dashboard opens in the user's browser.
+    start); with ``new_token``, a new random one replaces the file's first.
+    The dashboard's sessions end after ``session_idle`` seconds unused, and
+    ``session_max`` seconds after their sign-in. With a ``stack``, jobs may
+    also run on its fleet (remote or hybrid), its jobs' usage priced at the
+    stack's instance types (or at ``price_per_instance_hour``). With
+    ``tls_cert`` and ``tls_key``, it speaks HTTPS. With ``open_browser``, the
+    dashboard opens in the user's browser.
     """
     check_tls(tls_cert, tls_key)
-    secret, token_source = service_token(token, token_file)
+    sessions = Sessions(session_idle, session_max)
+    secret, token_source = service_token(token, token_file, new=new_token)
     scrub_secrets()  # no worker process or task inherits TASKFLEET_TOKEN
     raise_file_limit()
     fleet = None if stack is None else open_fleet(stack)
@@ -102,15 +113,29 @@ def serve(
     notifier = Notifier()
     try:
         pool.start()
-        dispatcher = ServiceDispatcher(journal_path, pool, notifier.notify_threadsafe, fleet)
+        feeder = None if fleet is None else FleetFeeder.of(fleet, workers, timeout)
+        dispatcher = JobDispatcher(
+            journal_path,
+            notifier.notify_threadsafe,
+            local=partial(Dispatcher, pool),
+            fleet=feeder,
+        )
         slots = 0 if fleet is None else fleet.resources.slots
         rules = AccessRules.for_address(host, sock.getsockname()[1], secret)
         fleet_watch = None
-        if fleet is not None:
-            feeder = dispatcher.fleet
-            fleet_watch = FleetWatch(fleet, lambda: feeder is not None and feeder.busy())
+        if fleet is not None and feeder is not None:
+            fleet_watch = FleetWatch(fleet, feeder.busy)
         state = ServiceState(
-            journal_path, dispatcher, notifier, workers, slots, rules, prices, fleet_watch, stack
+            journal_path,
+            dispatcher,
+            notifier,
+            workers,
+            slots,
+            rules,
+            prices,
+            fleet_watch,
+            stack,
+            sessions,
         )
         app = build_app(state)
         config = uvicorn.Config(

@@ -93,7 +93,7 @@ def test_stack_outputs_are_required() -> None:
         StackResources.from_stack(FakeCloudFormation(), "Taskfleet")
 
 
-def test_the_group_never_shrinks_below_the_instances_holding_bundles(
+def test_the_group_keeps_the_instances_holding_work_and_counts_every_slot(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -130,9 +130,16 @@ def test_the_group_never_shrinks_below_the_instances_holding_bundles(
             sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("req", "resp", "dlq")
         )
         fleet = RemoteFleet(StackResources(request, response, dead, "fleet", 4, 2))
-        # Nothing waits in the queue; the held bundle is still open.
-        assert fleet.provision(open_bundles=1) == 1
+        # Nothing waits in the queue: the holder is kept, the idle ones go.
+        assert fleet.provision() == 1
         assert [i["InstanceId"] for i in instances()] == [holder]
-        # Three more bundles: one instance more (two slots each), the holder kept.
-        assert fleet.provision(open_bundles=4) == 3
+        # Three bundles just sent (the queue's counts may lag): two instances more
+        # (two slots each), the holder kept.
+        assert fleet.provision(just_sent=3) == 3
         assert holder in {i["InstanceId"] for i in instances()}
+        # The same bundles counted on the queue, not twice.
+        sqs.send_message_batch(
+            QueueUrl=request,
+            Entries=[{"Id": str(n), "MessageBody": bundle(f"b{n}", 1)} for n in range(3)],
+        )
+        assert fleet.provision(just_sent=3) == 3

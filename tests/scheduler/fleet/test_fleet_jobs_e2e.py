@@ -14,13 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import (
     SchedulerProcess,
     WriteWorkload,
     run_cli,
+    service_headers,
     taskfleet_command,
     wait_for,
 )
@@ -94,6 +97,49 @@ def test_many_clients_share_one_stack_each_reading_only_its_own_results(
     status = run_cli("status", str(service_job), "--stack", "Taskfleet", env=environment)
     assert status.returncode == 0, status.stderr
     assert "31/31 tasks finished" in status.stdout
+
+
+def test_a_service_killed_mid_job_and_started_again_reads_its_fleet_job_to_the_end(
+    deployed: Deployed,
+    workload: WriteWorkload,
+    scheduler_service: Callable[..., SchedulerProcess],
+    tmp_path: Path,
+) -> None:
+    _, environment = deployed
+    journal = tmp_path / "service.sqlite3"
+    first = scheduler_service("--stack", "Taskfleet", journal=journal, env=environment)
+    path = workload(*(["sleep 400"] * 16))
+    command = [*taskfleet_command(), "submit", path, "--remote", "--scheduler", first.url]
+    client = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
+    )
+    try:
+        wait_for(lambda: succeeded(first.url) > 0, timeout=120)
+        (job,) = [info["job"] for info in service_jobs(first.url)]
+        first.kill()  # mid-job, its bundles out on the fleet
+    finally:
+        client.kill()
+        client.wait()
+    again = scheduler_service("--stack", "Taskfleet", journal=journal, env=environment)
+    fetched = run_cli(
+        "results", job, "--wait", "--scheduler", again.url, env=environment, timeout=300
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    records = records_of(fetched.stdout)
+    assert Counter(r["line"] for r in records) == Counter(range(1, 17))  # every record once
+    assert {r["status"] for r in records} == {"succeeded"}
+
+
+def service_jobs(url: str) -> list[dict[str, Any]]:
+    """The jobs a scheduler service lists, as its API answers."""
+    answer = httpx.get(f"{url}/jobs", headers=service_headers(), timeout=10)
+    answer.raise_for_status()
+    jobs: list[dict[str, Any]] = answer.json()["jobs"]
+    return jobs
+
+
+def succeeded(url: str) -> int:
+    return sum(int(info["succeeded"]) for info in service_jobs(url))
 
 
 def test_a_detached_job_is_read_from_another_machine_any_number_of_times(

@@ -18,7 +18,7 @@ import boto3
 import httpx
 import pytest
 
-from scheduler.service.journal import Journal
+from scheduler.jobs.journal import Journal
 from scripts import local_aws
 from tests.conftest import (
     SchedulerProcess,
@@ -234,7 +234,10 @@ def test_a_jobs_cost_is_what_the_emulator_and_the_fleets_clock_counted(
         == (recorded["DynamoDB_20120810"])
     )
     assert dynamodb > 0  # the claims: all the job's
-    assert overhead.dynamodb_writes + overhead.dynamodb_reads == 0
+    # Beside them, one write per worker as it leaves: its idle tail, added to the
+    # job in the stack (charged as overhead: the job's queue is gone by then).
+    workers = {r["worker"] for r in records}
+    assert (overhead.dynamodb_writes, overhead.dynamodb_reads) == (len(workers), 0)
     # Instance time: each task's, on instances of one slot, within what the local
     # fleet's clock says its workers ran.
     summary = json.loads(summary_path.read_text())
@@ -243,9 +246,15 @@ def test_a_jobs_cost_is_what_the_emulator_and_the_fleets_clock_counted(
         sum(r["duration_ms"] for r in records) / 1000, abs=0.01
     )
     assert summary["instance_seconds"] >= 8 * 0.3
-    ran = worker_seconds(state / "fleet.log", {r["worker"] for r in records})
+    ran = worker_seconds(state / "fleet.log", workers)
     assert summary["instance_seconds"] <= ran
     assert summary["cost_usd"] > 0
+    # In the stack, the job is charged what its instances lived: its tasks' time
+    # and the time no task used (the idle tails), as the fleet's clock counted
+    # (which also counts each worker process's start-up).
+    status = run_cli("status", job, "--stack", "Taskfleet", env=environment)
+    charged = float(status.stdout.split("used ", 1)[1].split(" instance-seconds", 1)[0])
+    assert ran - 3.0 * len(workers) <= charged <= ran, status.stdout
 
 
 def test_the_dashboard_shows_the_fleet_and_what_a_job_costs(

@@ -1,33 +1,40 @@
-"""What lets a request in: the exact token, or the session cookie made from it."""
+"""What lets a request in: the exact token, or the cookie of an open session."""
 
 import pytest
 
-from scheduler.service.credentials import (
-    SESSION_COOKIE,
-    Credentials,
-    cookie_of,
-    session_value,
-)
+from scheduler.service.credentials import SESSION_COOKIE, TOKEN_HOLDER, Credentials, cookie_of
+from scheduler.service.sessions import Sessions
 
 TOKEN = "a-token-of-thirty-two-characters"
-SESSION = session_value(TOKEN)  # made at import; the credentials in each test, as they run
+
+
+@pytest.fixture
+def credentials() -> Credentials:
+    return Credentials(TOKEN, Sessions())
+
+
+def test_the_token_lets_in_as_its_holder(credentials: Credentials) -> None:
+    assert credentials.holder({b"authorization": f"Bearer {TOKEN}".encode()}) == TOKEN_HOLDER
 
 
 @pytest.mark.parametrize(
-    "headers",
-    [
-        {b"authorization": f"Bearer {TOKEN}".encode()},
-        {b"cookie": f"{SESSION_COOKIE}={SESSION}".encode()},
-        {b"cookie": f"theme=dark; {SESSION_COOKIE}={SESSION}; lang=en".encode()},
-    ],
+    "cookie", ["{name}={session}", "theme=dark; {name}={session}; lang=en"], ids=["alone", "among"]
 )
-def test_the_token_or_its_session_lets_in(headers: dict[bytes, bytes]) -> None:
-    assert Credentials.for_token(TOKEN).shown_by(headers)
+def test_an_open_sessions_cookie_lets_in_as_that_session(
+    credentials: Credentials, cookie: str
+) -> None:
+    session = credentials.sessions.open()
+    header = cookie.format(name=SESSION_COOKIE, session=session)
+    holder = credentials.holder({b"cookie": header.encode()})
+    assert holder is not None
+    assert holder.startswith("session ")
+    assert session not in holder  # it names the session by a digest, never the id
+    assert credentials.still_valid(holder)
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [
+def test_anything_else_is_refused(credentials: Credentials) -> None:
+    session = credentials.sessions.open()
+    refused = [
         {},
         {b"authorization": b""},
         {b"authorization": f"Bearer {TOKEN[:-1]}".encode()},  # a prefix
@@ -35,22 +42,26 @@ def test_the_token_or_its_session_lets_in(headers: dict[bytes, bytes]) -> None:
         {b"authorization": TOKEN.encode()},  # no scheme
         {b"authorization": f"Basic {TOKEN}".encode()},
         {b"cookie": f"{SESSION_COOKIE}={TOKEN}".encode()},  # the token is not a session
-        {b"cookie": f"{SESSION_COOKIE}={SESSION[:-1]}".encode()},
-        {b"cookie": f"x{SESSION_COOKIE}={SESSION}".encode()},  # another cookie's name
+        {b"cookie": f"{SESSION_COOKIE}={session[:-1]}".encode()},
+        {b"cookie": f"x{SESSION_COOKIE}={session}".encode()},  # another cookie's name
         {b"cookie": f"{SESSION_COOKIE}".encode()},
+        {b"cookie": f"{SESSION_COOKIE}=".encode()},
         # A wrong Authorization header is not rescued by a right cookie.
-        {b"authorization": b"Bearer wrong", b"cookie": f"{SESSION_COOKIE}={SESSION}".encode()},
-    ],
-)
-def test_anything_else_is_refused(headers: dict[bytes, bytes]) -> None:
-    assert not Credentials.for_token(TOKEN).shown_by(headers)
+        {b"authorization": b"Bearer wrong", b"cookie": f"{SESSION_COOKIE}={session}".encode()},
+    ]
+    for headers in refused:
+        assert credentials.holder(headers) is None, headers
 
 
-def test_a_session_is_the_tokens_own_and_never_the_token() -> None:
-    assert session_value(TOKEN) == SESSION
-    assert session_value(TOKEN + "x") != SESSION
-    assert TOKEN not in SESSION
-    assert len(SESSION) == 64  # SHA-256, hex
+def test_a_closed_sessions_cookie_is_refused(credentials: Credentials) -> None:
+    session = credentials.sessions.open()
+    headers = {b"cookie": f"{SESSION_COOKIE}={session}".encode()}
+    holder = credentials.holder(headers)
+    assert holder is not None
+    credentials.sessions.close(session.encode())
+    assert credentials.holder(headers) is None
+    assert not credentials.still_valid(holder)
+    assert credentials.still_valid(TOKEN_HOLDER)
 
 
 def test_cookies_are_read_by_exact_name() -> None:

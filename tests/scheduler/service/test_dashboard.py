@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from scheduler.service.journal import Journal, Placement
+from scheduler.jobs.journal import Journal, Placement
 from tests.conftest import InProcessService, in_process_service
-from tests.scheduler.service.test_journal import timed_record
+from tests.scheduler.jobs.test_journal import timed_record
 from worker.bundle import UsageReport
 from worker.result import Status
 from worker.usage import Usage

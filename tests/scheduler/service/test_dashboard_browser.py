@@ -189,3 +189,25 @@ def test_a_cross_site_page_cannot_read_or_act(
         hostile.server_close()
     assert "read:blocked" in outcome  # no CORS: the page reads nothing
     assert job_status(service.url, job)["state"] in ("queued", "running")  # not cancelled
+
+
+def test_the_page_says_when_its_session_has_ended_and_asks_again(
+    browser: Any, scheduler_service: StartScheduler
+) -> None:
+    service = scheduler_service()
+    sign_in(browser, service.url, service_token())
+    wait_for(lambda: browser.find_element("id", "connection").text == "live", timeout=15)
+    (cookie,) = browser.get_cookies()
+    # Signed out elsewhere (a copy of the cookie, as another tab would): the
+    # page's event stream ends with the session, and the page asks for the token.
+    out = httpx.post(
+        service.url + "/logout",
+        headers={"Cookie": f"{cookie['name']}={cookie['value']}", "Origin": service.url},
+    )
+    assert out.status_code == 303
+    wait_for(lambda: visible(browser, "session-ended"), timeout=15)
+    assert visible(browser, "login")
+    assert not visible(browser, "jobs")
+    assert browser.find_element("id", "connection").text == "signed out"
+    sign_in(browser, service.url, service_token())
+    wait_for(lambda: browser.find_element("id", "connection").text == "live", timeout=15)

@@ -5,17 +5,19 @@ by uvicorn with the service's protocol on a loopback socket, with the limits
 shortened so a test does not wait out the real ones.
 """
 
+import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from scheduler.jobs.journal import Journal
 from scheduler.service import guard, http_protocol
-from scheduler.service.guard import AccessGuard, AccessRules
-from scheduler.service.journal import Journal
-from tests.conftest import IN_PROCESS_TOKEN, InProcessService, in_process_service
+from scheduler.service.guard import AccessGuard, AccessRules, split_host
+from tests.conftest import IN_PROCESS_TOKEN, InProcessService, in_process_service, wait_for
 
 TOKEN = "a-token-of-the-test-1234"
 
@@ -54,6 +56,10 @@ def test_rebound_names_other_ports_and_cross_site_requests_are_refused(
         "other port": scope(host="127.0.0.1:9999", authorization=bearer),
         "no host": scope(authorization=bearer),
         "garbage host": scope(host="[::1:8750", authorization=bearer),
+        "user before the host": scope(host="evil.example@127.0.0.1:8750", authorization=bearer),
+        "empty user": scope(host="@127.0.0.1:8750", authorization=bearer),
+        "a path after the port": scope(host="127.0.0.1:8750/x", authorization=bearer),
+        "port out of range": scope(host="127.0.0.1:108750", authorization=bearer),
         "other origin": scope(
             host="127.0.0.1:8750", origin="http://evil.example", authorization=bearer
         ),
@@ -85,6 +91,24 @@ def test_rebound_names_other_ports_and_cross_site_requests_are_refused(
     assert loopback_guard.refusal(refused["no token"])[0] == 401  # type: ignore[index]
 
 
+def test_a_host_is_a_name_or_address_and_a_port_and_nothing_else() -> None:
+    assert split_host("127.0.0.1:8750", 80) == ("127.0.0.1", 8750)
+    assert split_host("LocalHost", 80) == ("localhost", 80)
+    assert split_host("[::1]:8750", 80) == ("::1", 8750)
+    for malformed in (
+        "evil.example@127.0.0.1:8750",
+        "a:b@127.0.0.1:8750",
+        "127.0.0.1:8750 ",
+        "127.0.0.1:",
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "::1:8750",
+        "[::1]x",
+        "",
+    ):
+        assert split_host(malformed, 80) is None, malformed
+
+
 def test_a_wildcard_address_accepts_any_name_but_still_wants_the_token() -> None:
     rules = AccessRules.for_address("0.0.0.0", 8750, TOKEN)
     wildcard = AccessGuard(app=None, rules=rules)  # type: ignore[arg-type]
@@ -106,8 +130,30 @@ def short_limits_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessS
     """The service in this process, with one-second header and body timeouts."""
     monkeypatch.setattr(http_protocol, "HEADER_TIMEOUT_SECONDS", 1.0)
     monkeypatch.setattr(guard, "BODY_READ_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(http_protocol, "LOGIN_DEADLINE_SECONDS", 1.0)
     with in_process_service() as service:
         yield service
+
+
+def slow_login(port: int, length: int = 4000) -> socket.socket:
+    """A sign-in that declares ``length`` bytes and sends one."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        f"POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {length}\r\n\r\nt".encode()
+    )
+    return sock
+
+
+def answer_of(sock: socket.socket, within: float = 10) -> bytes:
+    """All the server sends until it closes ``sock``."""
+    sock.settimeout(within)
+    answer = b""
+    with sock:
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer
 
 
 def closed_by_peer(sock: socket.socket, within: float) -> bool:
@@ -133,6 +179,69 @@ def test_headers_that_never_finish_are_cut_off(short_limits_service: InProcessSe
     # A whole request is served as ever.
     health = httpx.get(f"{short_limits_service.url}/health", timeout=5)
     assert health.status_code == 200
+
+
+def test_a_host_with_a_user_before_it_is_refused(short_limits_service: InProcessService) -> None:
+    port = short_limits_service.port
+    for route in ("/health", "/jobs"):
+        answer = httpx.get(
+            short_limits_service.url + route,
+            headers={**short_limits_service.headers, "Host": f"evil.example@127.0.0.1:{port}"},
+        )
+        assert answer.status_code == 421, route
+
+
+def test_a_sign_in_that_does_not_arrive_in_time_is_cut_off(
+    short_limits_service: InProcessService, caplog: pytest.LogCaptureFixture
+) -> None:
+    began = time.monotonic()
+    answer = answer_of(slow_login(short_limits_service.port))
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - began < 8  # its 1 s deadline, not the 30 s body timeout
+    cut = [r.getMessage() for r in caplog.records if "cut off" in r.getMessage()]
+    assert len(cut) == 1
+    assert "POST /login" in cut[0]
+    assert not [r for r in caplog.records if r.exc_info]  # one line, no traceback
+
+
+def test_requests_without_the_token_have_a_budget_of_their_own(
+    short_limits_service: InProcessService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_protocol, "LOGIN_DEADLINE_SECONDS", 30.0)
+    monkeypatch.setattr(guard, "MAX_OPEN_PUBLIC_REQUESTS_PER_ADDRESS", 3)
+    service = short_limits_service
+    held = [slow_login(service.port) for _ in range(3)]
+    try:
+        time.sleep(0.5)  # all three in
+        # Answered at once; its connection closes once the rest of its body,
+        # which no one reads, has had ANSWERED_BODY_SECONDS to come.
+        over = answer_of(slow_login(service.port), within=http_protocol.ANSWERED_BODY_SECONDS + 5)
+        assert over.startswith(b"HTTP/1.1 503"), over[:200]
+        assert httpx.get(service.url + "/health", timeout=5).status_code == 200
+        jobs = httpx.get(service.url + "/jobs", headers=service.headers, timeout=5)
+        assert jobs.status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+    # Once they end, a sign-in gets in again (the wrong token here: sent back to the page).
+    wait_for(lambda: httpx.post(service.url + "/login", data={"token": "x"}).status_code == 303)
+
+
+def test_a_chunked_upload_that_keeps_coming_is_not_cut_off(
+    short_limits_service: InProcessService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_protocol, "DEADLINE_FLOOR_SECONDS", 1.0)
+    monkeypatch.setattr(http_protocol, "SLOWEST_BYTES_PER_SECOND", 100)
+
+    def body() -> Iterator[bytes]:
+        for n in range(1, 16):  # 3 s, at about 400 bytes a second
+            yield json.dumps({"file": "w.txt", "line": n, "task": "sleep 0"}).encode() + b"\n"
+            time.sleep(0.2)
+
+    service = short_limits_service
+    upload = httpx.post(service.url + "/jobs", content=body(), headers=service.headers)
+    assert upload.status_code == 201, upload.text
+    assert upload.json()["tasks"] == 15
 
 
 def test_a_body_that_stops_arriving_ends_the_upload(short_limits_service: InProcessService) -> None:

@@ -162,6 +162,7 @@ async function loadTasks() {
   listedCount = !job ? -1 : status === "slowest" ? job.finished : job.by_status[status];
   const which = status === "slowest" ? "slowest=true" : `status=${status}`;
   const response = await fetch(`/jobs/${encodeURIComponent(selected)}/tasks?${which}&limit=${TASKS_SHOWN}`);
+  if (response.status === 401) { sessionEnded(); return; }
   if (!response.ok) return;
   const records = (await response.text()).split("\n").filter((line) => line).map((line) => JSON.parse(line));
   const rows = $("task-rows");
@@ -248,6 +249,7 @@ function route() {
 
 async function cancel(jobId) {
   const response = await fetch(`/jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST" });
+  if (response.status === 401) { sessionEnded(); return; }
   $("connection").textContent = response.ok ? `job ${jobId} cancelled` : `cancel refused (${response.status})`;
 }
 
@@ -262,15 +264,39 @@ function listen() {
     $("connection").textContent = update.dispatch === "ok" ? "live" : "dispatch stopped";
   });
   events.addEventListener("fleet", (message) => renderFleet(JSON.parse(message.data)));
-  events.addEventListener("error", () => { $("connection").textContent = "reconnecting…"; });
+  events.addEventListener("error", async () => {
+    $("connection").textContent = "reconnecting…";
+    // The stream ends when the session does; a refused one (401, 429) is not retried.
+    if (!(await signedIn())) {
+      events.close();
+      sessionEnded();
+    } else if (events.readyState === EventSource.CLOSED) {
+      $("connection").textContent = "too many open streams; retrying in 10 s";
+      setTimeout(listen, 10000);
+    }
+  });
+}
+
+async function signedIn() {
+  try {
+    return (await (await fetch("/session")).json()).signed_in;
+  } catch {
+    return true; // the scheduler is out of reach: the session may well be alive
+  }
+}
+
+function sessionEnded() {
+  for (const id of ["jobs", "job", "fleet", "logout"]) $(id).hidden = true;
+  $("session-ended").hidden = false;
+  $("login").hidden = false;
+  $("connection").textContent = "signed out";
 }
 
 async function start() {
   if (new URLSearchParams(location.search).get("login") === "refused") {
     $("login-refused").hidden = false;
   }
-  const session = await (await fetch("/session")).json();
-  if (!session.signed_in) {
+  if (!(await signedIn())) {
     $("login").hidden = false;
     $("connection").textContent = "signed out";
     return;

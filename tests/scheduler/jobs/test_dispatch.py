@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.service.dispatch import JournalSink
-from scheduler.service.journal import SENT, Journal, Placement
+from scheduler.jobs.dispatch import JournalSink
+from scheduler.jobs.journal import SENT, Journal, Placement
 from worker.result import Outcome, Result, Status, make_result
 from worker.task import task_id
 

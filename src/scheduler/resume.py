@@ -15,7 +15,10 @@ import msgspec
 
 from worker.errors import TaskfleetError
 from worker.result import Status, decode
-from worker.workload import TaskReader
+from worker.workload import TaskBatch, TaskReader
+
+#: Tasks not to run, as (file as given, line, text).
+Done = frozenset[tuple[str, int, str]]
 
 
 class ResumeError(TaskfleetError):
@@ -66,3 +69,16 @@ def plan_resumption(paths: Sequence[str], results: Path) -> Resumption:
     # A file named twice holds the same tasks twice: each copy counts.
     per_file = Counter(file for file, _, _ in done)
     return Resumption(frozenset(done), sum(per_file[path] for path in paths))
+
+
+def not_done(path: str, batch: TaskBatch, done: Done) -> TaskBatch:
+    """The tasks of a batch read from ``path`` that ``done`` does not hold: what
+    `run --resume` runs, locally and on the fleet."""
+    if not done:
+        return batch
+    kept = [
+        (line, text)
+        for line, text in zip(batch.lines, batch.texts, strict=True)
+        if (path, line, text) not in done
+    ]
+    return TaskBatch([line for line, _ in kept], [text for _, text in kept])

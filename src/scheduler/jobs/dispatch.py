@@ -1,7 +1,9 @@
 """The dispatch thread of journaled jobs: journal in, local pool and fleet, journal out.
 
 The scheduler service runs one; so does ``run --remote`` (on a journal of its
-own, without a local pool), so the fleet has one dispatcher.
+own, without a local pool), so the fleet has one dispatcher. It knows neither
+path: whoever builds it hands it the local pool's stepper and the fleet's
+feeder, behind the small protocols below.
 
 Jobs take turns (round robin, a chunk each), so a huge job does not starve a
 small one submitted after it. A job runs where its placement says: local
@@ -20,15 +22,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from scheduler.fleet.aws import RemoteFleet
-from scheduler.fleet.bundle_sizing import SHARES_PER_SLOT, BundleSizer
-from scheduler.fleet.bundling import BundlePacker
-from scheduler.fleet.link import FleetLink, JobOpening
-from scheduler.local.dispatch import Dispatcher
-from scheduler.local.pool import LocalPool
-from scheduler.service.journal import DISPATCHED, SENT, JobState, Journal, Placement
-from worker.bundle import ResultBatch
+from scheduler.jobs.journal import DISPATCHED, SENT, Journal, Placement
 from worker.local import Chunk, ChunkReport, lost_results
 from worker.result import Result, Status, decode, encode_lines
 from worker.task import task_id
@@ -39,28 +35,54 @@ log = logging.getLogger("taskfleet.scheduler")
 #: Seconds the thread waits for results before it looks for new jobs anyway.
 POLL_SECONDS = 0.05
 
-#: Most bundles packed per turn of the loop, so local workers wait little.
-BUNDLES_PER_TURN = 50
-
 #: Seconds between looks for tasks whose wait for a retry is over.
 RETRY_LOOK_SECONDS = 0.1
 
-#: Seconds a job whose results are all in waits for its workers' last usage
-#: reports before it ends in the stack (and its queue is deleted).
-USAGE_WAIT_SECONDS = 5.0
-
 #: How many of a job's next pending tasks to look at: f(job).
-View = Callable[["_JobCursor"], int]
+View = Callable[["JobCursor"], int]
 
 #: How many of a job's next pending tasks (their texts) to take: f(job, texts).
-Cut = Callable[["_JobCursor", list[str]], int]
+Cut = Callable[["JobCursor", list[str]], int]
 
 #: Placements whose tasks the local pool runs, and those the fleet runs.
 LOCAL_PLACEMENTS = (Placement.LOCAL, Placement.HYBRID)
 FLEET_PLACEMENTS = (Placement.REMOTE, Placement.HYBRID)
 
 
-class _JobCursor:
+class LocalStepper(Protocol):
+    """What runs chunks on the local pool (``scheduler.local.dispatch.Dispatcher``)."""
+
+    def step(self, timeout: float) -> None: ...
+
+    def in_flight(self) -> int: ...
+
+
+#: Makes the local stepper from the dispatcher's source and sink.
+LocalFactory = Callable[["JournalSource", "JournalSink"], LocalStepper]
+
+
+class FleetWork(Protocol):
+    """What feeds the fleet and stores what it sends back
+    (``scheduler.fleet.feeder.FleetFeeder``)."""
+
+    def start(self, wake: Callable[[], None]) -> None: ...
+
+    def reopen(self, source: "JournalSource") -> None: ...
+
+    def store(self, source: "JournalSource", sink: "JournalSink") -> None: ...
+
+    def feed(self, source: "JournalSource") -> None: ...
+
+    def end_finished(self, journal: Journal) -> None: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def busy(self) -> bool: ...
+
+    def stop(self, journal: Journal) -> None: ...
+
+
+class JobCursor:
     """Where dispatch of one job has got to."""
 
     def __init__(
@@ -81,7 +103,7 @@ class JournalSource:
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        self.cursors: deque[_JobCursor] = deque()
+        self.cursors: deque[JobCursor] = deque()
         self._known: set[str] = set()
         self._returned: deque[Chunk] = deque()
         self._chunk_ids = 0
@@ -97,9 +119,7 @@ class JournalSource:
                 self._known.add(job_id)
                 pending = info.total - info.finished
                 files = self.journal.job_files(job_id)  # once per job: it may be long
-                cursor = _JobCursor(
-                    job_id, info.placement, files, info.total, pending, info.retries
-                )
+                cursor = JobCursor(job_id, info.placement, files, info.total, pending, info.retries)
                 self.cursors.append(cursor)
 
     def take(self, count: int) -> Chunk | None:
@@ -136,7 +156,7 @@ class JournalSource:
             return self._chunk(cursor, pending.file_number, TaskBatch(lines, texts))
         return None
 
-    def _chunk(self, cursor: _JobCursor, file_number: int, tasks: TaskBatch) -> Chunk:
+    def _chunk(self, cursor: JobCursor, file_number: int, tasks: TaskBatch) -> Chunk:
         self._chunk_ids += 1
         file = cursor.files[file_number - 1]
         return Chunk(self._chunk_ids, cursor.job_id, file_number, file, tasks)
@@ -235,141 +255,7 @@ class JournalSink:
         self.notify()
 
 
-class FleetFeeder:
-    """Packs the fleet's share of jobs into bundles and stores what comes back.
-
-    Bundles are cut by work (``BundleSizer``: a fair share of the work left,
-    so they shrink toward a job's end). A remote job's bundles are all sent
-    as soon as they are cut: the job then runs on without its submitter (it
-    may detach, or die), and the backlog sizes the fleet. Hybrid jobs go to
-    the fleet only while it has a slot without a bundle; the local workers
-    take the rest. Each job is kept in the stack (``FleetLink.open_job``)
-    before its first bundle goes, and ended there once its results and its
-    workers' usage reports are all in.
-    """
-
-    def __init__(self, link: FleetLink, local_workers: int, timeout: float | None) -> None:
-        self.link = link
-        self.local_workers = local_workers
-        self.timeout = timeout  # per task, carried by the bundles (None: none)
-        self.sizers: dict[str, BundleSizer] = {}  # by job
-        self.opened: dict[str, float | None] = {}  # job -> since when it is final here
-        self._queued: dict[str, int] = {}  # job -> its tasks in bundles handed to the link
-
-    def sizer(self, job_id: str) -> BundleSizer:
-        return self.sizers.setdefault(job_id, BundleSizer())
-
-    def view(self, cursor: _JobCursor) -> int:
-        """How many of a job's next pending tasks its next bundle is cut from."""
-        return self.sizer(cursor.job_id).view
-
-    def cut(self, cursor: _JobCursor, texts: list[str]) -> int:
-        """How many of a job's next pending tasks make its next bundle."""
-        sizer = self.sizer(cursor.job_id)
-        if cursor.placement != Placement.HYBRID:
-            return sizer.cut(texts, cursor.pending, self.link.slots)
-        # Shared with the local workers: no bundle takes more than a share of
-        # the tasks left, or a small job would go to the fleet whole.
-        slots = self.link.slots + self.local_workers
-        share = math.ceil(cursor.pending / (SHARES_PER_SLOT * slots))
-        return min(sizer.cut(texts, cursor.pending, slots), share)
-
-    def feed(self, source: JournalSource) -> None:
-        """Send bundles while the fleet has fewer open than it should."""
-        for _ in range(BUNDLES_PER_TURN):
-            hybrid = self.link.open_bundles() < self.link.slots
-            chunk = source.take_for_fleet(self.view, self.cut, hybrid)
-            if chunk is None:
-                return
-            files = source.files_of(chunk.job_id)
-            if chunk.job_id not in self.opened:
-                self._open(source, chunk.job_id, files)
-            # One chunk, one bundle (or more, should it pass the message limit).
-            tasks = chunk.tasks
-            timeout = self.timeout or 0.0
-            packer = BundlePacker(chunk.job_id, files, len(tasks.lines), timeout)
-            for line, text in zip(tasks.lines, tasks.texts, strict=True):
-                if (bundle := packer.add(chunk.file_number, line, text)) is not None:
-                    self.link.send(bundle)
-            if (bundle := packer.finish()) is not None:
-                self.link.send(bundle)
-            self._queued[chunk.job_id] = self._queued.get(chunk.job_id, 0) + len(tasks.lines)
-
-    def queued(self, job_id: str) -> int:
-        """A job's tasks in bundles handed to the link (sent, or about to be)."""
-        return self._queued.get(job_id, 0)
-
-    def _open(self, source: JournalSource, job_id: str, files: list[str]) -> None:
-        info = source.journal.job(job_id)
-        self.opened[job_id] = None
-        self.link.open_job(JobOpening(job_id, files, info.total, self.timeout or 0.0, info.retries))
-
-    def cancel(self, job_id: str) -> None:
-        """Cancel a job on the fleet too, if it went there."""
-        if job_id in self.opened:
-            self.link.cancel_job(job_id)
-
-    def end_finished(self, journal: Journal) -> None:
-        """End in the stack the jobs whose results are all in, once their workers'
-        usage reports are too (or USAGE_WAIT_SECONDS after their last result)."""
-        now = time.monotonic()
-        for job_id, final_since in list(self.opened.items()):
-            if self.link.open_bundles(job_id):
-                continue
-            state, finished, total = journal.progress(job_id)
-            if state not in JobState.FINAL or finished < total:
-                continue
-            if final_since is None:
-                self.opened[job_id] = final_since = now
-            if journal.usage_to_come(job_id) and now - final_since < USAGE_WAIT_SECONDS:
-                continue
-            self.link.end_job(job_id)
-            del self.opened[job_id]
-            self.sizers.pop(job_id, None)
-            self._queued.pop(job_id, None)
-
-    def busy(self) -> bool:
-        """Whether bundles are out on the fleet."""
-        return self.link.open_bundles() > 0
-
-    def store(self, source: JournalSource, sink: JournalSink) -> None:
-        """Journal the results the fleet sent, so the link may delete their messages.
-
-        A batch that cannot be stored is logged and dropped alone: one bad
-        message never stops dispatch.
-        """
-        for arrival in self.link.arrivals():
-            for batch in arrival.batches:
-                try:
-                    self._store_batch(batch, source, sink)
-                except Exception:
-                    log.exception("dropped a result batch of bundle %s", batch.bundle_id)
-            arrival.stored.set()
-        self.store_usage(sink.journal)
-
-    def store_usage(self, journal: Journal) -> None:
-        """Journal what the scheduler's own calls to the fleet cost since last time."""
-        meter = self.link.fleet.meter
-        for job in [*meter.jobs(), None]:
-            if usage := meter.take(job):
-                journal.add_usage(job, usage)
-
-    def _store_batch(self, batch: ResultBatch, source: JournalSource, sink: JournalSink) -> None:
-        if (report := batch.usage) is not None:
-            sink.journal.add_usage(report.job, report.usage, report)
-        if not batch.results:
-            return
-        job_id = batch.results[0].job
-        files = source.files_of(job_id)  # none for a job this journal does not know
-        self.link.finished(batch.bundle_id, sink.fleet_results(job_id, batch.results, files))
-        sizer = self.sizers.get(job_id)
-        if sizer is not None:
-            for result in batch.results:
-                if result.stdout is not None:  # a shell command's record
-                    sizer.observe_command(result.duration_ms / 1000.0)
-
-
-class ServiceDispatcher(threading.Thread):
+class JobDispatcher(threading.Thread):
     """Runs jobs from the journal on a local pool and a fleet (either may be
     missing) until stopped.
 
@@ -380,21 +266,19 @@ class ServiceDispatcher(threading.Thread):
     def __init__(
         self,
         journal_path: Path,
-        pool: LocalPool | None,
         notify: Callable[[], None],
-        fleet: RemoteFleet | None = None,
-        fleet_timeout: float | None = None,
+        *,
+        local: LocalFactory | None = None,
+        fleet: FleetWork | None = None,
     ) -> None:
+        """``local`` makes the local pool's stepper from this dispatcher's source and
+        sink; ``fleet`` feeds the fleet. Either may be missing."""
         super().__init__(name="taskfleet-dispatch", daemon=True)
-        self.pool = pool
+        self.local = local
         self.journal = Journal(journal_path)
         self.sink = JournalSink(self.journal, notify, fleet=fleet is not None)
         self.wake = threading.Event()  # set when a job is sealed or cancelled, or results came
-        self.fleet = None
-        if fleet is not None:
-            local_workers = 0 if pool is None else pool.size
-            link = FleetLink(fleet, on_arrival=self.wake.set)
-            self.fleet = FleetFeeder(link, local_workers, fleet_timeout)
+        self.fleet = fleet
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
         self.last_busy = time.monotonic()
@@ -410,9 +294,11 @@ class ServiceDispatcher(threading.Thread):
 
     def run(self) -> None:
         source = JournalSource(self.journal)
-        dispatcher = None if self.pool is None else Dispatcher(self.pool, source, self.sink)
+        dispatcher = None if self.local is None else self.local(source, self.sink)
         if self.fleet is not None:
-            self.fleet.link.start()
+            self.fleet.start(self.wake.set)
+            source.refresh()
+            self.fleet.reopen(source)
         try:
             while not self.stopping.is_set():
                 self._run_cancels()
@@ -423,7 +309,7 @@ class ServiceDispatcher(threading.Thread):
                     self.fleet.store(source, self.sink)
                     self.fleet.feed(source)
                     self.fleet.end_finished(self.journal)
-                    if self.fleet.link.open_bundles():
+                    if self.fleet.busy():
                         self.last_busy = time.monotonic()
                 if dispatcher is not None and (source.has_work() or dispatcher.in_flight()):
                     self.last_busy = time.monotonic()
@@ -435,8 +321,7 @@ class ServiceDispatcher(threading.Thread):
             raise
         finally:
             if self.fleet is not None:
-                self.fleet.link.stop()
-                self.fleet.store_usage(self.journal)  # the last calls' cost
+                self.fleet.stop(self.journal)
             self.journal.close()
 
     def _run_cancels(self) -> None:

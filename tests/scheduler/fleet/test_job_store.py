@@ -1,0 +1,132 @@
+"""The stack's job store on a real moto_server: jobs, their queues and their records."""
+
+import time
+from typing import Any
+
+import boto3
+import pytest
+
+from scheduler.errors import JobNotFoundError
+from scheduler.fleet import job_store
+from scheduler.fleet.job_store import JobStore
+from worker.bundle import UsageReport
+from worker.contracts import JobItem
+from worker.result import Outcome, Result, Status, make_result
+from worker.usage import Usage
+
+
+@pytest.fixture
+def store(moto_endpoint: str) -> JobStore:
+    assert moto_endpoint  # boto3 here reaches it
+    dynamodb: Any = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName="jobs",
+        KeySchema=[
+            {"AttributeName": JobItem.PARTITION, "KeyType": "HASH"},
+            {"AttributeName": JobItem.SORT, "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": JobItem.PARTITION, "AttributeType": "S"},
+            {"AttributeName": JobItem.SORT, "AttributeType": "S"},
+            {"AttributeName": JobItem.DAY, "AttributeType": "S"},
+            {"AttributeName": "submitted_at", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": JobItem.DAY_INDEX,
+                "KeySchema": [
+                    {"AttributeName": JobItem.DAY, "KeyType": "HASH"},
+                    {"AttributeName": "submitted_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    sqs: Any = boto3.client("sqs")
+    return JobStore(dynamodb, sqs, table="jobs", queue_prefix="Stack-job-", retention_days=7)
+
+
+def record(job: str, line: int, status: Status = Status.SUCCEEDED, stdout: str = "") -> Result:
+    now = time.time()
+    outcome = Outcome(status, 0, now, now, 1.0, stdout=stdout, stderr="")
+    return make_result(f"{job}:1:{line}", job, "w.txt", line, "echo", "i-1", outcome)
+
+
+def create(store: JobStore, job: str, total: int = 3) -> str:
+    return store.create(
+        job, files=["w.txt"], total=total, timeout=5.0, retries=0, submitted_by="arn:me"
+    )
+
+
+def test_a_job_is_kept_with_its_settings_and_a_queue_of_its_own(store: JobStore) -> None:
+    url = create(store, "a1")
+    assert url.endswith("/Stack-job-a1")
+    assert store.queue_url("a1") == url
+    job = store.job("a1")
+    assert (job.state, job.total, job.files, job.timeout) == (JobItem.RUNNING, 3, ["w.txt"], 5.0)
+    assert job.submitted_by == "arn:me"
+    assert not job.ended
+    assert [j.id for j in store.recent()] == ["a1"]
+    with pytest.raises(JobNotFoundError, match="no job 'zz'"):
+        store.job("zz")
+
+
+def test_records_are_read_back_once_per_task_with_their_usage(store: JobStore) -> None:
+    create(store, "a1")
+    report = UsageReport("i-1/x", 1, "a1", Usage(instance_seconds=2.0, sqs_requests=3))
+    store.store("a1", [record("a1", 1), record("a1", 2, Status.FAILED)], [report])
+    # A duplicate delivery: the same task again, and the same report again.
+    store.store("a1", [record("a1", 2, Status.FAILED)], [report])
+    first = store.read_all("a1")
+    assert sorted(first.records) == ["a1:1:1", "a1:1:2"]
+    assert first.usage == Usage(instance_seconds=2.0, sqs_requests=3)
+    store.store("a1", [record("a1", 3)], [])
+    later = store.read_all("a1", first)  # only what was stored since
+    assert sorted(later.records) == ["a1:1:1", "a1:1:2", "a1:1:3"]
+    assert later.usage == first.usage
+    assert store.job("a1").stored == 4  # duplicates counted here, not in the records
+
+
+def test_records_too_large_for_one_item_are_split(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_store, "MAX_RECORD_ITEM_BYTES", 4096)
+    create(store, "a1", total=20)
+    store.store("a1", [record("a1", n, stdout="x" * 1000) for n in range(1, 21)], [])
+    assert len(list(store.records("a1"))) > 1
+    assert len(store.read_all("a1").records) == 20
+
+
+def test_a_cancelled_job_stays_cancelled_when_it_ends_and_its_queue_goes(store: JobStore) -> None:
+    create(store, "a1")
+    assert store.cancel("a1")
+    assert not store.cancel("a1")  # once
+    store.end("a1")
+    job = store.job("a1")
+    assert (job.state, job.ended) == (JobItem.CANCELLED, True)
+    assert store.queue_url("a1") is None
+    assert not store.cancel("a1")
+
+
+def test_a_job_ends_done_once(store: JobStore) -> None:
+    create(store, "a1")
+    store.end("a1")
+    ended_at = store.job("a1").ended_at
+    store.end("a1")
+    assert store.job("a1").state == JobItem.DONE
+    assert store.job("a1").ended_at == ended_at
+
+
+def test_queues_older_than_the_retention_are_swept(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create(store, "old")
+    create(store, "new")
+    assert store.sweep_stale_queues() == 0
+    # A week and a day later, the job that nobody read has expired: its queue goes.
+    later = time.time() + 8 * 86400
+    monkeypatch.setattr("scheduler.fleet.job_store.time.time", lambda: later)
+    assert store.sweep_stale_queues(keep="new") == 1
+    assert store.queue_url("old") is None
+    assert store.queue_url("new") is not None

@@ -1,0 +1,99 @@
+"""The worker's look-ups of a bundle's job: its result queue and its state (stubbed AWS)."""
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from worker import jobs
+from worker.contracts import JobItem
+from worker.jobs import JobQueues, JobStates
+
+
+class Sqs:
+    def __init__(self, queues: dict[str, str]) -> None:
+        self.queues = queues
+        self.lookups = 0
+
+    def get_queue_url(self, QueueName: str) -> dict[str, str]:  # noqa: N803 - boto3's name
+        self.lookups += 1
+        if QueueName not in self.queues:
+            error = {"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}}
+            raise ClientError(error, "GetQueueUrl")
+        return {"QueueUrl": self.queues[QueueName]}
+
+
+class ConditionalCheckFailedException(Exception):  # noqa: N818 - as boto3 names it
+    pass
+
+
+class Dynamodb:
+    class exceptions:  # noqa: N801 - as boto3 names it
+        ConditionalCheckFailedException = ConditionalCheckFailedException
+
+    def __init__(self, state: str | None) -> None:
+        self.state = state
+        self.reads = 0
+        self.updates: list[dict[str, Any]] = []
+
+    def get_item(self, **request: Any) -> dict[str, Any]:
+        self.reads += 1
+        assert request["Key"][JobItem.SORT] == {"S": JobItem.META}
+        if self.state is None:
+            return {}
+        return {"Item": {JobItem.STATE: {"S": self.state}}}
+
+    def update_item(self, **request: Any) -> None:
+        self.updates.append(request)
+
+
+def test_a_jobs_results_go_to_its_own_queue_looked_up_once() -> None:
+    sqs = Sqs({"Stack-job-a1": "https://q/Stack-job-a1"})
+    queues = JobQueues(sqs, "Stack-job-", "https://q/responses")
+    assert queues.url("a1") == "https://q/Stack-job-a1"
+    assert queues.url("a1") == "https://q/Stack-job-a1"
+    assert sqs.lookups == 1
+
+
+def test_a_job_without_a_queue_has_ended_and_its_results_go_nowhere() -> None:
+    queues = JobQueues(Sqs({}), "Stack-job-", "https://q/responses")
+    assert queues.url("gone") is None
+
+
+def test_without_job_queues_every_result_goes_to_the_response_queue() -> None:
+    sqs = Sqs({})
+    assert JobQueues(sqs, None, "https://q/responses").url("a1") == "https://q/responses"
+    assert sqs.lookups == 0
+
+
+def test_a_jobs_state_is_read_at_most_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("worker.jobs.time.monotonic", lambda: now[0])
+    table = Dynamodb(JobItem.RUNNING)
+    states = JobStates(table, "jobs")
+    assert not states.cancelled("a1")
+    assert not states.cancelled("a1")
+    assert table.reads == 1
+    table.state = JobItem.CANCELLED
+    now[0] += jobs.CANCEL_CHECK_SECONDS
+    assert states.cancelled("a1")
+    now[0] += 10 * jobs.CANCEL_CHECK_SECONDS
+    assert states.cancelled("a1")  # for good: not read again
+    assert table.reads == 2
+
+
+def test_an_unknown_job_or_no_table_is_not_cancelled() -> None:
+    assert not JobStates(Dynamodb(None), "jobs").cancelled("a1")
+    assert not JobStates(Dynamodb(JobItem.CANCELLED), None).cancelled("a1")
+
+
+def test_the_idle_tail_is_added_to_the_jobs_meta_item_alone() -> None:
+    table = Dynamodb(JobItem.RUNNING)
+    JobStates(table, "jobs").charge_tail("a1", 301.5)
+    (update,) = table.updates
+    assert update["Key"] == {JobItem.PARTITION: {"S": "a1"}, JobItem.SORT: {"S": JobItem.META}}
+    assert update["UpdateExpression"] == "ADD #tail :seconds"
+    assert update["ExpressionAttributeNames"]["#tail"] == JobItem.TAIL
+    assert update["ExpressionAttributeValues"] == {":seconds": {"N": "301.500"}}
+    JobStates(table, "jobs").charge_tail("a1", 0.0)
+    assert len(table.updates) == 1  # nothing to add
