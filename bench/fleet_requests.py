@@ -120,7 +120,7 @@ class Bench:
                 counts[scope[3]] += 1
         return counts
 
-    def measure(self, name: str, run: Callable[[], float]) -> dict[str, Any]:
+    def measure(self, name: str, run: Callable[[], tuple[float, float]]) -> dict[str, Any]:
         """Requests by party and kind of ``run()`` until the fleet is back at zero,
         the emulator's count beside them, and what ``run()`` returned."""
         self.wait_for_zero()
@@ -142,8 +142,10 @@ class Bench:
         return {"name": name, "value": value, "requests": total, "by_party": parties,
                 "emulator_recorded": dict(server)}  # fmt: skip
 
-    def run_remote(self, tasks: int, task_ms: int) -> float:
-        """`taskfleet run --remote` of ``tasks`` sleeps; returns its CPU seconds."""
+    def run_remote(self, tasks: int, task_ms: int) -> tuple[float, float]:
+        """`taskfleet run --remote` of ``tasks`` sleeps; returns its CPU seconds and
+        the seconds from its start to its first task's (the fleet starting)."""
+        began = time.time()
         workload = self.directory / f"sleep{task_ms}x{tasks}.txt"
         workload.write_text(f"sleep {task_ms}\n" * tasks)
         output = self.directory / "results.jsonl"
@@ -160,7 +162,8 @@ class Bench:
             raise SystemExit(f"{len(records)} records for {tasks} tasks")
         if any(r["status"] != "succeeded" for r in records):
             raise SystemExit("a task did not succeed")
-        return usage.ru_utime + usage.ru_stime
+        first = min(r["started_at"] for r in records)
+        return usage.ru_utime + usage.ru_stime, first - began
 
 
 def sleep0_experiment(bench: Bench) -> dict[str, Any]:
@@ -169,13 +172,15 @@ def sleep0_experiment(bench: Bench) -> dict[str, Any]:
         print(f"sleep0: {tasks:,} x sleep 0 ...", flush=True)
         row = bench.measure(f"{tasks} x sleep 0", partial(bench.run_remote, tasks, 0))
         row["per_1000_tasks"] = round(row["requests"] * 1000 / tasks, 2)
-        row["predicted"] = _plain(job_requests(tasks, 0, MODEL_INSTANCES, model_stack()))
+        predicted = job_requests(tasks, 0, MODEL_INSTANCES, model_stack(row["value"][1]))
+        row["predicted"] = _plain(predicted)
         rows.append(row)
         print(f"  {row['requests']} requests: {row['per_1000_tasks']} per 1,000 tasks"
-              f" (target <= 20); client CPU {row['value']:.2f} s", flush=True)  # fmt: skip
+              f" (target <= 20); client CPU {row['value'][0]:.2f} s", flush=True)  # fmt: skip
         print(_by_party(row["by_party"]), flush=True)
+        print(compare(row["by_party"], predicted), flush=True)
     small, large = rows
-    per_record = (large["value"] - small["value"]) / (SLEEP0_TASKS[1] - SLEEP0_TASKS[0])
+    per_record = (large["value"][0] - small["value"][0]) / (SLEEP0_TASKS[1] - SLEEP0_TASKS[0])
     print(f"  the client's CPU per record (10,000 less 1,000): {per_record * 1e6:.1f} us")
     return {"runs": rows, "client_cpu_per_record_us": round(per_record * 1e6, 1)}
 
@@ -242,8 +247,9 @@ def _per_hour(
     return row
 
 
-def model_stack() -> Stack:
-    return Stack(slots=SLOTS, idle_timeout=IDLE_TIMEOUT_SECONDS)
+def model_stack(start_seconds: float) -> Stack:
+    """The bench's stack, as the model takes it (with the fleet's start measured)."""
+    return Stack(slots=SLOTS, idle_timeout=IDLE_TIMEOUT_SECONDS, start_seconds=start_seconds)
 
 
 def model_experiment(bench: Bench) -> list[dict[str, Any]]:
@@ -251,7 +257,9 @@ def model_experiment(bench: Bench) -> list[dict[str, Any]]:
     for tasks, task_ms in MODEL_JOBS:
         print(f"model: {tasks} x sleep {task_ms} on {MODEL_INSTANCES} x {SLOTS} ...", flush=True)
         row = bench.measure(f"{tasks} x sleep {task_ms}", partial(bench.run_remote, tasks, task_ms))
-        predicted = job_requests(tasks, task_ms, MODEL_INSTANCES, model_stack())
+        started = row["value"][1]
+        print(f"  the fleet started its first task {started:.1f} s after the command", flush=True)
+        predicted = job_requests(tasks, task_ms, MODEL_INSTANCES, model_stack(started))
         row["predicted"] = _plain(predicted)
         print(compare(row["by_party"], predicted), flush=True)
         rows.append(row)

@@ -39,6 +39,7 @@ from scheduler.fleet.aws import DEAD_LETTER_CHECK_SECONDS
 from scheduler.fleet.bundle_sizing import BundleSizer
 from scheduler.fleet.feeder import BUNDLES_PER_TURN
 from scheduler.fleet.job_store import MAX_RECORD_ITEM_BYTES
+from scheduler.fleet.link import PROVISION_INTERVAL_SECONDS
 from worker.bundle import MESSAGE_HEADROOM_BYTES
 from worker.bundle_run import REPORT_BYTES, REPORT_INTERVAL_SECONDS, result_bytes
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, MAX_MESSAGES_PER_CALL, Default
@@ -77,6 +78,9 @@ class Stack:
     visibility_timeout: float = Default.VISIBILITY_TIMEOUT_SECONDS
     idle_timeout: float = Default.IDLE_TIMEOUT_SECONDS
     poll_seconds: float = LONG_POLL_SECONDS  # the workers' long poll
+    # Seconds from a job's bundles sent to its first task started (instances
+    # booting): not the code's, an assumption (the emulator's is measured).
+    start_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,12 @@ def job_requests(
         "sqs GetQueueUrl": 1,
         "sqs DeleteQueue": 1,
     })  # fmt: skip
+    # The group sized from the request queue's depth as the bundles go, then
+    # every PROVISION_INTERVAL_SECONDS while bundles are open.
+    open_seconds = stack.start_seconds + seconds
+    client["sqs GetQueueAttributes"] = math.ceil(len(sizes) / BUNDLES_PER_TURN) + math.floor(
+        open_seconds / PROVISION_INTERVAL_SECONDS
+    )
     # The response queue's long poll and a look at the dead-letter queue, per
     # LONG_POLL_SECONDS the client runs (it returns only for messages of no job).
     client["sqs ReceiveMessage"] += 2 * math.ceil(seconds / LONG_POLL_SECONDS)
@@ -359,6 +369,7 @@ def steady(
     polls = 1 / LONG_POLL_SECONDS  # a reader's idle long poll of a queue
     model.rates = {
         "request queue": bundles_per_second * (1 + 1 / MAX_MESSAGES_PER_CALL)  # received, sent
+        + 1 / PROVISION_INTERVAL_SECONDS  # its depth, read to size the group
         + worker["sqs DeleteMessage"]
         + worker["sqs ChangeMessageVisibility"],
         "the job's queue": worker["sqs SendMessageBatch"]

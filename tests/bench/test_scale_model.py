@@ -70,8 +70,9 @@ def test_steady_rates_of_minute_tasks_on_ten_instances() -> None:
     bundles = 20 / (15 * MINUTE)  # a second
     assert model.bundle_tasks == 15
     assert model.records_per_second == pytest.approx(20 / MINUTE)
-    # Each bundle: received, deleted, 24 visibility changes, a tenth of a send.
-    assert model.rates["request queue"] == pytest.approx(bundles * (1 + 0.1 + 1 + 24))
+    # Each bundle: received, deleted, 24 visibility changes, a tenth of a send;
+    # and the client reads the queue's depth every 10 s to size the group.
+    assert model.rates["request queue"] == pytest.approx(bundles * (1 + 0.1 + 1 + 24) + 0.1)
     assert model.rates["claim table"] == pytest.approx(bundles * 33)
     # Eight messages a bundle, each received alone: a send, a receive, a delete.
     assert model.rates["the job's queue"] == pytest.approx(bundles * 8 * 3)
@@ -83,3 +84,9 @@ def test_steady_rates_of_minute_tasks_on_ten_instances() -> None:
     # and its two idle long polls (the response and dead-letter queues).
     reader = bundles * 8 * 4 + 2 / 20
     assert model.reader_requests_per_record == pytest.approx(reader / (20 / MINUTE))
+
+
+def test_the_client_reads_the_request_queues_depth_while_bundles_are_open() -> None:
+    # Once as the bundle goes, then every 10 s: the fleet's 12 s start and the 0.2 s of work.
+    stack = Stack(slots=2, idle_timeout=5, start_seconds=12)
+    assert job_requests(1_000, 0, 2, stack)["client"]["sqs GetQueueAttributes"] == 2
