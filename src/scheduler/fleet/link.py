@@ -104,6 +104,9 @@ class FleetLink:
         self._open: dict[str, tuple[str, int]] = {}  # bundle id -> (job, tasks without a result)
         self._unsent = 0  # bundles queued here, not yet on the request queue
         self._receivers: dict[str, threading.Event] = {}  # job -> set to stop its receiver
+        # Jobs ended here: both the dispatcher and `run --remote` end a job, and
+        # a second end would cost three requests that change nothing.
+        self._ended: set[str] = set()
         self._poll_seconds = LONG_POLL_SECONDS
         self._lock = threading.Lock()
         self._threads = [
@@ -134,8 +137,12 @@ class FleetLink:
         self._outbox.put(JobChange(job_id, cancel=True))
 
     def end_job(self, job_id: str) -> None:
-        """Every result of a job is stored: it ends in the stack, its queue goes."""
+        """Every result of a job is stored: it ends in the stack, its queue goes
+        (once: a second call does nothing)."""
         with self._lock:
+            if job_id in self._ended:
+                return
+            self._ended.add(job_id)
             stop = self._receivers.pop(job_id, None)
         if stop is not None:
             stop.set()

@@ -153,3 +153,30 @@ def test_a_winding_down_link_polls_briefly() -> None:
     finally:
         link.stop()
     assert fleet.waits[0] == 20
+
+
+class StandInJobs:
+    """The job store's end, recorded."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    def end(self, job_id: str) -> None:
+        self.ended.append(job_id)
+
+
+def test_a_job_ended_twice_is_ended_in_the_stack_once() -> None:
+    fleet = StandInFleet([])
+    jobs = StandInJobs()
+    fleet.jobs = jobs  # type: ignore[attr-defined]
+    fleet.own_jobs = {"job-1"}  # type: ignore[attr-defined]
+    link = FleetLink(cast(RemoteFleet, fleet), on_arrival=lambda: None)
+    link.start()
+    try:
+        # The dispatcher ends a job once its results are in, and so does `run --remote`.
+        link.end_job("job-1")
+        link.end_job("job-1")
+        wait_until(lambda: jobs.ended)
+    finally:
+        link.stop()
+    assert jobs.ended == ["job-1"]
