@@ -14,13 +14,17 @@ from typing import Any
 
 from worker.bundle import Bundle
 from worker.claims import Claim, is_done, progress_bitmap
+from worker.contracts import MAX_MESSAGE_BYTES
 from worker.result import Result
+from worker.usage import Usage
 
 #: Seconds a finished task's result may wait before its bundle reports it.
 REPORT_INTERVAL_SECONDS = 1.0
 
-#: Bytes of results that make a bundle report at once (about a message's worth).
-REPORT_BYTES = 256 * 1024
+#: Bytes of results that make a bundle report at once: most of a message's
+#: worth (``result_bytes`` is an estimate), so a burst of tiny tasks' results
+#: goes in one message, one receive and one store for the reader.
+REPORT_BYTES = MAX_MESSAGE_BYTES * 3 // 4
 
 
 def result_bytes(result: Result) -> int:
@@ -59,6 +63,7 @@ class BundleRun:
         self.released = False  # given up: nothing more of it starts or is reported
         self.cancelled = False  # its job was cancelled: nothing more of it starts
         self.unsent_report: Any = None  # a usage report whose send failed: sent again as is
+        self.ending_ahead: Usage | None = None  # the ending calls, counted in its last report
         self._lock = threading.Lock()
 
     @property

@@ -521,13 +521,25 @@ class RemoteWorker:
             self._forget(run, heartbeat)
             return
         ended = run.ended()  # before the results are taken: none may come after
+        if ended and run.ending_ahead is None:
+            # The calls that end the bundle (its claim marked done, its message
+            # deleted) go in its last results' report, counted ahead: reported
+            # alone after them, they would cost the reader a receive, a store and
+            # a delete, and the worker a send.
+            run.ending_ahead = Usage(dynamodb_writes=1, sqs_requests=1 + len(run.duplicates))
+            self.meter.charge(run.bundle.job, run.ending_ahead)
         if run.due() or ended:
             sent = self._send(run)
             if not ended:
                 self.ledger.progress(run.bundle_id, self.config.instance_id, sent)
         if ended:
-            if self.ledger.complete(run.bundle_id, self.config.instance_id):
-                self._delete(run.receipt, *run.duplicates)
+            assert run.ending_ahead is not None
+            spent: list[Usage] = []
+            with self.meter.apart(spent):
+                if self.ledger.complete(run.bundle_id, self.config.instance_id):
+                    self._delete(run.receipt, *run.duplicates)
+            # What the count ahead missed (a retried call, a larger item): rare.
+            self.meter.charge(run.bundle.job, spent[0] - run.ending_ahead)
             self._forget(run, heartbeat)
 
     def _send(self, run: BundleRun) -> bytes:

@@ -109,6 +109,10 @@ def _length(body: object) -> int:
     return 0  # a streamed body: none of ours is
 
 
+#: The meter's key for calls counted apart (``UsageMeter.apart``): no job's id.
+_APART = "\0apart"
+
+
 class UsageMeter:
     """Counts the billed use of the clients it watches, per job."""
 
@@ -138,6 +142,17 @@ class UsageMeter:
             yield
         finally:
             self._context.job = earlier
+
+    @contextmanager
+    def apart(self, spent: list[Usage]) -> Iterator[None]:
+        """Count this thread's calls in the block apart from every job's: what
+        they cost is appended to ``spent`` (for calls already charged ahead).
+        One thread at a time."""
+        with self.charged_to(_APART):
+            try:
+                yield
+            finally:
+                spent.append(self.take(_APART))
 
     def charge(self, job: str | None, usage: Usage) -> None:
         with self._lock:

@@ -33,10 +33,10 @@ def test_a_bundle_of_minute_tasks_on_two_slots() -> None:
 
 
 def test_quick_tasks_report_by_bytes() -> None:
-    # 256 bytes a sleep's result toward REPORT_BYTES (256 KiB): 1,024 a send.
+    # 256 bytes a sleep's result toward REPORT_BYTES (768 KiB): 3,072 a send.
     life = BundleLife(tasks=10_000, task_ms=0, slots=2, visibility_timeout=60)
-    assert life.results_per_send == 1024
-    assert life.sends == 10
+    assert life.results_per_send == 3072
+    assert life.sends == 4
 
 
 def test_bundles_are_cut_as_the_feeder_cuts_them() -> None:

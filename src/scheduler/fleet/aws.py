@@ -250,10 +250,13 @@ class RemoteFleet:
         """Results and usage reports that arrived on a job's queue (one long poll)."""
         return self._receive(queue_url, wait_seconds, self._batch)
 
-    def keep(self, job_id: str, delivery: Delivery, file_count: int) -> int:
+    def keep(
+        self, job_id: str, delivery: Delivery, file_count: int, *, reading: bool = False
+    ) -> int:
         """Store what a job's queue delivered in the stack's job store; returns the
-        records stored. Only a result that names a task of the job (its id, file
-        number and line) is kept: anything else in a message is dropped."""
+        records stored (``reading``: by the client holding the job's reader lease).
+        Only a result that names a task of the job (its id, file number and line)
+        is kept: anything else in a message is dropped."""
         results = [
             result
             for batch in delivery.batches
@@ -263,7 +266,7 @@ class RemoteFleet:
         reports = [b.usage for b in delivery.batches if b.usage is not None]
         if self.jobs is not None and (results or reports):
             with self.meter.charged_to(job_id):
-                self.jobs.store(job_id, results, reports)
+                self.jobs.store(job_id, results, reports, reading=reading)
         return len(results)
 
     def forward_dead_letters(self) -> Delivery:

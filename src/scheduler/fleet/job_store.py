@@ -14,6 +14,7 @@ job's items after the stack's retention; a job queue left by a client that
 died is deleted by the next submission once it is older than the retention.
 """
 
+import contextlib
 import datetime
 import gzip
 import json
@@ -46,8 +47,13 @@ MAX_FILES_BYTES = 64 * 1024
 #: client that dies leaves the job to any reader this long after.
 READER_LEASE_SECONDS = 60.0
 
-#: Job queues a submission looks at for expiry, at the most (each is a request).
+#: Job queues a sweep looks at for expiry, at the most (each is a request).
 SWEEP_LIMIT = 5
+
+#: The share of submissions that sweep for stale job queues: a stale queue (its
+#: client died before the job ended) waits a few more submissions, and the rest
+#: save the sweep's requests.
+SWEEP_SHARE = 0.1
 
 _usage_encoder = json.JSONEncoder(separators=(",", ":"))
 
@@ -128,6 +134,7 @@ class JobStore:
         submitted_by: str,
     ) -> str | None:
         """Keep a job in the stack and make its result queue; returns the queue's URL.
+        The caller is taken to read the queue: it holds the job's reader lease.
 
         Made again (a scheduler restarted, or a call retried after a failure
         half-way), a running job keeps its item and gets its queue, made if
@@ -149,6 +156,7 @@ class JobStore:
             "timeout": {"N": repr(float(timeout))},
             "retries": {"N": str(retries)},
             "stored": {"N": "0"},
+            "reader_until": {"N": f"{now + READER_LEASE_SECONDS:.3f}"},
         }
         try:
             self.dynamodb.put_item(
@@ -171,7 +179,8 @@ class JobStore:
             },
             tags={"taskfleet:job": job_id},
         )["QueueUrl"]
-        self.sweep_stale_queues(keep=job_id)
+        if random.random() < SWEEP_SHARE:
+            self.sweep_stale_queues(keep=job_id)
         return url
 
     def sweep_stale_queues(self, keep: str = "") -> int:
@@ -232,11 +241,12 @@ class JobStore:
                 jobs.extend(_fleet_job(item) for item in page)
         return jobs
 
-    def hold_reader(self, job_id: str) -> float:
+    def hold_reader(self, job_id: str, *, release: bool = False) -> float:
         """Note that a client reads the job's queue into the stack, for the next
         READER_LEASE_SECONDS: other readers then only read what it stored, and
-        neither take results from under it nor end the job. Returns until when."""
-        until = time.time() + READER_LEASE_SECONDS
+        neither take results from under it nor end the job (``release``: it reads
+        no more, and they may at once). Returns until when."""
+        until = 0.0 if release else time.time() + READER_LEASE_SECONDS
         self._update(job_id, "SET reader_until = :until", {":until": {"N": f"{until:.3f}"}})
         return until
 
@@ -289,14 +299,22 @@ class JobStore:
 
     # -- storing what a reader read ----------------------------------------------
 
-    def store(self, job_id: str, results: list[Result], reports: list[UsageReport]) -> None:
+    def store(
+        self,
+        job_id: str,
+        results: list[Result],
+        reports: list[UsageReport],
+        *,
+        reading: bool = False,
+    ) -> None:
         """Keep results and usage reports read from the job's queue: one item per
-        MAX_RECORD_ITEM_BYTES of compressed records."""
+        MAX_RECORD_ITEM_BYTES of compressed records, and their count on the job's
+        item (``reading``: by the client holding the reader lease, renewed then)."""
         pieces = _compressed_pieces(results)
         usage = _usage_encoder.encode(
             [{"id": r.report_id, "usage": _usage_dict(r.usage)} for r in reports]
         )
-        for number, (compressed, count) in enumerate(pieces or [(gzip.compress(b""), 0)]):
+        for number, (compressed, _) in enumerate(pieces or [(gzip.compress(b""), 0)]):
             self.dynamodb.put_item(
                 TableName=self.table,
                 Item={
@@ -307,9 +325,14 @@ class JobStore:
                     "usage": {"S": usage if number == 0 else "[]"},
                 },
             )
-            if count:
-                added = {":n": {"N": str(count)}}
-                self._update(job_id, "ADD #stored :n", added, names={"#stored": "stored"})
+        count = sum(count for _, count in pieces)
+        if count or reading:
+            values = {":n": {"N": str(count)}}
+            update = "ADD #stored :n"
+            if reading:
+                update += " SET reader_until = :until"
+                values[":until"] = {"N": f"{time.time() + READER_LEASE_SECONDS:.3f}"}
+            self._update(job_id, update, values, names={"#stored": "stored"})
 
     # -- changing a job's state --------------------------------------------------
 
@@ -318,9 +341,9 @@ class JobStore:
         of reading it); False if it had ended already."""
         return self._set_state(job_id, JobItem.CANCELLED, ended=False)
 
-    def end(self, job_id: str) -> None:
+    def end(self, job_id: str, queue_url: str | None = None) -> None:
         """A job's records are all stored: mark it done (a cancelled job stays
-        cancelled) and delete its queue."""
+        cancelled) and delete its queue (``queue_url``, if the caller knows it)."""
         if not self._set_state(job_id, JobItem.DONE, ended=True):
             self._update(
                 job_id,
@@ -328,8 +351,10 @@ class JobStore:
                 {":now": {"N": f"{time.time():.3f}"}},
                 condition="attribute_not_exists(ended_at)",
             )
-        if (url := self.queue_url(job_id)) is not None:
-            self.sqs.delete_queue(QueueUrl=url)
+        url = queue_url or self.queue_url(job_id)
+        if url is not None:
+            with contextlib.suppress(self.sqs.exceptions.QueueDoesNotExist):
+                self.sqs.delete_queue(QueueUrl=url)
 
     def _set_state(self, job_id: str, state: str, *, ended: bool) -> bool:
         values = {":state": {"S": state}, ":running": {"S": JobItem.RUNNING}}
@@ -415,20 +440,19 @@ def _usage_dict(usage: Usage) -> dict[str, Any]:
 
 
 def _compressed_pieces(results: list[Result]) -> list[tuple[bytes, int]]:
-    """Results as gzipped JSON Lines, cut so that each piece fits an item even
-    where output does not compress."""
-    pieces: list[tuple[bytes, int]] = []
-    lines: list[bytes] = []
-    size = 0
-    for line in encode_lines(results).splitlines(keepends=True):
-        if lines and size + len(line) > MAX_RECORD_ITEM_BYTES:
-            pieces.append((gzip.compress(b"".join(lines)), len(lines)))
-            lines, size = [], 0
-        lines.append(line)
-        size += len(line)
-    if lines:
-        pieces.append((gzip.compress(b"".join(lines)), len(lines)))
-    return pieces
+    """Results as gzipped JSON Lines, with their counts, in as few pieces as fit
+    an item each once compressed (records compress about tenfold: a delivery of
+    ten full result messages is mostly one item)."""
+    lines = encode_lines(results).splitlines(keepends=True)
+    return _pieces_of(lines) if lines else []
+
+
+def _pieces_of(lines: list[bytes]) -> list[tuple[bytes, int]]:
+    compressed = gzip.compress(b"".join(lines))
+    if len(compressed) <= MAX_RECORD_ITEM_BYTES or len(lines) == 1:
+        return [(compressed, len(lines))]  # one record fits: its output is bounded
+    half = len(lines) // 2
+    return _pieces_of(lines[:half]) + _pieces_of(lines[half:])
 
 
 def caller_identity(sts: Any) -> str:

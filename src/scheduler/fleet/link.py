@@ -79,6 +79,7 @@ class JobChange(NamedTuple):
 
     job_id: str
     cancel: bool
+    queue_url: str | None = None  # an ended job's queue, if known: deleted without a look-up
 
 
 #: What the sender thread works through, in order.
@@ -103,7 +104,8 @@ class FleetLink:
         self._arrivals: queue.Queue[Arrival] = queue.Queue()
         self._open: dict[str, tuple[str, int]] = {}  # bundle id -> (job, tasks without a result)
         self._unsent = 0  # bundles queued here, not yet on the request queue
-        self._receivers: dict[str, threading.Event] = {}  # job -> set to stop its receiver
+        # job -> (set to stop its receiver, the job's queue)
+        self._receivers: dict[str, tuple[threading.Event, str]] = {}
         # Jobs ended here: both the dispatcher and `run --remote` end a job, and
         # a second end would cost three requests that change nothing.
         self._ended: set[str] = set()
@@ -127,6 +129,21 @@ class FleetLink:
         hands back what it brings."""
         self.stopping.set()
         self._threads[0].join()
+        self._release_readers()
+
+    def _release_readers(self) -> None:
+        """Give up the reader lease of each job still read here (the client
+        detached, or stops): anyone may collect them at once, not a lease later.
+        One try each: a lease not given up lapses on its own."""
+        jobs = self.fleet.jobs
+        with self._lock:
+            reading = list(self._receivers)
+            self._receivers.clear()
+        if jobs is None:
+            return
+        for job_id in reading:
+            with contextlib.suppress(*AWS_ERRORS), self.fleet.meter.charged_to(job_id):
+                jobs.hold_reader(job_id, release=True)
 
     def open_job(self, opening: JobOpening) -> None:
         """Keep a job in the stack and make its queue, before its first bundle goes."""
@@ -143,10 +160,15 @@ class FleetLink:
             if job_id in self._ended:
                 return
             self._ended.add(job_id)
-            stop = self._receivers.pop(job_id, None)
+            stop, url = self._receivers.pop(job_id, (None, None))
         if stop is not None:
             stop.set()
-        self._outbox.put(JobChange(job_id, cancel=False))
+        self._outbox.put(JobChange(job_id, cancel=False, queue_url=url))
+
+    def reading(self) -> set[str]:
+        """The jobs whose queues this link reads now."""
+        with self._lock:
+            return set(self._receivers)
 
     def send(self, bundle: PackedBundle) -> None:
         """Queue a bundle for the fleet."""
@@ -225,7 +247,7 @@ class FleetLink:
             elif item.cancel:
                 self._retrying("cancel a job", partial(jobs.cancel, item.job_id))
             else:
-                self._retrying("end a job", partial(jobs.end, item.job_id))
+                self._retrying("end a job", partial(jobs.end, item.job_id, item.queue_url))
 
     def _create(self, opening: JobOpening) -> str | None:
         """The job kept in the stack and its queue made; its queue's URL, or None
@@ -249,7 +271,7 @@ class FleetLink:
     def _start_receiver(self, opening: JobOpening, url: str) -> None:
         stop = threading.Event()
         with self._lock:
-            self._receivers[opening.job_id] = stop
+            self._receivers[opening.job_id] = (stop, url)
         threading.Thread(
             target=self._receive_job_loop,
             args=(opening, url, stop),
@@ -279,8 +301,10 @@ class FleetLink:
     def _receive_job_loop(self, opening: JobOpening, url: str, stop: threading.Event) -> None:
         """Read one job's queue until the job ends here or the link stops: each
         delivery kept in the stack, then journaled, then deleted. While it reads,
-        it holds the job's reader lease, so other readers leave the queue to it."""
-        job_id, renew_at = opening.job_id, 0.0
+        it holds the job's reader lease (taken as the job was kept, renewed with
+        each store), so other readers leave the queue to it."""
+        job_id = opening.job_id
+        renew_at = time.monotonic() + READER_LEASE_SECONDS / 3
         while not (stop.is_set() or self.stopping.is_set()):
             if time.monotonic() >= renew_at and self._hold_reader(job_id, stop):
                 renew_at = time.monotonic() + READER_LEASE_SECONDS / 3
@@ -292,9 +316,10 @@ class FleetLink:
                 with contextlib.suppress(*AWS_ERRORS):
                     self.fleet.release(delivery)  # the next reader's, at once
                 return
-            keep = partial(self.fleet.keep, job_id, delivery, len(opening.files))
+            keep = partial(self.fleet.keep, job_id, delivery, len(opening.files), reading=True)
             if self._retrying("store results in the stack", keep, stop) is None:
                 return  # stopped before they were kept: they come back to the next reader
+            renew_at = time.monotonic() + READER_LEASE_SECONDS / 3  # the store renewed it
             self._hand_over(delivery, stop)
 
     def _hold_reader(self, job_id: str, stop: threading.Event) -> bool:

@@ -1,6 +1,7 @@
 """The stack's job store on a real moto_server: jobs, their queues and their records."""
 
 import json
+import secrets
 import time
 from typing import Any
 
@@ -87,14 +88,29 @@ def test_records_are_read_back_once_per_task_with_their_usage(store: JobStore) -
     assert store.job("a1").stored == 4  # duplicates counted here, not in the records
 
 
-def test_records_too_large_for_one_item_are_split(
+def test_records_are_cut_into_items_by_their_compressed_size(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(job_store, "MAX_RECORD_ITEM_BYTES", 4096)
+    # 20 kB of output that compresses: one item.
     create(store, "a1", total=20)
     store.store("a1", [record("a1", n, stdout="x" * 1000) for n in range(1, 21)], [])
-    assert len(list(store.records("a1"))) > 1
-    assert len(store.read_all("a1").records) == 20
+    assert len(list(store.records("a1"))) == 1
+    # 20 kB that does not: as many items as it takes, each within the bound.
+    create(store, "a2", total=20)
+    noise = [secrets.token_hex(500) for _ in range(20)]
+    store.store("a2", [record("a2", n, stdout=noise[n - 1]) for n in range(1, 21)], [])
+    items = store.dynamodb.query(
+        TableName="jobs",
+        KeyConditionExpression="#job = :job AND begins_with(#item, :rec)",
+        ExpressionAttributeNames={"#job": JobItem.PARTITION, "#item": JobItem.SORT},
+        ExpressionAttributeValues={":job": {"S": "a2"}, ":rec": {"S": "rec#"}},
+    )["Items"]
+    assert len(items) >= 3  # hex: half its size gzipped, so 10 kB at the least
+    assert all(len(item["records"]["B"]) <= 4096 for item in items)
+    records = store.read_all("a2").records
+    assert {json.loads(line)["stdout"] for line in records.values()} == set(noise)
+    assert store.job("a2").stored == 20
 
 
 def test_a_cancelled_job_stays_cancelled_when_it_ends_and_its_queue_goes(store: JobStore) -> None:

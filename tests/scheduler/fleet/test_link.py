@@ -10,7 +10,7 @@ from botocore.exceptions import EndpointConnectionError
 from scheduler.fleet import link as fleet_link
 from scheduler.fleet.aws import Delivery, RemoteFleet, StackResources
 from scheduler.fleet.bundling import PackedBundle
-from scheduler.fleet.link import FleetLink
+from scheduler.fleet.link import FleetLink, JobOpening
 from worker.bundle import ResultBatch
 from worker.result import Outcome, Status, make_result
 from worker.usage import UsageMeter
@@ -22,6 +22,7 @@ class StandInFleet:
     def __init__(self, deliveries: list[Delivery]) -> None:
         self.resources = StackResources("req", "resp", "dlq", "group", 3)
         self.meter = UsageMeter()
+        self.jobs: StandInJobs | None = None  # no job store: results on the response queue
         self.sent: list[str] = []
         self.provisioned: list[int] = []
         self.acknowledged: list[Delivery] = []
@@ -58,6 +59,11 @@ class StandInFleet:
 
     def release(self, delivery: Delivery) -> None:
         self.released.append(delivery)
+
+    def receive_job(self, queue_url: str, wait_seconds: int) -> Delivery:
+        self.waits.append(wait_seconds)
+        time.sleep(0.05)
+        return Delivery(queue_url, [], [])
 
 
 def wait_until(condition: Any) -> None:
@@ -156,20 +162,29 @@ def test_a_winding_down_link_polls_briefly() -> None:
 
 
 class StandInJobs:
-    """The job store's end, recorded."""
+    """The job store's end and reader leases, recorded."""
 
     def __init__(self) -> None:
         self.ended: list[str] = []
+        self.released: list[str] = []
 
-    def end(self, job_id: str) -> None:
+    def create(self, job_id: str, **_: object) -> str:
+        return f"https://q/{job_id}"
+
+    def hold_reader(self, job_id: str, *, release: bool = False) -> float:
+        if release:
+            self.released.append(job_id)
+        return 0.0
+
+    def end(self, job_id: str, queue_url: str | None = None) -> None:
         self.ended.append(job_id)
+        assert queue_url in (None, f"https://q/{job_id}")  # the queue made for it, if any
 
 
 def test_a_job_ended_twice_is_ended_in_the_stack_once() -> None:
     fleet = StandInFleet([])
     jobs = StandInJobs()
-    fleet.jobs = jobs  # type: ignore[attr-defined]
-    fleet.own_jobs = {"job-1"}  # type: ignore[attr-defined]
+    fleet.jobs = jobs
     link = FleetLink(cast(RemoteFleet, fleet), on_arrival=lambda: None)
     link.start()
     try:
@@ -180,3 +195,21 @@ def test_a_job_ended_twice_is_ended_in_the_stack_once() -> None:
     finally:
         link.stop()
     assert jobs.ended == ["job-1"]
+
+
+def test_a_link_stopping_gives_up_the_reader_lease_of_jobs_it_still_reads() -> None:
+    fleet = StandInFleet([])
+    jobs = StandInJobs()
+    fleet.jobs = jobs
+    link = FleetLink(cast(RemoteFleet, fleet), on_arrival=lambda: None)
+    link.submitted_by = "arn:me"
+    link.start()
+    try:
+        for job in ("detached", "done"):
+            link.open_job(JobOpening(job, ["w.txt"], total=1, timeout=1.0, retries=0))
+        wait_until(lambda: link.reading() == {"detached", "done"})
+        link.end_job("done")
+    finally:
+        link.stop()
+    # The ended job needs no lease; the other is anyone's to collect at once.
+    assert jobs.released == ["detached"]
