@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,8 @@ class Bench:
         request's signature: its credential scope names the service)."""
         counts: Counter[str] = Counter()
         path = self.state / "requests.jsonl"
-        for line in path.read_text().splitlines() if path.exists() else []:
-            authorization = json.loads(line)["headers"].get("Authorization", "")
+        for request in json_objects(path.read_text() if path.exists() else ""):
+            authorization = request["headers"].get("Authorization", "")
             scope = authorization.split("Credential=", 1)[-1].split(",", 1)[0].split("/")
             if len(scope) >= 4 and scope[3] in COUNTED:
                 counts[scope[3]] += 1
@@ -296,6 +296,20 @@ def _by_party(parties: dict[str, dict[str, int]]) -> str:
 
 def _plain(requests: Requests) -> dict[str, dict[str, int]]:
     return {party: dict(sorted(counts.items())) for party, counts in requests.items()}
+
+
+def json_objects(text: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a file the emulator appends to from several threads:
+    one a line as a rule, though two may share a line."""
+    decoder = json.JSONDecoder()
+    at = 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return
+        request, at = decoder.raw_decode(text, at)
+        yield request
 
 
 def main() -> None:
