@@ -23,8 +23,8 @@ log = logging.getLogger("taskfleet.worker")
 #: a cancellation, against one read per job held every so often.
 CANCEL_CHECK_SECONDS = 5.0
 
-#: Jobs whose queue or state a worker remembers; past it, it forgets them all
-#: (a worker may run for weeks).
+#: Jobs whose state a worker remembers; past it, it forgets them all (a worker
+#: may run for weeks).
 REMEMBERED_JOBS = 1000
 
 #: What SQS answers for a queue that does not exist (the query and JSON protocols).
@@ -32,37 +32,31 @@ NO_SUCH_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 class JobQueues:
-    """Each job's result queue, looked up once; ``fallback``: where results go
-    when the stack names no job queues (a worker started by hand, say)."""
+    """Each job's result queue; ``fallback``: where results go when the stack
+    names no job queues (a worker started by hand, say)."""
 
-    def __init__(self, sqs: Any, prefix: str | None, fallback: str) -> None:
-        self.sqs = sqs
+    def __init__(self, request_queue_url: str, prefix: str | None, fallback: str) -> None:
+        self.account_url = request_queue_url.rsplit("/", 1)[0]  # the stack's queues share it
         self.prefix = prefix
         self.fallback = fallback
-        self._urls: dict[str, str] = {}
 
-    def url(self, job: str) -> str | None:
-        """The job's result queue; None when there is none: the job ended (every
-        result stored, or cancelled and collected) or expired, or its queue was made
-        a moment ago and is not seen yet (``JobStates.ended`` tells which)."""
+    def url(self, job: str) -> str:
+        """The job's result queue: named the stack's prefix and the job id, in the
+        stack's account, so no look-up is asked (SQS names a queue by its URL's
+        last part). It may not exist: the job ended (every result stored, or
+        cancelled and collected) or expired, or its queue was made a moment ago
+        and is not seen yet (``JobStates.ended`` tells which); a send to it
+        then fails with ``is_no_such_queue``."""
         if self.prefix is None:
             return self.fallback
-        if job in self._urls:
-            return self._urls[job]
-        if len(self._urls) >= REMEMBERED_JOBS:
-            self._urls.clear()
-        try:
-            url: str = self.sqs.get_queue_url(QueueName=self.prefix + job)["QueueUrl"]
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") not in NO_SUCH_QUEUE:
-                raise
-            return None  # not remembered: a queue just made may not be seen yet
-        self._urls[job] = url
-        return url
+        return f"{self.account_url}/{self.prefix}{job}"
 
-    def forget(self, job: str) -> None:
-        """Look the job's queue up again next time (a send to it failed)."""
-        self._urls.pop(job, None)
+
+def is_no_such_queue(error: Exception) -> bool:
+    """Whether an SQS call failed because its queue does not exist."""
+    return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in (
+        NO_SUCH_QUEUE
+    )
 
 
 class JobStates:

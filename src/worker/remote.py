@@ -61,7 +61,7 @@ from worker.interruptions import (
     Metadata,
     Notice,
 )
-from worker.jobs import JobQueues, JobStates
+from worker.jobs import JobQueues, JobStates, is_no_such_queue
 from worker.result import Result, Status, make_result, unfinished_results
 from worker.sqs import aws_client, make_visible, send_batches
 from worker.task import task_id
@@ -183,7 +183,9 @@ class RemoteWorker:
         self.autoscaling = aws_client("autoscaling", config.region)
         dynamodb = self.meter.watch(aws_client("dynamodb", config.region))
         self.ledger = ClaimLedger(dynamodb, config.claim_table)
-        self.job_queues = JobQueues(self.sqs, config.job_queue_prefix, config.response_queue_url)
+        self.job_queues = JobQueues(
+            config.request_queue_url, config.job_queue_prefix, config.response_queue_url
+        )
         self.job_states = JobStates(dynamodb, config.job_table)
         self._reports_sent = 0
         self._report_prefix = f"{config.instance_id}/{secrets.token_hex(4)}"
@@ -557,27 +559,24 @@ class RemoteWorker:
         return run.mark_sent([index for index, _ in unsent])
 
     def _send_results(self, run: BundleRun, job: str, results: list[Result]) -> None:
-        queue_url = self.job_queues.url(job)
-        if queue_url is None:
-            if not self.job_states.ended(job):
-                # Made a moment ago, and not seen yet (SQS asks a second or so).
-                raise QueueError(f"job {job} has no result queue yet")
-            # Nobody reads them now: the job has ended (cancelled and collected,
-            # or expired). Running the rest would be for nothing.
-            log.info("bundle %s: job %s has ended: results dropped", run.bundle_id, job)
-            if not run.cancelled:
-                self._cancel(run)
-            return
         # A report that failed to go is sent again as it was: readers count a
         # report once by its id, so a partial send never counts it twice.
         report = run.unsent_report or self._usage_report(job, self.meter.take(job))
         run.unsent_report = report
         messages = result_messages(run.bundle_id, self.config.instance_id, results, report)
         try:
-            send_batches(self.sqs, queue_url, messages)
-        except Exception:
-            self.job_queues.forget(job)  # it may have been deleted: looked up again
-            raise
+            send_batches(self.sqs, self.job_queues.url(job), messages)
+        except ClientError as error:
+            if not is_no_such_queue(error):
+                raise
+            if not self.job_states.ended(job):
+                # Made a moment ago, and not seen yet (SQS asks a second or so).
+                raise QueueError(f"job {job} has no result queue yet") from error
+            # Nobody reads them now: the job has ended (cancelled and collected,
+            # or expired). Running the rest would be for nothing.
+            log.info("bundle %s: job %s has ended: results dropped", run.bundle_id, job)
+            if not run.cancelled:
+                self._cancel(run)
         run.unsent_report = None
 
     def _usage_report(self, job: str | None, usage: Usage, *, final: bool = False) -> UsageReport:
@@ -607,11 +606,6 @@ class RemoteWorker:
     def _send_usage(self, job: str | None, bundle_id: str) -> None:
         """A usage report alone: its own send counted in it, as one request."""
         queue_url = self.config.response_queue_url if job is None else self.job_queues.url(job)
-        if queue_url is None:
-            # Its job has ended, or its queue is not seen yet: a report of a job
-            # that has no bundle here any more is not worth waiting for.
-            self.meter.take(job)
-            return
         usage = self.meter.take(job) + Usage(sqs_requests=1)
         body = usage_message(
             bundle_id or "usage",
@@ -622,9 +616,12 @@ class RemoteWorker:
             with self.meter.charged_to(job):
                 send_batches(self.sqs, queue_url, [body])
         except (BotoCoreError, ClientError, QueueError) as error:
+            if is_no_such_queue(error):
+                # Its job has ended, or its queue is not seen yet: a report of a
+                # job that has no bundle here any more is not worth waiting for.
+                self.meter.take(job)  # the failed send with it
+                return
             log.warning("could not report usage: %s", error)
-            if job is not None:
-                self.job_queues.forget(job)  # gone, perhaps: looked up again next time
             self.meter.charge(job, usage - Usage(sqs_requests=1))
             return
         # The send just made is counted in the report already.

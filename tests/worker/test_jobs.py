@@ -7,20 +7,7 @@ from botocore.exceptions import ClientError
 
 from worker import jobs
 from worker.contracts import JobItem
-from worker.jobs import JobQueues, JobStates
-
-
-class Sqs:
-    def __init__(self, queues: dict[str, str]) -> None:
-        self.queues = queues
-        self.lookups = 0
-
-    def get_queue_url(self, QueueName: str) -> dict[str, str]:  # noqa: N803 - boto3's name
-        self.lookups += 1
-        if QueueName not in self.queues:
-            error = {"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}}
-            raise ClientError(error, "GetQueueUrl")
-        return {"QueueUrl": self.queues[QueueName]}
+from worker.jobs import JobQueues, JobStates, is_no_such_queue
 
 
 class ConditionalCheckFailedException(Exception):  # noqa: N818 - as boto3 names it
@@ -47,23 +34,21 @@ class Dynamodb:
         self.updates.append(request)
 
 
-def test_a_jobs_results_go_to_its_own_queue_looked_up_once() -> None:
-    sqs = Sqs({"Stack_job_a1": "https://q/Stack_job_a1"})
-    queues = JobQueues(sqs, "Stack_job_", "https://q/responses")
-    assert queues.url("a1") == "https://q/Stack_job_a1"
-    assert queues.url("a1") == "https://q/Stack_job_a1"
-    assert sqs.lookups == 1
-
-
-def test_a_job_without_a_queue_has_ended_and_its_results_go_nowhere() -> None:
-    queues = JobQueues(Sqs({}), "Stack_job_", "https://q/responses")
-    assert queues.url("gone") is None
+def test_a_jobs_results_go_to_its_own_queue_named_without_a_look_up() -> None:
+    queues = JobQueues("https://sqs.r.amazonaws.com/123/Stack-Requests", "Stack_job_", "resp")
+    assert queues.url("a1") == "https://sqs.r.amazonaws.com/123/Stack_job_a1"
 
 
 def test_without_job_queues_every_result_goes_to_the_response_queue() -> None:
-    sqs = Sqs({})
-    assert JobQueues(sqs, None, "https://q/responses").url("a1") == "https://q/responses"
-    assert sqs.lookups == 0
+    queues = JobQueues("https://sqs.r.amazonaws.com/123/Stack-Requests", None, "resp")
+    assert queues.url("a1") == "resp"
+
+
+def test_a_send_to_a_queue_that_is_gone_is_told_from_other_failures() -> None:
+    gone = ClientError({"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}}, "Send")
+    assert is_no_such_queue(gone)
+    assert not is_no_such_queue(ClientError({"Error": {"Code": "Throttling"}}, "Send"))
+    assert not is_no_such_queue(ValueError("no"))
 
 
 def test_a_jobs_state_is_read_at_most_every_few_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
