@@ -140,7 +140,8 @@ def test_user_data_configures_the_worker(synthesized: tuple[Template, Path]) -> 
     user_data = json.dumps(launch_template["Properties"]["LaunchTemplateData"]["UserData"])
     exported = re.findall(r"export (TASKFLEET_\w+)=", user_data)
     assert sorted(exported) == sorted(BOOTSTRAP_SETTINGS)  # what bootstrap.sh requires
-    assert "systemctl enable --now taskfleet-worker.service" in user_data
+    assert "systemctl enable taskfleet-worker.service" in user_data
+    assert "systemctl start taskfleet-worker.service" in user_data
 
 
 def test_settings_come_from_context(tmp_path: Path) -> None:
