@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import tempfile
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 
 SUITE = "bookworm"
@@ -120,10 +119,11 @@ CACHES = {
 }
 
 
-def in_root_command(root: Path, command: list[str], env: Mapping[str, str]) -> list[str]:
-    """The command line that runs ``command`` in ``root`` with only ``env``,
-    its mounts in a namespace of its own. The last exec keeps the pid, so a
-    signal to the returned process reaches ``command`` itself."""
+def in_root_command(root: Path, command: list[str]) -> list[str]:
+    """The command line that runs ``command`` in ``root``, its mounts in a
+    namespace of its own; run it with the environment ``command`` is to have
+    (nothing on the command line, where ps would show it). The last exec keeps
+    the pid, so a signal to the process reaches ``command`` itself."""
     mounts = [f"mount -t proc proc {shlex.quote(str(root / 'proc'))}"]
     mounts.append(f"mount --rbind /dev {shlex.quote(str(root / 'dev'))}")
     for name, inside in CACHES.items():
@@ -133,19 +133,11 @@ def in_root_command(root: Path, command: list[str], env: Mapping[str, str]) -> l
         )
         (root / inside).mkdir(parents=True, exist_ok=True)
         mounts.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(root / inside))}")
-    inner = " && ".join(
-        [
-            *mounts,
-            "exec chroot "
-            + shlex.join(
-                [str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), *command]
-            ),
-        ]
-    )
+    inner = " && ".join([*mounts, "exec chroot " + shlex.join([str(root), *command])])
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner]
 
 
-#: What a root-run command finds on its PATH.
+#: What a command in the root (and the host's tools that enter it) find on their PATH.
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: The root's certificate bundle (the host's authorities in it), for pip.

@@ -155,11 +155,8 @@ def boot(
     }
     (root / "var" / "lib" / "user-data.sh").write_text(text)
     return subprocess.run(
-        in_root_command(
-            root,
-            ["/bin/bash", "/var/lib/user-data.sh"],
-            {"PATH": PATH, "HOME": "/root", **environment},
-        ),
+        in_root_command(root, ["/bin/bash", "/var/lib/user-data.sh"]),
+        env={"PATH": PATH, "HOME": "/root", **environment},
         capture_output=True,
         text=True,
         timeout=BOOT_TIMEOUT,
@@ -247,7 +244,8 @@ def test_the_boot_installs_a_worker_that_runs_a_bundle(
         }
         with log.open("wb") as output:
             worker = subprocess.Popen(
-                in_root_command(root, start, service_environment),
+                in_root_command(root, start),
+                env=service_environment,
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
