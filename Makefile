@@ -49,10 +49,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy cdk scripts tests bench
 
 # Debian packages some tests use: nftables for the task firewall's test, in a
-# network namespace; Chromium and its driver for the dashboard's browser tests.
+# network namespace; Chromium and its driver for the dashboard's browser tests;
+# debootstrap for the boot's test, in a Debian root file system.
 # Installed when missing and root (as in CI); elsewhere those tests skip.
 # command:package pairs the tests and the bench use (GNU parallel: a bench peer).
-SYSTEM_PACKAGES := nft:nftables parallel:parallel chromium:chromium chromedriver:chromium-driver
+SYSTEM_PACKAGES := nft:nftables parallel:parallel chromium:chromium chromedriver:chromium-driver \
+  debootstrap:debootstrap
 system-packages:
 	@for entry in $(SYSTEM_PACKAGES); do \
 	  command -v $${entry%%:*} >/dev/null || PATH="$$PATH:/usr/sbin:/sbin" command -v $${entry%%:*} >/dev/null || { \

@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from cdk.image import DEBIAN, image_name, one_cpu
 from cdk.key import CREATE
+from cdk.setup_script import read_setup_script
 from cdk.stack import TaskfleetStack
 
 #: Every setting, its context key, and its default.
@@ -28,7 +30,12 @@ DEFAULTS: dict[str, Any] = {
     # How long a fleet job's state and records are kept (SQS keeps a message 14 days).
     "taskfleet:jobRetentionDays": 7,
     "taskfleet:vpcId": "",  # empty: the account's default VPC
-    "taskfleet:amiId": "",  # empty: the latest Amazon Linux 2023, installing at boot
+    # The latest official image, installing taskfleet at boot: "debian" (12,
+    # the userland the boot's test runs in) or "al2023" (Amazon Linux 2023).
+    "taskfleet:image": DEBIAN,
+    "taskfleet:amiId": "",  # a baked image instead (image/worker.pkr.hcl)
+    # A shell script (a file) each instance runs at boot before its worker starts.
+    "taskfleet:setupScript": "",
     "taskfleet:spot": True,
     # empty: SQS-managed and AWS-managed encryption; "create": a key of the
     # stack's own; or an existing key's ARN (docs/security.md: what it costs)
@@ -117,7 +124,7 @@ def build(app: cdk.App, *, account: str | None, region: str | None) -> Taskfleet
     stack = TaskfleetStack(
         app,
         get("taskfleet:stackName", str),
-        instance_types=get("taskfleet:instanceTypes", names),
+        instance_types=get("taskfleet:instanceTypes", lambda value: one_cpu(names(value))),
         max_workers=get("taskfleet:maxWorkers", positive_int),
         slots_per_instance=get("taskfleet:slotsPerInstance", positive_int),
         idle_timeout=cdk.Duration.seconds(get("taskfleet:idleTimeoutSeconds", positive_int)),
@@ -127,7 +134,9 @@ def build(app: cdk.App, *, account: str | None, region: str | None) -> Taskfleet
         max_receive_count=get("taskfleet:maxReceiveCount", positive_int),
         job_retention_days=get("taskfleet:jobRetentionDays", retention_days),
         vpc_id=get("taskfleet:vpcId", str) or None,
+        image=get("taskfleet:image", image_name),
         ami_id=get("taskfleet:amiId", str) or None,
+        setup_script=get("taskfleet:setupScript", read_setup_script),
         spot=get("taskfleet:spot", flag),
         kms_key=key,
         env=cdk.Environment(account=account, region=region),

@@ -11,10 +11,12 @@ from constructs import Construct
 
 from cdk.claims import ClaimTable
 from cdk.fleet import TERMINATION_HOOK, WorkerFleet, read_image_file
+from cdk.image import machine_image
 from cdk.jobs import JobTable
 from cdk.key import WORKER_KEY_ACTIONS, encryption_key
 from cdk.nag import acknowledge
 from cdk.queues import TaskQueues
+from cdk.setup_script import setup_script_commands
 from cdk.source import write_source_zip
 from worker.contracts import JobItem, Output, Setting
 
@@ -37,13 +39,18 @@ class TaskfleetStack(Stack):
         max_receive_count: int,
         job_retention_days: int,
         vpc_id: str | None,
+        image: str,
         ami_id: str | None,
         spot: bool,
         kms_key: str | None = None,
+        setup_script: str | None = None,
         **kwargs: object,
     ) -> None:
-        """``kms_key``: None to encrypt with each service's own key, ``create``
-        for a customer-managed key of the stack's own, or an existing key's ARN."""
+        """``image``: the official image to boot (cdk/image.py) unless ``ami_id``
+        names a baked one. ``kms_key``: None to encrypt with each service's own
+        key, ``create`` for a customer-managed key of the stack's own, or an
+        existing key's ARN. ``setup_script``: shell run at each boot before the
+        worker starts."""
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         key = encryption_key(self, kms_key)
         queues = TaskQueues(
@@ -66,10 +73,10 @@ class TaskfleetStack(Stack):
             if vpc_id
             else ec2.Vpc.from_lookup(self, "Vpc", is_default=True)
         )
-        machine_image = (
+        booted = (
             ec2.MachineImage.generic_linux({self.region: ami_id})
             if ami_id
-            else ec2.MachineImage.latest_amazon_linux2023()
+            else machine_image(image, instance_types)
         )
         source_zip = write_source_zip(
             REPOSITORY,
@@ -95,13 +102,14 @@ class TaskfleetStack(Stack):
         user_data = ec2.UserData.for_linux()
         user_data.add_commands(
             *(f"export {name}='{value}'" for name, value in settings.items()),
+            *([setup_script_commands(setup_script)] if setup_script else []),
             read_image_file("bootstrap.sh"),
         )
         fleet = WorkerFleet(
             self,
             "Fleet",
             vpc=vpc,
-            machine_image=machine_image,
+            machine_image=booted,
             instance_types=instance_types,
             max_workers=max_workers,
             spot=spot,
@@ -182,6 +190,8 @@ class TaskfleetStack(Stack):
                 iam.PolicyStatement(
                     actions=[
                         "autoscaling:SetInstanceProtection",
+                        # A failed setup script marks its instance unhealthy.
+                        "autoscaling:SetInstanceHealth",
                         "autoscaling:TerminateInstanceInAutoScalingGroup",
                         "autoscaling:CompleteLifecycleAction",
                     ],

@@ -12,6 +12,12 @@
 #   TASKFLEET_VISIBILITY_TIMEOUT    the request queue's visibility timeout, seconds
 #   TASKFLEET_CONCURRENCY           task slots of an instance
 #   TASKFLEET_LIFECYCLE_HOOK        the group's termination hook, completed by the worker
+# and, with taskfleet:setupScript, the lines that write that script to
+# /etc/taskfleet/setup.sh (cdk/setup_script.py): it runs here once taskfleet is
+# installed, before the worker starts. Debian 12 (apt) is the image the tests
+# boot this in (tests/image/test_boot.py); Amazon Linux 2023 (dnf) is not tested.
+# Where no EC2 metadata service is (those tests), another may be named by
+# the worker's setting for it, TASKFLEET_METADATA_URL.
 set -euo pipefail
 
 : "${TASKFLEET_SOURCE_URL:?}" "${TASKFLEET_REGION:?}" "${TASKFLEET_REQUEST_QUEUE_URL:?}"
@@ -23,9 +29,17 @@ set -euo pipefail
 # A baked AMI (worker.pkr.hcl) has taskfleet installed already: boot is then
 # only the configuration below.
 if [ ! -x /opt/taskfleet/venv/bin/taskfleet ]; then
+  if command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends awscli unzip ca-certificates
+  else
+    dnf install -y unzip  # Amazon Linux has the aws CLI
+  fi
   work=$(mktemp -d)
-  aws s3 cp --region "$TASKFLEET_REGION" "$TASKFLEET_SOURCE_URL" "$work/source.zip"
-  dnf install -y unzip
+  # Debian's aws CLI predates AWS_ENDPOINT_URL: an emulator's endpoint is handed on.
+  aws ${AWS_ENDPOINT_URL:+--endpoint-url "$AWS_ENDPOINT_URL"} s3 cp --region "$TASKFLEET_REGION" \
+    "$TASKFLEET_SOURCE_URL" "$work/source.zip"
   unzip -q "$work/source.zip" -d "$work/source"
   bash "$work/source/image/install.sh" "$work/source"
   rm -rf "$work"
@@ -33,11 +47,30 @@ fi
 
 # This instance and its Auto Scaling group, from instance metadata (IMDSv2;
 # the launch template makes instance tags readable there).
-imds=http://169.254.169.254/latest
+imds=${TASKFLEET_METADATA_URL:-http://169.254.169.254/latest}
 token=$(curl -sS -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$imds/api/token")
 metadata() { curl -sS -f -H "X-aws-ec2-metadata-token: $token" "$imds/meta-data/$1"; }
 instance_id=$(metadata instance-id)
 group_name=$(metadata tags/instance/aws:autoscaling:groupName)
+
+# The stack's setup script. An instance where it failed lacks what its tasks
+# need: it says why (on its console and in its journal, as all of this
+# script's output), asks its group to end it, and no worker starts there.
+setup=/etc/taskfleet/setup.sh
+if [ -f "$setup" ]; then
+  output=/var/log/taskfleet-setup.log
+  status=0
+  (cd / && bash "$setup") </dev/null >"$output" 2>&1 || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "taskfleet: setup script failed with exit code $status; instance marked unhealthy." \
+      "Its last lines ($output):" >&2
+    tail -n 20 "$output" >&2
+    /opt/taskfleet/venv/bin/python -m worker.unhealthy \
+      --instance-id "$instance_id" --region "$TASKFLEET_REGION"
+    exit 1
+  fi
+  echo "taskfleet: setup script done; its output is in $output"
+fi
 
 install -d -m 0755 /etc/taskfleet
 umask 077
@@ -60,4 +93,8 @@ TASKFLEET_TASK_USER=taskfleet-task
 CONFIG
 chmod 0600 /etc/taskfleet/worker.env
 
-systemctl enable --now taskfleet-worker.service
+systemctl enable taskfleet-worker.service
+# Started by systemd, where it runs (sd_booted's test): not in a chroot (the tests).
+if [ -d /run/systemd/system ]; then
+  systemctl start taskfleet-worker.service
+fi

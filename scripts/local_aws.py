@@ -139,6 +139,9 @@ def _deploy(state: Path, port: int, context: dict[str, str]) -> dict[str, str]:
     (state / "emulator.json").write_text(json.dumps({"port": port, "pid": pid}) + "\n")
     cdk(state, port, "bootstrap", f"aws://{ACCOUNT}/{REGION}")
     outputs_file = state / "outputs.json"
+    # The emulator serves Amazon Linux's public image parameters, not Debian's;
+    # which image is immaterial there (emulated instances run nothing).
+    context = {"taskfleet:image": "al2023", **context}
     settings = [f"--context={key}={value}" for key, value in context.items()]
     cdk(
         state,

@@ -23,8 +23,9 @@ from pathlib import Path
 #: The subfolder answering for a URL without an instance in its path.
 NO_INSTANCE = "_"
 
-#: The parts of a metadata path that may be served: IMDS's own alphabet.
-SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+#: The parts of a metadata path that may be served: IMDS's own alphabet (":"
+#: for instance tags, such as tags/instance/aws:autoscaling:groupName).
+SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
 def spot_notice(seconds_ahead: float = 120) -> str:

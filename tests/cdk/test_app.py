@@ -41,3 +41,15 @@ def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path) -> None:
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()  # and no end-of-life banner of jsii's
     assert line.startswith("taskfleet stack: context taskfleet:maxWorkers='abc':")
+
+
+def test_a_missing_setup_script_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    done = synth(
+        tmp_path,
+        CDK_DEFAULT_ACCOUNT="123456789012",
+        CDK_DEFAULT_REGION="us-east-1",
+        CDK_CONTEXT_JSON=json.dumps({"taskfleet:setupScript": "no-such-setup.sh"}),
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line == "taskfleet stack: context taskfleet:setupScript='no-such-setup.sh': no such file"

@@ -63,6 +63,7 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
         "s3:GetBucket*",
         "s3:List*",
         "autoscaling:SetInstanceProtection",
+        "autoscaling:SetInstanceHealth",
         "autoscaling:TerminateInstanceInAutoScalingGroup",
         "autoscaling:CompleteLifecycleAction",
     }
@@ -74,6 +75,7 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
     assert objects[0].endswith('.zip"]]}'), objects
     own_group = [s for s in granted if "autoscaling:SetInstanceProtection" in s["Action"]]
     assert len(own_group) == 1
+    assert "autoscaling:SetInstanceHealth" in own_group[0]["Action"]  # its own group's alone
     assert "autoScalingGroupName/" in json.dumps(own_group[0]["Resource"])
     # The jobs' result queues: found and sent to by their name prefix, nothing more.
     (job_queues,) = [s for s in granted if s["Action"] == ["sqs:GetQueueUrl", "sqs:SendMessage"]]
@@ -143,7 +145,8 @@ def test_user_data_configures_the_worker(synthesized: tuple[Template, Path]) -> 
     user_data = json.dumps(launch_template["Properties"]["LaunchTemplateData"]["UserData"])
     exported = re.findall(r"export (TASKFLEET_\w+)=", user_data)
     assert sorted(exported) == sorted(BOOTSTRAP_SETTINGS)  # what bootstrap.sh requires
-    assert "systemctl enable --now taskfleet-worker.service" in user_data
+    assert "systemctl enable taskfleet-worker.service" in user_data
+    assert "systemctl start taskfleet-worker.service" in user_data
 
 
 def test_settings_come_from_context(tmp_path: Path) -> None:
@@ -195,6 +198,9 @@ def test_settings_come_from_context(tmp_path: Path) -> None:
         ("taskfleet:maxWorkers", "many", "invalid literal"),
         ("taskfleet:spot", "maybe", "true or false"),
         ("taskfleet:instanceTypes", " , ", "at least one"),
+        ("taskfleet:instanceTypes", "t3.small,t4g.small", "all x86_64 or all arm64"),
+        ("taskfleet:image", "ubuntu", "one of debian, al2023"),
+        ("taskfleet:setupScript", "/nonexistent/setup.sh", "no such file"),
         ("taskfleet:kmsKey", "alias/taskfleet", "KMS key ARN"),
         ("taskfleet:kmsKey", "yes", "KMS key ARN"),
         ("taskfleet:kmsKey", KEY_ARN.replace("us-east-1", "eu-west-1"), "key is in eu-west-1"),
