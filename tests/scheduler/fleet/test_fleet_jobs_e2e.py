@@ -131,6 +131,45 @@ def test_a_service_killed_mid_job_and_started_again_reads_its_fleet_job_to_the_e
     assert {r["status"] for r in records} == {"succeeded"}
 
 
+def test_a_service_fleet_job_cancelled_then_retried_runs_its_tasks_again(
+    deployed: Deployed,
+    workload: WriteWorkload,
+    scheduler_service: Callable[..., SchedulerProcess],
+    tmp_path: Path,
+) -> None:
+    _, environment = deployed
+    service = scheduler_service("--stack", "Taskfleet", env=environment)
+    # Each task runs long the first time, and answers at once the second.
+    markers = [tmp_path / f"ran-{n}" for n in range(2)]
+    path = workload(
+        *(f"test -e {m} && echo again || {{ touch {m}; /bin/sleep 60; }}" for m in markers)
+    )
+    answer = httpx.post(
+        f"{service.url}/jobs?placement=remote",
+        content=Path(path).read_bytes(),
+        headers=service_headers(),
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    job = str(answer.json()["job"])
+    wait_for(lambda: all(m.exists() for m in markers), timeout=120)  # both running
+    cancelled = run_cli("cancel", job, "--scheduler", service.url, env=environment)
+    assert cancelled.returncode == 0, cancelled.stderr
+    wait_for(lambda: job_state(service.url, job) == "cancelled", timeout=60)
+    retried = run_cli("retry", job, "--scheduler", service.url, env=environment, timeout=300)
+    assert retried.returncode == 0, retried.stderr
+    records = records_of(retried.stdout)
+    assert sorted(int(str(r["line"])) for r in records) == [1, 2]
+    assert {(r["status"], r["stdout"]) for r in records} == {("succeeded", "again\n")}
+    assert all(str(r["worker"]).startswith("i-") for r in records)  # on the fleet again
+
+
+def job_state(url: str, job: str) -> str:
+    answer = httpx.get(f"{url}/jobs/{job}", headers=service_headers(), timeout=10)
+    answer.raise_for_status()
+    return str(answer.json()["state"])
+
+
 def service_jobs(url: str) -> list[dict[str, Any]]:
     """The jobs a scheduler service lists, as its API answers."""
     answer = httpx.get(f"{url}/jobs", headers=service_headers(), timeout=10)
