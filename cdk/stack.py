@@ -12,13 +12,14 @@ from constructs import Construct
 from cdk.claims import ClaimTable
 from cdk.fleet import TERMINATION_HOOK, WorkerFleet, read_image_file
 from cdk.image import machine_image
+from cdk.job_files import JobFilesBucket
 from cdk.jobs import JobTable
 from cdk.key import WORKER_KEY_ACTIONS, encryption_key
 from cdk.nag import acknowledge
 from cdk.queues import TaskQueues
 from cdk.setup_script import setup_script_commands
 from cdk.source import write_source_zip
-from worker.contracts import JobItem, Output, Setting
+from worker.contracts import JobFiles, JobItem, Output, Setting
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -62,6 +63,9 @@ class TaskfleetStack(Stack):
         )
         claims = ClaimTable(self, "Claims", encryption_key=key)
         jobs = JobTable(self, "Jobs", encryption_key=key)
+        job_files = JobFilesBucket(
+            self, "JobFiles", retention_days=job_retention_days, encryption_key=key
+        )
         # Each fleet job's results come back on a queue of its own, made by the
         # client that submits the job: named this prefix and the job id.
         # A stack name has no "_" (CloudFormation allows letters, digits and "-"), so
@@ -118,6 +122,7 @@ class TaskfleetStack(Stack):
         )
         self._grant_worker(fleet, queues, claims, source, key)
         self._grant_job_queues(fleet.role, job_queue_prefix)
+        self._grant_job_files(fleet.role, job_files)
         # A job's state (cancelled?), and its idle tail added to it: the table's
         # items, not its index, and of an update only the tail.
         fleet.role.add_to_principal_policy(
@@ -151,6 +156,7 @@ class TaskfleetStack(Stack):
             Output.JOB_TABLE_NAME: jobs.table.table_name,
             Output.JOB_QUEUE_PREFIX: job_queue_prefix,
             Output.JOB_RETENTION_DAYS: str(job_retention_days),
+            Output.JOB_FILES_BUCKET: job_files.bucket.bucket_name,
         }
         if key is not None:
             # The clients make the job queues: they encrypt them with this key too.
@@ -241,6 +247,38 @@ class TaskfleetStack(Stack):
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sqs:"
             f"{self._as_nag_writes(self.region, 'AWS::Region')}:"
             f"{self._as_nag_writes(self.account, 'AWS::AccountId')}:{prefix}*]",
+        )
+
+    def _grant_job_files(self, role: iam.IRole, job_files: JobFilesBucket) -> None:
+        """Workers may read jobs' inputs and write their tasks' outputs, each under
+        its own prefix; nothing else of the bucket (no listing, no deleting). The
+        stack's key, if any, is granted with the worker's other grants."""
+        bucket = job_files.bucket
+        policy = iam.Policy(
+            self,
+            "JobFilesOnly",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects(f"{JobFiles.INPUTS}*")],
+                ),
+                iam.PolicyStatement(
+                    # An output too big for one request goes up in parts.
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[bucket.arn_for_objects(f"{JobFiles.OUTPUTS}*")],
+                ),
+            ],
+        )
+        bucket_resource = bucket.node.default_child
+        assert isinstance(bucket_resource, CfnResource)
+        arn = f"<{self.get_logical_id(bucket_resource)}.Arn>"
+        acknowledge(
+            policy,
+            "Jobs' files are named when the jobs run: the statements name the job-files "
+            "bucket's input prefix (read only) and output prefix (write only).",
+            f"AwsSolutions-IAM5[Resource::{arn}/{JobFiles.INPUTS}*]",
+            f"AwsSolutions-IAM5[Resource::{arn}/{JobFiles.OUTPUTS}*]",
         )
 
     @staticmethod

@@ -29,6 +29,15 @@ class Output:
     JOB_QUEUE_PREFIX: Final = "JobQueuePrefix"  # a job's result queue: this + its id
     JOB_RETENTION_DAYS: Final = "JobRetentionDays"
     JOB_QUEUE_KEY: Final = "JobQueueKey"  # the KMS key job queues use; absent: SQS's own
+    JOB_FILES_BUCKET: Final = "JobFilesBucket"  # a job's input and output files (JobFiles)
+
+
+class JobFiles:
+    """Where a job's files lie in the stack's job-files bucket (Output.JOB_FILES_BUCKET):
+    the instance role may read under the one prefix and write under the other."""
+
+    INPUTS: Final = "inputs/"  # input files, content-addressed, and each job's list of them
+    OUTPUTS: Final = "outputs/"  # each task's files, packed: outputs/<job>/<task>.tar
 
 
 class Setting:

@@ -38,3 +38,7 @@ class DuplicateBundleError(TaskfleetError):
 
 class WorkerConfigError(TaskfleetError):
     """The remote worker's configuration is missing or invalid."""
+
+
+class InputError(TaskfleetError):
+    """An input to upload (``--upload``) is missing, unreadable or over a bound."""

@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -147,11 +148,18 @@ class RunningCommand(Protocol):
 RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
+#: posix_spawn has no working directory of its own (Python offers no chdir
+#: action): a command started in one is started while this process is there,
+#: one at a time, and the process goes back to where it was.
+_CHDIR = threading.Lock()
+
+
 class SpawnedCommand:
     """A command started by ``os.posix_spawn`` in a session of its own, with its
-    standard streams from ``streams`` (input, output, error): the part of
-    Popen's interface the runner uses. Popen does more work in Python for
-    each command (and cannot start a session through posix_spawn)."""
+    standard streams from ``streams`` (input, output, error), in ``cwd`` (this
+    process's if None): the part of Popen's interface the runner uses. Popen
+    does more work in Python for each command (and cannot start a session
+    through posix_spawn)."""
 
     def __init__(
         self,
@@ -159,10 +167,31 @@ class SpawnedCommand:
         arguments: list[str],
         environment: dict[bytes, bytes],
         streams: tuple[int, int, int],
+        cwd: str | None = None,
     ) -> None:
         self.args = arguments
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(streams)]
-        self.pid = os.posix_spawn(
+        if cwd is None:
+            self.pid = self._spawn(program, arguments, environment, actions)
+        else:
+            with _CHDIR:
+                back = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.chdir(cwd)
+                    self.pid = self._spawn(program, arguments, environment, actions)
+                finally:
+                    os.fchdir(back)
+                    os.close(back)
+        self.returncode: int | None = None
+
+    @staticmethod
+    def _spawn(
+        program: str,
+        arguments: list[str],
+        environment: dict[bytes, bytes],
+        actions: list[tuple[int, int, int]],
+    ) -> int:
+        return os.posix_spawn(
             program,
             arguments,
             environment,
@@ -170,7 +199,6 @@ class SpawnedCommand:
             setsigdef=RESTORED_SIGNALS,
             setsid=True,
         )
-        self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -246,7 +274,9 @@ class ShellRunner:
         missing, exit 127, as it would)."""
         if PLAIN_LINE.fullmatch(command):
             words = command.split()
-            if words[0] not in SHELL_WORDS:
+            # A relative path (./x) is the task directory's, which the lookup
+            # here cannot see: the shell finds it there.
+            if words[0] not in SHELL_WORDS and ("/" not in words[0] or words[0][0] == "/"):
                 program = self._program(words[0])
                 if program is not None:
                     return program, words
@@ -259,10 +289,10 @@ class ShellRunner:
             self._programs[name] = shutil.which(name, path=self._search_path)
         return self._programs[name]
 
-    def _start(self, program: str, arguments: list[str]) -> RunningCommand:
+    def _start(self, program: str, arguments: list[str], cwd: str | None = None) -> RunningCommand:
         streams = (self._stdin, self._stdout.fileno(), self._stderr.fileno())
         if self.user is None:
-            return SpawnedCommand(program, arguments, self._environment, streams)
+            return SpawnedCommand(program, arguments, self._environment, streams, cwd)
         return subprocess.Popen(
             arguments,
             executable=program,
@@ -274,21 +304,26 @@ class ShellRunner:
             group=self.user.gid,
             extra_groups=[],
             env=self.user.environment,
-            cwd=self.user.home,
+            cwd=cwd or self.user.home,
         )
 
     def run(
-        self, command: str, timeout: float | None, meanwhile: Callable[[], None] | None = None
+        self,
+        command: str,
+        timeout: float | None,
+        meanwhile: Callable[[], None] | None = None,
+        cwd: str | None = None,
     ) -> Outcome:
-        """Run a command to its end or its time limit; ``meanwhile`` is called every
-        MEANWHILE_SECONDS while it runs (see ``wait_for_exit``)."""
+        """Run a command to its end or its time limit, in ``cwd`` if given;
+        ``meanwhile`` is called every MEANWHILE_SECONDS while it runs (see
+        ``wait_for_exit``)."""
         started_at = time.time()
         began = time.perf_counter()
         program, arguments = self.argv(command)
         if self.on_command is not None:
             self.on_command(SPAWNING)
         try:
-            self.current = self._start(program, arguments)
+            self.current = self._start(program, arguments, cwd)
         except OSError as start_error:
             return _finished(Status.FAILED, None, started_at, began, error=str(start_error))
         if self.on_command is not None:
@@ -461,9 +496,15 @@ class TaskRunner:
         self.timeout = timeout
         self.shell = ShellRunner(user, on_command)
 
-    def run(self, text: str, planned: Plan, meanwhile: Callable[[], None] | None = None) -> Outcome:
-        """Run one task line, given ``plan(text)``; ``meanwhile`` is called every
-        MEANWHILE_SECONDS while a command runs."""
+    def run(
+        self,
+        text: str,
+        planned: Plan,
+        meanwhile: Callable[[], None] | None = None,
+        cwd: str | None = None,
+    ) -> Outcome:
+        """Run one task line, given ``plan(text)``, a command in ``cwd`` if given;
+        ``meanwhile`` is called every MEANWHILE_SECONDS while a command runs."""
         if planned.sleep_ms is not None:
             if self.timeout is not None and planned.sleep_ms > self.timeout * 1000.0:
                 return sleep_timed_out(self.timeout)
@@ -471,7 +512,7 @@ class TaskRunner:
         if planned.refusal is not None:
             now = time.time()
             return Outcome(Status.FAILED, None, now, now, 0.0, error=planned.refusal)
-        return self.shell.run(text, self.timeout, meanwhile)
+        return self.shell.run(text, self.timeout, meanwhile, cwd)
 
     def close(self) -> None:
         self.shell.close()

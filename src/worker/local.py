@@ -37,10 +37,13 @@ from pathlib import Path
 from types import FrameType
 from typing import NamedTuple, Protocol, cast
 
+import msgspec
+
 from worker.execute import SPAWNING, Plan, TaskRunner, plan, precise_sleep, scrub_secrets
 from worker.record_ring import RecordRing
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished_results
 from worker.task_log import QUEUED_REPORTS, SleepSpan, TaskLog
+from worker.workdir import TaskFiles, WorkDirs, task_label
 from worker.workload import TaskBatch
 
 #: Objects a worker allocates between two collections of young objects (Python's
@@ -219,7 +222,12 @@ class CpuLap:
 
 
 def run_chunk(
-    reports: ReportChannel, worker: str, chunk: Chunk, runner: TaskRunner, tracking: Tracking
+    reports: ReportChannel,
+    worker: str,
+    chunk: Chunk,
+    runner: TaskRunner,
+    tracking: Tracking,
+    dirs: WorkDirs | None = None,
 ) -> None:
     """Run every task of a chunk, reporting at least every FLUSH_SECONDS.
 
@@ -271,7 +279,7 @@ def run_chunk(
             )
             # position[2]: 0 until its command is started (then SPAWNING, then
             # its pid: note_command), and 0 again once its outcome is logged.
-            outcome = runner.run(text, cast(Plan, how), early)  # not an int: a Plan
+            outcome = run_in_own_dir(runner, dirs, chunk, index, cast(Plan, how), early)
             log_outcome(sequence, index, outcome)
             position[2] = 0  # after its outcome is logged: it is never run again
             if early is not None and early.at:
@@ -282,6 +290,27 @@ def run_chunk(
             last_flush = reporter.send(first, finished, last_flush)
             first, finished = first + len(finished), []
     reporter.send(first, finished, last_flush, done=True)
+
+
+def run_in_own_dir(
+    runner: TaskRunner,
+    dirs: WorkDirs | None,
+    chunk: Chunk,
+    index: int,
+    planned: Plan,
+    meanwhile: Callable[[], None] | None,
+) -> Outcome:
+    """Run a command in a fresh directory of its own; its files come back if asked."""
+    text = chunk.tasks.texts[index]
+    if dirs is None or not planned.is_command:
+        return runner.run(text, planned, meanwhile)
+    label = task_label(chunk.file, chunk.tasks.lines[index])
+    task_dir = dirs.make()
+    outcome = runner.run(text, planned, meanwhile, str(task_dir))
+    collected = dirs.finish(task_dir, label, outcome.status)
+    if collected is None:
+        return outcome
+    return msgspec.structs.replace(outcome, files=collected.files, files_error=collected.error)
 
 
 class ChunkReporter:
@@ -428,9 +457,11 @@ def serve(
     log_path: str,
     ring: "ctypes.Array[ctypes.c_char]",
     records: RecordRing | None = None,
+    files: TaskFiles | None = None,
 ) -> None:
     """Main function of a local worker process (see the module's doc for the rest);
-    ``ring`` is its task log's, ``records`` where its reports' records go."""
+    ``ring`` is its task log's, ``records`` where its reports' records go,
+    ``files`` where its tasks' directories are made and their files go."""
     # Ctrl-C reaches the whole foreground process group; the scheduler decides
     # what happens to its workers and stops them with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -453,6 +484,7 @@ def serve(
         position[2] = pid
 
     runner = TaskRunner(timeout, on_command=note_command)
+    dirs = WorkDirs(files) if files is not None else None
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         runner.shell.kill_current()
@@ -469,7 +501,7 @@ def serve(
             # Before its first task: this process may die at any moment.
             position[0], position[1] = started.value + 1, -1
             started.value += 1
-            run_chunk(reports, worker, chunk, runner, tracking)
+            run_chunk(reports, worker, chunk, runner, tracking, dirs)
         reports.close()
     except (EOFError, BrokenPipeError):
         pass  # the scheduler went away: nothing left to report to

@@ -7,7 +7,10 @@ seconds), ``duration_ms``, ``error``, and for shell commands ``stdout``,
 false for built-in sleeps; ``worker`` and ``started_at`` are null for a task that
 never ran to an outcome of its own (lost, cancelled, dead-lettered); ``attempt``
 (1 unless the task was run again, see ``--retries``) and ``earlier_exit_codes``
-(of the attempts before, null for one that timed out or was lost). Encoding is
+(of the attempts before, null for one that timed out or was lost); ``files``
+(with ``--output-dir``: the files the task left in its working directory that
+came back, each ``path``, ``size``, ``sha256``; null without it) and
+``files_error`` (what of them did not come back, and why). Encoding is
 on the hot path of every task, so the record is a msgspec Struct, encoded a
 chunk at a time by msgspec's JSON encoder.
 """
@@ -32,6 +35,18 @@ Short = Annotated[str, msgspec.Meta(max_length=256)]
 Message = Annotated[str, msgspec.Meta(max_length=64 * 1024)]
 ExitCode = Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)]
 TaskId = Annotated[str, msgspec.Meta(max_length=MAX_FILE_NAME_CHARS)]
+
+
+#: Files one record may name (a task that leaves more has the rest refused).
+MAX_FILES_PER_TASK = 10_000
+
+
+class OutputFile(msgspec.Struct, gc=False):
+    """A file a task left in its working directory, as it came back."""
+
+    path: Annotated[str, msgspec.Meta(max_length=4096)]  # relative, '/' between parts
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 
 
 class Status(StrEnum):
@@ -60,6 +75,8 @@ class Outcome(msgspec.Struct, gc=False):
     stderr: str | None = None
     truncated: bool = False
     error: str | None = None
+    files: tuple[OutputFile, ...] | None = None  # with --output-dir: what came back
+    files_error: str | None = None  # what of them did not, and why
 
 
 class Result(msgspec.Struct, gc=False):
@@ -83,6 +100,8 @@ class Result(msgspec.Struct, gc=False):
     attempt: int = 1
     # A tuple: its default is shared, where a list would be made for every record.
     earlier_exit_codes: tuple[int | None, ...] = ()
+    files: tuple[OutputFile, ...] | None = None
+    files_error: str | None = None
 
 
 #: Most attempts of one task (``--retries`` at most this less one).
@@ -111,6 +130,10 @@ class CheckedResult(Result, gc=False):
     earlier_exit_codes: Annotated[
         tuple[ExitCode | None, ...], msgspec.Meta(max_length=MAX_ATTEMPTS - 1)
     ] = ()
+    files: Annotated[tuple[OutputFile, ...], msgspec.Meta(max_length=MAX_FILES_PER_TASK)] | None = (
+        None
+    )
+    files_error: Message | None = None
 
 
 def make_result(
@@ -133,6 +156,8 @@ def make_result(
         outcome.stdout,
         outcome.stderr,
         outcome.truncated,
+        files=outcome.files,
+        files_error=outcome.files_error,
     )
 
 

@@ -38,8 +38,8 @@ def test_deploy_and_destroy_on_the_emulator(emulator_env: Path) -> None:
         pytest.skip("the CDK CLI is not installed (npm ci)")
     outputs = local_aws.up(emulator_env, port=None)
     port = local_aws.emulator_of(emulator_env)["port"]
-    sqs, dynamodb, autoscaling, ec2 = (
-        client(name, port) for name in ("sqs", "dynamodb", "autoscaling", "ec2")
+    sqs, dynamodb, autoscaling, ec2, s3 = (
+        client(name, port) for name in ("sqs", "dynamodb", "autoscaling", "ec2", "s3")
     )
 
     requests = sqs.get_queue_attributes(
@@ -75,7 +75,20 @@ def test_deploy_and_destroy_on_the_emulator(emulator_env: Path) -> None:
     ]
     assert version["LaunchTemplateData"]["MetadataOptions"]["HttpTokens"] == "required"
 
+    files = outputs["JobFilesBucket"]
+    encryption = s3.get_bucket_encryption(Bucket=files)["ServerSideEncryptionConfiguration"]
+    assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == (
+        "AES256"
+    )
+    # The emulator's CloudFormation applies none of the bucket's public access block,
+    # lifecycle rule, policy, ownership or logging (measured): tests/cdk/test_job_files.py
+    # asserts them in the template.
+
     local_aws.destroy(emulator_env)
+    # Kept (with their lifecycle rules, on AWS): CloudFormation deletes only empty buckets.
+    kept = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert files in kept
+    assert any("accesslogs" in name for name in kept)
     assert not sqs.list_queues().get("QueueUrls")
     assert dynamodb.list_tables()["TableNames"] == []
     assert autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"] == []

@@ -11,7 +11,7 @@ from aws_cdk.assertions import Match, Template
 from cdk.app import SettingError, build
 
 from tests.cdk.conftest import ACCOUNT, REGION, make_app
-from worker.contracts import BOOTSTRAP_SETTINGS, Output
+from worker.contracts import BOOTSTRAP_SETTINGS, JobFiles, Output
 
 #: Every output the scheduler, the scripts and the tests read.
 OUTPUTS = [value for name, value in vars(Output).items() if name.isupper()]
@@ -66,6 +66,9 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
         "autoscaling:SetInstanceHealth",
         "autoscaling:TerminateInstanceInAutoScalingGroup",
         "autoscaling:CompleteLifecycleAction",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
     }
     for statement in granted:
         assert statement["Resource"] != "*", statement  # every grant names its resources
@@ -84,6 +87,29 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
     assert "/index/" not in json.dumps(job_states["Resource"])
     template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
     template.has_resource_properties("AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()})
+
+
+def test_workers_read_job_inputs_and_write_job_outputs_and_nothing_else_of_the_bucket(
+    synthesized: tuple[Template, Path],
+) -> None:
+    template, _ = synthesized
+    (bucket,) = template.find_resources(
+        "AWS::S3::Bucket", {"Properties": {"LoggingConfiguration": Match.any_value()}}
+    )
+    under = [s for s in statements(template) if bucket in json.dumps(s["Resource"])]
+    assert sorted((json.dumps(s["Action"]), json.dumps(s["Resource"])) for s in under) == sorted(
+        [
+            (
+                json.dumps(actions),
+                json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, f"/{prefix}*"]]}),
+            )
+            for actions, prefix in (
+                ("s3:GetObject", JobFiles.INPUTS),
+                (["s3:PutObject", "s3:AbortMultipartUpload"], JobFiles.OUTPUTS),
+            )
+        ]
+    )
+    template.has_output(Output.JOB_FILES_BUCKET, {"Value": {"Ref": bucket}})
 
 
 #: What the worker's role may do with the stack's customer-managed key.

@@ -598,3 +598,17 @@ def test_a_sleep_longer_than_the_time_limit_times_out_at_the_limit() -> None:
     assert limited.duration_ms >= 200
     assert took < 4  # not the whole 5 s
     assert within.status is Status.SUCCEEDED
+
+
+def test_a_command_runs_in_the_directory_it_is_given_and_the_worker_stays_put(
+    shell: ShellRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "run.sh").write_text("pwd\n")
+    (tmp_path / "run.sh").chmod(0o755)
+    here = os.getcwd()
+    plain = shell.run("pwd", None, cwd=str(tmp_path))  # started without the shell
+    relative = shell.run("./run.sh", None, cwd=str(tmp_path))  # the task directory's ./
+    through_shell = shell.run("pwd && echo x > made", None, cwd=str(tmp_path))
+    assert [plain.stdout, relative.stdout, through_shell.stdout] == [f"{tmp_path}\n"] * 3
+    assert (tmp_path / "made").read_text() == "x\n"
+    assert os.getcwd() == here

@@ -21,6 +21,8 @@ KEYS = {
     "truncated",
     "attempt",
     "earlier_exit_codes",
+    "files",
+    "files_error",
 }
 
 

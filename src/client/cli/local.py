@@ -24,10 +24,21 @@ from client.cli.app import (
     finish,
     results_output,
 )
+from client.cli.job_files import (
+    DEFAULT_UPLOAD_MAX_BYTES,
+    DEFAULT_UPLOAD_MAX_FILES,
+    OutputDir,
+    UploadMaxBytes,
+    UploadMaxFiles,
+    Uploads,
+    checked_output_dir,
+    checked_uploads,
+)
 
 if TYPE_CHECKING:
     from scheduler.resume import Done
     from scheduler.summary import Summary
+    from worker.inputs import InputFile
     from worker.workload import WorkloadCounts
 
 
@@ -62,10 +73,18 @@ def run(
             " (same file, line and text); -o appends.",
         ),
     ] = None,
+    upload: Uploads = None,
+    upload_max_bytes: UploadMaxBytes = DEFAULT_UPLOAD_MAX_BYTES,
+    upload_max_files: UploadMaxFiles = DEFAULT_UPLOAD_MAX_FILES,
+    output_dir: OutputDir = None,
 ) -> None:
     """Run a workload here and now, on local worker processes (or the fleet: --remote)."""
     counts, skip = workload_to_run(files, resume)
     append = resume is not None
+    if remote and (upload or output_dir):
+        raise fail("--upload and --output-dir work on local runs only: not yet with --remote")
+    uploads = checked_uploads(upload or [], upload_max_bytes, upload_max_files)
+    checked_output_dir(output_dir, files, resume is not None)
     if remote:
         stack = fleet_usage(context, stack, detach=detach, retries=retries, output=output,
                             summary_path=summary_path, price=price_per_instance_hour)  # fmt: skip
@@ -78,7 +97,9 @@ def run(
     else:
         if detach:
             raise fail("--detach needs --remote: a local run ends with this command")
-        summary = run_here(files, counts, skip, workers, output, append, timeout, retries)
+        summary = run_here(
+            files, counts, skip, workers, output, append, timeout, retries, uploads, output_dir
+        )
     finish(summary, summary_path)
 
 
@@ -193,6 +214,8 @@ def run_here(
     append: bool,
     timeout: float,
     retries: int,
+    uploads: "list[InputFile]",
+    output_dir: Path | None,
 ) -> "Summary":
     """Run the workload on local worker processes."""
     from client import report
@@ -208,6 +231,8 @@ def run_here(
             on_progress=lambda s: report.update(bar, s),
             retries=retries,
             skip=skip,
+            uploads=uploads,
+            output_dir=output_dir,
         )
 
 

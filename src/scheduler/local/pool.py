@@ -13,7 +13,6 @@ again.
 import contextlib
 import ctypes
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -39,6 +38,7 @@ from worker.local import Chunk, ChunkReport, Ready, part, report, serve
 from worker.record_ring import RecordRing
 from worker.result import Outcome
 from worker.task_log import MAX_CHUNK_TASKS, RING_BYTES, SleepSpan, read_task_log
+from worker.workdir import TaskFiles, remove_tree
 
 #: Seconds a starting worker has to report ready.
 START_TIMEOUT_SECONDS = 60.0
@@ -123,7 +123,9 @@ class _Worker:
 class LocalPool:
     """N worker processes fed chunk by chunk."""
 
-    def __init__(self, workers: int, timeout: float | None) -> None:
+    def __init__(self, workers: int, timeout: float | None, files: TaskFiles | None = None) -> None:
+        """``files``: where tasks get and leave files; without it, each task still
+        gets a directory of its own, under the pool's."""
         if workers < 1:
             raise PoolError("workers must be at least 1")
         self.size = workers
@@ -131,6 +133,7 @@ class LocalPool:
         self._workers: dict[str, _Worker] = {}
         self._spawned = 0
         self._logs = Path(tempfile.mkdtemp(prefix="taskfleet-workers-"))  # 0700
+        self.files = files or TaskFiles(str(self._logs))
         self._adopting = adopt_orphans()
         self._own: set[int] = set()  # children that are not workers: a fork server, ...
         self._next_reap = 0.0
@@ -185,7 +188,17 @@ class LocalPool:
         log = self._logs / f"{name}.log"
         process = context.Process(
             target=serve,
-            args=(child, name, self.timeout, started, position, str(log), ring, records),
+            args=(
+                child,
+                name,
+                self.timeout,
+                started,
+                position,
+                str(log),
+                ring,
+                records,
+                self.files,
+            ),
             name=f"taskfleet {name}",
             daemon=True,
         )
@@ -336,5 +349,6 @@ class LocalPool:
                 stopped.append(lost._replace(finished=[*drained, *lost.finished]))
             worker.close()
         self._workers.clear()
-        shutil.rmtree(self._logs, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(self._logs)  # tasks' directories read-only in part
         return stopped

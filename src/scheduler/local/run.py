@@ -8,19 +8,24 @@ arrive. Memory stays flat whatever the workload's size.
 import gc
 import heapq
 import itertools
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import BinaryIO
 
 from scheduler.local.dispatch import Dispatcher
+from scheduler.local.output_budget import OutputBudget
 from scheduler.local.pool import LocalPool
 from scheduler.resume import not_done
 from scheduler.retries import attempted, retry_delay, should_retry
 from scheduler.summary import Summary
+from worker.inputs import InputFile, stage
 from worker.local import Chunk, ChunkReport, lost_results, part
 from worker.result import Result, Status, decode, encode_lines
 from worker.task import new_job_id
+from worker.workdir import PARTIAL, TaskFiles, remove_tree
 from worker.workload import TaskReader, WorkloadCounts
 
 #: Seconds the loop waits for results before it refreshes progress anyway.
@@ -99,18 +104,26 @@ class StreamSink:
     """
 
     def __init__(
-        self, output: BinaryIO, summary: Summary, source: FileSource, retries: int = 0
+        self,
+        output: BinaryIO,
+        summary: Summary,
+        source: FileSource,
+        retries: int = 0,
+        budget: OutputBudget | None = None,
     ) -> None:
         self.output = output
         self.summary = summary
         self.source = source
         self.retries = retries
+        self.budget = budget  # with --output-dir: what the job's tasks may bring back
         # Tasks waiting for another attempt: the exit codes of theirs so far, and
         # the last attempt's record.
         self._earlier: dict[str, tuple[list[int | None], Result]] = {}
 
     def results(self, chunk: Chunk, progress: ChunkReport) -> None:
-        if self.retries and (self._earlier or set(progress.by_status) - {Status.SUCCEEDED}):
+        if self.budget or (
+            self.retries and (self._earlier or set(progress.by_status) - {Status.SUCCEEDED})
+        ):
             self._write(chunk, [decode(line) for line in progress.records.splitlines()])
             return
         self.summary.add(progress.by_status, progress.task_seconds)
@@ -146,6 +159,8 @@ class StreamSink:
         self._write_final([attempted(last, codes[:-1]) for codes, last in waiting.values()])
 
     def _write_final(self, final: list[Result]) -> None:
+        if self.budget is not None:
+            final = self.budget.admit(final)
         by_status = Counter(result.status for result in final)
         self.summary.add(by_status, sum(result.duration_ms for result in final) / 1000.0)
         self.output.write(encode_lines(final))
@@ -162,13 +177,17 @@ def run_embedded(
     on_progress: Callable[[Summary], None] | None = None,
     retries: int = 0,
     skip: frozenset[tuple[str, int, str]] = frozenset(),
+    uploads: Sequence[InputFile] = (),
+    output_dir: Path | None = None,
 ) -> Summary:
     """Run a checked workload on local worker processes; write results; return the summary.
 
     ``counts`` comes from ``check_workload(paths)``, so bad input has been
     refused before this is called; with ``skip`` (tasks not to run: ``--resume``)
     its total counts only the others. ``retries``: how often a task that did not
-    succeed runs again.
+    succeed runs again. Each command runs in a directory of its own under this
+    run's, ``uploads`` (checked: worker.inputs) in it read-only; the files of
+    each that succeeds come back under ``output_dir`` (made if missing).
     Ctrl-C stops the workers (and their commands) at once; every task that
     finished has its record, the ones cut off are recorded lost, and the
     summary says it was interrupted.
@@ -179,8 +198,14 @@ def run_embedded(
     gc.freeze()
     summary = Summary(total=counts.total, workers=workers)
     source = FileSource(new_job_id(), paths, counts.total, skip)
-    pool = LocalPool(workers, timeout)
-    sink = StreamSink(output, summary, source, retries)
+    run_dir = Path(tempfile.mkdtemp(prefix="taskfleet-run-"))  # 0700
+    try:
+        pool = LocalPool(workers, timeout, task_files(run_dir, uploads, output_dir))
+    except BaseException:
+        remove_tree(run_dir)
+        raise
+    budget = OutputBudget(output_dir) if output_dir is not None else None
+    sink = StreamSink(output, summary, source, retries, budget)
     dispatcher = Dispatcher(pool, source, sink)
     try:
         pool.start()
@@ -199,4 +224,22 @@ def run_embedded(
     finally:
         source.close()
         output.flush()
+        remove_tree(run_dir)
+        if output_dir is not None:  # what tasks cut off had begun to bring back
+            remove_tree(output_dir / PARTIAL)
     return summary
+
+
+def task_files(run_dir: Path, uploads: Sequence[InputFile], output_dir: Path | None) -> TaskFiles:
+    """Where a run's tasks get and leave files: inputs staged once under ``run_dir``."""
+    inputs = None
+    if uploads:
+        inputs = run_dir / "inputs"
+        stage(uploads, inputs)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    return TaskFiles(
+        str(run_dir),
+        None if inputs is None else str(inputs),
+        None if output_dir is None else str(output_dir),
+    )
