@@ -284,7 +284,7 @@ def compare(measured: dict[str, dict[str, int]], predicted: Requests) -> str:
 def _row(kind: str, measured: int, predicted: int) -> str:
     off = (predicted - measured) / measured if measured else (0.0 if not predicted else 1.0)
     mark = "" if abs(off) <= AGREEMENT else "  (beyond 20 %)"
-    return f"  {kind:<32} {measured:>9} {predicted:>9} {off:+5.0%}{mark}"
+    return f"  {kind:<32} {measured:>9} {predicted:>9g} {off:+5.0%}{mark}"
 
 
 def _by_party(parties: dict[str, dict[str, int]]) -> str:

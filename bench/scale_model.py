@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from scheduler.fleet.aws import DEAD_LETTER_CHECK_SECONDS
 from scheduler.fleet.bundle_sizing import BundleSizer
 from scheduler.fleet.feeder import BUNDLES_PER_TURN
-from scheduler.fleet.job_store import MAX_RECORD_ITEM_BYTES
+from scheduler.fleet.job_store import MAX_RECORD_ITEM_BYTES, SWEEP_SHARE
 from scheduler.fleet.link import PROVISION_INTERVAL_SECONDS
 from worker.bundle import MESSAGE_HEADROOM_BYTES
 from worker.bundle_run import REPORT_BYTES, REPORT_INTERVAL_SECONDS, result_bytes
@@ -223,7 +223,7 @@ def delivery_seconds(
     and its CPU for the records (the receiver waits until they are journaled)."""  # fmt: skip
     records = messages * records_per_message
     pieces = item_pieces(records, task_ms)
-    requests = 1 + 2 * pieces + math.ceil(messages / MAX_MESSAGES_PER_CALL)
+    requests = 1 + pieces + 1 + math.ceil(messages / MAX_MESSAGES_PER_CALL)
     return requests * reader.round_trip + records * reader.record_cpu
 
 
@@ -240,9 +240,10 @@ def reader_batch(
 
 
 def item_pieces(records: float, task_ms: float) -> int:
-    """Record items one delivery of ``records`` records is stored as."""
-    raw = RecordSizes.of(task_ms, 1).message * records
-    return max(1, math.ceil(raw / MAX_RECORD_ITEM_BYTES))
+    """Record items one delivery of ``records`` records is stored as: cut by their
+    gzipped size."""
+    compressed = RecordSizes.of(task_ms, max(1, round(records))).compressed * records
+    return max(1, math.ceil(compressed / MAX_RECORD_ITEM_BYTES))
 
 
 def job_requests(
@@ -266,37 +267,35 @@ def job_requests(
     # for the idle timeout, counted from the end of its last bundle.
     tail = lives[-1].seconds + stack.idle_timeout
     worker["sqs ReceiveMessage"] += used * math.ceil(tail / stack.poll_seconds)
-    # Per worker and job: the job's queue looked up once, the job's state read
-    # when a bundle is taken and every CANCEL_CHECK_SECONDS while one is held,
-    # one usage report once it holds none of the job's bundles; as it leaves,
+    # Per worker and job: the job's state read when a bundle is taken and every
+    # CANCEL_CHECK_SECONDS while one is held (the job's queue is named, not
+    # looked up; a bundle's ending calls ride in its last report); as it leaves,
     # its instance's time no task used charged to the job's meta item, and one
     # report of what no job used (to the response queue).
-    worker["sqs GetQueueUrl"] += used
     worker["dynamodb GetItem"] += used * (math.floor(seconds / CANCEL_CHECK_SECONDS) + 1)
     worker["dynamodb UpdateItem"] += used
-    worker["sqs SendMessageBatch"] += 2 * used
+    worker["sqs SendMessageBatch"] += used
 
-    messages = sum(life.sends * life.messages_per_send for life in lives) + used
-    per_message = tasks / (messages - used)
+    messages = sum(life.sends * life.messages_per_send for life in lives)
+    per_message = tasks / messages
     per_delivery = reader_batch(messages / max(seconds, 1.0), per_message, task_ms, reader)
     deliveries = math.ceil(messages / per_delivery)
-    result_deliveries = max(deliveries - used, 1)  # the usage reports alone store no records
-    pieces = result_deliveries * item_pieces(per_delivery * per_message, task_ms)
+    pieces = deliveries * item_pieces(per_delivery * per_message, task_ms)
     client = Counter({
-        # the job kept (meta item), its queue made, stale queues looked for
-        "dynamodb PutItem": 1 + pieces + (deliveries - result_deliveries),
+        # the job kept (meta item, the reader lease with it), its queue made,
+        # stale queues looked for at one submission in ten (SWEEP_SHARE)
+        "dynamodb PutItem": 1 + pieces,
         "sqs CreateQueue": 1,
-        "sqs ListQueues": 1,
+        "sqs ListQueues": SWEEP_SHARE,
         "sqs SendMessageBatch": send_calls(len(sizes)),
-        # each delivery: received, stored (a record item and the count), deleted;
-        # and each worker's last report (what no job used, on the response
-        # queue), which a reader receives and deletes: the next job's, on a
-        # stack whose jobs come one after another
+        # each delivery: received, stored (its record items, and the count with
+        # the lease renewed), deleted; and each worker's last report (what no
+        # job used, on the response queue), which a reader receives and deletes:
+        # the next job's, on a stack whose jobs come one after another
         "sqs ReceiveMessage": deliveries + used,
-        "dynamodb UpdateItem": pieces + 1,  # + the job marked done
+        "dynamodb UpdateItem": deliveries + 1,  # + the job marked done
         "sqs DeleteMessageBatch": deliveries + used,
-        "sqs GetQueueUrl": 1,
-        "sqs DeleteQueue": 1,
+        "sqs DeleteQueue": 1,  # by the URL its reader knows
     })  # fmt: skip
     # The group sized from the request queue's depth as the bundles go, then
     # every PROVISION_INTERVAL_SECONDS while bundles are open.
