@@ -55,9 +55,12 @@ class Retention:
                 return
             self._cutoff = None
             self._shrinking = True
-        if journal.free_pages() > 0:
+        free = journal.free_pages()
+        if free > 0:
             journal.shrink(SHRINK_PAGES)
-            return
+            if journal.free_pages() < free:
+                return
+            # Nothing given back (a journal not compacted yet): pruning goes on.
         self._shrinking = False
         self._next = time.monotonic() + self.every
 

@@ -182,3 +182,22 @@ def test_the_dispatch_source_holds_only_the_active_jobs(journal: Journal) -> Non
     assert sorted(cursor.job_id for cursor in source.cursors) == ["j1", "j2"]
     source.refresh()  # an ended job is not taken for a new one
     assert sorted(cursor.job_id for cursor in source.cursors) == ["j1", "j2"]
+
+
+def test_retention_goes_on_pruning_when_the_file_cannot_shrink(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # an earlier version's journal, not compacted
+        db.executescript(SCHEMA)
+    journal = Journal(path)
+    try:
+        retention = Retention(keep_seconds=0)
+        deadline = time.monotonic() + 10
+        for name in ("a", "b"):  # the second is pruned after the first left free pages
+            ended_job(journal, name, tasks=300, record=BIG_RECORD)
+            while time.monotonic() < deadline and rows_of(journal, name)["jobs"]:
+                retention.step(journal)
+                time.sleep(0.01)
+            assert rows_of(journal, name)["jobs"] == 0
+        assert journal.free_pages() > 0  # kept for new rows until it is compacted
+    finally:
+        journal.close()
