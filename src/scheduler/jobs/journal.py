@@ -149,8 +149,10 @@ RESULTS_PAGE_BYTES = 4 * 1024 * 1024
 PRUNE_JOBS = 200
 PRUNE_TASK_ROWS = 10_000
 
-#: Bytes the write-ahead log is cut back to once folded into the database.
-WAL_LIMIT_BYTES = 16 * 1024 * 1024
+#: Bytes the write-ahead log is cut back to once folded into the database: what
+#: SQLite's automatic checkpoint lets it reach (1,000 pages of 4 KiB) when readers
+#: do not hold it back. Without a limit, it would stay at its largest for ever.
+WAL_LIMIT_BYTES = 4000 * 1024
 
 #: Free pages one step of shrinking gives back to the file system (4 MiB of 4 KiB pages).
 SHRINK_PAGES = 1024
@@ -268,8 +270,8 @@ class Journal:
         # NORMAL in WAL mode survives a process crash; only power loss may
         # drop the last transactions.
         self.db.execute("PRAGMA synchronous=NORMAL")
-        # A write-ahead log grown while readers held it back is cut back to this
-        # size once it is folded in, not kept at its largest for ever.
+        # A write-ahead log grown while readers held it back is cut back once it
+        # is folded in.
         self.db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         self.db.executescript(SCHEMA)
         self._upgrade()
