@@ -86,7 +86,8 @@ NO_FLEET = "this scheduler has no fleet: start it with --stack NAME"
 
 
 class UploadError(TaskfleetError):
-    """A job upload (or its settings) refused, with the HTTP status to answer."""
+    """A new job (an upload or a retry, or its settings) refused, with the HTTP
+    status to answer."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
