@@ -25,7 +25,8 @@ import uvicorn
 from scheduler.jobs.dispatch import JobDispatcher
 from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
-from scheduler.service.api import Notifier, ServiceState, build_app
+from scheduler.service.api import build_app
+from scheduler.service.context import Notifier, ServiceContext
 from scheduler.service.guard import AccessRules
 from scheduler.service.http_protocol import GuardedH11Protocol
 from scheduler.service.server import bind
@@ -222,8 +223,8 @@ def in_process_service() -> Iterator[InProcessService]:
         sock = bind("127.0.0.1", 0)
         port = sock.getsockname()[1]
         rules = AccessRules.for_address("127.0.0.1", port, IN_PROCESS_TOKEN)
-        state = ServiceState(journal, dispatcher, notifier, 1, 0, rules)
-        config = uvicorn.Config(build_app(state), http=GuardedH11Protocol, log_level="critical")
+        context = ServiceContext(journal, dispatcher, notifier, 1, 0, rules)
+        config = uvicorn.Config(build_app(context), http=GuardedH11Protocol, log_level="critical")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()

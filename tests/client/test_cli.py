@@ -167,3 +167,11 @@ def test_the_worker_help_shows_the_workers_own_defaults() -> None:
     ]:
         (line,) = [line for line in result.stdout.splitlines() if f"  {option} " in line]
         assert f"default: ({default})" in line
+
+
+def test_the_default_retention_of_scheduler_and_prune_is_the_journals() -> None:
+    # Written out in the CLI, not imported: --help must not load the journal.
+    from client.cli.service import DEFAULT_KEEP_DAYS as CLI_KEEP_DAYS
+    from scheduler.jobs.retention import DEFAULT_KEEP_DAYS
+
+    assert CLI_KEEP_DAYS == DEFAULT_KEEP_DAYS

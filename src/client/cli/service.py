@@ -1,4 +1,5 @@
-"""The scheduler service and its clients: scheduler, submit, retry, results, status, cancel."""
+"""The scheduler service and its clients: scheduler, prune, submit, retry, results,
+status, cancel."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +84,30 @@ StackOfJob = Annotated[
 ]
 
 
+JournalPath = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="PATH",
+        help="Journal database.",
+        show_default="~/.local/state/taskfleet/journal.sqlite3",
+        envvar="TASKFLEET_JOURNAL",
+    ),
+]
+#: The journal's retention (``scheduler.jobs.retention.DEFAULT_KEEP_DAYS``; not
+#: imported from there: it would load the journal for every command's --help).
+DEFAULT_KEEP_DAYS = 30.0
+KeepDays = Annotated[
+    float,
+    typer.Option(
+        metavar="DAYS",
+        min=0,
+        help="Keep ended jobs (their results too) this long in the journal, then prune"
+        " them (fractions of a day are fine; 0: as soon as they end).",
+        envvar="TASKFLEET_KEEP_DAYS",
+    ),
+]
+
+
 @contextmanager
 def connected(
     scheduler: str, token: str | None, token_file: Path | None, ca_cert: Path | None
@@ -109,15 +134,8 @@ def scheduler(
     workers: Workers = None,
     token: Token = None,
     token_file: TokenFile = None,
-    journal: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="PATH",
-            help="Journal database.",
-            show_default="~/.local/state/taskfleet/journal.sqlite3",
-            envvar="TASKFLEET_JOURNAL",
-        ),
-    ] = None,
+    journal: JournalPath = None,
+    keep_days: KeepDays = DEFAULT_KEEP_DAYS,
     timeout: Timeout = 3600.0,
     exit_when_idle: Annotated[
         float | None,
@@ -199,10 +217,35 @@ def scheduler(
             new_token=new_token,
             session_idle=session_idle,
             session_max=session_max,
+            keep_days=keep_days,
         )
     except TaskfleetError as error:
         raise fail(str(error)) from error
     raise typer.Exit(code)
+
+
+@app.command(cls=Command)
+def prune(journal: JournalPath = None, keep_days: KeepDays = DEFAULT_KEEP_DAYS) -> None:
+    """Forget the jobs of a scheduler's journal that ended more than --keep-days ago,
+    and give their space back (safe while the scheduler runs)."""
+    import sqlite3
+
+    from scheduler.jobs.retention import keep_seconds, prune_journal
+    from scheduler.state import default_journal_path
+
+    path = journal or default_journal_path()
+    if not path.is_file():
+        raise fail(f"--journal: {path}: no such file")
+    try:
+        report = prune_journal(path, keep_seconds(keep_days))
+    except sqlite3.Error as error:
+        raise fail(f"--journal: {path}: {error}") from error
+    mib = 1024 * 1024
+    compacted = " (compacted: made able to shrink)" if report.compacted else ""
+    print(
+        f"pruned {report.jobs} jobs ended over {keep_days:g} days ago; journal"
+        f" {report.bytes_before / mib:.1f} MiB -> {report.bytes_after / mib:.1f} MiB{compacted}"
+    )
 
 
 Remote = Annotated[

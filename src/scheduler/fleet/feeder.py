@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 
+from scheduler.errors import JobNotFoundError
 from scheduler.fleet.aws import RemoteFleet
 from scheduler.fleet.bundle_sizing import SHARES_PER_SLOT, BundleSizer
 from scheduler.fleet.bundling import BundlePacker
@@ -29,9 +30,10 @@ class FleetFeeder:
     """Packs the fleet's share of jobs into bundles and stores what comes back.
 
     Bundles are cut by work (``BundleSizer``: a fair share of the work left,
-    so they shrink toward a job's end). A remote job's bundles are all sent
-    as soon as they are cut: the job then runs on without its submitter (it
-    may detach, or die), and the backlog sizes the fleet. Hybrid jobs go to
+    so they shrink toward a job's end), BUNDLES_PER_TURN at most each turn.
+    A remote job's bundles are not held back for free slots: the job then runs
+    on without its submitter (it may detach, or die), and the backlog sizes
+    the fleet. Hybrid jobs go to
     the fleet only while it has a slot without a bundle; the local workers
     take the rest. Each job is kept in the stack (``FleetLink.open_job``)
     before its first bundle goes, and ended there once its results and its
@@ -119,7 +121,10 @@ class FleetFeeder:
         for job_id, final_since in list(self.opened.items()):
             if self.link.open_bundles(job_id):
                 continue
-            state, finished, total = journal.progress(job_id)
+            try:
+                state, finished, total = journal.progress(job_id)
+            except JobNotFoundError:
+                state, finished, total = JobState.DONE, 0, 0  # ended, and pruned since
             if state not in JobState.FINAL or finished < total:
                 continue
             if final_since is None:
@@ -130,6 +135,10 @@ class FleetFeeder:
             del self.opened[job_id]
             self.sizers.pop(job_id, None)
             self._queued.pop(job_id, None)
+        # A job looked at but never opened here (nothing of it was left to send)
+        # has a sizer too: it goes with the rest.
+        for job_id in self.sizers.keys() - self.opened.keys():
+            del self.sizers[job_id]
 
     def start(self, wake: Callable[[], None]) -> None:
         """Start the link's threads; ``wake`` wakes the dispatch thread when results come."""

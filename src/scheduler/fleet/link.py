@@ -45,6 +45,9 @@ STORE_TIMEOUT_SECONDS = 30.0
 #: process ends may yet be handed messages (see RESULT_VISIBILITY_SECONDS).
 WIND_DOWN_POLL_SECONDS = 1
 
+#: Jobs ended here that a second end of is known to be one (see FleetLink._ended).
+ENDED_REMEMBERED = 1000
+
 AWS_ERRORS = (BotoCoreError, ClientError, RuntimeError)
 
 
@@ -106,9 +109,11 @@ class FleetLink:
         self._unsent = 0  # bundles queued here, not yet on the request queue
         # job -> (set to stop its receiver, the job's queue)
         self._receivers: dict[str, tuple[threading.Event, str]] = {}
-        # Jobs ended here: both the dispatcher and `run --remote` end a job, and
-        # a second end would cost three requests that change nothing.
-        self._ended: set[str] = set()
+        # Jobs ended here lately, oldest first: both the dispatcher and `run
+        # --remote` end a job, soon after each other, and a second end would cost
+        # three requests that change nothing. The oldest are forgotten past
+        # ENDED_REMEMBERED, so a service running for months keeps a bounded set.
+        self._ended: dict[str, None] = {}
         self._poll_seconds = LONG_POLL_SECONDS
         self._lock = threading.Lock()
         self._threads = [
@@ -159,7 +164,9 @@ class FleetLink:
         with self._lock:
             if job_id in self._ended:
                 return
-            self._ended.add(job_id)
+            self._ended[job_id] = None
+            if len(self._ended) > ENDED_REMEMBERED:
+                del self._ended[next(iter(self._ended))]
             stop, url = self._receivers.pop(job_id, (None, None))
         if stop is not None:
             stop.set()

@@ -153,7 +153,7 @@ def _fleet_job(
         journal = Journal(journal_path)
         news = threading.Event()
         feeder = FleetFeeder.of(fleet, 0, timeout)
-        dispatcher = JobDispatcher(journal_path, news.set, fleet=feeder)
+        dispatcher = JobDispatcher(journal_path, news.set, feeder=feeder)
         try:
             job_id = store_workload(journal, paths, retries, skip)
             yield _RemoteJob(job_id, journal, dispatcher, feeder, news)

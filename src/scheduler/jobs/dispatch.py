@@ -7,13 +7,15 @@ feeder, behind the small protocols below.
 
 Jobs take turns (round robin, a chunk each), so a huge job does not starve a
 small one submitted after it. A job runs where its placement says: local
-jobs on the local pool, remote jobs on the fleet (every bundle sent as it is
-cut: the job then runs on without its submitter, and the backlog sizes the
-fleet), hybrid jobs on both (the fleet is kept at one bundle per slot, the
-local pool takes the rest as it goes). Only this
-thread writes results to the journal; request handlers read them.
+jobs on the local pool, remote jobs on the fleet (cut into bundles by work
+and sent a few dozen a turn, not held back for free slots: the job then runs
+on without its submitter, and the backlog sizes the fleet), hybrid jobs on
+both (the fleet is kept at one bundle per slot, the local pool takes the rest
+as it goes). Only this thread writes results to the journal; request handlers
+read them.
 """
 
+import contextlib
 import logging
 import math
 import queue
@@ -24,7 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from scheduler.errors import JobNotFoundError
 from scheduler.jobs.journal import DISPATCHED, SENT, Journal, Placement
+from scheduler.jobs.retention import Retention
 from worker.local import Chunk, ChunkReport, lost_results
 from worker.result import Result, Status, decode, encode_lines
 from worker.task import task_id
@@ -103,8 +107,7 @@ class JournalSource:
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        self.cursors: deque[JobCursor] = deque()
-        self._known: set[str] = set()
+        self.cursors: deque[JobCursor] = deque()  # the active jobs', and only theirs
         self._returned: deque[Chunk] = deque()
         self._chunk_ids = 0
         self._next_retry = math.inf  # when the first task waiting for a retry is due
@@ -114,9 +117,11 @@ class JournalSource:
         """Pick up jobs sealed since the last look, and drop cancelled ones."""
         active = {info.id: info for info in self.journal.active_jobs()}
         self.cursors = deque(c for c in self.cursors if c.job_id in active)
+        # A job that ended is never active again: what this holds stays bounded
+        # by the active jobs, however long the service runs.
+        known = {cursor.job_id for cursor in self.cursors}
         for job_id, info in active.items():
-            if job_id not in self._known:
-                self._known.add(job_id)
+            if job_id not in known:
                 pending = info.total - info.finished
                 files = self.journal.job_files(job_id)  # once per job: it may be long
                 cursor = JobCursor(job_id, info.placement, files, info.total, pending, info.retries)
@@ -269,16 +274,19 @@ class JobDispatcher(threading.Thread):
         notify: Callable[[], None],
         *,
         local: LocalFactory | None = None,
-        fleet: FleetWork | None = None,
+        feeder: FleetWork | None = None,
+        retention: Retention | None = None,
     ) -> None:
         """``local`` makes the local pool's stepper from this dispatcher's source and
-        sink; ``fleet`` feeds the fleet. Either may be missing."""
+        sink; ``feeder`` feeds the fleet. Either may be missing. With a
+        ``retention``, ended jobs are pruned from the journal as it says."""
         super().__init__(name="taskfleet-dispatch", daemon=True)
         self.local = local
         self.journal = Journal(journal_path)
-        self.sink = JournalSink(self.journal, notify, fleet=fleet is not None)
+        self.sink = JournalSink(self.journal, notify, fleet=feeder is not None)
         self.wake = threading.Event()  # set when a job is sealed or cancelled, or results came
-        self.fleet = fleet
+        self.feeder = feeder
+        self.retention = retention
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
         self.last_busy = time.monotonic()
@@ -295,41 +303,44 @@ class JobDispatcher(threading.Thread):
     def run(self) -> None:
         source = JournalSource(self.journal)
         dispatcher = None if self.local is None else self.local(source, self.sink)
-        if self.fleet is not None:
-            self.fleet.start(self.wake.set)
+        if self.feeder is not None:
+            self.feeder.start(self.wake.set)
             source.refresh()
-            self.fleet.reopen(source)
+            self.feeder.reopen(source)
         try:
             while not self.stopping.is_set():
                 self._run_cancels()
                 if self.wake.is_set() or not source.has_work():
                     self.wake.clear()
                     source.refresh()  # new jobs in, finished and cancelled ones out
-                if self.fleet is not None:
-                    self.fleet.store(source, self.sink)
-                    self.fleet.feed(source)
-                    self.fleet.end_finished(self.journal)
-                    if self.fleet.busy():
+                if self.feeder is not None:
+                    self.feeder.store(source, self.sink)
+                    self.feeder.feed(source)
+                    self.feeder.end_finished(self.journal)
+                    if self.feeder.busy():
                         self.last_busy = time.monotonic()
                 if dispatcher is not None and (source.has_work() or dispatcher.in_flight()):
                     self.last_busy = time.monotonic()
                     dispatcher.step(POLL_SECONDS)
                 else:
                     self.wake.wait(POLL_SECONDS)
+                if self.retention is not None:
+                    self.retention.step(self.journal)
         except BaseException as error:
             self.failure = error  # reported by /health; the server stops on it
             raise
         finally:
-            if self.fleet is not None:
-                self.fleet.stop(self.journal)
+            if self.feeder is not None:
+                self.feeder.stop(self.journal)
             self.journal.close()
 
     def _run_cancels(self) -> None:
         while not self._cancels.empty():
             job_id, done = self._cancels.get()
-            self.sink.seq = self.journal.cancel(job_id, self.sink.seq)
-            if self.fleet is not None:
-                self.fleet.cancel(job_id)
+            with contextlib.suppress(JobNotFoundError):  # ended and pruned meanwhile
+                self.sink.seq = self.journal.cancel(job_id, self.sink.seq)
+            if self.feeder is not None:
+                self.feeder.cancel(job_id)
             self.sink.notify()
             done.set()
 

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS job_files (
     PRIMARY KEY (job, number)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (job, seq) WHERE seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 -- The task filters (records_with_status, slowest): a finished task's status and
 -- duration, read from its record, so that a filter reads the tasks it returns
 -- rather than every record of the job. Their expressions are the queries'.
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS usage_reports (
     id TEXT PRIMARY KEY,               -- a worker's report: counted once, however delivered
     job TEXT                           -- NULL: the fleet's overhead
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_reports_by_job ON usage_reports (job);
 CREATE TABLE IF NOT EXISTS usage_senders (
     job TEXT NOT NULL,
     sender TEXT NOT NULL,              -- a worker process
@@ -111,6 +113,17 @@ USAGE_COLUMNS = (
 #: Made once the columns are there (a journal of an earlier version gains them first).
 RETRY_INDEX = "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (job, due) WHERE due IS NOT NULL"
 
+#: What ``PRAGMA auto_vacuum`` reads on a journal that can shrink.
+INCREMENTAL_VACUUM = 2
+
+#: Where a pruned job's rows are, beside its tasks: (table, its job column).
+PRUNED_ROWS = (
+    ("job_files", "job"),
+    ("usage_reports", "job"),
+    ("usage_senders", "job"),
+    ("jobs", "id"),
+)
+
 #: Task states: dispatched is to a local worker, sent is to the fleet.
 PENDING, DISPATCHED, FINISHED, SENT = 0, 1, 2, 3
 
@@ -130,6 +143,19 @@ FILES_SHOWN = 10
 
 #: Bytes of result records one page holds at most (one record may pass it).
 RESULTS_PAGE_BYTES = 4 * 1024 * 1024
+
+#: Ended jobs one pruning step looks at, and task rows it deletes at most: each
+#: step is one short transaction, so the dispatch thread's writes never wait long.
+PRUNE_JOBS = 200
+PRUNE_TASK_ROWS = 10_000
+
+#: Bytes the write-ahead log is cut back to once folded into the database: what
+#: SQLite's automatic checkpoint lets it reach (1,000 pages of 4 KiB) when readers
+#: do not hold it back. Without a limit, it would stay at its largest for ever.
+WAL_LIMIT_BYTES = 4000 * 1024
+
+#: Free pages one step of shrinking gives back to the file system (4 MiB of 4 KiB pages).
+SHRINK_PAGES = 1024
 
 
 class Placement:
@@ -210,6 +236,16 @@ class Stored(NamedTuple):
     taken: int
 
 
+class Pruned(NamedTuple):
+    """What a pruning step deleted: jobs (with all of their rows), and task rows."""
+
+    jobs: int
+    tasks: int
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.tasks)
+
+
 class PendingTasks(NamedTuple):
     """Consecutive pending tasks of one file of a job."""
 
@@ -226,10 +262,17 @@ class Journal:
         # -wal and -shm files the database file's mode.
         private_file(path)
         self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        # Pages freed by pruning can go back to the file system (``shrink``). It
+        # takes on a new journal only, and before WAL mode writes the file's
+        # header; an older journal is converted by ``compact``.
+        self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash; only power loss may
         # drop the last transactions.
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # A write-ahead log grown while readers held it back is cut back once it
+        # is folded in.
+        self.db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         self.db.executescript(SCHEMA)
         self._upgrade()
 
@@ -675,6 +718,69 @@ class Journal:
             (JobState.CANCELLED,),
         ).fetchall()
         return [_job_info(row) for row in rows]
+
+    # -- retention ---------------------------------------------------------
+
+    def prune_step(self, ended_before: float) -> "Pruned":
+        """One short step of forgetting the jobs that ended before ``ended_before``
+        (epoch seconds): their tasks and records, file names and usage reports.
+        What it deleted; nothing once nothing is left to prune.
+
+        A job is pruned only once it can change no more: final, with every task
+        finished (a cancelled job whose running tasks have not reported stays).
+        """
+        ids = [
+            job_id
+            for (job_id,) in self.db.execute(
+                "SELECT id FROM jobs WHERE finished_at < ? AND state IN (?, ?)"
+                " AND finished >= total ORDER BY finished_at LIMIT ?",
+                (ended_before, *JobState.FINAL, PRUNE_JOBS),
+            )
+        ]
+        if not ids:
+            return Pruned(0, 0)
+        marks = ",".join("?" * len(ids))
+        with self.db:
+            self.db.execute("BEGIN")
+            deleted = self.db.execute(
+                f"DELETE FROM tasks WHERE (job, file_number, line) IN"
+                f" (SELECT job, file_number, line FROM tasks WHERE job IN ({marks}) LIMIT ?)",
+                (*ids, PRUNE_TASK_ROWS),
+            ).rowcount
+            if deleted >= PRUNE_TASK_ROWS:
+                return Pruned(0, deleted)  # they may have more tasks: the next step goes on
+            for table, column in PRUNED_ROWS:
+                self.db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+        return Pruned(len(ids), deleted)
+
+    def prune(self, ended_before: float) -> int:
+        """Forget every job that ended before ``ended_before`` (see ``prune_step``),
+        in short steps; how many were forgotten."""
+        pruned = 0
+        while step := self.prune_step(ended_before):
+            pruned += step.jobs
+        return pruned
+
+    def shrink(self, pages: int = 0) -> None:
+        """Give up to ``pages`` free pages (0: all) back to the file system; on a
+        journal without incremental auto-vacuum (see ``compact``), nothing."""
+        # Run as a script: sqlite3's execute steps this pragma once, a page a call.
+        self.db.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+
+    def free_pages(self) -> int:
+        """Pages of the file that hold nothing (pruned, not given back yet)."""
+        (count,) = self.db.execute("PRAGMA freelist_count").fetchone()
+        return int(count)
+
+    def compact(self) -> bool:
+        """Make a journal of an earlier version able to shrink (a VACUUM, once: it
+        rewrites the file, holding the write lock meanwhile); whether it did."""
+        (mode,) = self.db.execute("PRAGMA auto_vacuum").fetchone()
+        if mode == INCREMENTAL_VACUUM:
+            return False
+        self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        self.db.execute("VACUUM")
+        return True
 
     # -- results -----------------------------------------------------------
 

@@ -29,12 +29,7 @@ an ``error`` key.
 import asyncio
 import contextlib
 import sqlite3
-import threading
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from collections.abc import AsyncIterator
 
 import msgspec
 from anyio import to_thread
@@ -44,14 +39,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError, JobStateError
-from scheduler.fleet.watch import FleetWatch
-from scheduler.jobs.dispatch import JobDispatcher
 from scheduler.jobs.journal import JobInfo, JobState, Journal, Placement
-from scheduler.pricing import Prices, cost_fields
 from scheduler.retries import MAX_RETRIES
+from scheduler.service.context import ServiceContext
 from scheduler.service.dashboard import dashboard_routes
-from scheduler.service.guard import AccessGuard, AccessRules
-from scheduler.service.sessions import Sessions
+from scheduler.service.guard import AccessGuard
 from worker.bundle import MAX_JOB_FILES
 from worker.errors import TaskfleetError, TaskLineError
 from worker.task import (
@@ -86,271 +78,200 @@ RESULTS_PAGE = 2000
 #: Seconds a following results stream waits for news before it looks anyway.
 FOLLOW_POLL_SECONDS = 1.0
 
-T = TypeVar("T")
-P = ParamSpec("P")
+#: Seconds a cancel waits for the dispatch thread to close the job's pending tasks.
+CANCEL_WAIT_SECONDS = 60.0
+
+#: What a fleet request to a scheduler without one is told.
+NO_FLEET = "this scheduler has no fleet: start it with --stack NAME"
 
 
 class UploadError(TaskfleetError):
-    """A job upload (or its settings) refused, with the HTTP status to answer."""
+    """A new job (an upload or a retry, or its settings) refused, with the HTTP
+    status to answer."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
-class Notifier:
-    """Wakes result streams when the dispatch thread stores results."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._event = asyncio.Event()
-
-    def notify_threadsafe(self) -> None:
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._fire)
-
-    def _fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    def current(self) -> asyncio.Event:
-        return self._event
-
-
-@dataclass
-class ServiceState:
-    """What request handlers share."""
-
-    journal_path: Path
-    dispatcher: JobDispatcher
-    notifier: Notifier
-    workers: int
-    fleet_slots: int  # the fleet's task slots; 0 without a stack
-    rules: AccessRules
-    prices: Prices | None = None  # what fleet usage is priced at; None without a stack
-    fleet_watch: FleetWatch | None = None
-    stack: str | None = None
-    sessions: Sessions = field(default_factory=Sessions)  # the dashboard's sign-ins
-    open_requests: int = 0  # kept by the AccessGuard
-    _local: threading.local = field(default_factory=threading.local)
-    _opened: list[Journal] = field(default_factory=list)  # every thread's, to close them
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def token(self) -> str | None:
-        return self.rules.token
-
-    def failure(self) -> BaseException | None:
-        return self.dispatcher.failure
-
-    def describe(self, info: JobInfo) -> dict[str, object]:
-        """A job as the API shows it: its counters, what it used and cost, and
-        for a job on the fleet, how long it waited for a first worker."""
-        described = info.as_dict()
-        on_fleet = info.placement != Placement.LOCAL
-        described.update(cost_fields(info.usage, info.total, self.prices if on_fleet else None))
-        if on_fleet and self.fleet_watch is not None:
-            wait = self.fleet_watch.first_worker_after(info.created_at)
-            described["first_worker_seconds"] = None if wait is None else round(wait, 1)
-        return described
-
-    async def fleet(self) -> dict[str, object] | None:
-        """The fleet's samples and overhead (see GET /fleet); None without a stack."""
-        watch = self.fleet_watch
-        if watch is None:
-            return None
-        watch.want()
-        overhead = await self.run(Journal.overhead)
-        resources = watch.fleet.resources
-        return {
-            "stack": self.stack,
-            "max_workers": resources.max_workers,
-            "slots_per_instance": resources.slots_per_instance,
-            "instance_types": list(resources.instance_types),
-            "spot": resources.spot,
-            "samples": [sample._asdict() for sample in watch.samples(time.time() - 3600)],
-            "overhead": {
-                "aws_requests": overhead.aws_requests,
-                "usage": msgspec.structs.asdict(overhead),
-                **cost_fields(overhead, 0, self.prices),
-            },
-        }
-
-    def journal(self) -> Journal:
-        """This thread's connection to the journal."""
-        journal: Journal | None = getattr(self._local, "journal", None)
-        if journal is None:
-            journal = self._local.journal = Journal(self.journal_path)
-            with self._lock:
-                self._opened.append(journal)
-        return journal
-
-    def close(self) -> None:
-        """Close every thread's connection (once requests are over): the last one
-        to close folds the write-ahead log into the database and removes it."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for journal in opened:
-            journal.close()
-
-    async def run(
-        self, method: Callable[Concatenate[Journal, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Run a blocking journal method in a worker thread, with this thread's journal."""
-        return await to_thread.run_sync(lambda: method(self.journal(), *args, **kwargs))
-
-
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_app(state: ServiceState) -> Starlette:
+def build_app(context: ServiceContext) -> Starlette:
     """The ASGI application of the scheduler service."""
 
-    async def health(_request: Request) -> Response:
-        failure = state.dispatcher.failure
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        context.notifier.loop = asyncio.get_running_loop()
+        yield
+
+    def count_requests(open_requests: int) -> None:
+        context.open_requests = open_requests
+
+    routes = [*JobHandlers(context).routes(), *dashboard_routes(context)]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(
+        AccessGuard, rules=context.rules, sessions=context.sessions, counter=count_requests
+    )
+    return app
+
+
+class JobHandlers:
+    """The handlers of the jobs API (the dashboard's are in ``dashboard``)."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/health", self.health),
+            Route("/jobs", self.submit, methods=["POST"]),
+            Route("/jobs", self.list_jobs, methods=["GET"]),
+            Route("/jobs/{job_id}", self.job_status),
+            Route("/jobs/{job_id}/results", self.results),
+            Route("/jobs/{job_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/jobs/{job_id}/retry", self.retry, methods=["POST"]),
+            Route("/fleet", self.fleet),
+        ]
+
+    async def health(self, _request: Request) -> Response:
+        failure = self.context.failure()
         body: dict[str, object] = {
             "status": "ok" if failure is None else "failed",
-            "workers": state.workers,
-            "fleet_slots": state.fleet_slots,
+            "workers": self.context.workers,
+            "fleet_slots": self.context.fleet_slots,
         }
         if failure is not None:
             body["error"] = f"dispatch stopped: {failure!r}"
         return JSONResponse(body, status_code=200 if failure is None else 503)
 
-    async def submit(request: Request) -> Response:
-        if state.dispatcher.failure is not None:
-            return error(503, f"dispatch stopped: {state.dispatcher.failure!r}")
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != UPLOAD_CONTENT_TYPE:
-            return error(415, f"an upload's Content-Type must be {UPLOAD_CONTENT_TYPE}")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
-            return error(413, f"upload is {length} bytes, above the limit of {MAX_UPLOAD_BYTES}")
+    async def submit(self, request: Request) -> Response:
         try:
-            placement, retries = job_settings(request, Placement.LOCAL)
+            self._check_dispatching()
+            check_upload_headers(request)
+            placement, retries = job_settings(request, Placement.LOCAL, self.context.fleet_slots)
+            job_id = new_job_id()
+            total = await store_job(self.context, job_id, placement, retries, request.stream())
         except UploadError as refused:
             return error(refused.status, str(refused))
-        job_id = new_job_id()
-        await state.run(Journal.create_job, job_id, placement, retries)
-        try:
-            files, total = await store_upload(state, job_id, request.stream())
-        except UploadError as refused:
-            await state.run(Journal.discard_job, job_id)
-            return error(refused.status, str(refused))
-        except BaseException:
-            await state.run(Journal.discard_job, job_id)
-            raise
-        await state.run(Journal.seal_job, job_id, files, total)
-        state.dispatcher.wake.set()
+        self.context.dispatcher.wake.set()
         body = {"job": job_id, "tasks": total, "placement": placement}
         return JSONResponse(body, status_code=201)
 
-    async def list_jobs(_request: Request) -> Response:
-        jobs = await state.run(Journal.jobs)
-        return JSONResponse({"jobs": [state.describe(info) for info in jobs]})
+    async def list_jobs(self, _request: Request) -> Response:
+        jobs = await self.context.run(Journal.jobs)
+        return JSONResponse({"jobs": [self.context.describe(info) for info in jobs]})
 
-    async def job_status(request: Request) -> Response:
+    async def job_status(self, request: Request) -> Response:
         try:
-            info = await job_of(request)
+            info = await self._job_of(request)
         except JobNotFoundError as missing:
             return error(404, str(missing))
-        described = state.describe(info)
+        described = self.context.describe(info)
         # Workers report the last of what they used once their part is done.
-        described["usage_to_come"] = await state.run(Journal.usage_to_come, info.id)
+        described["usage_to_come"] = await self.context.run(Journal.usage_to_come, info.id)
         return JSONResponse(described)
 
-    async def fleet(_request: Request) -> Response:
-        found = await state.fleet()
+    async def fleet(self, _request: Request) -> Response:
+        found = await self.context.fleet()
         if found is None:
-            return error(409, "this scheduler has no fleet: start it with --stack NAME")
+            return error(409, NO_FLEET)
         return JSONResponse(found)
 
-    async def cancel(request: Request) -> Response:
+    async def cancel(self, request: Request) -> Response:
         try:
-            info = await job_of(request)
+            info = await self._job_of(request)
             if info.state == JobState.UPLOADING:
                 return error(409, f"job {info.id} is still uploading; end the upload instead")
             if info.state not in JobState.FINAL:
-                await to_thread.run_sync(lambda: state.dispatcher.cancel(info.id, 60.0))
-                info = await job_of(request)
+                dispatcher = self.context.dispatcher
+                await to_thread.run_sync(lambda: dispatcher.cancel(info.id, CANCEL_WAIT_SECONDS))
+                info = await self._job_of(request)
         except JobNotFoundError as missing:
             return error(404, str(missing))
-        return JSONResponse(state.describe(info))
+        return JSONResponse(self.context.describe(info))
 
-    async def retry(request: Request) -> Response:
-        if state.dispatcher.failure is not None:
-            return error(503, f"dispatch stopped: {state.dispatcher.failure!r}")
+    async def retry(self, request: Request) -> Response:
         try:
-            info = await job_of(request)
-            placement, retries = job_settings(request, info.placement)
+            self._check_dispatching()
+            info = await self._job_of(request)
+            placement, retries = job_settings(request, info.placement, self.context.fleet_slots)
             job_id = new_job_id()
-            total = await state.run(Journal.retry_job, info.id, job_id, placement, retries)
+            total = await self.context.run(Journal.retry_job, info.id, job_id, placement, retries)
         except JobNotFoundError as missing:
             return error(404, str(missing))
         except JobStateError as refused:
             return error(409, str(refused))
         except UploadError as refused:
             return error(refused.status, str(refused))
-        state.dispatcher.wake.set()
+        self.context.dispatcher.wake.set()
         body = {"job": job_id, "tasks": total, "placement": placement, "retry_of": info.id}
         return JSONResponse(body, status_code=201)
 
-    def job_settings(request: Request, placement: str) -> tuple[str, int]:
-        """A new job's placement and retries from the query (``placement`` if none)."""
-        placement = request.query_params.get("placement", placement)
-        if placement not in Placement.ALL:
-            raise UploadError(400, f"placement must be one of {', '.join(Placement.ALL)}")
-        if placement != Placement.LOCAL and not state.fleet_slots:
-            raise UploadError(409, "this scheduler has no fleet: start it with --stack NAME")
-        retries = request.query_params.get("retries", "0")
-        if not (retries.isascii() and retries.isdigit()) or int(retries) > MAX_RETRIES:
-            raise UploadError(400, f"retries must be a whole number from 0 to {MAX_RETRIES}")
-        return placement, int(retries)
-
-    async def results(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
+    async def results(self, request: Request) -> Response:
         follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
         try:
-            await job_of(request)
+            info = await self._job_of(request)
         except JobNotFoundError as missing:
             return error(404, str(missing))
-        stream = stream_results(state, job_id, follow)
+        stream = stream_results(self.context, info.id, follow)
         return StreamingResponse(stream, media_type="application/x-ndjson")
 
-    async def job_of(request: Request) -> JobInfo:
-        job_id = request.path_params["job_id"]
-        return await state.run(Journal.job, job_id)
+    async def _job_of(self, request: Request) -> JobInfo:
+        return await self.context.run(Journal.job, request.path_params["job_id"])
 
-    routes = [
-        Route("/health", health),
-        Route("/jobs", submit, methods=["POST"]),
-        Route("/jobs", list_jobs, methods=["GET"]),
-        Route("/jobs/{job_id}", job_status),
-        Route("/jobs/{job_id}/results", results),
-        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
-        Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
-        Route("/fleet", fleet),
-        *dashboard_routes(state),
-    ]
+    def _check_dispatching(self) -> None:
+        """Refuse new work (503) once the dispatch thread has stopped."""
+        failure = self.context.failure()
+        if failure is not None:
+            raise UploadError(503, f"dispatch stopped: {failure!r}")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        state.notifier.loop = asyncio.get_running_loop()
-        yield
 
-    def count_requests(open_requests: int) -> None:
-        state.open_requests = open_requests
+def check_upload_headers(request: Request) -> None:
+    """Refuse an upload by its headers: the wrong type, or announced too large."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != UPLOAD_CONTENT_TYPE:
+        raise UploadError(415, f"an upload's Content-Type must be {UPLOAD_CONTENT_TYPE}")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
+        raise UploadError(413, f"upload is {length} bytes, above the limit of {MAX_UPLOAD_BYTES}")
 
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(
-        AccessGuard, rules=state.rules, sessions=state.sessions, counter=count_requests
-    )
-    return app
+
+def job_settings(request: Request, placement: str, fleet_slots: int) -> tuple[str, int]:
+    """A new job's placement and retries from the query (``placement`` if none)."""
+    placement = request.query_params.get("placement", placement)
+    if placement not in Placement.ALL:
+        raise UploadError(400, f"placement must be one of {', '.join(Placement.ALL)}")
+    if placement != Placement.LOCAL and not fleet_slots:
+        raise UploadError(409, NO_FLEET)
+    retries = request.query_params.get("retries", "0")
+    if not (retries.isascii() and retries.isdigit()) or int(retries) > MAX_RETRIES:
+        raise UploadError(400, f"retries must be a whole number from 0 to {MAX_RETRIES}")
+    return placement, int(retries)
+
+
+async def store_job(
+    context: ServiceContext,
+    job_id: str,
+    placement: str,
+    retries: int,
+    body: AsyncIterator[bytes],
+) -> int:
+    """Journal an uploaded job, ready to run; its task count. An upload refused
+    or broken off half-way leaves nothing behind."""
+    await context.run(Journal.create_job, job_id, placement, retries)
+    try:
+        files, total = await store_upload(context, job_id, body)
+    except BaseException:
+        await context.run(Journal.discard_job, job_id)
+        raise
+    await context.run(Journal.seal_job, job_id, files, total)
+    return total
 
 
 async def store_upload(
-    state: ServiceState, job_id: str, body: AsyncIterator[bytes]
+    context: ServiceContext, job_id: str, body: AsyncIterator[bytes]
 ) -> tuple[list[str], int]:
     """Check and store every task of an upload; return the job's files and task count."""
     files: dict[str, int] = {}
@@ -362,7 +283,7 @@ async def store_upload(
         batch = rows.copy()
         rows.clear()
         try:
-            await state.run(Journal.add_tasks, job_id, batch)
+            await context.run(Journal.add_tasks, job_id, batch)
         except sqlite3.IntegrityError as repeated:
             raise UploadError(
                 400, "the same file and line appear twice in the upload"
@@ -437,22 +358,27 @@ def parse_upload_line(
     return number_of_file, task.line, text
 
 
-async def stream_results(state: ServiceState, job_id: str, follow: bool) -> AsyncIterator[bytes]:
+async def stream_results(
+    context: ServiceContext, job_id: str, follow: bool
+) -> AsyncIterator[bytes]:
     """A job's result records, in the order they arrived; with ``follow``, until it ends."""
     after = 0  # the seq of the last record sent
     while True:
-        news = state.notifier.current()
+        news = context.notifier.current()
         # Read the job before its results: once it reads final, every result
         # was stored before, so the page read next holds the last of them.
-        job_state, finished, total = await state.run(Journal.progress, job_id)
-        page = await state.run(Journal.results_page, job_id, after, RESULTS_PAGE)
+        try:
+            job_state, finished, total = await context.run(Journal.progress, job_id)
+        except JobNotFoundError:
+            return  # ended, and pruned since: every result was sent or is gone
+        page = await context.run(Journal.results_page, job_id, after, RESULTS_PAGE)
         if page:
             after = page[-1][0]
             yield b"".join(record for _, record in page)
             continue
         if not follow or (job_state in JobState.FINAL and finished >= total):
             return
-        if state.dispatcher.failure is not None:
+        if context.dispatcher.failure is not None:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(news.wait(), FOLLOW_POLL_SECONDS)

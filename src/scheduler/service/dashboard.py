@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -68,7 +68,7 @@ MAX_LOGIN_BYTES = 4096
 
 
 class Service(Protocol):
-    """What the dashboard needs of the service (``api.ServiceState``)."""
+    """What the dashboard needs of the service (``context.ServiceContext``)."""
 
     @property
     def token(self) -> str | None: ...
@@ -93,45 +93,61 @@ def web_file(name: str) -> bytes:
 
 def dashboard_routes(service: Service) -> list[Route]:
     """The dashboard's routes."""
-    token, run, sessions = service.token, service.run, service.sessions
-    credentials = Credentials(token, sessions) if token else None
-    # Task lists wait their turn here, not in the journal threads' queue, where
-    # they would hold up every other request's reads.
-    filter_slots = asyncio.Semaphore(MAX_PARALLEL_TASK_LISTS)
+    return DashboardHandlers(service).routes()
 
-    async def page(_request: Request) -> Response:
+
+class DashboardHandlers:
+    """The dashboard's request handlers: its files, sign-in and out, its event
+    stream and its task lists."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.token = service.token
+        self.sessions = service.sessions
+        self.credentials = Credentials(self.token, self.sessions) if self.token else None
+        # Task lists wait their turn here, not in the journal threads' queue, where
+        # they would hold up every other request's reads.
+        self.filter_slots = asyncio.Semaphore(MAX_PARALLEL_TASK_LISTS)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.page),
+            Route("/session", self.whoami),
+            Route("/static/{name}", self.static),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/events", self.events),
+            Route("/jobs/{job_id}/tasks", self.tasks),
+        ]
+
+    async def page(self, _request: Request) -> Response:
         return file_response("index.html")
 
-    async def whoami(request: Request) -> Response:
+    async def whoami(self, request: Request) -> Response:
         """Whether this browser is signed in (asked without a 401 in its console)."""
-        signed_in = credentials is None or holder_of(request) is not None
+        signed_in = self.credentials is None or holder_of(request) is not None
         return JSONResponse({"signed_in": signed_in}, headers={"Cache-Control": "no-store"})
 
-    async def static(request: Request) -> Response:
+    async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in FILES or name == "index.html":
             return JSONResponse({"error": "no such file"}, status_code=404)
         return file_response(name)
 
-    async def login(request: Request) -> Response:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_LOGIN_BYTES:
+    async def login(self, request: Request) -> Response:
+        body = await login_form(request)
+        if body is None:
             return JSONResponse({"error": "login form too large"}, status_code=413)
-        body = b""
-        async for piece in request.stream():
-            body += piece
-            if len(body) > MAX_LOGIN_BYTES:
-                return JSONResponse({"error": "login form too large"}, status_code=413)
         given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
-        if token is None or credentials is None:
+        if self.token is None or self.credentials is None:
             return RedirectResponse("/", status_code=303)  # nothing to sign in to
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
             return RedirectResponse("/?login=refused", status_code=303)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            sessions.open(),
-            max_age=int(sessions.max_age_seconds),
+            self.sessions.open(),
+            max_age=int(self.sessions.max_age_seconds),
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
@@ -139,64 +155,86 @@ def dashboard_routes(service: Service) -> list[Route]:
         )
         return response
 
-    async def logout(request: Request) -> Response:
+    async def logout(self, request: Request) -> Response:
         """End this browser's session: its cookie, and any copy of it, opens nothing more."""
         session_id = cookie_of(headers_of(request.scope).get(b"cookie", b""), SESSION_COOKIE)
         if session_id:
-            sessions.close(session_id)
+            self.sessions.close(session_id)
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
-    async def events(request: Request) -> Response:
-        holder = holder_of(request)
-        still_valid = (
-            (lambda: True)
-            if credentials is None or holder is None
-            else (lambda: credentials.still_valid(holder))
-        )
+    async def events(self, request: Request) -> Response:
         return StreamingResponse(
-            job_events(service, still_valid),
+            job_events(self.service, self._session_check(request)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def tasks(request: Request) -> Response:
+    def _session_check(self, request: Request) -> Callable[[], bool]:
+        """Whether the session that sent ``request`` is still open (always, for
+        the token's holder or a service without a token)."""
+        holder, credentials = holder_of(request), self.credentials
+        if credentials is None or holder is None:
+            return lambda: True
+        return lambda: credentials.still_valid(holder)
+
+    async def tasks(self, request: Request) -> Response:
         """GET /jobs/{id}/tasks?status=failed&limit=N: the records of a job's tasks
         that ended so, in the order they arrived; ?slowest=true: those of its
         finished tasks that took longest."""
         job_id = request.path_params["job_id"]
-        slowest = request.query_params.get("slowest", "false").lower() in ("1", "true", "yes")
         try:
-            status = Status(request.query_params.get("status", Status.FAILED.value))
-        except ValueError:
-            statuses = ", ".join(s.value for s in Status)
-            return JSONResponse({"error": f"status must be one of {statuses}"}, status_code=400)
-        limit = request.query_params.get("limit", "50")
-        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LISTED_TASKS:
-            return JSONResponse(
-                {"error": f"limit must be 1 to {MAX_LISTED_TASKS}"}, status_code=400
-            )
-        async with filter_slots:
+            query = TaskQuery.of(request)
+        except ValueError as bad:
+            return JSONResponse({"error": str(bad)}, status_code=400)
+        run = self.service.run
+        async with self.filter_slots:
             try:
                 await run(Journal.job, job_id)
             except JobNotFoundError as missing:
                 return JSONResponse({"error": str(missing)}, status_code=404)
-            if slowest:
-                records = await run(Journal.slowest, job_id, int(limit))
+            if query.slowest:
+                records = await run(Journal.slowest, job_id, query.limit)
             else:
-                records = await run(Journal.records_with_status, job_id, status, int(limit))
+                records = await run(Journal.records_with_status, job_id, query.status, query.limit)
         return Response(b"".join(records), media_type="application/x-ndjson")
 
-    return [
-        Route("/", page),
-        Route("/session", whoami),
-        Route("/static/{name}", static),
-        Route("/login", login, methods=["POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/events", events),
-        Route("/jobs/{job_id}/tasks", tasks),
-    ]
+
+class TaskQuery(NamedTuple):
+    """What a task list asks for (``GET /jobs/{id}/tasks``)."""
+
+    status: Status
+    limit: int
+    slowest: bool
+
+    @classmethod
+    def of(cls, request: Request) -> "TaskQuery":
+        """The query of ``request``; ValueError, naming the parameter, when it is bad."""
+        query = request.query_params
+        slowest = query.get("slowest", "false").lower() in ("1", "true", "yes")
+        try:
+            status = Status(query.get("status", Status.FAILED.value))
+        except ValueError:
+            statuses = ", ".join(s.value for s in Status)
+            raise ValueError(f"status must be one of {statuses}") from None
+        limit = query.get("limit", "50")
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LISTED_TASKS:
+            raise ValueError(f"limit must be 1 to {MAX_LISTED_TASKS}")
+        return cls(status, int(limit), slowest)
+
+
+async def login_form(request: Request) -> bytes | None:
+    """The body of a login form; None when it is larger than MAX_LOGIN_BYTES."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_LOGIN_BYTES:
+        return None
+    body = b""
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_LOGIN_BYTES:
+            return None
+    return body
 
 
 def holder_of(request: Request) -> str | None:

@@ -10,8 +10,10 @@ import webbrowser
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import uvicorn
+from starlette.applications import Starlette
 
 from scheduler.errors import SchedulerError
 from scheduler.fleet.aws import open_fleet
@@ -19,10 +21,18 @@ from scheduler.fleet.feeder import FleetFeeder
 from scheduler.fleet.watch import FleetWatch
 from scheduler.jobs.dispatch import JobDispatcher
 from scheduler.jobs.journal import Journal
+from scheduler.jobs.retention import (
+    DEFAULT_KEEP_DAYS,
+    PruneReport,
+    Retention,
+    keep_seconds,
+    prune_journal,
+)
 from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
-from scheduler.pricing import fleet_prices
-from scheduler.service.api import Notifier, ServiceState, build_app
+from scheduler.pricing import Prices, fleet_prices
+from scheduler.service.api import build_app
+from scheduler.service.context import Notifier, ServiceContext
 from scheduler.service.guard import AccessRules
 from scheduler.service.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
 from scheduler.service.sessions import IDLE_SECONDS, MAX_AGE_SECONDS, Sessions
@@ -85,6 +95,7 @@ def serve(
     new_token: bool = False,
     session_idle: float = IDLE_SECONDS,
     session_max: float = MAX_AGE_SECONDS,
+    keep_days: float = DEFAULT_KEEP_DAYS,
 ) -> int:
     """Run the service until stopped (SIGINT/SIGTERM) or idle; return an exit code.
 
@@ -96,75 +107,45 @@ def serve(
     also run on its fleet (remote or hybrid), its jobs' usage priced at the
     stack's instance types (or at ``price_per_instance_hour``). With
     ``tls_cert`` and ``tls_key``, it speaks HTTPS. With ``open_browser``, the
-    dashboard opens in the user's browser.
+    dashboard opens in the user's browser. Jobs that ended more than
+    ``keep_days`` ago are pruned from the journal, at start and as it runs.
     """
     check_tls(tls_cert, tls_key)
     sessions = Sessions(session_idle, session_max)
     secret, token_source = service_token(token, token_file, new=new_token)
     scrub_secrets()  # no worker process or task inherits TASKFLEET_TOKEN
     raise_file_limit()
-    fleet = None if stack is None else open_fleet(stack)
-    prices = None
-    if fleet is not None:
-        resources = fleet.resources
-        prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
+    retention = Retention(keep_seconds(keep_days))
+    announce_pruned(prune_journal(journal_path, retention.keep_seconds), keep_days, announce)
+    fleet = (
+        None if stack is None else FleetSide.open(stack, workers, timeout, price_per_instance_hour)
+    )
     sock = bind(host, port)
     pool = LocalPool(workers, timeout)
     notifier = Notifier()
     try:
         pool.start()
-        feeder = None if fleet is None else FleetFeeder.of(fleet, workers, timeout)
         dispatcher = JobDispatcher(
             journal_path,
             notifier.notify_threadsafe,
             local=partial(Dispatcher, pool),
-            fleet=feeder,
+            feeder=None if fleet is None else fleet.feeder,
+            retention=retention,
         )
-        slots = 0 if fleet is None else fleet.resources.slots
-        rules = AccessRules.for_address(host, sock.getsockname()[1], secret)
-        fleet_watch = None
-        if fleet is not None and feeder is not None:
-            fleet_watch = FleetWatch(fleet, feeder.busy)
-        state = ServiceState(
+        context = ServiceContext(
             journal_path,
             dispatcher,
             notifier,
             workers,
-            slots,
-            rules,
-            prices,
-            fleet_watch,
+            0 if fleet is None else fleet.slots,
+            AccessRules.for_address(host, sock.getsockname()[1], secret),
+            None if fleet is None else fleet.prices,
+            None if fleet is None else fleet.watch,
             stack,
             sessions,
         )
-        app = build_app(state)
-        config = uvicorn.Config(
-            app,
-            http=GuardedH11Protocol,  # header timeouts; only requests count toward limits
-            log_level="warning",
-            timeout_keep_alive=30,
-            timeout_graceful_shutdown=5,
-            h11_max_incomplete_event_size=64 * 1024,
-            ssl_certfile=tls_cert,
-            ssl_keyfile=tls_key,
-        )
-        server = uvicorn.Server(config)
-        dispatcher.start()
-        if fleet_watch is not None:
-            fleet_watch.start()
-        watch = None
-        if exit_when_idle is not None:
-            watch = threading.Thread(
-                target=_stop_when_idle,
-                args=(server, state, exit_when_idle),
-                name="taskfleet-idle",
-                daemon=True,
-            )
-            watch.start()
-        address = sock.getsockname()
-        shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
-        scheme = "https" if tls_cert is not None else "http"
-        url = f"{scheme}://{shown}:{address[1]}"
+        server = uvicorn_server(build_app(context), tls_cert, tls_key)
+        url = url_of(sock, tls=tls_cert is not None)
         announce(f"listening on {url} (token {token_source}); dashboard at {url}/")
         if open_browser:
             # In a thread: a terminal browser would otherwise hold the service up.
@@ -173,22 +154,100 @@ def serve(
             announce(
                 "warning: without --tls-cert, the token and results cross the network in clear"
             )
-        with _sigterm_returns():
-            try:
-                server.run(sockets=[sock])
-            finally:
-                dispatcher.stopping.set()
-                dispatcher.join()
-                if fleet_watch is not None:
-                    fleet_watch.stopping.set()
-                    fleet_watch.join()
-                if watch is not None:
-                    watch.join()
-                state.close()
-        return 1 if dispatcher.failure is not None else 0
+        return run_until_stopped(server, sock, context, exit_when_idle)
     finally:
         pool.stop(graceful=False)
         sock.close()
+
+
+class FleetSide(NamedTuple):
+    """The service's parts for a stack's fleet."""
+
+    feeder: FleetFeeder
+    watch: FleetWatch
+    prices: Prices
+    slots: int  # the fleet's task slots
+
+    @classmethod
+    def open(
+        cls, stack: str, workers: int, timeout: float | None, price_per_instance_hour: float | None
+    ) -> "FleetSide":
+        """The fleet of ``stack``, fed beside ``workers`` local workers, its tasks
+        limited to ``timeout`` seconds, its usage priced at the stack's instance
+        types (or at ``price_per_instance_hour``)."""
+        fleet = open_fleet(stack)
+        resources = fleet.resources
+        prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
+        feeder = FleetFeeder.of(fleet, workers, timeout)
+        return cls(feeder, FleetWatch(fleet, feeder.busy), prices, resources.slots)
+
+
+def announce_pruned(report: PruneReport, keep_days: float, announce: Callable[[str], None]) -> None:
+    """Say what pruning at start did, when it did anything."""
+    if report.jobs or report.compacted:
+        mib = 1024 * 1024
+        announce(
+            f"pruned {report.jobs} jobs ended over {keep_days:g} days ago; journal"
+            f" {report.bytes_before / mib:.1f} MiB -> {report.bytes_after / mib:.1f} MiB"
+        )
+
+
+def uvicorn_server(app: Starlette, tls_cert: Path | None, tls_key: Path | None) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        http=GuardedH11Protocol,  # header timeouts; only requests count toward limits
+        log_level="warning",
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )
+    return uvicorn.Server(config)
+
+
+def url_of(sock: socket.socket, *, tls: bool) -> str:
+    """The service's URL, from the address its socket listens on."""
+    address = sock.getsockname()
+    shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
+    return f"{'https' if tls else 'http'}://{shown}:{address[1]}"
+
+
+def run_until_stopped(
+    server: uvicorn.Server,
+    sock: socket.socket,
+    context: ServiceContext,
+    exit_when_idle: float | None,
+) -> int:
+    """Run the dispatch thread, the fleet's watch and the server until the
+    server stops; then stop the threads and close the journal. The exit code:
+    1 if dispatch failed."""
+    dispatcher, fleet_watch = context.dispatcher, context.fleet_watch
+    dispatcher.start()
+    if fleet_watch is not None:
+        fleet_watch.start()
+    idle_watch = None
+    if exit_when_idle is not None:
+        idle_watch = threading.Thread(
+            target=_stop_when_idle,
+            args=(server, context, exit_when_idle),
+            name="taskfleet-idle",
+            daemon=True,
+        )
+        idle_watch.start()
+    with _sigterm_returns():
+        try:
+            server.run(sockets=[sock])
+        finally:
+            dispatcher.stopping.set()
+            dispatcher.join()
+            if fleet_watch is not None:
+                fleet_watch.stopping.set()
+                fleet_watch.join()
+            if idle_watch is not None:
+                idle_watch.join()
+            context.close()
+    return 1 if dispatcher.failure is not None else 0
 
 
 @contextlib.contextmanager
@@ -206,17 +265,17 @@ def _sigterm_returns() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_when_idle(server: uvicorn.Server, state: ServiceState, idle_seconds: float) -> None:
+def _stop_when_idle(server: uvicorn.Server, context: ServiceContext, idle_seconds: float) -> None:
     """Stop the server once no job is active and nothing happened for ``idle_seconds``."""
-    journal = Journal(state.journal_path)
+    journal = Journal(context.journal_path)
     try:
         while not server.should_exit:
             time.sleep(IDLE_CHECK_SECONDS)
-            if state.dispatcher.failure is not None:
+            if context.dispatcher.failure is not None:
                 server.should_exit = True
             idle = (
-                state.open_requests == 0
-                and state.dispatcher.idle_seconds() >= idle_seconds
+                context.open_requests == 0
+                and context.dispatcher.idle_seconds() >= idle_seconds
                 and not journal.active_jobs()
             )
             if idle:

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from scheduler.jobs.journal import Journal, Placement
+from scheduler.service.dashboard import TaskQuery
 from tests.conftest import InProcessService, in_process_service
 from tests.scheduler.jobs.test_journal import timed_record
 from worker.bundle import UsageReport
@@ -68,3 +70,16 @@ def test_the_event_stream_carries_each_jobs_usage(service: InProcessService) -> 
         update = json.loads(next(lines).removeprefix("data: "))
     (job,) = update["jobs"]
     assert (job["job"], job["aws_requests"], job["cost_usd"]) == ("a", 13, None)
+
+
+def test_a_task_query_is_read_from_the_request_or_refused_naming_its_parameter() -> None:
+    def query(text: str) -> TaskQuery:
+        return TaskQuery.of(Request({"type": "http", "query_string": text.encode(), "headers": []}))
+
+    assert query("") == TaskQuery(Status.FAILED, 50, slowest=False)
+    assert query("status=timed_out&limit=200&slowest=yes") == TaskQuery(
+        Status.TIMED_OUT, 200, slowest=True
+    )
+    for bad, named in (("status=fine", "status"), ("limit=0", "limit"), ("limit=201", "limit")):
+        with pytest.raises(ValueError, match=f"^{named} must be"):
+            query(bad)
