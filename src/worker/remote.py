@@ -62,10 +62,11 @@ from worker.interruptions import (
     Notice,
 )
 from worker.jobs import JobQueues, JobStates, is_no_such_queue
+from worker.process_clock import process_age
 from worker.result import Result, Status, make_result, unfinished_results
 from worker.sqs import aws_client, make_visible, send_batches
 from worker.task import task_id
-from worker.usage import Usage, UsageMeter, process_age
+from worker.usage import Usage, UsageMeter
 
 log = logging.getLogger("taskfleet.worker")
 

@@ -19,7 +19,6 @@ the slots of its instance, since the slots share the instance.
 """
 
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -213,14 +212,3 @@ class UsageMeter:
             self._charge_call(Usage(dynamodb_writes=units, bytes_sent=size))
         else:
             self._charge_call(Usage(dynamodb_reads=1, bytes_sent=size))
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux: from /proc), its start-up included;
-    None where that cannot be read."""
-    try:
-        with open("/proc/self/stat") as stat:
-            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None

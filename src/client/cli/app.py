@@ -6,7 +6,6 @@ when it runs.
 
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import typer
 
 from client.terminal import show_logs_visibly, visible, visible_stream
+from worker.process_clock import process_age
 
 if TYPE_CHECKING:
     from scheduler.summary import Summary
@@ -224,16 +224,6 @@ def high_water_kib(pid: int | str) -> int | None:
     except OSError:
         pass
     return None
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux: from /proc), start-up included."""
-    try:
-        with open("/proc/self/stat") as stat:
-            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
 
 
 def main() -> None:

@@ -137,25 +137,36 @@ def test_a_service_fleet_job_cancelled_then_retried_runs_its_tasks_again(
     scheduler_service: Callable[..., SchedulerProcess],
     tmp_path: Path,
 ) -> None:
-    _, environment = deployed
+    # The stack's environment, with this test's state folder: the service's token.
+    environment = {**deployed[1], "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"]}
     service = scheduler_service("--stack", "Taskfleet", env=environment)
-    # Each task runs long the first time, and answers at once the second.
+    # Each task notes it started and runs long, until the test says "go": then
+    # it answers at once.
+    go = tmp_path / "go"
     markers = [tmp_path / f"ran-{n}" for n in range(2)]
     path = workload(
-        *(f"test -e {m} && echo again || {{ touch {m}; /bin/sleep 60; }}" for m in markers)
+        *(f"test -e {go} && echo again || {{ touch {m}; /bin/sleep 60; }}" for m in markers)
     )
-    answer = httpx.post(
-        f"{service.url}/jobs?placement=remote",
-        content=Path(path).read_bytes(),
-        headers=service_headers(),
-        timeout=30,
+    command = [*taskfleet_command(), "submit", path, "--remote", "--scheduler", service.url]
+    submitting = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment
     )
-    assert answer.status_code == 201, answer.text
-    job = str(answer.json()["job"])
-    wait_for(lambda: all(m.exists() for m in markers), timeout=120)  # both running
-    cancelled = run_cli("cancel", job, "--scheduler", service.url, env=environment)
-    assert cancelled.returncode == 0, cancelled.stderr
-    wait_for(lambda: job_state(service.url, job) == "cancelled", timeout=60)
+    try:
+        assert submitting.stderr is not None
+        announced = submitting.stderr.readline().decode()
+        assert announced.startswith("job "), announced
+        job = announced.split()[1].rstrip(":")
+        # One slot runs the job's bundle a task at a time: cancel as the first runs.
+        wait_for(lambda: any(m.exists() for m in markers), timeout=120)
+        cancelled = run_cli("cancel", job, "--scheduler", service.url, env=environment)
+        assert cancelled.returncode == 0, cancelled.stderr
+        # The fleet stops the running task within seconds; every task gets a record.
+        wait_for(lambda: job_status(service.url, job)["finished"] == 2, timeout=60)
+        assert job_status(service.url, job)["state"] == "cancelled"
+    finally:
+        submitting.kill()
+        submitting.communicate()
+    go.touch()
     retried = run_cli("retry", job, "--scheduler", service.url, env=environment, timeout=300)
     assert retried.returncode == 0, retried.stderr
     records = records_of(retried.stdout)
@@ -164,10 +175,11 @@ def test_a_service_fleet_job_cancelled_then_retried_runs_its_tasks_again(
     assert all(str(r["worker"]).startswith("i-") for r in records)  # on the fleet again
 
 
-def job_state(url: str, job: str) -> str:
+def job_status(url: str, job: str) -> dict[str, Any]:
     answer = httpx.get(f"{url}/jobs/{job}", headers=service_headers(), timeout=10)
     answer.raise_for_status()
-    return str(answer.json()["state"])
+    status: dict[str, Any] = answer.json()
+    return status
 
 
 def service_jobs(url: str) -> list[dict[str, Any]]:

@@ -143,7 +143,9 @@ def test_a_sorted_workload_spreads_its_long_tasks_over_the_fleet(
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert Counter(r["line"] for r in records) == Counter(range(1, 225))
     long_tasks = [r for r in records if r["line"] > 200]
-    assert len({r["worker"] for r in long_tasks}) == MAX_WORKERS
+    # On every instance at once, not one: at least MAX_WORKERS of them (an
+    # instance idle between bundles may be ended and another started meanwhile).
+    assert len({r["worker"] for r in long_tasks}) >= MAX_WORKERS
 
 
 def test_a_spot_notice_to_a_fleet_instance_moves_its_work_to_a_replacement(
