@@ -63,8 +63,9 @@ system-packages:
 	    else echo "not root: $${entry##*:} not installed, its tests skip"; fi; }; \
 	done
 
+# The slowest tests are listed, so a run that grows toward CI's limit shows where.
 test: lint typecheck system-packages
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 # Bytecode compiled first, as a pip install leaves it: an editable install where
 # PYTHONDONTWRITEBYTECODE is set would compile every module in every process.
