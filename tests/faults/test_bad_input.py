@@ -25,8 +25,8 @@ from worker.workload import WorkloadCounts, check_workload
 #: Generated inputs per property: 10,000 in all, half of them through HTTP.
 LINES = 5_500
 FILES = 1_000
-UPLOADS = 2_000
-QUERIES = 1_500
+UPLOADS = 800
+QUERIES = 600
 
 
 def examples(count: int) -> settings:
