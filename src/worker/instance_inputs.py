@@ -1,0 +1,83 @@
+"""A fleet job's inputs on an instance: fetched once, seen by every task.
+
+An instance keeps each input it fetched under its sha256 (``blobs/``) and, per
+job, a read-only tree of hard links to them named as the job's list says
+(``jobs/<job>/``): the tree its tasks' directories link to
+(worker.inputs.Staged). A file another job shipped with the same content is
+not fetched again. Slots ask at once: one fetches, the others wait for it.
+"""
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from worker.input_manifest import blob_key, decode_manifest, manifest_key
+from worker.inputs import READ_ONLY_DIR, READ_ONLY_FILE, Staged
+from worker.output_pack import plain_name
+
+FETCH_BUFFER_BYTES = 1024 * 1024
+
+
+class InputFetchError(Exception):
+    """A job's inputs could not be fetched as its list names them."""
+
+
+class InstanceInputs:
+    """The inputs of the jobs this instance ran, under ``root``."""
+
+    def __init__(self, s3: Any, bucket: str, root: Path) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.blobs = root / "blobs"
+        self.jobs = root / "jobs"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.jobs.mkdir(parents=True, exist_ok=True)
+        self._staged: dict[str, Staged] = {}
+        self._lock = threading.Lock()
+
+    def of(self, job: str) -> Staged:
+        """The job's inputs, staged: fetched now unless this instance has them."""
+        with self._lock:  # one fetch a job; a second slot waits for it
+            if job not in self._staged:
+                self._staged[job] = self._stage(job)
+            return self._staged[job]
+
+    def _stage(self, job: str) -> Staged:
+        body = self.s3.get_object(Bucket=self.bucket, Key=manifest_key(job))["Body"].read()
+        tree = self.jobs / job
+        if tree.exists():  # a worker before this one, on this instance, made it
+            return Staged.read(tree)
+        building = self.jobs / f".{job}.partial"
+        building.mkdir()
+        for entry in decode_manifest(body):
+            if not plain_name(entry.name):
+                raise InputFetchError(f"job {job}: input name {entry.name!r} leads out")
+            blob = self._blob(entry.sha256)
+            target = building / entry.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(blob, target)
+        for directory, _, _ in os.walk(building, topdown=False):
+            Path(directory).chmod(READ_ONLY_DIR)
+        building.rename(tree)
+        return Staged.read(tree)
+
+    def _blob(self, sha256: str) -> Path:
+        """The input with this content, fetched unless it is here; its hash checked."""
+        blob = self.blobs / sha256
+        if blob.exists():
+            return blob
+        partial = self.blobs / f".{sha256}.partial"
+        digest = hashlib.sha256()
+        body = self.s3.get_object(Bucket=self.bucket, Key=blob_key(sha256))["Body"]
+        with partial.open("wb") as file:
+            while block := body.read(FETCH_BUFFER_BYTES):
+                digest.update(block)
+                file.write(block)
+        if digest.hexdigest() != sha256:
+            partial.unlink()
+            raise InputFetchError(f"input {sha256}: what was fetched has another sha256")
+        partial.chmod(READ_ONLY_FILE)
+        partial.rename(blob)
+        return blob
