@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.output_pack import PackError, pack, unpack
+from worker.output_pack import PackError, key_sha256, object_key, pack, unpack
 from worker.outputs import collect
 from worker.result import OutputFile
 
@@ -20,19 +20,29 @@ def gathered_task(tmp_path: Path) -> tuple[Path, tuple[OutputFile, ...]]:
     return tmp_path / "gathered", collected.files
 
 
-def test_files_travel_in_one_tar_and_come_out_as_the_record_says(tmp_path: Path) -> None:
+def test_files_travel_in_one_tar_and_come_out_as_they_went_in(tmp_path: Path) -> None:
     gathered, files = gathered_task(tmp_path)
-    pack(gathered, files, tmp_path / "task.tar")
-    unpack(tmp_path / "task.tar", files, tmp_path / "out")
+    sha256 = pack(gathered, files, tmp_path / "task.tar")
+    assert sha256 == hashlib.sha256((tmp_path / "task.tar").read_bytes()).hexdigest()
+    unpacked = unpack(tmp_path / "task.tar", tmp_path / "out")
+    assert sorted(unpacked, key=lambda f: f.path) == sorted(files, key=lambda f: f.path)
     assert (tmp_path / "out" / "deep" / "299.txt").read_text() == "299"
     assert len(list((tmp_path / "out" / "deep").iterdir())) == 300
 
 
-def forged(tmp_path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+def test_a_tars_key_names_its_job_its_task_and_its_content() -> None:
+    key = object_key("j1", 2, 17, "a" * 64)
+    assert key == f"outputs/j1/2-17/{'a' * 64}.tar"
+    assert key_sha256(key) == "a" * 64
+    assert key_sha256("outputs/j1/2-17/x.tar") is None
+
+
+def forged(tmp_path: Path, *members: tuple[tarfile.TarInfo, bytes]) -> Path:
     path = tmp_path / "forged.tar"
     with tarfile.open(path, "w") as tar:
-        member.size = len(data) if member.isreg() else 0
-        tar.addfile(member, io.BytesIO(data) if member.isreg() else None)
+        for member, data in members:
+            member.size = len(data) if member.isreg() else 0
+            tar.addfile(member, io.BytesIO(data) if member.isreg() else None)
     return path
 
 
@@ -44,28 +54,44 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile
 
 
 @pytest.mark.parametrize(
-    "member",
+    ("member", "reason"),
     [
-        entry("../x"),
-        entry("/etc/cron.d/x"),
-        entry("pw", tarfile.SYMTYPE, "/etc/passwd"),
-        entry("hard", tarfile.LNKTYPE, "/etc/passwd"),
-        entry("dev", tarfile.CHRTYPE),
+        (entry("../x"), "leads out of its folder"),
+        (entry("/etc/cron.d/x"), "leads out of its folder"),
+        (entry("a/./b"), "leads out of its folder"),
+        (entry("pw", tarfile.SYMTYPE, "/etc/passwd"), "not a regular file"),
+        (entry("hard", tarfile.LNKTYPE, "/etc/passwd"), "not a regular file"),
+        (entry("dev", tarfile.CHRTYPE), "not a regular file"),
+        (entry("dir", tarfile.DIRTYPE), "not a regular file"),
     ],
 )
-def test_a_tar_with_an_escape_or_a_link_is_refused_and_writes_nothing(
-    tmp_path: Path, member: tarfile.TarInfo
+def test_a_tar_with_an_escape_or_a_link_is_refused_and_writes_nothing_outside(
+    tmp_path: Path, member: tarfile.TarInfo, reason: str
 ) -> None:
-    data = b"x"
-    record = [OutputFile(member.name, len(data), hashlib.sha256(data).hexdigest())]
-    with pytest.raises(PackError):
-        unpack(forged(tmp_path, member, data), record, tmp_path / "out")
+    with pytest.raises(PackError, match=reason):
+        unpack(forged(tmp_path, (member, b"x")), tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "x").exists()
 
 
-def test_a_file_altered_on_the_way_is_refused(tmp_path: Path) -> None:
-    path = forged(tmp_path, entry("a.txt"), b"evil")
-    record = [OutputFile("a.txt", 4, hashlib.sha256(b"good").hexdigest())]
-    with pytest.raises(PackError, match="does not match its sha256"):
-        unpack(path, record, tmp_path / "out")
+def test_a_name_twice_or_a_file_past_the_limits_is_refused(tmp_path: Path) -> None:
+    twice = forged(tmp_path, (entry("a"), b"1"), (entry("a"), b"2"))
+    with pytest.raises(PackError, match="twice"):
+        unpack(twice, tmp_path / "out1")
+    many = forged(tmp_path, (entry("a"), b"1"), (entry("b"), b"2"))
+    with pytest.raises(PackError, match="more than 1 files"):
+        unpack(many, tmp_path / "out2", max_files=1)
+    with pytest.raises(PackError, match="or 1 bytes"):
+        unpack(many, tmp_path / "out3", max_bytes=1)
+
+
+def test_a_file_where_a_folder_is_named_is_refused(tmp_path: Path) -> None:
+    clash = forged(tmp_path, (entry("a"), b"1"), (entry("a/b"), b"2"))
+    with pytest.raises(PackError, match="'a/b'"):
+        unpack(clash, tmp_path / "out")
+
+
+def test_what_is_not_a_tar_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(PackError, match="not a tar"):
+        unpack(tmp_path / "junk.tar", tmp_path / "out")
