@@ -6,70 +6,79 @@ again. The job's list of its inputs (name, size, sha256 each) goes up as
 ``inputs/jobs/<job>.json``: what each instance fetches once, then the files it
 names that it has not got.
 
-Not done: an object found again keeps its first upload's age, so the bucket's
-expiry (the job retention after it was written) may take it while a later job
-that reuses it is still queued; a copy onto itself would renew it.
+An object found again keeps its first upload's age, and the bucket expires
+objects the job retention after they were written: one older than a day is
+copied onto itself, which renews its age, so a job that reuses it finds it
+for a whole retention too (a day, not every time: a copy bills as a PUT).
 """
 
-import hashlib
+import datetime
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
 from worker.input_manifest import ManifestEntry, blob_key, encode_manifest, manifest_key
 from worker.inputs import InputFile
+from worker.output_pack import sha256_of
 
-HASH_BUFFER_BYTES = 1024 * 1024
+#: The largest object one PutObject may send: a larger input would need a
+#: multipart upload, which is not built.
+MAX_OBJECT_BYTES = 5 * 1024**3
+
+#: Age past which an input found in the bucket is renewed (see above).
+RENEW_AFTER = datetime.timedelta(days=1)
 
 
 class Shipped(NamedTuple):
-    """What shipping a job's inputs did: its list's key and the S3 traffic."""
+    """What shipping a job's inputs did."""
 
-    manifest: str
-    requests: int
-    bytes_sent: int
-    reused: int  # files found in the bucket already
+    sent: int  # files sent
+    reused: int  # files found in the bucket already (renewed or not)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(HASH_BUFFER_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+def too_large(files: Sequence[InputFile]) -> InputFile | None:
+    """The first input too large to go up in one request, if any."""
+    return next((file for file in files if file.size > MAX_OBJECT_BYTES), None)
 
 
 def ship_inputs(s3: Any, bucket: str, job: str, files: Sequence[InputFile]) -> Shipped:
     """Send what the bucket lacks of ``files`` (checked: worker.inputs), then the job's list."""
     entries: list[ManifestEntry] = []
-    requests = sent = reused = 0
-    uploaded: set[str] = set()  # one job's two copies of a file go up once
+    sent = reused = 0
+    shipped: set[str] = set()  # one job's two copies of a file go up once
     for file in files:
         sha256 = sha256_of(file.source)
         entries.append(ManifestEntry(file.name, file.size, sha256))
-        if sha256 in uploaded:
+        if sha256 in shipped:
             continue
-        uploaded.add(sha256)
-        requests += 1
-        if exists(s3, bucket, blob_key(sha256)):
+        shipped.add(sha256)
+        key = blob_key(sha256)
+        written = last_written(s3, bucket, key)
+        if written is not None:
             reused += 1
+            if datetime.datetime.now(datetime.UTC) - written > RENEW_AFTER:
+                s3.copy_object(
+                    Bucket=bucket,
+                    Key=key,
+                    CopySource={"Bucket": bucket, "Key": key},
+                    MetadataDirective="REPLACE",  # S3 copies an object onto itself only so
+                )
             continue
         with file.source.open("rb") as body:
-            s3.put_object(Bucket=bucket, Key=blob_key(sha256), Body=body)
-        requests += 1
-        sent += file.size
-    manifest = encode_manifest(entries)
-    s3.put_object(Bucket=bucket, Key=manifest_key(job), Body=manifest)
-    return Shipped(manifest_key(job), requests + 1, sent + len(manifest), reused)
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+        sent += 1
+    s3.put_object(Bucket=bucket, Key=manifest_key(job), Body=encode_manifest(entries))
+    return Shipped(sent, reused)
 
 
-def exists(s3: Any, bucket: str, key: str) -> bool:
+def last_written(s3: Any, bucket: str, key: str) -> datetime.datetime | None:
+    """When an object was last written, or None if there is none."""
     try:
-        s3.head_object(Bucket=bucket, Key=key)
+        head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
+            return None
         raise
-    return True
+    written: datetime.datetime = head["LastModified"]
+    return written
