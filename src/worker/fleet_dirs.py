@@ -68,14 +68,19 @@ class FleetTaskDirs:
         """A fresh directory for a task of ``job``, its inputs linked in;
         ``InputFetchError`` or botocore's errors if they cannot be had."""
         staged = self.inputs.of(job, files.bucket) if files is not None and files.inputs else None
-        task_dir = Path(tempfile.mkdtemp(prefix="task-", dir=self.tasks))
+        # The task's directory lies in a folder of its own, which goes with it: a
+        # task that writes to ../x leaves nothing on the instance either.
+        outer = Path(tempfile.mkdtemp(prefix="task-", dir=self.tasks))
+        task_dir = outer / "work"
         try:
+            task_dir.mkdir()
             if self.owner is not None:
+                outer.chmod(0o711)  # its user may pass, and write only in its own
                 os.chown(task_dir, *self.owner)
             if staged is not None:
                 staged.link_into(task_dir)
         except BaseException:
-            remove_tree(task_dir)
+            remove_tree(outer)
             raise
         return TaskPlace(task_dir, staged)
 
@@ -98,7 +103,7 @@ class FleetTaskDirs:
                 )
             return self._send_back(place.path, inputs, files.bucket, task, outcome)
         finally:
-            remove_tree(place.path)
+            remove_tree(place.path.parent)
 
     def _send_back(
         self,

@@ -100,7 +100,7 @@ def test_a_resumed_run_adds_the_files_of_the_tasks_it_runs(
         (["--upload", "data", "--upload-max-bytes", "3"], "more than 3 bytes in all"),
         (["--upload", "data", "--upload-max-files", "0"], "more than 0 files"),
         (["--output-dir", "data/a"], "--output-dir data/a: not a directory"),
-        (["--upload", "data", "--remote", "--stack", "s"], "not yet with --remote"),
+        (["--remote", "--stack", "s", "--detach"], "--output-dir needs an attached run"),
     ],
 )
 def test_what_cannot_be_done_is_refused_in_one_line_before_anything_runs(

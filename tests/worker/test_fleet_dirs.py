@@ -39,7 +39,8 @@ def test_a_task_sees_its_inputs_and_its_files_go_back_as_one_tar(s3: Any, tmp_pa
     ship_inputs(s3, "files", "job1", check_uploads([str(tmp_path / "in.txt")]))
     dirs = FleetTaskDirs(tmp_path / "worker", lambda: s3)
     files = BundleFiles("files", inputs=True, outputs=True)
-    outcome = run(dirs, files, "mkdir d && cat in.txt > d/copy.txt && ln -s /etc/passwd pw")
+    command = "mkdir d && cat in.txt > d/copy.txt && ln -s /etc/passwd pw && echo x > ../x"
+    outcome = run(dirs, files, command)
     assert outcome.status == Status.SUCCEEDED, outcome
     assert (outcome.files, outcome.files_error) == (None, "refused: pw (a symbolic link)")
     assert outcome.files_object is not None
