@@ -485,9 +485,18 @@ class RemoteWorker:
                 log.warning("job %s: its inputs could not be fetched: %s", bundle.job, error)
                 return fetch_failure(time.time(), error)
             outcome = self._cancelled_if(run, runner.run(task.text, planned, None, str(place.path)))
-            return self.task_dirs.finish(
-                place, files, (bundle.job, task.file_number, task.line), outcome
-            )
+            try:
+                return self.task_dirs.finish(
+                    place, files, (bundle.job, task.file_number, task.line), outcome
+                )
+            except OSError as error:  # the instance's disk, say: the slot goes on
+                log.warning("job %s: a task's files could not be gathered: %s", bundle.job, error)
+                return msgspec.structs.replace(
+                    outcome,
+                    status=Status.FAILED,
+                    error=f"its files could not be gathered: {error}",
+                    files=(),
+                )
 
     @staticmethod
     def _cancelled_if(run: BundleRun, outcome: Outcome) -> Outcome:
