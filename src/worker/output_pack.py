@@ -43,10 +43,18 @@ def key_sha256(key: str) -> str | None:
 
 
 def pack(gathered: Path, files: Sequence[OutputFile], tar_path: Path) -> str:
-    """Pack the gathered files (named in ``files``) into an uncompressed tar; its sha256."""
+    """Pack the gathered files (named in ``files``) into an uncompressed tar; its sha256.
+
+    Only names and contents go in: no times, owners or modes (the client writes
+    files afresh, as the local path does), so the same files make the same tar
+    and a task run twice (a bundle taken over) leaves one object, not two."""
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
         for file in files:
-            tar.add(gathered / file.path, arcname=file.path, recursive=False)
+            info = tarfile.TarInfo(file.path)
+            info.size = file.size
+            info.mode = 0o644
+            with (gathered / file.path).open("rb") as reading:
+                tar.addfile(info, reading)
     return sha256_of(tar_path)
 
 

@@ -30,6 +30,13 @@ def test_files_travel_in_one_tar_and_come_out_as_they_went_in(tmp_path: Path) ->
     assert len(list((tmp_path / "out" / "deep").iterdir())) == 300
 
 
+def test_the_same_files_make_the_same_tar(tmp_path: Path) -> None:
+    gathered, files = gathered_task(tmp_path)
+    first = pack(gathered, files, tmp_path / "first.tar")
+    (gathered / "a.bin").touch()  # a later time: not in the tar
+    assert pack(gathered, files, tmp_path / "second.tar") == first
+
+
 def test_a_tars_key_names_its_job_its_task_and_its_content() -> None:
     key = object_key("j1", 2, 17, "a" * 64)
     assert key == f"outputs/j1/2-17/{'a' * 64}.tar"

@@ -104,6 +104,8 @@ def test_a_task_writing_10000_files_sends_one_object(
     assert len(record["files"]) == 10_000
     assert record["files"][0] == {"path": "many/f0000", "size": 2, "sha256": sha(b"1\n")}
     assert (tmp_path / "out" / "w.txt-1" / "many" / "f9999").read_text() == "10000\n"
+    # One object for the task: run twice (a worker that took its bundle over
+    # after a lease ran out under load), it makes the same tar, at the same key.
     s3: Any = boto3.client("s3", **client_settings(environment))
     listed = s3.list_objects_v2(
         Bucket=outputs["JobFilesBucket"], Prefix=f"outputs/{record['job']}/"
