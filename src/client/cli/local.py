@@ -27,6 +27,7 @@ from client.cli.app import (
 from client.cli.job_files import (
     DEFAULT_UPLOAD_MAX_BYTES,
     DEFAULT_UPLOAD_MAX_FILES,
+    KeepFiles,
     OutputDir,
     UploadMaxBytes,
     UploadMaxFiles,
@@ -77,15 +78,18 @@ def run(
     upload_max_bytes: UploadMaxBytes = DEFAULT_UPLOAD_MAX_BYTES,
     upload_max_files: UploadMaxFiles = DEFAULT_UPLOAD_MAX_FILES,
     output_dir: OutputDir = None,
+    keep_files: KeepFiles = False,
 ) -> None:
     """Run a workload here and now, on local worker processes (or the fleet: --remote)."""
     counts, skip = workload_to_run(files, resume)
     append = resume is not None
     if remote and detach and output_dir:
         raise fail(
-            "--output-dir needs an attached run: a detached job's files are not"
-            " fetched later yet (no `taskfleet results --files`)"
+            "--output-dir needs an attached run: give --keep-files, then fetch the files"
+            " with `taskfleet results JOB --stack NAME --files DIR`"
         )
+    if keep_files and not remote:
+        raise fail("--keep-files needs --remote: a local run's files go to --output-dir")
     uploads = checked_uploads(upload or [], upload_max_bytes, upload_max_files)
     if remote:
         checked_for_fleet(uploads)
@@ -94,11 +98,11 @@ def run(
         stack = fleet_usage(context, stack, detach=detach, retries=retries, output=output,
                             summary_path=summary_path, price=price_per_instance_hour)  # fmt: skip
         if detach:
-            print(submit_to_fleet(files, stack, timeout, skip, uploads))
+            print(submit_to_fleet(files, stack, timeout, skip, uploads, keep_files))
             raise typer.Exit(0)
         summary = run_on_fleet(
             files, counts, skip, stack, output, append, timeout, retries,
-            price_per_instance_hour, uploads, output_dir,
+            price_per_instance_hour, uploads, output_dir, keep_files,
         )  # fmt: skip
     else:
         if detach:
@@ -166,7 +170,12 @@ def checked_for_fleet(uploads: "list[InputFile]") -> None:
 
 
 def submit_to_fleet(
-    files: list[str], stack: str, timeout: float, skip: "Done", uploads: "list[InputFile]"
+    files: list[str],
+    stack: str,
+    timeout: float,
+    skip: "Done",
+    uploads: "list[InputFile]",
+    keep_files: bool,
 ) -> str:
     """Queue the workload on the fleet as a job of the stack's; its id."""
     from client.cli.fleet_jobs import open_stack
@@ -182,6 +191,7 @@ def submit_to_fleet(
             skip=skip,
             on_job=announce(stack, []),
             uploads=uploads,
+            keep_files=keep_files,
         )
     except FleetError as error:
         raise fail(str(error)) from error
@@ -199,6 +209,7 @@ def run_on_fleet(
     price_per_instance_hour: float | None,
     uploads: "list[InputFile]",
     output_dir: Path | None,
+    keep_files: bool,
 ) -> "Summary":
     """Run the workload on the stack's fleet, attached: its results as they come."""
     from client import report
@@ -230,6 +241,7 @@ def run_on_fleet(
                 skip=skip,
                 uploads=uploads,
                 output_dir=output_dir,
+                keep_files=keep_files,
             )
         except FleetError as error:
             if jobs:  # failed on the way: not a refusal before anything ran

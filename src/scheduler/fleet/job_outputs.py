@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
+from scheduler.output_budget import OutputBudget
 from worker.contracts import JobFiles
 from worker.output_pack import PackError, key_sha256, unpack
 from worker.outputs import COPY_BUFFER_BYTES, MAX_BYTES_PER_TASK
@@ -78,3 +79,23 @@ class OutputFetcher:
         if digest.hexdigest() != expected:
             raise PackError(f"{key}: its content does not match its name's sha256")
         return unpack(tar, work / "files")
+
+
+class OutputsBack:
+    """A job's tasks' files brought back under ``output_dir`` as its records are
+    written (``run --remote --output-dir``, ``results --stack --files``): each
+    record's tar fetched and unpacked, the job's limit kept (OutputBudget)."""
+
+    def __init__(self, s3: Any, meter: UsageMeter, bucket: str, job: str, output_dir: Path) -> None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.output_dir = output_dir
+        self.fetcher = OutputFetcher(s3, meter, bucket, job, output_dir)
+        self.budget = OutputBudget(output_dir)
+
+    def records(self, records: list[Result]) -> list[Result]:
+        """The records, their files brought back and named."""
+        return self.budget.admit([self.fetcher.bring_back(record) for record in records])
+
+    def close(self) -> None:
+        """Remove what tars cut off (Ctrl-C) had begun to bring back."""
+        remove_tree(self.output_dir / PARTIAL)

@@ -27,10 +27,9 @@ from scheduler.errors import FleetError
 from scheduler.fleet.aws import RemoteFleet
 from scheduler.fleet.feeder import FleetFeeder
 from scheduler.fleet.job_inputs import ship_inputs
-from scheduler.fleet.job_outputs import OutputFetcher
+from scheduler.fleet.job_outputs import OutputsBack
 from scheduler.jobs.dispatch import JobDispatcher
 from scheduler.jobs.journal import JobState, Journal, Placement
-from scheduler.output_budget import OutputBudget
 from scheduler.pricing import Prices, cost_fields
 from scheduler.resume import not_done
 from scheduler.summary import Summary
@@ -39,7 +38,6 @@ from worker.inputs import InputFile
 from worker.result import decode, encode_lines
 from worker.task import new_job_id
 from worker.usage import wait_for_usage
-from worker.workdir import PARTIAL, remove_tree
 from worker.workload import TaskReader, WorkloadCounts
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -69,27 +67,27 @@ def run_remote(
     skip: frozenset[tuple[str, int, str]] = frozenset(),
     uploads: Sequence[InputFile] = (),
     output_dir: Path | None = None,
+    keep_files: bool = False,
 ) -> Summary:
     """Run a checked workload on the fleet; write results; return the summary.
 
     ``retries``, ``skip``, ``uploads`` and ``output_dir`` as for
-    ``run_embedded``; ``timeout`` per task (None: none); ``on_job`` hears the
-    job's id once it is made. The job is kept in the stack: if this process
-    dies, it runs on, and ``taskfleet results JOB --stack`` gets its records.
-    Ctrl-C cancels it on the fleet. The summary holds what the job used on the
-    fleet, priced at ``prices``.
+    ``run_embedded``; ``keep_files``: tasks' files are kept in the stack's
+    bucket (as with ``output_dir``) for ``results --files``; ``timeout`` per
+    task (None: none); ``on_job`` hears the job's id once it is made. The job
+    is kept in the stack: if this process dies, it runs on, and ``taskfleet
+    results JOB --stack`` gets its records. Ctrl-C cancels it on the fleet.
+    The summary holds what the job used on the fleet, priced at ``prices``.
     """
     summary = Summary(total=counts.total, workers=slots)
-    files = _Files(uploads, output_dir)
+    files = _Files(uploads, output_dir, keep_files)
     with _fleet_job(paths, fleet, timeout, retries, skip, files) as job:
         journal, dispatcher, job_id = job.journal, job.dispatcher, job.id
         on_job(job_id)
-        fetcher = None
+        outputs = None
         if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
             bucket = fleet.resources.job_files_bucket
-            fetcher = OutputFetcher(fleet.s3, fleet.meter, bucket, job_id, output_dir)
-        outputs = _Outputs(fetcher, None if output_dir is None else OutputBudget(output_dir))
+            outputs = OutputsBack(fleet.s3, fleet.meter, bucket, job_id, output_dir)
         try:
             summary.start()
             dispatcher.start()
@@ -109,8 +107,8 @@ def run_remote(
             cancel_on_fleet(fleet, job_id)
         finally:
             _stop(dispatcher)
-            if output_dir is not None:  # what tars cut off had begun to bring back
-                remove_tree(output_dir / PARTIAL)
+            if outputs is not None:
+                outputs.close()
             summary.usage = journal.job(job_id).usage
             summary.costs = cost_fields(summary.usage, summary.total, prices)
     if dispatcher.failure is not None:
@@ -126,14 +124,15 @@ def submit_remote(
     on_job: Callable[[str], None] = lambda _job: None,
     skip: frozenset[tuple[str, int, str]] = frozenset(),
     uploads: Sequence[InputFile] = (),
+    keep_files: bool = False,
 ) -> str:
     """Queue a checked workload on the fleet and return once every bundle is
     sent (the job then runs without this process); returns the job's id.
-    ``uploads`` go to the stack's bucket first (nobody would bring outputs
-    back: a detached job's tasks' files are not kept)."""
+    ``uploads`` go to the stack's bucket first; with ``keep_files`` each task's
+    files are kept there, for ``taskfleet results JOB --files DIR``."""
     if fleet.jobs is None:
         raise FleetError("this stack keeps no jobs: a detached job could not be followed")
-    with _fleet_job(paths, fleet, timeout, 0, skip, _Files(uploads, None)) as job:
+    with _fleet_job(paths, fleet, timeout, 0, skip, _Files(uploads, None, keep_files)) as job:
         dispatcher, job_id, feeder = job.dispatcher, job.id, job.feeder
         on_job(job_id)
         total = job.journal.job(job_id).total
@@ -155,29 +154,28 @@ def submit_remote(
 
 
 class _Files(NamedTuple):
-    """What files a job's tasks get (``uploads``) and give (to ``output_dir``)."""
+    """What files a job's tasks get (``uploads``) and give (to ``output_dir``, or
+    kept in the stack: ``keep``)."""
 
     uploads: Sequence[InputFile]
     output_dir: Path | None
+    keep: bool = False
+
+    @property
+    def outputs(self) -> bool:
+        return self.output_dir is not None or self.keep
 
     def bundle_files(self, fleet: RemoteFleet) -> BundleFiles | None:
         """What its bundles say of them (None: no files travel)."""
-        if not self.uploads and self.output_dir is None:
+        if not self.uploads and not self.outputs:
             return None
         bucket = fleet.resources.job_files_bucket
         if not bucket:
             raise FleetError(
                 "the stack has no job-files bucket (JobFilesBucket): deploy it again"
-                " with this taskfleet to use --upload or --output-dir with --remote"
+                " with this taskfleet to use --upload, --output-dir or --keep-files with --remote"
             )
-        return BundleFiles(bucket, inputs=bool(self.uploads), outputs=self.output_dir is not None)
-
-
-class _Outputs(NamedTuple):
-    """Where a job's records' files go as the records are copied (None: nowhere)."""
-
-    fetcher: OutputFetcher | None
-    budget: OutputBudget | None
+        return BundleFiles(bucket, inputs=bool(self.uploads), outputs=self.outputs)
 
 
 class _RemoteJob(NamedTuple):
@@ -280,7 +278,7 @@ def copy_results(
     output: BinaryIO,
     summary: Summary,
     on_progress: Callable[[Summary], None] | None,
-    outputs: "_Outputs | None" = None,
+    outputs: OutputsBack | None = None,
 ) -> None:
     """Write the job's records as the dispatcher journals them, until the last;
     each task's files brought back first (``outputs``)."""
@@ -296,11 +294,8 @@ def copy_results(
             results = [decode(record) for _, record in page]
             for result in results:
                 summary.add({result.status: 1}, result.duration_ms / 1000.0)
-            if outputs is not None and outputs.fetcher is not None:
-                results = [outputs.fetcher.bring_back(result) for result in results]
-            if outputs is not None and outputs.budget is not None:
-                results = outputs.budget.admit(results)
-                output.write(encode_lines(results))
+            if outputs is not None:
+                output.write(encode_lines(outputs.records(results)))
             else:
                 output.write(b"".join(record for _, record in page))
             output.flush()

@@ -167,3 +167,31 @@ def test_the_same_workload_gives_the_same_files_locally_and_on_the_fleet(
         "w.txt-1/n.txt",
         "w.txt-2/kept.txt",
     ]
+
+
+def test_a_detached_jobs_files_are_kept_and_fetched_later_from_the_stack(
+    deployed: tuple[dict[str, str], dict[str, str]], workload: WriteWorkload, tmp_path: Path
+) -> None:
+    _, environment = deployed
+    path = workload("echo one > one.txt", "mkdir d && echo two > d/two.txt", "exit 3", name="w.txt")
+    submitted = run_cli(
+        "run", path, "--remote", "--stack", "Taskfleet", "--detach", "--keep-files",
+        env=environment, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    done = run_cli(
+        "results", job, "--stack", "Taskfleet", "--follow", "--files", "out",
+        env=environment, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    by_line = records_by_line(done.stdout)
+    assert by_line[1]["files"] == [{"path": "one.txt", "size": 4, "sha256": sha(b"one\n")}]
+    assert by_line[2]["files"] == [{"path": "d/two.txt", "size": 4, "sha256": sha(b"two\n")}]
+    assert (by_line[3]["status"], by_line[3]["files"]) == ("failed", [])
+    assert tree(tmp_path / "out") == {"w.txt-1/one.txt": b"one\n", "w.txt-2/d/two.txt": b"two\n"}
+    again = run_cli(
+        "results", job, "--stack", "Taskfleet", "--files", "out", env=environment, cwd=tmp_path
+    )
+    assert again.returncode == 2
+    assert again.stderr.startswith("taskfleet: --files out: not empty")
