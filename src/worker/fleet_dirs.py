@@ -13,6 +13,7 @@ nothing of a task stays on the instance.
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -57,12 +58,16 @@ class FleetTaskDirs:
         self.owner = owner
         self._s3_factory = s3
         self._s3: Any = None
+        self._s3_lock = threading.Lock()
         self.inputs = InstanceInputs(self.s3, root / "inputs")
 
     def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = self._s3_factory()
-        return self._s3
+        """The S3 client, made once (boto3 makes clients unsafely from several
+        threads at once: two slots may ask together)."""
+        with self._s3_lock:
+            if self._s3 is None:
+                self._s3 = self._s3_factory()
+            return self._s3
 
     def make(self, job: str, files: BundleFiles | None) -> TaskPlace:
         """A fresh directory for a task of ``job``, its inputs linked in;
