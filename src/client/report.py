@@ -116,11 +116,14 @@ def _usage_lines(figures: dict[str, object]) -> list[str]:
         cpu = figures.get("cpu_seconds")
         return [f"used {cpu:.2f} CPU-seconds on local workers"] if cpu else []
     dynamodb = usage.get("dynamodb_writes", 0) + usage.get("dynamodb_reads", 0)
+    s3 = usage.get("s3_writes", 0) + usage.get("s3_reads", 0)
+    files = f", S3 {s3:,}" if s3 else ""
+    moved = f", {usage.get('s3_bytes', 0) / 1e6:.2f} MB of files" if s3 else ""
     lines = [
         f"used {usage.get('instance_seconds', 0):.1f} instance-seconds on the fleet,"
         f" {figures.get('aws_requests', 0):,} AWS requests"
-        f" (SQS {usage.get('sqs_requests', 0):,}, DynamoDB {dynamodb:,} units),"
-        f" {usage.get('bytes_sent', 0) / 1e6:.2f} MB sent"
+        f" (SQS {usage.get('sqs_requests', 0):,}, DynamoDB {dynamodb:,} units{files}),"
+        f" {usage.get('bytes_sent', 0) / 1e6:.2f} MB sent{moved}"
     ]
     cost, per_1000 = figures.get("cost_usd"), figures.get("cost_per_1000_tasks_usd")
     prices = figures.get("priced_at")

@@ -4,7 +4,9 @@ with taskfleet (``prices.json``, dated), or at prices the person gives.
 Instance time is priced at the stack's instance types: spot or on demand as
 the stack runs them, and where a stack allows several types, at the dearest
 of them, so the figure is an upper bound. Requests are priced past AWS's
-monthly free tier. Work on local workers costs nothing here; its CPU seconds
+monthly free tier; S3's storage and transfer are not priced (a job's objects
+expire with it; fetching outputs out of AWS is the account's own transfer).
+Work on local workers costs nothing here; its CPU seconds
 are counted instead.
 """
 
@@ -35,7 +37,9 @@ class Prices(NamedTuple):
     sqs_per_million: float
     dynamodb_write_per_million: float
     dynamodb_read_per_million: float
-    taken: str  # when the table's prices were taken
+    taken: str
+    s3_write_per_million: float = 0.0
+    s3_read_per_million: float = 0.0  # when the table's prices were taken
 
     def cost(self, usage: Usage) -> float | None:
         """US dollars, or None when the instance price is unknown and time was used."""
@@ -43,6 +47,8 @@ class Prices(NamedTuple):
             usage.sqs_requests * self.sqs_per_million
             + usage.dynamodb_writes * self.dynamodb_write_per_million
             + usage.dynamodb_reads * self.dynamodb_read_per_million
+            + usage.s3_writes * self.s3_write_per_million
+            + usage.s3_reads * self.s3_read_per_million
         ) / MILLION
         if not usage.instance_seconds:
             return requests
@@ -57,6 +63,8 @@ class Prices(NamedTuple):
             "sqs_per_million_usd": self.sqs_per_million,
             "dynamodb_write_per_million_usd": self.dynamodb_write_per_million,
             "dynamodb_read_per_million_usd": self.dynamodb_read_per_million,
+            "s3_write_per_million_usd": self.s3_write_per_million,
+            "s3_read_per_million_usd": self.s3_read_per_million,
             "taken": self.taken,
         }
 
@@ -94,6 +102,8 @@ def fleet_prices(
         float(table["dynamodb_write_per_million"]),
         float(table["dynamodb_read_per_million"]),
         str(table["taken"]),
+        float(table["s3_write_per_million"]),
+        float(table["s3_read_per_million"]),
     )
 
 

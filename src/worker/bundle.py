@@ -37,6 +37,20 @@ class BundleTask(msgspec.Struct, array_like=True, gc=False):
     text: str  # not bounded here: a line too long fails as a task, with the reason
 
 
+#: An S3 bucket's name, as S3 allows it.
+BucketName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+
+
+class BundleFiles(msgspec.Struct, frozen=True, gc=False):
+    """A job's files on the fleet: the stack's job-files bucket, and what its
+    tasks get and give there. Keys are made from the job's id, not carried:
+    a bundle cannot point a worker at another prefix."""
+
+    bucket: BucketName
+    inputs: bool = False  # the job's input list is at input_manifest.manifest_key(job)
+    outputs: bool = False  # each task's files go back packed (worker.output_pack)
+
+
 class Bundle(msgspec.Struct, gc=False):
     """Tasks of one job that travel and are claimed together."""
 
@@ -46,6 +60,7 @@ class Bundle(msgspec.Struct, gc=False):
     tasks: Annotated[list[BundleTask], msgspec.Meta(min_length=1)]
     # The job's time limit per task in seconds, 0 for none; None: the worker's own.
     timeout: Annotated[float, msgspec.Meta(ge=0, le=MAX_TIMEOUT_SECONDS)] | None = None
+    job_files: BundleFiles | None = None  # None: no files travel
 
 
 class UsageReport(msgspec.Struct, gc=False):

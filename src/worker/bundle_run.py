@@ -79,10 +79,15 @@ class BundleRun:
             return self.pending.popleft()
 
     def finished(self, index: int, result: Result | None) -> bool:
-        """A task ended (``None``: it did not run); True when the bundle should
-        report now (all its tasks have ended, or enough results wait)."""
+        """A task ended (``None``: it did not run, or was cut off); True when the
+        bundle should report now (all its tasks have ended, or enough results wait)."""
         with self._lock:
             self.running -= 1
+            if result is None and self.released:
+                # Cut off by a stop: it is still to run, by the bundle's next holder.
+                # (Counted as ended, the last task of a bundle given back would have
+                # its claim marked done, and never run again.)
+                self.pending.appendleft(index)
             if result is not None and not self.released:
                 if not self._unsent:
                     self._oldest_unsent = time.monotonic()

@@ -12,7 +12,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from worker.result import MAX_FILES_PER_TASK, OutputFile
 
@@ -85,19 +85,28 @@ def _copy(source: Path, target: Path) -> tuple[int, str] | None:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
-    digest = hashlib.sha256()
-    size = 0
     with os.fdopen(fd, "rb") as reading:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: the target tree is this run's own and fresh; nothing may be there.
-        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        with os.fdopen(out, "wb") as writing:
-            while block := reading.read(COPY_BUFFER_BYTES):
-                digest.update(block)
-                writing.write(block)
-                size += len(block)
+        return write_new(reading, target)
+
+
+def write_new(reading: IO[bytes], target: Path) -> tuple[int, str]:
+    """Write what ``reading`` holds to a new file ``target`` (its folders made),
+    hashing it; its size and sha256. ``FileExistsError`` if anything is there:
+    the target tree is fresh and the caller's own, so nothing may be (a link
+    there is not followed)."""
+    digest = hashlib.sha256()
+    size = 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out = os.open(
+        target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+    )
+    with os.fdopen(out, "wb") as writing:
+        while block := reading.read(COPY_BUFFER_BYTES):
+            digest.update(block)
+            writing.write(block)
+            size += len(block)
     return size, digest.hexdigest()
 
 

@@ -31,6 +31,7 @@ import logging
 import os
 import secrets
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -53,8 +54,10 @@ from worker.bundle_run import BundleRun
 from worker.claims import Claim, ClaimLedger
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Default, Setting
 from worker.errors import BundleError, DuplicateBundleError, QueueError, WorkerConfigError
-from worker.execute import TaskRunner, TaskUser, plan, scrub_secrets
+from worker.execute import Plan, TaskRunner, TaskUser, plan, scrub_secrets
 from worker.finished_log import FinishedLog
+from worker.fleet_dirs import FleetTaskDirs, fetch_failure
+from worker.instance_inputs import InputFetchError
 from worker.interruptions import (
     DEFAULT_METADATA_URL,
     InterruptionWatcher,
@@ -63,10 +66,11 @@ from worker.interruptions import (
 )
 from worker.jobs import JobQueues, JobStates, is_no_such_queue
 from worker.process_clock import process_age
-from worker.result import Result, Status, make_result, unfinished_results
+from worker.result import Outcome, Result, Status, make_result, unfinished_results
 from worker.sqs import aws_client, make_visible, send_batches
 from worker.task import task_id
 from worker.usage import Usage, UsageMeter
+from worker.workdir import remove_tree
 
 log = logging.getLogger("taskfleet.worker")
 
@@ -211,6 +215,20 @@ class RemoteWorker:
         self._finished_log = (
             None if config.state_dir is None else FinishedLog(config.state_dir / "finished")
         )
+        # Tasks' directories and the instance's inputs: in the worker's own
+        # directory (its state folder, kept across a restart on the instance, or
+        # one of this process's own), never where it was started.
+        self._own_dir: Path | None = None
+        if config.state_dir is None:
+            self._own_dir = Path(tempfile.mkdtemp(prefix="taskfleet-worker-"))
+        base = config.state_dir or self._own_dir
+        assert base is not None
+        user = config.task_user
+        self.task_dirs = FleetTaskDirs(
+            base / "files",
+            lambda: self.meter.watch(aws_client("s3", config.region)),
+            None if user is None else (user.uid, user.gid),
+        )
 
     # -- the loop -------------------------------------------------------------
 
@@ -237,6 +255,8 @@ class RemoteWorker:
             self._charge_the_rest()
             if self._finished_log is not None:
                 self._finished_log.clear()
+            if self._own_dir is not None:
+                remove_tree(self._own_dir)
         if ended_idle:
             self._end_instance()
         else:
@@ -427,12 +447,13 @@ class RemoteWorker:
         runner.timeout = self._timeout_of(run.bundle)
         self._running[runner] = run
         try:
-            outcome = runner.run(task.text, plan(task.text))
+            planned = plan(task.text)
+            if planned.is_command:
+                outcome = self._run_command(runner, run, task, planned)
+            else:
+                outcome = self._cancelled_if(run, runner.run(task.text, planned))
         finally:
             del self._running[runner]
-        if run.cancelled and outcome.status != Status.SUCCEEDED:
-            error = "its job was cancelled while it ran: stopped"
-            outcome = msgspec.structs.replace(outcome, status=Status.CANCELLED, error=error)
         # The slots share the instance: each task holds its share of it.
         share = outcome.duration_ms / 1000.0 / self.config.concurrency
         self.meter.charge(run.bundle.job, Usage(instance_seconds=share))
@@ -449,6 +470,41 @@ class RemoteWorker:
             self.config.instance_id,
             outcome,
         )
+
+    def _run_command(
+        self, runner: TaskRunner, run: BundleRun, task: BundleTask, planned: Plan
+    ) -> Outcome:
+        """Run a shell command in a directory of its own, with its job's inputs;
+        its files sent back if its job asks (``worker.fleet_dirs``)."""
+        bundle = run.bundle
+        files = bundle.job_files
+        with self.meter.charged_to(bundle.job):
+            try:
+                place = self.task_dirs.make(bundle.job, files)
+            except (InputFetchError, BotoCoreError, ClientError, OSError) as error:
+                log.warning("job %s: its inputs could not be fetched: %s", bundle.job, error)
+                return fetch_failure(time.time(), error)
+            outcome = self._cancelled_if(run, runner.run(task.text, planned, None, str(place.path)))
+            try:
+                return self.task_dirs.finish(
+                    place, files, (bundle.job, task.file_number, task.line), outcome
+                )
+            except OSError as error:  # the instance's disk, say: the slot goes on
+                log.warning("job %s: a task's files could not be gathered: %s", bundle.job, error)
+                return msgspec.structs.replace(
+                    outcome,
+                    status=Status.FAILED,
+                    error=f"its files could not be gathered: {error}",
+                    files=(),
+                )
+
+    @staticmethod
+    def _cancelled_if(run: BundleRun, outcome: Outcome) -> Outcome:
+        """A task its job's cancellation stopped is recorded cancelled."""
+        if run.cancelled and outcome.status != Status.SUCCEEDED:
+            error = "its job was cancelled while it ran: stopped"
+            return msgspec.structs.replace(outcome, status=Status.CANCELLED, error=error)
+        return outcome
 
     def _timeout_of(self, bundle: Bundle) -> float | None:
         """A task's time limit: its job's, else this worker's (0: none)."""

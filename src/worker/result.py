@@ -9,8 +9,11 @@ never ran to an outcome of its own (lost, cancelled, dead-lettered); ``attempt``
 (1 unless the task was run again, see ``--retries``) and ``earlier_exit_codes``
 (of the attempts before, null for one that timed out or was lost); ``files``
 (with ``--output-dir``: the files the task left in its working directory that
-came back, each ``path``, ``size``, ``sha256``; null without it) and
-``files_error`` (what of them did not come back, and why). Encoding is
+came back, each ``path``, ``size``, ``sha256``; null without it),
+``files_error`` (what of them did not come back, and why) and
+``files_object`` (on the fleet: the key, in the stack's job-files bucket, of
+the tar its files travelled in; null locally and for a task that left none).
+Encoding is
 on the hot path of every task, so the record is a msgspec Struct, encoded a
 chunk at a time by msgspec's JSON encoder.
 """
@@ -77,6 +80,7 @@ class Outcome(msgspec.Struct, gc=False):
     error: str | None = None
     files: tuple[OutputFile, ...] | None = None  # with --output-dir: what came back
     files_error: str | None = None  # what of them did not, and why
+    files_object: str | None = None  # on the fleet: the tar they travel in (output_pack)
 
 
 class Result(msgspec.Struct, gc=False):
@@ -102,6 +106,7 @@ class Result(msgspec.Struct, gc=False):
     earlier_exit_codes: tuple[int | None, ...] = ()
     files: tuple[OutputFile, ...] | None = None
     files_error: str | None = None
+    files_object: str | None = None
 
 
 #: Most attempts of one task (``--retries`` at most this less one).
@@ -134,6 +139,7 @@ class CheckedResult(Result, gc=False):
         None
     )
     files_error: Message | None = None
+    files_object: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
 
 
 def make_result(
@@ -158,6 +164,7 @@ def make_result(
         outcome.truncated,
         files=outcome.files,
         files_error=outcome.files_error,
+        files_object=outcome.files_object,
     )
 
 

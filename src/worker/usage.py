@@ -1,7 +1,7 @@
 """What work costs on the fleet: AWS requests as they are billed, and instance time.
 
 A ``UsageMeter`` watches boto3 clients through botocore's event hooks and
-charges every SQS and DynamoDB request to the job the calling thread works for
+charges every SQS, DynamoDB and S3 request to the job the calling thread works for
 (``charged_to``) as it is sent, in the units AWS bills (an attempt that fails
 without an answer, and is sent again, is taken back: it never reached AWS):
 
@@ -11,6 +11,11 @@ without an answer, and is sent again, is taken back: it never reached AWS):
   item; here the request's size stands for the item's, which its key names and
   expressions make a little larger. A read costs one read unit (claims are far
   under 4 KiB).
+
+- S3 (the job-files bucket): a request each, in two tiers as billed (writes:
+  PUT, COPY, POST, LIST; reads: GET, HEAD and the rest; deletes are free),
+  and the bytes of objects sent and fetched. Storage is not counted: a job's
+  objects are small beside a month's gigabyte and expire with the job.
 
 Other AWS calls (Auto Scaling, CloudFormation) are free and not counted. Work
 charged to no job (a long poll that found nothing) is the fleet's overhead.
@@ -39,6 +44,20 @@ MAX_COUNT = 10**15
 
 DYNAMODB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 
+#: S3 calls billed at the dearer tier (PUT, COPY, POST, LIST), and those free.
+S3_WRITES = frozenset(
+    {
+        "PutObject",
+        "CopyObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "ListObjects",
+        "ListObjectsV2",
+    }
+)
+S3_FREE = frozenset({"DeleteObject", "DeleteObjects", "AbortMultipartUpload"})
+
 #: Seconds a reader waits, after a job's last result, for the last usage report
 #: of each worker that ran it (sent once the worker holds none of its bundles).
 USAGE_WAIT_SECONDS = 5.0
@@ -59,11 +78,20 @@ class Usage(msgspec.Struct, gc=False, omit_defaults=True):
     dynamodb_writes: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # write units
     dynamodb_reads: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # read units
     bytes_sent: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # request payloads
+    s3_writes: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # PUT, COPY, POST, LIST
+    s3_reads: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # GET, HEAD
+    s3_bytes: Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)] = 0  # objects sent and fetched
 
     @property
     def aws_requests(self) -> int:
-        """Billed SQS and DynamoDB request units in all."""
-        return self.sqs_requests + self.dynamodb_writes + self.dynamodb_reads
+        """Billed SQS, DynamoDB and S3 request units in all."""
+        return (
+            self.sqs_requests
+            + self.dynamodb_writes
+            + self.dynamodb_reads
+            + self.s3_writes
+            + self.s3_reads
+        )
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(
@@ -72,6 +100,9 @@ class Usage(msgspec.Struct, gc=False, omit_defaults=True):
             self.dynamodb_writes + other.dynamodb_writes,
             self.dynamodb_reads + other.dynamodb_reads,
             self.bytes_sent + other.bytes_sent,
+            self.s3_writes + other.s3_writes,
+            self.s3_reads + other.s3_reads,
+            self.s3_bytes + other.s3_bytes,
         )
 
     def __sub__(self, other: "Usage") -> "Usage":
@@ -81,6 +112,9 @@ class Usage(msgspec.Struct, gc=False, omit_defaults=True):
             self.dynamodb_writes - other.dynamodb_writes,
             self.dynamodb_reads - other.dynamodb_reads,
             self.bytes_sent - other.bytes_sent,
+            self.s3_writes - other.s3_writes,
+            self.s3_reads - other.s3_reads,
+            self.s3_bytes - other.s3_bytes,
         )
 
     def __bool__(self) -> bool:
@@ -121,14 +155,17 @@ class UsageMeter:
         self._context = threading.local()
 
     def watch(self, client: Any) -> Any:
-        """Count ``client``'s SQS or DynamoDB calls from now on; returns it."""
+        """Count ``client``'s SQS, DynamoDB or S3 calls from now on; returns it."""
         events = client.meta.events
         events.register("before-send.sqs", self._on_sqs_send)
         events.register("after-call.sqs.ReceiveMessage", self._on_sqs_received)
         events.register("before-send.dynamodb", self._on_dynamodb_send)
+        events.register("before-send.s3", self._on_s3_send)
+        events.register("after-call.s3.GetObject", self._on_s3_fetched)
         # After every attempt, whether it is tried again or not.
         events.register("needs-retry.sqs", self._on_attempt)
         events.register("needs-retry.dynamodb", self._on_attempt)
+        events.register("needs-retry.s3", self._on_attempt)
         return client
 
     @contextmanager
@@ -212,3 +249,20 @@ class UsageMeter:
             self._charge_call(Usage(dynamodb_writes=units, bytes_sent=size))
         else:
             self._charge_call(Usage(dynamodb_reads=1, bytes_sent=size))
+
+    def _on_s3_send(self, request: Any, event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        if operation in S3_FREE:
+            return
+        # A file's body is streamed: its length is in the header.
+        size = int(request.headers.get("Content-Length") or 0)
+        if operation in S3_WRITES:
+            self._charge_call(Usage(s3_writes=1, s3_bytes=size))
+        else:
+            self._charge_call(Usage(s3_reads=1))
+
+    def _on_s3_fetched(self, parsed: dict[str, Any], **_: Any) -> None:
+        """An object fetched: its bytes (the call was counted as it was sent)."""
+        usage = Usage(s3_bytes=int(parsed.get("ContentLength") or 0))
+        self.charge(self._job(), usage)
+        self._context.last = self.last_call() + usage

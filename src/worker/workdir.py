@@ -66,9 +66,8 @@ class WorkDirs:
             if self.output is None:
                 return None
             if status != Status.SUCCEEDED:
-                left = self._leftovers(task_dir)
-                said = f"{left} files not kept: the task did not succeed" if left else None
-                return Collected((), said)
+                inputs = self.staged.inodes if self.staged else frozenset()
+                return Collected((), not_kept(task_dir, inputs))
             return self._bring_back(task_dir, label)
         finally:
             self._end(task_dir)
@@ -81,10 +80,6 @@ class WorkDirs:
                     self._spare = task_dir
                     return
         remove_tree(task_dir)
-
-    def _leftovers(self, task_dir: Path) -> int:
-        """How many files (its inputs aside) a task left."""
-        return sum(1 for _ in entries(task_dir, self.staged.inodes if self.staged else frozenset()))
 
     def _bring_back(self, task_dir: Path, label: str) -> Collected:
         assert self.output is not None
@@ -99,6 +94,13 @@ class WorkDirs:
         finally:
             remove_tree(gathering)
         return collected
+
+
+def not_kept(task_dir: Path, inputs: frozenset[tuple[int, int]]) -> str | None:
+    """What a task that did not succeed leaves out: its files (less its inputs)
+    are not brought back, and its record says how many (None: it left none)."""
+    left = sum(1 for _ in entries(task_dir, inputs))
+    return f"{left} files not kept: the task did not succeed" if left else None
 
 
 def place(gathered: Path, target: Path) -> None:

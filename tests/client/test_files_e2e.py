@@ -100,7 +100,8 @@ def test_a_resumed_run_adds_the_files_of_the_tasks_it_runs(
         (["--upload", "data", "--upload-max-bytes", "3"], "more than 3 bytes in all"),
         (["--upload", "data", "--upload-max-files", "0"], "more than 0 files"),
         (["--output-dir", "data/a"], "--output-dir data/a: not a directory"),
-        (["--upload", "data", "--remote", "--stack", "s"], "not yet with --remote"),
+        (["--remote", "--stack", "s", "--detach"], "--output-dir needs an attached run"),
+        (["--keep-files"], "--keep-files needs --remote"),
     ],
 )
 def test_what_cannot_be_done_is_refused_in_one_line_before_anything_runs(
@@ -115,4 +116,13 @@ def test_what_cannot_be_done_is_refused_in_one_line_before_anything_runs(
     assert message in done.stderr
     assert len(done.stderr.splitlines()) == 1
     assert done.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_files_of_a_job_need_its_stack(tmp_path: Path) -> None:
+    done = run_cli("results", "job1", "--files", "out", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "taskfleet: --files needs --stack: a scheduler service keeps no task's files\n",
+    )
     assert not (tmp_path / "out").exists()

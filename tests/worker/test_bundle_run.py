@@ -91,3 +91,13 @@ def test_a_released_bundle_takes_no_more_results() -> None:
     run.release()
     run.add_results([(0, result(1))])
     assert run.take_unsent() == []
+
+
+def test_the_last_task_cut_off_by_a_stop_leaves_its_bundle_unended() -> None:
+    run = held("a", "b")
+    assert [run.next_task(), run.next_task()] == [0, 1]
+    run.finished(0, result(1))
+    run.release()  # a stop: the running task is killed, and yields no result
+    run.finished(1, None)
+    assert not run.ended()  # given back, not marked done: its next holder runs it
+    assert run.tasks_waiting() == 0  # nothing more starts here

@@ -23,6 +23,7 @@ KEYS = {
     "earlier_exit_codes",
     "files",
     "files_error",
+    "files_object",
 }
 
 

@@ -124,3 +124,20 @@ def test_an_attempt_that_got_no_answer_is_not_billed() -> None:
         with pytest.raises(EndpointConnectionError), meter.charged_to("job-a"):
             client.send_message(QueueUrl=f"http://127.0.0.1:{port}/1/q", MessageBody="lost")
     assert meter.take("job-a") == Usage()
+
+
+def test_s3_calls_count_in_their_billing_tiers_with_the_bytes_moved(moto_endpoint: str) -> None:
+    assert moto_endpoint
+    client = aws_client("s3")
+    client.create_bucket(Bucket="metered")
+    meter = UsageMeter()
+    meter.watch(client)
+    with meter.charged_to("job"):
+        client.put_object(Bucket="metered", Key="a", Body=b"x" * 5000)  # a write
+        client.head_object(Bucket="metered", Key="a")  # reads
+        assert client.get_object(Bucket="metered", Key="a")["Body"].read() == b"x" * 5000
+        client.list_objects_v2(Bucket="metered")  # a LIST bills as a write
+        client.delete_object(Bucket="metered", Key="a")  # free
+    usage = meter.take("job")
+    assert (usage.s3_writes, usage.s3_reads, usage.s3_bytes) == (2, 2, 10_000)
+    assert usage.aws_requests == 4

@@ -9,15 +9,18 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
 from client.cli.app import Command, app, fail, results_output
+from client.cli.job_files import checked_output_dir
 
 if TYPE_CHECKING:
     from scheduler.fleet.aws import RemoteFleet
     from scheduler.fleet.follow import JobView
+    from scheduler.fleet.job_outputs import OutputsBack
 
 #: Exit codes of `wait`, as `run`'s: all succeeded, or not.
 EXIT_SUCCEEDED, EXIT_NOT_ALL = 0, 1
@@ -99,12 +102,42 @@ def status_on_stack(stack: str, job_id: str) -> None:
     print_view(job_view(stack, job_id))
 
 
-def results_on_stack(stack: str, job_id: str, output: str | None, follow: bool) -> None:
+def results_on_stack(
+    stack: str, job_id: str, output: str | None, follow: bool, files_dir: Path | None = None
+) -> None:
     from scheduler.fleet.follow import follow_records
 
     view = job_view(stack, job_id)  # no such job: exit 2 before a file is made
+    checked_output_dir(files_dir, view.job.files, resume=False, option="--files")
+    pages = follow_records(view, follow=follow)
     with stack_errors(stack), results_output(output) as stream:
-        write_records(follow_records(view, follow=follow), stream)
+        if files_dir is None:
+            write_records(pages, stream)
+            return
+        outputs = files_back(view.fleet, job_id, files_dir)
+        try:
+            write_records(outputs_of(pages, outputs), stream)
+        finally:
+            outputs.close()
+
+
+def files_back(fleet: "RemoteFleet", job_id: str, files_dir: Path) -> "OutputsBack":
+    """What brings a job's tasks' files back under ``files_dir``; exit 2 for a
+    stack without a job-files bucket."""
+    from scheduler.fleet.job_outputs import OutputsBack
+
+    bucket = fleet.resources.job_files_bucket
+    if not bucket:
+        raise fail("--files: the stack has no job-files bucket (JobFilesBucket)")
+    return OutputsBack(fleet.s3, fleet.meter, bucket, job_id, files_dir)
+
+
+def outputs_of(pages: Iterable[list[bytes]], outputs: "OutputsBack") -> Iterator[list[bytes]]:
+    """The pages of records, each record's files brought back and named in it."""
+    from worker.result import decode, encode_lines
+
+    for page in pages:
+        yield [encode_lines(outputs.records([decode(record) for record in page]))]
 
 
 def write_records(pages: Iterable[list[bytes]], stream: BinaryIO) -> None:

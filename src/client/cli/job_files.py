@@ -55,6 +55,16 @@ OutputDir = Annotated[
     ),
 ]
 
+KeepFiles = Annotated[
+    bool,
+    typer.Option(
+        "--keep-files",
+        help="With --remote: keep each task's files in the stack's bucket for its retention,"
+        " to fetch with `taskfleet results JOB --stack NAME --files DIR` (--output-dir"
+        " keeps them too).",
+    ),
+]
+
 
 def checked_uploads(paths: list[str], max_bytes: int, max_files: int) -> "list[InputFile]":
     """The files of the uploads, or exit 2 naming the first that cannot go."""
@@ -69,22 +79,24 @@ def checked_uploads(paths: list[str], max_bytes: int, max_files: int) -> "list[I
         raise fail(str(error)) from error
 
 
-def checked_output_dir(output_dir: Path | None, files: list[str], resume: bool) -> None:
+def checked_output_dir(
+    output_dir: Path | None, files: list[str], resume: bool, option: str = "--output-dir"
+) -> None:
     """Exit 2 if tasks' files could not go to ``output_dir`` unmixed: it is not a
     directory, or holds files of another run (unless resuming that run), or two
     workload files share a name (their tasks' directories would too)."""
     if output_dir is None:
         return
     if output_dir.exists() and not output_dir.is_dir():
-        raise fail(f"--output-dir {output_dir}: not a directory")
+        raise fail(f"{option} {output_dir}: not a directory")
     if output_dir.exists() and not resume and any(output_dir.iterdir()):
         raise fail(
-            f"--output-dir {output_dir}: not empty (another run's files would mix with"
+            f"{option} {output_dir}: not empty (another run's files would mix with"
             " this one's; give an empty one, or --resume that run)"
         )
     names: set[str] = set()
     for file in files:
         name = Path(file).name
         if name in names:
-            raise fail(f"--output-dir: two workload files named {name!r} would share its folders")
+            raise fail(f"{option}: two workload files named {name!r} would share its folders")
         names.add(name)

@@ -27,6 +27,7 @@ from client.cli.app import (
 from client.cli.job_files import (
     DEFAULT_UPLOAD_MAX_BYTES,
     DEFAULT_UPLOAD_MAX_FILES,
+    KeepFiles,
     OutputDir,
     UploadMaxBytes,
     UploadMaxFiles,
@@ -77,23 +78,32 @@ def run(
     upload_max_bytes: UploadMaxBytes = DEFAULT_UPLOAD_MAX_BYTES,
     upload_max_files: UploadMaxFiles = DEFAULT_UPLOAD_MAX_FILES,
     output_dir: OutputDir = None,
+    keep_files: KeepFiles = False,
 ) -> None:
     """Run a workload here and now, on local worker processes (or the fleet: --remote)."""
     counts, skip = workload_to_run(files, resume)
     append = resume is not None
-    if remote and (upload or output_dir):
-        raise fail("--upload and --output-dir work on local runs only: not yet with --remote")
+    if remote and detach and output_dir:
+        raise fail(
+            "--output-dir needs an attached run: give --keep-files, then fetch the files"
+            " with `taskfleet results JOB --stack NAME --files DIR`"
+        )
+    if keep_files and not remote:
+        raise fail("--keep-files needs --remote: a local run's files go to --output-dir")
     uploads = checked_uploads(upload or [], upload_max_bytes, upload_max_files)
+    if remote:
+        checked_for_fleet(uploads)
     checked_output_dir(output_dir, files, resume is not None)
     if remote:
         stack = fleet_usage(context, stack, detach=detach, retries=retries, output=output,
                             summary_path=summary_path, price=price_per_instance_hour)  # fmt: skip
         if detach:
-            print(submit_to_fleet(files, stack, timeout, skip))
+            print(submit_to_fleet(files, stack, timeout, skip, uploads, keep_files))
             raise typer.Exit(0)
         summary = run_on_fleet(
-            files, counts, skip, stack, output, append, timeout, retries, price_per_instance_hour
-        )
+            files, counts, skip, stack, output, append, timeout, retries,
+            price_per_instance_hour, uploads, output_dir, keep_files,
+        )  # fmt: skip
     else:
         if detach:
             raise fail("--detach needs --remote: a local run ends with this command")
@@ -148,15 +158,43 @@ def fleet_usage(
     return stack
 
 
-def submit_to_fleet(files: list[str], stack: str, timeout: float, skip: "Done") -> str:
+def checked_for_fleet(uploads: "list[InputFile]") -> None:
+    """Exit 2 if an upload cannot go to the fleet (a file too large for one request)."""
+    from scheduler.fleet.job_inputs import MAX_OBJECT_BYTES, too_large
+
+    if (file := too_large(uploads)) is not None:
+        raise fail(
+            f"--upload {file.source}: over {MAX_OBJECT_BYTES} bytes, more than one"
+            " request sends to the fleet (multipart uploads are not built)"
+        )
+
+
+def submit_to_fleet(
+    files: list[str],
+    stack: str,
+    timeout: float,
+    skip: "Done",
+    uploads: "list[InputFile]",
+    keep_files: bool,
+) -> str:
     """Queue the workload on the fleet as a job of the stack's; its id."""
     from client.cli.fleet_jobs import open_stack
+    from scheduler.errors import FleetError
     from scheduler.fleet.run import submit_remote
 
     fleet = open_stack(stack)
-    return submit_remote(
-        files, fleet=fleet, timeout=timeout or None, skip=skip, on_job=announce(stack, [])
-    )
+    try:
+        return submit_remote(
+            files,
+            fleet=fleet,
+            timeout=timeout or None,
+            skip=skip,
+            on_job=announce(stack, []),
+            uploads=uploads,
+            keep_files=keep_files,
+        )
+    except FleetError as error:
+        raise fail(str(error)) from error
 
 
 def run_on_fleet(
@@ -169,6 +207,9 @@ def run_on_fleet(
     timeout: float,
     retries: int,
     price_per_instance_hour: float | None,
+    uploads: "list[InputFile]",
+    output_dir: Path | None,
+    keep_files: bool,
 ) -> "Summary":
     """Run the workload on the stack's fleet, attached: its results as they come."""
     from client import report
@@ -185,19 +226,27 @@ def run_on_fleet(
         raise fail(str(error)) from error
     jobs: list[str] = []  # the job's id, once it has one
     with results_output(output, append=append) as stream, report.live_progress(counts.total) as bar:
-        summary = run_remote(
-            files,
-            counts=counts,
-            fleet=fleet,
-            prices=prices,
-            slots=fleet.slots(),
-            output=stream,
-            timeout=timeout or None,
-            on_progress=lambda s: report.update(bar, s),
-            on_job=announce(stack, jobs),
-            retries=retries,
-            skip=skip,
-        )
+        try:
+            summary = run_remote(
+                files,
+                counts=counts,
+                fleet=fleet,
+                prices=prices,
+                slots=fleet.slots(),
+                output=stream,
+                timeout=timeout or None,
+                on_progress=lambda s: report.update(bar, s),
+                on_job=announce(stack, jobs),
+                retries=retries,
+                skip=skip,
+                uploads=uploads,
+                output_dir=output_dir,
+                keep_files=keep_files,
+            )
+        except FleetError as error:
+            if jobs:  # failed on the way: not a refusal before anything ran
+                raise
+            raise fail(str(error)) from error
     sys.stderr.write(
         "its instances' idle tail is added to its cost as they end:"
         f" `taskfleet status {jobs[0]} --stack {stack}`\n"

@@ -412,12 +412,23 @@ def results(
         bool, typer.Option("--wait", "--follow", help="Wait for the job to finish.")
     ] = False,
     stack: StackOfJob = None,
+    files: Annotated[
+        Path | None,
+        typer.Option(
+            "--files",
+            metavar="DIR",
+            help="With --stack: bring back the files its tasks left (kept by --output-dir"
+            " or --keep-files) under DIR/<file>-<line>/, as the records are written.",
+        ),
+    ] = None,
 ) -> None:
     """Print the results of a job, finished so far (or all, with --wait)."""
+    if files is not None and stack is None:
+        raise fail("--files needs --stack: a scheduler service keeps no task's files")
     if stack is not None:
         from client.cli.fleet_jobs import results_on_stack
 
-        results_on_stack(stack, job, output, follow=wait)
+        results_on_stack(stack, job, output, follow=wait, files_dir=files)
         return
     with (
         connected(scheduler, token, token_file, ca_cert) as client,

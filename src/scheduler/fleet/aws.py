@@ -52,6 +52,7 @@ class StackResources(NamedTuple):
     job_queue_prefix: str = ""  # a job's result queue: this + its id
     job_retention_days: int = 7
     job_queue_key: str = ""  # the stack's KMS key, if it has one: the job queues use it
+    job_files_bucket: str = ""  # jobs' files (worker.contracts.JobFiles); "": an older stack
 
     @property
     def slots(self) -> int:
@@ -76,6 +77,7 @@ class StackResources(NamedTuple):
                 outputs[Output.JOB_QUEUE_PREFIX],
                 int(outputs[Output.JOB_RETENTION_DAYS]),
                 outputs.get(Output.JOB_QUEUE_KEY, ""),
+                outputs.get(Output.JOB_FILES_BUCKET, ""),
             )
         except (KeyError, ValueError) as missing:
             raise FleetError(
@@ -159,6 +161,15 @@ class RemoteFleet:
             else None
         )
         self._next_dead_letter_check = 0.0
+        self._s3: Any = None
+
+    @property
+    def s3(self) -> Any:
+        """The S3 client for the job-files bucket, its calls counted (made when
+        first used: most jobs have no files)."""
+        if self._s3 is None:
+            self._s3 = self.meter.watch(aws_client("s3"))
+        return self._s3
 
     def send(self, bodies: list[str]) -> int:
         """Put bundles on the request queue; returns the SendMessageBatch calls made."""

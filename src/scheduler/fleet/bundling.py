@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from worker.bundle import MESSAGE_HEADROOM_BYTES, Bundle, BundleTask, encode_bundle
+from worker.bundle import MESSAGE_HEADROOM_BYTES, Bundle, BundleFiles, BundleTask, encode_bundle
 from worker.contracts import MAX_MESSAGE_BYTES
 
 #: Largest bundle body, in bytes.
@@ -31,9 +31,15 @@ class BundlePacker:
     """Turns a job's tasks, in order, into bundles."""
 
     def __init__(
-        self, job_id: str, files: list[str], per_bundle: int, timeout: float | None = None
+        self,
+        job_id: str,
+        files: list[str],
+        per_bundle: int,
+        timeout: float | None = None,
+        job_files: BundleFiles | None = None,
     ) -> None:
-        """``timeout``: the job's time limit per task, 0 for none (None: the worker's)."""
+        """``timeout``: the job's time limit per task, 0 for none (None: the worker's);
+        ``job_files``: what files its tasks get and give (None: none)."""
         if per_bundle < 1:
             raise ValueError("per_bundle must be at least 1")
         self.job_id = job_id
@@ -44,8 +50,9 @@ class BundlePacker:
         self.files = files
         self.per_bundle = per_bundle
         self.timeout = timeout
+        self.job_files = job_files
         self._tasks: list[BundleTask] = []
-        empty = Bundle(f"{self.prefix}-000000", job_id, files, [], timeout)
+        empty = Bundle(f"{self.prefix}-000000", job_id, files, [], timeout, job_files)
         self._bytes = len(encode_bundle(empty))
         self._base_bytes = self._bytes
         self._count = 0
@@ -71,7 +78,9 @@ class BundlePacker:
             return None
         self._count += 1
         bundle_id = f"{self.prefix}-{self._count:06d}"
-        body = encode_bundle(Bundle(bundle_id, self.job_id, self.files, self._tasks, self.timeout))
+        body = encode_bundle(
+            Bundle(bundle_id, self.job_id, self.files, self._tasks, self.timeout, self.job_files)
+        )
         packed = PackedBundle(bundle_id, body, len(self._tasks), self.job_id)
         self._tasks = []
         self._bytes = self._base_bytes

@@ -17,7 +17,7 @@ from scheduler.fleet.bundling import BundlePacker
 from scheduler.fleet.link import FleetLink, JobOpening
 from scheduler.jobs.dispatch import FLEET_PLACEMENTS, JobCursor, JournalSink, JournalSource
 from scheduler.jobs.journal import JobState, Journal, Placement
-from worker.bundle import ResultBatch
+from worker.bundle import BundleFiles, ResultBatch
 from worker.usage import USAGE_WAIT_SECONDS
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -41,15 +41,30 @@ class FleetFeeder:
     """
 
     @classmethod
-    def of(cls, fleet: RemoteFleet, local_workers: int, timeout: float | None) -> "FleetFeeder":
+    def of(
+        cls,
+        fleet: RemoteFleet,
+        local_workers: int,
+        timeout: float | None,
+        job_files: BundleFiles | None = None,
+    ) -> "FleetFeeder":
         """A feeder of ``fleet``, beside ``local_workers`` local workers (for hybrid
-        jobs), its tasks limited to ``timeout`` seconds (None: no limit)."""
-        return cls(FleetLink(fleet), local_workers, timeout)
+        jobs), its tasks limited to ``timeout`` seconds (None: no limit), getting
+        and giving files as ``job_files`` says (None: none; ``run --remote`` only:
+        its feeder has one job)."""
+        return cls(FleetLink(fleet), local_workers, timeout, job_files)
 
-    def __init__(self, link: FleetLink, local_workers: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        link: FleetLink,
+        local_workers: int,
+        timeout: float | None,
+        job_files: BundleFiles | None = None,
+    ) -> None:
         self.link = link
         self.local_workers = local_workers
         self.timeout = timeout  # per task, carried by the bundles (None: none)
+        self.job_files = job_files  # carried by the bundles too
         self.sizers: dict[str, BundleSizer] = {}  # by job
         self.opened: dict[str, float | None] = {}  # job -> since when it is final here
         self._queued: dict[str, int] = {}  # job -> its tasks in bundles handed to the link
@@ -85,7 +100,7 @@ class FleetFeeder:
             # One chunk, one bundle (or more, should it pass the message limit).
             tasks = chunk.tasks
             timeout = self.timeout or 0.0
-            packer = BundlePacker(chunk.job_id, files, len(tasks.lines), timeout)
+            packer = BundlePacker(chunk.job_id, files, len(tasks.lines), timeout, self.job_files)
             for line, text in zip(tasks.lines, tasks.texts, strict=True):
                 if (bundle := packer.add(chunk.file_number, line, text)) is not None:
                     self.link.send(bundle)

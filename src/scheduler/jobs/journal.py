@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     dynamodb_writes INTEGER NOT NULL DEFAULT 0,
     dynamodb_reads INTEGER NOT NULL DEFAULT 0,
     bytes_sent INTEGER NOT NULL DEFAULT 0,
+    s3_writes INTEGER NOT NULL DEFAULT 0,
+    s3_reads INTEGER NOT NULL DEFAULT 0,
+    s3_bytes INTEGER NOT NULL DEFAULT 0,
     cpu_seconds REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
@@ -96,7 +99,10 @@ CREATE TABLE IF NOT EXISTS overhead (
     sqs_requests INTEGER NOT NULL DEFAULT 0,
     dynamodb_writes INTEGER NOT NULL DEFAULT 0,
     dynamodb_reads INTEGER NOT NULL DEFAULT 0,
-    bytes_sent INTEGER NOT NULL DEFAULT 0
+    bytes_sent INTEGER NOT NULL DEFAULT 0,
+    s3_writes INTEGER NOT NULL DEFAULT 0,
+    s3_reads INTEGER NOT NULL DEFAULT 0,
+    s3_bytes INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO overhead (id) VALUES (1);
 """
@@ -108,7 +114,13 @@ USAGE_COLUMNS = (
     "dynamodb_writes",
     "dynamodb_reads",
     "bytes_sent",
+    "s3_writes",
+    "s3_reads",
+    "s3_bytes",
 )
+
+#: Usage columns a journal of an earlier version lacks (in jobs and overhead).
+S3_COLUMNS = ("s3_writes", "s3_reads", "s3_bytes")
 
 #: Made once the columns are there (a journal of an earlier version gains them first).
 RETRY_INDEX = "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (job, due) WHERE due IS NOT NULL"
@@ -291,6 +303,13 @@ class Journal:
             for column in (*USAGE_COLUMNS, "cpu_seconds"):
                 kind = "REAL" if column.endswith("seconds") else "INTEGER"
                 self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind} NOT NULL DEFAULT 0")
+        for table in ("jobs", "overhead"):
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in S3_COLUMNS:
+                if column not in have:
+                    self.db.execute(
+                        f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                    )
         if "due" not in {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}:
             self.db.execute("ALTER TABLE tasks ADD COLUMN earlier TEXT")
             self.db.execute("ALTER TABLE tasks ADD COLUMN due REAL")
@@ -853,6 +872,6 @@ def _job_info(row: tuple[object, ...]) -> JobInfo:
         timed_out,
         lost,
         cancelled,
-        Usage(*row[15:20]),  # type: ignore[arg-type]
-        float(row[20]),  # type: ignore[arg-type]
+        Usage(*row[15:23]),  # type: ignore[arg-type]
+        float(row[23]),  # type: ignore[arg-type]
     )

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from scheduler.local.dispatch import Dispatcher
-from scheduler.local.output_budget import OutputBudget
 from scheduler.local.pool import LocalPool
+from scheduler.output_budget import OutputBudget
 from scheduler.resume import not_done
 from scheduler.retries import attempted, retry_delay, should_retry
 from scheduler.summary import Summary

@@ -447,6 +447,9 @@ def test_a_job_as_the_api_shows_it(journal: Journal) -> None:
             "dynamodb_writes": 3,
             "dynamodb_reads": 1,
             "bytes_sent": 2048,
+            "s3_writes": 0,
+            "s3_reads": 0,
+            "s3_bytes": 0,
         },
         "cpu_seconds": 0.25,
     }

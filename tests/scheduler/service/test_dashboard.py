@@ -43,6 +43,9 @@ def test_a_job_says_what_it_used(service: InProcessService) -> None:
         "dynamodb_writes": 3,
         "dynamodb_reads": 0,
         "bytes_sent": 2048,
+        "s3_writes": 0,
+        "s3_reads": 0,
+        "s3_bytes": 0,
     }
     assert job["usage_to_come"] == 1  # i-1 has not sent its last report of the job
     # A scheduler without a stack has no prices: the cost is unknown, not zero.

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from scheduler.local.output_budget import OutputBudget
+from scheduler.output_budget import OutputBudget
 from worker.result import Outcome, OutputFile, Result, Status, make_result
 
 

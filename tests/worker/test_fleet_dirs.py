@@ -1,0 +1,79 @@
+"""Fleet tasks' directories on an instance, against the session's moto_server."""
+
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.fleet.job_inputs import ship_inputs
+from worker.bundle import BundleFiles
+from worker.execute import TaskRunner, plan
+from worker.fleet_dirs import FleetTaskDirs
+from worker.inputs import check_uploads
+from worker.output_pack import key_sha256
+from worker.result import Outcome, Status
+from worker.sqs import aws_client
+
+
+@pytest.fixture
+def s3(moto_endpoint: str) -> Any:
+    assert moto_endpoint
+    client = aws_client("s3")
+    client.create_bucket(Bucket="files")
+    return client
+
+
+def run(dirs: FleetTaskDirs, files: BundleFiles, command: str, line: int = 1) -> Outcome:
+    place = dirs.make("job1", files)
+    runner = TaskRunner(10)
+    try:
+        outcome = runner.run(command, plan(command), None, str(place.path))
+    finally:
+        runner.close()
+    return dirs.finish(place, files, ("job1", 1, line), outcome)
+
+
+def test_a_task_sees_its_inputs_and_its_files_go_back_as_one_tar(s3: Any, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("shared\n")
+    ship_inputs(s3, "files", "job1", check_uploads([str(tmp_path / "in.txt")]))
+    dirs = FleetTaskDirs(tmp_path / "worker", lambda: s3)
+    files = BundleFiles("files", inputs=True, outputs=True)
+    command = "mkdir d && cat in.txt > d/copy.txt && ln -s /etc/passwd pw && echo x > ../x"
+    outcome = run(dirs, files, command)
+    assert outcome.status == Status.SUCCEEDED, outcome
+    assert (outcome.files, outcome.files_error) == (None, "refused: pw (a symbolic link)")
+    assert outcome.files_object is not None
+    assert outcome.files_object.startswith("outputs/job1/1-1/")
+    tar = tmp_path / "got.tar"
+    tar.write_bytes(s3.get_object(Bucket="files", Key=outcome.files_object)["Body"].read())
+    with tarfile.open(tar) as opened:
+        assert opened.getnames() == ["d/copy.txt"]  # its input is not sent back
+    assert key_sha256(outcome.files_object) is not None
+    assert list((tmp_path / "worker" / "tasks").iterdir()) == []  # removed
+
+
+@pytest.mark.parametrize("command", ["echo half > half.txt; exit 3", "true"])
+def test_a_task_that_failed_or_left_nothing_sends_nothing_and_leaves_nothing(
+    s3: Any, tmp_path: Path, command: str
+) -> None:
+    dirs = FleetTaskDirs(tmp_path / "worker", lambda: s3)
+    outcome = run(dirs, BundleFiles("files", outputs=True), command)
+    assert (outcome.files, outcome.files_object) == ((), None)
+    if outcome.status == Status.FAILED:
+        assert outcome.files_error == "1 files not kept: the task did not succeed"
+    assert "Contents" not in s3.list_objects_v2(Bucket="files")
+    assert list((tmp_path / "worker" / "tasks").iterdir()) == []
+
+
+def test_a_job_whose_inputs_are_missing_fails_its_tasks(s3: Any, tmp_path: Path) -> None:
+    dirs = FleetTaskDirs(tmp_path / "worker", lambda: s3)
+    with pytest.raises(Exception, match="NoSuchKey"):
+        dirs.make("job1", BundleFiles("files", inputs=True))
+    assert list((tmp_path / "worker" / "tasks").iterdir()) == []
+
+
+def test_leftovers_of_an_earlier_worker_are_removed_at_start(tmp_path: Path) -> None:
+    (tmp_path / "worker" / "tasks" / "task-old").mkdir(parents=True)
+    FleetTaskDirs(tmp_path / "worker", lambda: None)
+    assert list((tmp_path / "worker" / "tasks").iterdir()) == []
