@@ -83,12 +83,13 @@ class BundleRun:
         bundle should report now (all its tasks have ended, or enough results wait)."""
         with self._lock:
             self.running -= 1
-            if result is None and self.released:
-                # Cut off by a stop: it is still to run, by the bundle's next holder.
-                # (Counted as ended, the last task of a bundle given back would have
-                # its claim marked done, and never run again.)
+            if self.released:
+                # Cut off by a stop, or ended after the bundle was given back (its
+                # result then goes nowhere): it is still to run, by the bundle's
+                # next holder. Counted as ended, the last task of a bundle given
+                # back would have its claim marked done, and never run again.
                 self.pending.appendleft(index)
-            if result is not None and not self.released:
+            elif result is not None:
                 if not self._unsent:
                     self._oldest_unsent = time.monotonic()
                 self._unsent.append((index, result))

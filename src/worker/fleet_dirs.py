@@ -11,6 +11,7 @@ directory is removed however it ended (failed, cancelled, cut off by a stop):
 nothing of a task stays on the instance.
 """
 
+import logging
 import os
 import tempfile
 import threading
@@ -28,6 +29,8 @@ from worker.output_pack import object_key, pack
 from worker.outputs import collect
 from worker.result import Outcome, Status
 from worker.workdir import not_kept, remove_tree
+
+log = logging.getLogger("taskfleet.worker")
 
 
 class TaskPlace(NamedTuple):
@@ -97,18 +100,25 @@ class FleetTaskDirs:
         outcome: Outcome,
     ) -> Outcome:
         """The outcome with what came of the task's files (``task``: its job, file
-        number and line); its directory removed."""
+        number and line); its directory is left for ``discard``."""
+        if files is None or not files.outputs:
+            return outcome
+        inputs = place.staged.inodes if place.staged is not None else frozenset()
+        if outcome.status != Status.SUCCEEDED:
+            return msgspec.structs.replace(
+                outcome, files=(), files_error=not_kept(place.path, inputs)
+            )
+        return self._send_back(place.path, inputs, files.bucket, task, outcome)
+
+    @staticmethod
+    def discard(place: TaskPlace) -> None:
+        """Remove a task's directory, however the task ended. A failure (a process
+        the task left still writing there, say) is logged, not raised: the task's
+        outcome stands, and the worker's next start clears what is left."""
         try:
-            if files is None or not files.outputs:
-                return outcome
-            inputs = place.staged.inodes if place.staged is not None else frozenset()
-            if outcome.status != Status.SUCCEEDED:
-                return msgspec.structs.replace(
-                    outcome, files=(), files_error=not_kept(place.path, inputs)
-                )
-            return self._send_back(place.path, inputs, files.bucket, task, outcome)
-        finally:
             remove_tree(place.path.parent)
+        except OSError as error:
+            log.warning("a task's directory %s was not removed: %s", place.path, error)
 
     def _send_back(
         self,

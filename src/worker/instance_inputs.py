@@ -7,6 +7,13 @@ job, a read-only tree of hard links to them named as the job's list says
 not fetched again. Slots ask at once: one fetches, the others wait for it.
 The cache lives as long as the instance's worker directory: instances are
 short-lived (they end themselves when idle), so nothing is evicted.
+
+Tasks of other jobs must not read a job's inputs, so the cache is the worker's
+alone (0700): a task reaches the files only through the links in its own
+directory. And a task that runs as the worker's own user (no task user) owns
+the files it was given, so it could make one writable and change it: a blob is
+hashed again before another job uses it, and a job's tree is built afresh by
+each worker, never taken as a worker before it left it.
 """
 
 import hashlib
@@ -18,7 +25,7 @@ from typing import Any
 
 from worker.input_manifest import blob_key, decode_manifest, manifest_key
 from worker.inputs import READ_ONLY_DIR, READ_ONLY_FILE, Staged
-from worker.output_pack import plain_name
+from worker.output_pack import plain_name, sha256_of
 from worker.workdir import remove_tree
 
 FETCH_BUFFER_BYTES = 1024 * 1024
@@ -39,6 +46,7 @@ class InstanceInputs:
         self.jobs = root / "jobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.jobs.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o700)
         self._staged: dict[str, Staged] = {}
         self._lock = threading.Lock()
 
@@ -54,8 +62,7 @@ class InstanceInputs:
 
     def _stage(self, job: str, bucket: str) -> Staged:
         tree = self.jobs / job
-        if tree.exists():  # a worker before this one, on this instance, made it
-            return Staged.read(tree)
+        remove_tree(tree)  # a worker before this one, on this instance, left it
         body = self._s3.get_object(Bucket=bucket, Key=manifest_key(job))["Body"].read()
         try:
             entries = decode_manifest(body)
@@ -80,7 +87,9 @@ class InstanceInputs:
         """The input with this content, fetched unless it is here; its hash checked."""
         blob = self.blobs / sha256
         if blob.exists():
-            return blob
+            if sha256_of(blob) == sha256:
+                return blob
+            blob.unlink()  # changed by a task (see above): fetched again
         partial = self.blobs / f".{sha256}.partial"
         partial.unlink(missing_ok=True)  # a worker that died while fetching it left it
         digest = hashlib.sha256()

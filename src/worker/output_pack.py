@@ -106,6 +106,11 @@ def unpack(
 
 
 def plain_name(name: str) -> bool:
-    """A relative name without '.', '..' or empty parts: one that stays where it is put."""
+    """A relative name without '.', '..' or empty parts, and no NUL (which no file
+    name holds): one that stays where it is put."""
     parts = name.split("/")
-    return not name.startswith("/") and all(part not in ("", ".", "..") for part in parts)
+    return (
+        not name.startswith("/")
+        and "\0" not in name
+        and all(part not in ("", ".", "..") for part in parts)
+    )

@@ -484,19 +484,25 @@ class RemoteWorker:
             except (InputFetchError, BotoCoreError, ClientError, OSError) as error:
                 log.warning("job %s: its inputs could not be fetched: %s", bundle.job, error)
                 return fetch_failure(time.time(), error)
-            outcome = self._cancelled_if(run, runner.run(task.text, planned, None, str(place.path)))
             try:
-                return self.task_dirs.finish(
-                    place, files, (bundle.job, task.file_number, task.line), outcome
-                )
-            except OSError as error:  # the instance's disk, say: the slot goes on
-                log.warning("job %s: a task's files could not be gathered: %s", bundle.job, error)
-                return msgspec.structs.replace(
-                    outcome,
-                    status=Status.FAILED,
-                    error=f"its files could not be gathered: {error}",
-                    files=(),
-                )
+                outcome = runner.run(task.text, planned, None, str(place.path))
+                outcome = self._cancelled_if(run, outcome)
+                try:
+                    return self.task_dirs.finish(
+                        place, files, (bundle.job, task.file_number, task.line), outcome
+                    )
+                except OSError as error:  # the instance's disk, say: the slot goes on
+                    log.warning(
+                        "job %s: a task's files could not be gathered: %s", bundle.job, error
+                    )
+                    return msgspec.structs.replace(
+                        outcome,
+                        status=Status.FAILED,
+                        error=f"its files could not be gathered: {error}",
+                        files=(),
+                    )
+            finally:
+                self.task_dirs.discard(place)
 
     @staticmethod
     def _cancelled_if(run: BundleRun, outcome: Outcome) -> Outcome:

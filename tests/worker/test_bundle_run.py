@@ -101,3 +101,14 @@ def test_the_last_task_cut_off_by_a_stop_leaves_its_bundle_unended() -> None:
     run.finished(1, None)
     assert not run.ended()  # given back, not marked done: its next holder runs it
     assert run.tasks_waiting() == 0  # nothing more starts here
+
+
+def test_a_task_ending_after_its_bundle_was_given_back_runs_again_elsewhere() -> None:
+    # Its result came too late to be sent: the bundle must not be marked done.
+    run = held("a", "b")
+    assert [run.next_task(), run.next_task()] == [0, 1]
+    run.finished(0, result(1))
+    run.release()
+    run.finished(1, result(1))
+    assert not run.ended()
+    assert [index for index, _ in run.take_unsent()] == [0]  # the late result is not kept

@@ -102,3 +102,16 @@ def test_what_is_not_a_tar_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(PackError, match="not a tar"):
         unpack(tmp_path / "junk.tar", tmp_path / "out")
+
+
+def test_a_name_with_a_nul_byte_is_refused(tmp_path: Path) -> None:
+    # No file name holds NUL; the operating system would refuse it with an error
+    # of another kind than the tar's refusals.
+    member = tarfile.TarInfo("ab")
+    member.pax_headers = {"path": "a\0b"}
+    member.size = 1
+    path = tmp_path / "nul.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member, io.BytesIO(b"x"))
+    with pytest.raises(PackError, match="leads out of its folder"):
+        unpack(path, tmp_path / "out")

@@ -12,6 +12,7 @@ copied onto itself, which renews its age, so a job that reuses it finds it
 for a whole retention too (a day, not every time: a copy bills as a PUT).
 """
 
+import base64
 import datetime
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -66,10 +67,18 @@ def ship_inputs(s3: Any, bucket: str, job: str, files: Sequence[InputFile]) -> S
                 )
             continue
         with file.source.open("rb") as body:
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            # S3 refuses the upload if what it reads is not what was hashed (a
+            # file written to meanwhile): no object holds other bytes than its
+            # key names, for this job and every later one that finds it.
+            s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum(sha256))
         sent += 1
     s3.put_object(Bucket=bucket, Key=manifest_key(job), Body=encode_manifest(entries))
     return Shipped(sent, reused)
+
+
+def checksum(sha256: str) -> str:
+    """A hex sha256 as S3's ``x-amz-checksum-sha256`` takes it (base64)."""
+    return base64.b64encode(bytes.fromhex(sha256)).decode()
 
 
 def last_written(s3: Any, bucket: str, key: str) -> datetime.datetime | None:

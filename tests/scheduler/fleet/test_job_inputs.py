@@ -1,6 +1,8 @@
 """Shipping a job's inputs and fetching them on instances, against a real moto_server."""
 
+import base64
 import datetime
+import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -52,10 +54,12 @@ def test_an_unchanged_file_is_not_sent_again_and_an_instance_fetches_it_once(
     staged.link_into(task)
     assert (task / "data" / "copy.bin").read_bytes() == b"\7" * 3_000_000
     assert (task / "small.txt").read_text() == "small"
-    # A worker started again on the instance finds the job's tree made.
+    # A worker started again on the instance builds the job's tree afresh (a
+    # task may have changed the last one) from the contents it has: only the
+    # job's list is fetched again.
     sent.clear()
     assert sorted(InstanceInputs(lambda: s3, tmp_path / "instance").of("job1", "files").files)
-    assert sent == {}
+    assert sent == {"GET": 1}
 
 
 @pytest.mark.usefixtures("moto_endpoint")
@@ -71,3 +75,21 @@ def test_an_input_found_old_is_renewed_so_it_outlives_the_job_that_reuses_it(
     monkeypatch.setattr(job_inputs, "RENEW_AFTER", datetime.timedelta(0))
     assert ship_inputs(s3, "files", "job2", files) == (0, 1)
     assert sent == {"HEAD": 1, "PUT": 2}  # the copy onto itself, then the list
+
+
+@pytest.mark.usefixtures("moto_endpoint")
+def test_each_input_goes_up_with_its_sha256_for_s3_to_check(tmp_path: Path) -> None:
+    # S3 refuses a body whose checksum is not the one given (a file written to
+    # while it is sent), so no object under inputs/sha256/ holds other bytes.
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="files")
+    given: list[bytes] = []
+    s3.meta.events.register(
+        "before-send.s3.PutObject",
+        lambda request, **_: given.append(request.headers.get("x-amz-checksum-sha256", b"")),
+    )
+    (tmp_path / "in.txt").write_bytes(b"a")
+    ship_inputs(s3, "files", "job1", check_uploads([str(tmp_path / "in.txt")]))
+    assert given[0] == base64.b64encode(
+        hashlib.sha256(b"a").digest()
+    )  # the input; the job's list follows it
