@@ -3,8 +3,14 @@
 Only what lies inside the directory is seen (the walk starts there, so no
 name has ``..`` or a leading ``/``); symbolic links a task made are named and
 refused, never followed, so a link to ``/etc/passwd`` brings nothing back.
-Files are read with ``O_NOFOLLOW`` (a task still running could swap a file for
-a link) and hashed as they are copied: one read each.
+
+The worker that walks may be root, and a task may leave a process behind that
+swaps a directory for a link (``d`` -> ``/root``) while the walk is at it: a
+path checked, then opened by name, would be followed through that link. So
+nothing below the task's directory is opened by path: each directory is
+opened relative to its parent's descriptor and each file relative to its
+directory's, all with ``O_NOFOLLOW``, so a link swapped in anywhere is refused,
+never followed. Files are hashed as they are copied: one read each.
 """
 
 import hashlib
@@ -32,21 +38,73 @@ class Collected(NamedTuple):
     error: str | None
 
 
+#: Flags to open a directory of the task's: never through a link.
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Found(NamedTuple):
+    """An entry of the walk: its relative name, its own status (None: a
+    directory that changed before it was entered) and the descriptor of its
+    directory (open until the walk goes on)."""
+
+    name: str
+    status: os.stat_result | None
+    directory: int
+
+
 def entries(root: Path, skip: frozenset[tuple[int, int]]) -> Iterator[tuple[str, os.stat_result]]:
     """Every entry under ``root`` but directories and the inodes in ``skip``
-    (its inputs), with its relative name and its own status (links not followed)."""
-    stack = [""]
-    while stack:
-        inside = stack.pop()
-        with os.scandir(root / inside) if inside else os.scandir(root) as listing:
-            entries = sorted(listing, key=lambda e: e.name)
-        for entry in entries:
-            name = f"{inside}/{entry.name}" if inside else entry.name
-            status = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(status.st_mode):
-                stack.append(name)
-            elif (status.st_dev, status.st_ino) not in skip:
-                yield name, status
+    (its inputs), with its relative name and its own status (links not followed).
+    A directory that changes before it is entered (a task still running) is not."""
+    for found in _walk(root, skip):
+        if found.status is not None:
+            yield found.name, found.status
+
+
+def _walk(root: Path, skip: frozenset[tuple[int, int]]) -> Iterator[_Found]:
+    """Depth first, each directory's files before its subdirectories (the last
+    name first), each directory opened by its parent's descriptor: what was
+    listed as a directory is entered only if it still is one, never a link."""
+    # The directories open, deepest last: each one's descriptor, relative name
+    # and subdirectories not yet walked. Only one branch is open at a time.
+    branch: list[tuple[int, str, list[str]]] = []
+    try:
+        fd = os.open(root, _DIRECTORY)
+        branch.append((fd, "", []))
+        yield from _listing(fd, "", branch[-1][2], skip)
+        while branch:
+            parent, above, left = branch[-1]
+            if not left:
+                os.close(branch.pop()[0])
+                continue
+            child = left.pop()
+            inside = f"{above}/{child}" if above else child
+            try:
+                fd = os.open(child, _DIRECTORY, dir_fd=parent)
+            except OSError:  # a link now (ELOOP, ENOTDIR), or gone: not entered
+                yield _Found(inside, None, parent)
+                continue
+            branch.append((fd, inside, []))
+            yield from _listing(fd, inside, branch[-1][2], skip)
+    finally:
+        for fd, _, _ in branch:
+            os.close(fd)
+
+
+def _listing(
+    fd: int, inside: str, subdirectories: list[str], skip: frozenset[tuple[int, int]]
+) -> Iterator[_Found]:
+    """The entries of the directory open as ``fd``, named ``inside``, but its
+    subdirectories (their names added to ``subdirectories``) and ``skip``."""
+    with os.scandir(fd) as listing:
+        listed = sorted(listing, key=lambda e: e.name)
+    for entry in listed:
+        name = f"{inside}/{entry.name}" if inside else entry.name
+        status = entry.stat(follow_symlinks=False)  # relative to fd: no path followed
+        if stat.S_ISDIR(status.st_mode):
+            subdirectories.append(entry.name)
+        elif (status.st_dev, status.st_ino) not in skip:
+            yield _Found(name, status, fd)
 
 
 def collect(
@@ -62,15 +120,17 @@ def collect(
     refused: list[str] = []
     over = 0  # files past a limit
     total = 0
-    for name, status in entries(task_dir, inputs):
-        if stat.S_ISLNK(status.st_mode):
+    for name, status, directory in _walk(task_dir, inputs):
+        if status is None:
+            refused.append(f"{name} (changed while read)")
+        elif stat.S_ISLNK(status.st_mode):
             refused.append(f"{name} (a symbolic link)")
         elif not stat.S_ISREG(status.st_mode):
             refused.append(f"{name} (not a regular file)")
         elif len(files) >= max_files or total + status.st_size > max_bytes:
             over += 1
         else:
-            copied = _copy(task_dir / name, into / name)
+            copied = _copy(directory, name.rpartition("/")[2], into / name)
             if copied is None:
                 refused.append(f"{name} (changed to a link while read)")
                 continue
@@ -79,10 +139,14 @@ def collect(
     return Collected(tuple(files), _say(refused, over, max_files, max_bytes))
 
 
-def _copy(source: Path, target: Path) -> tuple[int, str] | None:
-    """Copy one file, hashing it; its size and sha256 (None if it is no longer a file)."""
+def _copy(directory: int, name: str, target: Path) -> tuple[int, str] | None:
+    """Copy the file ``name`` of the directory open as ``directory``, hashing it;
+    its size and sha256 (None if it is no longer a regular file)."""
+    # O_NONBLOCK: a FIFO swapped in for the file must not hang the open (it is
+    # refused below); reads of a regular file do not heed it.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(name, flags, dir_fd=directory)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as reading:

@@ -1,8 +1,12 @@
 import hashlib
 import os
 from pathlib import Path
+from typing import IO
 
-from worker.outputs import collect
+import pytest
+
+from worker import outputs
+from worker.outputs import collect, entries, write_new
 
 
 def sha(data: bytes) -> str:
@@ -60,3 +64,68 @@ def test_files_past_a_task_limit_are_counted_not_kept(tmp_path: Path) -> None:
     by_size = collect(task, tmp_path / "by-size", max_bytes=25)
     assert len(by_size.files) == 2
     assert sorted(p.name for p in (tmp_path / "by-size").iterdir()) == ["f0", "f1"]
+
+
+def swap_for_link_while_copying(
+    monkeypatch: pytest.MonkeyPatch, directory: Path, outside: Path
+) -> None:
+    """Once the first file is copied, move ``directory`` away and put a link to
+    ``outside`` in its place: what a task's process left running could do
+    while the worker walks the task's directory."""
+
+    def swapping(reading: IO[bytes], target: Path) -> tuple[int, str]:
+        if not directory.is_symlink():
+            directory.rename(directory.with_name("moved"))
+            directory.symlink_to(outside)
+        return write_new(reading, target)
+
+    monkeypatch.setattr(outputs, "write_new", swapping)
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "b").write_text("secret")
+    return secret
+
+
+def test_a_directory_swapped_for_a_link_before_it_is_walked_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outside: Path
+) -> None:
+    task = tmp_path / "task"
+    (task / "d").mkdir(parents=True)
+    (task / "z").write_text("first")  # listed after d, copied before d is walked
+    (task / "d" / "b").write_text("mine")
+    swap_for_link_while_copying(monkeypatch, task / "d", outside)
+    collected = collect(task, tmp_path / "out")
+    assert [f.path for f in collected.files] == ["z"]
+    assert collected.error == "refused: d (changed while read)"
+    assert not (tmp_path / "out" / "d").exists()
+
+
+def test_a_directory_swapped_for_a_link_while_walked_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outside: Path
+) -> None:
+    task = tmp_path / "task"
+    (task / "d").mkdir(parents=True)
+    (task / "d" / "a").write_text("first")  # copied after d is listed, before d/b
+    (task / "d" / "b").write_text("mine")
+    swap_for_link_while_copying(monkeypatch, task / "d", outside)
+    collected = collect(task, tmp_path / "out")
+    # d/b is read from the directory the walk opened (moved now), not through the link.
+    assert [f.path for f in collected.files] == ["d/a", "d/b"]
+    assert (tmp_path / "out" / "d" / "b").read_text() == "mine"
+    assert collected.error is None
+
+
+def test_no_descriptor_is_left_open(tmp_path: Path) -> None:
+    task = tmp_path / "task"
+    (task / "x" / "y").mkdir(parents=True)
+    (task / "x" / "y" / "f").write_text("f")
+    (task / "z").mkdir()
+    before = set(os.listdir("/proc/self/fd"))
+    assert len(collect(task, tmp_path / "out").files) == 1
+    for _ in entries(task, frozenset()):
+        break  # left part way: the walk, dropped, closes what it opened
+    assert set(os.listdir("/proc/self/fd")) == before
