@@ -30,6 +30,11 @@ NAMED_REFUSALS = 10
 
 COPY_BUFFER_BYTES = 1024 * 1024
 
+#: Folders deep a walk goes; deeper ones are refused. The walk holds a
+#: descriptor per level, and a task could nest folders until the worker (whose
+#: slots share its descriptors) has none left.
+MAX_DEPTH = 64
+
 
 class Collected(NamedTuple):
     """What came back of a task's files, and what did not (None: all did)."""
@@ -44,12 +49,13 @@ _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 class _Found(NamedTuple):
     """An entry of the walk: its relative name, its own status (None: a
-    directory that changed before it was entered) and the descriptor of its
-    directory (open until the walk goes on)."""
+    directory not entered, for ``refusal``) and the descriptor of its directory
+    (open until the walk goes on)."""
 
     name: str
     status: os.stat_result | None
     directory: int
+    refusal: str = "changed while read"
 
 
 def entries(root: Path, skip: frozenset[tuple[int, int]]) -> Iterator[tuple[str, os.stat_result]]:
@@ -79,6 +85,9 @@ def _walk(root: Path, skip: frozenset[tuple[int, int]]) -> Iterator[_Found]:
                 continue
             child = left.pop()
             inside = f"{above}/{child}" if above else child
+            if len(branch) > MAX_DEPTH:
+                yield _Found(inside, None, parent, f"deeper than {MAX_DEPTH} folders")
+                continue
             try:
                 fd = os.open(child, _DIRECTORY, dir_fd=parent)
             except OSError:  # a link now (ELOOP, ENOTDIR), or gone: not entered
@@ -120,9 +129,9 @@ def collect(
     refused: list[str] = []
     over = 0  # files past a limit
     total = 0
-    for name, status, directory in _walk(task_dir, inputs):
+    for name, status, directory, refusal in _walk(task_dir, inputs):
         if status is None:
-            refused.append(f"{name} (changed while read)")
+            refused.append(f"{name} ({refusal})")
         elif stat.S_ISLNK(status.st_mode):
             refused.append(f"{name} (a symbolic link)")
         elif not stat.S_ISREG(status.st_mode):

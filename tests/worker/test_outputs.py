@@ -129,3 +129,18 @@ def test_no_descriptor_is_left_open(tmp_path: Path) -> None:
     for _ in entries(task, frozenset()):
         break  # left part way: the walk, dropped, closes what it opened
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_folders_past_the_depth_limit_are_refused_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The walk holds a descriptor a level: a task nesting folders without end
+    # must not use up the worker's.
+    monkeypatch.setattr(outputs, "MAX_DEPTH", 2)
+    task = tmp_path / "task"
+    (task / "a" / "b" / "c").mkdir(parents=True)
+    (task / "a" / "b" / "kept.txt").write_text("kept")
+    (task / "a" / "b" / "c" / "deep.txt").write_text("deep")
+    collected = collect(task, tmp_path / "out")
+    assert [f.path for f in collected.files] == ["a/b/kept.txt"]
+    assert collected.error == "refused: a/b/c (deeper than 2 folders)"
