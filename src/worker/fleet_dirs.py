@@ -55,8 +55,9 @@ class FleetTaskDirs:
         for folder in (self.tasks, self.outbox):
             remove_tree(folder)  # a process before this one, on this instance, left it
             folder.mkdir(parents=True)
-        # Tasks run as another user must reach their own directory (and none other:
-        # each is 0700, theirs).
+        # Tasks run as another user must reach their own directory: they may pass
+        # through tasks/ and their own outer folder (0711: neither can be listed)
+        # into their work folder, the one thing here that is theirs.
         self.tasks.chmod(0o711)
         self.owner = owner
         self._s3_factory = s3
