@@ -33,6 +33,7 @@ from scheduler.service.server import bind
 from scripts.metadata_stand_in import MetadataStandIn
 from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 from worker.contracts import JobItem
+from worker.sqs import aws_client
 
 WriteWorkload = Callable[..., str]
 
@@ -306,6 +307,15 @@ def moto_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in emulator_environment(moto_server).items():
         monkeypatch.setenv(name, value)
     return moto_server
+
+
+@pytest.fixture
+def s3(moto_endpoint: str) -> Any:
+    """An S3 client of the session's moto_server, with an empty bucket "files"."""
+    assert moto_endpoint
+    client = aws_client("s3")
+    client.create_bucket(Bucket="files")
+    return client
 
 
 def start_moto_server(log: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -13,15 +13,6 @@ from worker.fleet_dirs import FleetTaskDirs
 from worker.inputs import check_uploads
 from worker.output_pack import key_sha256
 from worker.result import Outcome, Status
-from worker.sqs import aws_client
-
-
-@pytest.fixture
-def s3(moto_endpoint: str) -> Any:
-    assert moto_endpoint
-    client = aws_client("s3")
-    client.create_bucket(Bucket="files")
-    return client
 
 
 def run(dirs: FleetTaskDirs, files: BundleFiles, command: str, line: int = 1) -> Outcome:

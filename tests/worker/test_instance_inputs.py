@@ -7,17 +7,8 @@ import pytest
 
 from worker.input_manifest import ManifestEntry, blob_key, encode_manifest, manifest_key
 from worker.instance_inputs import InputFetchError, InstanceInputs
-from worker.sqs import aws_client
 
 SHA_OF_A = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"  # b"a"
-
-
-@pytest.fixture
-def s3(moto_endpoint: str) -> Any:
-    assert moto_endpoint
-    client = aws_client("s3")
-    client.create_bucket(Bucket="files")
-    return client
 
 
 def listed(s3: Any, job: str, *entries: ManifestEntry) -> None:

@@ -12,16 +12,7 @@ import pytest
 from scheduler.fleet.job_outputs import OutputFetcher
 from worker.output_pack import object_key
 from worker.result import Outcome, Result, Status, make_result
-from worker.sqs import aws_client
 from worker.usage import UsageMeter
-
-
-@pytest.fixture
-def s3(moto_endpoint: str) -> Any:
-    assert moto_endpoint
-    client = aws_client("s3")
-    client.create_bucket(Bucket="files")
-    return client
 
 
 def tar_of(*members: tuple[str, bytes, bytes]) -> bytes:
