@@ -8,7 +8,9 @@ Run as a task's command: it downloads the shared input ``INPUT_KEY`` of
 one PutObject a file, to ``OUTPUT_PREFIX/<name>``. It reaches S3 with the
 credentials and endpoint of its environment: the worker's, on the emulated
 fleet. It prints what it moved and how long each direction took, as one JSON
-object, for the bench to read from the task's record.
+object, for the bench to read from the task's record: the download timed
+from the GET's answer to its last write (as the bench times taskfleet's
+fetch), and from the request too.
 """
 
 import json
@@ -28,14 +30,15 @@ def main() -> None:
     bucket, key, name, prefix, command = sys.argv[1:]
     s3: Any = boto3.client("s3")
     here = Path.cwd()
-    began = time.perf_counter()
+    asked = time.perf_counter()
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    answered = time.perf_counter()  # the answer's head is here: its body follows
     fetched = 0
     with (here / name).open("wb") as file:
         while block := body.read(BLOCK_BYTES):
             file.write(block)
             fetched += len(block)
-    fetched_in = time.perf_counter() - began
+    ended = time.perf_counter()
     subprocess.run(["/bin/sh", "-c", command], check=True, cwd=here)
     outputs = sorted(path for path in here.rglob("*") if path.is_file() and path != here / name)
     began = time.perf_counter()
@@ -45,7 +48,8 @@ def main() -> None:
         s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(here).as_posix()}", Body=data)
         sent += len(data)
     sent_in = time.perf_counter() - began
-    print(json.dumps({"input_bytes": fetched, "input_seconds": fetched_in, "output_bytes": sent,
+    print(json.dumps({"input_bytes": fetched, "input_seconds": ended - answered,
+                      "input_request_seconds": ended - asked, "output_bytes": sent,
                       "output_seconds": sent_in, "output_files": len(outputs)}))  # fmt: skip
 
 

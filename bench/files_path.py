@@ -40,7 +40,12 @@ How each figure is derived (all measured in this run):
   the blob's size ÷ the time from its partial file's first sight (the bench
   looks every POLL_SECONDS) to its last write (its mtime): the body's
   transfer, hash and write, not the GET's first byte; by hand: each task's
-  own timing of its GET, summed per instance. The median over instances.
+  own timing of its GET over the same span (from the answer to the last
+  write; with the request, in the JSON), summed per instance. The median
+  over instances.
+- task seconds: the median of the records' durations, and by hand, of the
+  time the transfers took in each (the rest is the task's Python and boto3
+  starting, and the work).
 - output throughput: the bytes of the files on the user's disk at the end ÷
   the time from the first task's start (its record's started_at) to the last
   write of any of them (its mtime): taskfleet unpacks each task's tar as its
@@ -323,6 +328,12 @@ def check_records(records: list[dict[str, Any]], sizes: Sizes) -> None:
         raise SystemExit(f"{len(records)} records for {sizes.tasks} tasks")
 
 
+def task_seconds(records: list[dict[str, Any]]) -> float:
+    """The median of the records' durations."""
+    durations: list[float] = [record["duration_ms"] for record in records]
+    return round(statistics.median(durations) / 1000, 3)
+
+
 def on_disk(folder: Path) -> tuple[int, int, float]:
     """Files and bytes under ``folder``, and when the last of them was written."""
     files = [path.stat() for path in folder.rglob("*") if path.is_file()]
@@ -378,6 +389,7 @@ def taskfleet_run(bench: Bench, sizes: Sizes, data: bytes) -> dict[str, Any]:
         "job_usage": {key: usage.get(key) for key in ("s3_reads", "s3_writes", "s3_bytes")},
         "requests_by_party": {party: dict(sorted(c.items())) for party, c in spent.items()},
         "output_files": len(files),
+        "task_seconds_median": task_seconds(records),
         "first_start_to_last_file_seconds": round(landed - first, 2),
         "first_start_to_exit_seconds": round(ended - first, 2),
     }
@@ -436,6 +448,16 @@ def by_hand_run(bench: Bench, sizes: Sizes, data: bytes) -> dict[str, Any]:
         "task_put_mb_per_s_by_instance": rates_by_instance(uploads),
         "requests_by_party": {party: dict(sorted(c.items())) for party, c in spent.items()},
         "output_files": files,
+        "task_seconds_median": task_seconds(records),
+        "task_transfer_seconds_median": round(
+            statistics.median(
+                t["input_request_seconds"] + t["output_seconds"] for t in moved.values()
+            ),
+            3,
+        ),
+        "task_download_with_request_mb_per_s_median": median(
+            [mb_per_s(t["input_bytes"], t["input_request_seconds"]) for t in moved.values()]
+        ),
         "first_start_to_last_file_seconds": round(landed - first, 2),
     }
 
@@ -472,6 +494,8 @@ def report_run(name: str, run: dict[str, Any]) -> None:
         "input_fetch_by_instance", "worker_input_gets", "job_usage", "input_upload_seconds",
         "command_wall_seconds", "output_fetch_seconds", "task_put_mb_per_s_by_instance",
         "first_start_to_last_file_seconds", "first_start_to_exit_seconds",
+        "task_seconds_median", "task_transfer_seconds_median",
+        "task_download_with_request_mb_per_s_median",
     ):  # fmt: skip
         if key in run:
             print(f"    {key}: {run[key]}", flush=True)
