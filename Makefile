@@ -81,6 +81,7 @@ bench-remote: $(STAMP)
 	$(BIN)/python -m bench.remote_path --json bench/results/remote_path.json
 	$(BIN)/python -m bench.provisioning --json bench/results/provisioning.json $(if $(BEFORE),--before $(BEFORE))
 	$(BIN)/python -m bench.fleet_requests --json bench/results/fleet_requests.json
+	$(BIN)/python -m bench.files_path --json bench/results/files_path.json
 
 # The AWS stack on this machine, with no account: moto_server on localhost,
 # then `cdk bootstrap` and `cdk deploy --method=direct` against it.

@@ -46,6 +46,15 @@ def record_requests(folder: Path, party: str = "client") -> None:
         boto3.DEFAULT_SESSION.events.register(f"before-send.{service}", count)
 
 
+def count_in_children(folder: Path) -> None:
+    """Make every process started from now on (the local fleet's workers, their
+    tasks, a `taskfleet` command) count its requests into ``folder``."""
+    os.environ[FOLDER_VARIABLE] = str(folder)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(SITE), os.environ.get("PYTHONPATH")])
+    )
+
+
 def count_by_party(folder: Path) -> dict[str, Counter[str]]:
     """Requests recorded so far under ``folder``: by party, by "service operation"."""
     parties: dict[str, Counter[str]] = {}

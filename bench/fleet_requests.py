@@ -41,7 +41,7 @@ from typing import Any
 import boto3
 import httpx
 
-from bench.aws_calls import COUNTED, FOLDER_VARIABLE, SITE, count_by_party, count_requests
+from bench.aws_calls import COUNTED, count_by_party, count_in_children, count_requests
 from bench.scale_model import Requests, Stack, job_requests
 from scripts import local_aws
 from worker.contracts import Output
@@ -324,10 +324,7 @@ def main() -> None:
         requests = directory / "requests"
         requests.mkdir()
         # Every process from here on (the fleet's workers too) counts its requests.
-        os.environ[FOLDER_VARIABLE] = str(requests)
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(SITE), os.environ.get("PYTHONPATH")])
-        )
+        count_in_children(requests)
         state = directory / "local-aws"
         context = {
             "taskfleet:maxWorkers": str(MODEL_INSTANCES),

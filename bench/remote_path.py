@@ -46,7 +46,7 @@ from typing import Any, BinaryIO
 
 import boto3
 
-from bench.aws_calls import FOLDER_VARIABLE, SITE, count_requests, record_requests
+from bench.aws_calls import count_in_children, count_requests, record_requests
 from bench.fleet_peers import run_packed
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
@@ -451,10 +451,7 @@ def main() -> None:
         requests = directory / "requests"
         requests.mkdir()
         # Every process from here on (the fleet's workers too) counts its requests.
-        os.environ[FOLDER_VARIABLE] = str(requests)
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(SITE), os.environ.get("PYTHONPATH")])
-        )
+        count_in_children(requests)
         record_requests(requests)
         state = directory / "local-aws"
         context = {
