@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -17,6 +18,9 @@ from worker.workload import TaskReader
 
 #: Tasks per piece of the upload stream.
 UPLOAD_BATCH = 5000
+
+#: Bytes of a file read and sent at a time.
+BLOB_PIECE_BYTES = 1024 * 1024
 
 #: Seconds to connect and for every request but the following of results.
 REQUEST_TIMEOUT_SECONDS = 60.0
@@ -97,22 +101,67 @@ class SchedulerClient:
         return result
 
     def submit(
-        self, paths: Sequence[str], placement: str = "local", retries: int = 0
+        self,
+        paths: Sequence[str],
+        placement: str = "local",
+        retries: int = 0,
+        inputs: str | None = None,
+        outputs: bool = False,
     ) -> dict[str, Any]:
         """Upload checked workload files as one job; returns {"job", "tasks"}.
 
         ``placement``: ``local``, ``remote`` (the scheduler's fleet) or ``hybrid``;
-        ``retries``: how often a task that fails, times out or is lost runs again.
+        ``retries``: how often a task that fails, times out or is lost runs again;
+        ``inputs``: the id of a list of inputs the scheduler keeps (``add_inputs``);
+        ``outputs``: keep its tasks' files for ``task_files``.
         """
         headers = {"Content-Type": "application/x-ndjson"}
+        params: dict[str, str | int] = {"placement": placement, "retries": retries}
+        if inputs is not None:
+            params["inputs"] = inputs
+        if outputs:
+            params["outputs"] = "true"
         result: dict[str, Any] = self._request(
-            "POST",
-            "/jobs",
-            content=upload_body(paths),
-            headers=headers,
-            params={"placement": placement, "retries": retries},
+            "POST", "/jobs", content=upload_body(paths), headers=headers, params=params
         )
         return result
+
+    def add_inputs(self, manifest: bytes) -> tuple[str, list[str]]:
+        """Give the scheduler a job's list of inputs (``worker.input_manifest``); its
+        id there, and the contents (sha256) the scheduler lacks."""
+        headers = {"Content-Type": "application/json"}
+        answer = self._request("POST", "/inputs", content=manifest, headers=headers)
+        return str(answer["inputs"]), [str(sha256) for sha256 in answer["missing"]]
+
+    def put_blob(self, sha256: str, path: Path, size: int) -> None:
+        """Send a file's content, named by its sha256 (which the scheduler checks)."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+
+        def body() -> Iterator[bytes]:
+            with path.open("rb") as reading:
+                while block := reading.read(BLOB_PIECE_BYTES):
+                    yield block
+
+        self._request("PUT", f"/blobs/{sha256}", content=body(), headers=headers)
+
+    def task_files(self, job_id: str, label: str, into: Path, max_bytes: int) -> None:
+        """Write the tar of a task's files (``label``: ``<file>-<line>``) to ``into``;
+        ClientError if the scheduler refuses or it is over ``max_bytes``."""
+        url = job_path(job_id, f"files/{quote(label, safe='')}")
+        try:
+            with self.http.stream("GET", url) as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_status(response)
+                size = 0
+                with into.open("xb") as writing:
+                    for piece in response.iter_bytes():
+                        size += len(piece)
+                        if size > max_bytes:
+                            raise ClientError(f"{label}: its files are over {max_bytes} bytes")
+                        writing.write(piece)
+        except httpx.TransportError as error:
+            raise ClientError(f"lost the scheduler at {self.url}: {error}") from error
 
     def retry(self, job_id: str, placement: str | None = None, retries: int = 0) -> dict[str, Any]:
         """Run the tasks of an ended job that did not succeed again, as a new job;

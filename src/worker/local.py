@@ -43,7 +43,7 @@ from worker.execute import SPAWNING, Plan, TaskRunner, plan, precise_sleep, scru
 from worker.record_ring import RecordRing
 from worker.result import Outcome, Result, Status, encode_lines, make_result, unfinished_results
 from worker.task_log import QUEUED_REPORTS, SleepSpan, TaskLog
-from worker.workdir import TaskFiles, WorkDirs, task_label
+from worker.workdir import JobDirs, TaskFiles, WorkDirs, task_label
 from worker.workload import TaskBatch
 
 #: Objects a worker allocates between two collections of young objects (Python's
@@ -71,6 +71,9 @@ class Chunk(NamedTuple):
     file_number: int  # which file of the job, from 1
     file: str
     tasks: TaskBatch  # parsed and checked by the scheduler
+    # Where its job's tasks get and leave files, when the job has its own (a
+    # service's job with inputs or outputs); None: the pool's.
+    files: TaskFiles | None = None
 
 
 def part(chunk: Chunk, start: int, stop: int | None = None) -> Chunk:
@@ -484,7 +487,7 @@ def serve(
         position[2] = pid
 
     runner = TaskRunner(timeout, on_command=note_command)
-    dirs = WorkDirs(files) if files is not None else None
+    dirs = JobDirs(WorkDirs(files) if files is not None else None)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         runner.shell.kill_current()
@@ -501,7 +504,7 @@ def serve(
             # Before its first task: this process may die at any moment.
             position[0], position[1] = started.value + 1, -1
             started.value += 1
-            run_chunk(reports, worker, chunk, runner, tracking, dirs)
+            run_chunk(reports, worker, chunk, runner, tracking, dirs.of(chunk.files))
         reports.close()
     except (EOFError, BrokenPipeError):
         pass  # the scheduler went away: nothing left to report to

@@ -14,12 +14,20 @@ can neither write outside the output directory nor pass for the task's files.
 import hashlib
 import re
 import tarfile
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import msgspec
 
 from worker.contracts import JobFiles
 from worker.outputs import COPY_BUFFER_BYTES, MAX_BYTES_PER_TASK, write_new
-from worker.result import MAX_FILES_PER_TASK, OutputFile
+from worker.result import MAX_FILES_PER_TASK, OutputFile, Result
+from worker.workdir import PARTIAL, place, remove_tree, task_label
+
+#: Largest tar a task's files may travel in: its limit, and a tar's headers
+#: (512 bytes each, a long name's in a second: 2 KiB a file is ample).
+MAX_TAR_BYTES = MAX_BYTES_PER_TASK + (MAX_FILES_PER_TASK + 2) * 2048
 
 #: The last part of a task's tar's key: its sha256.
 _TAR_NAME = re.compile(r"/([0-9a-f]{64})\.tar$")
@@ -103,6 +111,47 @@ def unpack(
     except tarfile.TarError as error:
         raise PackError(f"not a tar: {error}") from error
     return tuple(files)
+
+
+#: Fetches a task's tar into the path given (it may raise ``PackError``).
+FetchTar = Callable[[Path], None]
+
+
+def bring_back(
+    record: Result,
+    output_dir: Path,
+    fetch: FetchTar,
+    errors: tuple[type[Exception], ...] = (),
+    expected: tuple[OutputFile, ...] | None = None,
+) -> Result:
+    """The record, its task's tar fetched, unpacked beside ``output_dir`` and moved
+    into ``output_dir/<file>-<line>/`` whole, its ``files`` naming what was
+    written. With ``expected``, what was written must be those files. A tar
+    that cannot be had (``PackError``, ``OSError`` or ``errors``) or is not what
+    it should be leaves nothing in ``output_dir``; the record says why."""
+    label = task_label(record.file, record.line)
+    caught: tuple[type[Exception], ...] = (PackError, OSError, *errors)
+    partial = output_dir / PARTIAL
+    partial.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=partial))
+    try:
+        fetch(work / "task.tar")
+        files = unpack(work / "task.tar", work / "files")
+        if expected is not None and set(map(_facts, files)) != set(map(_facts, expected)):
+            raise PackError("the files that came are not the ones its record names")
+        if files:
+            place(work / "files", output_dir / label)
+    except caught as error:
+        said = f"not brought back: {error}"
+        error_text = f"{record.files_error}; {said}" if record.files_error else said
+        return msgspec.structs.replace(record, files=(), files_error=error_text)
+    finally:
+        remove_tree(work)
+    return msgspec.structs.replace(record, files=files)
+
+
+def _facts(file: OutputFile) -> tuple[str, int, str]:
+    return file.path, file.size, file.sha256
 
 
 def plain_name(name: str) -> bool:

@@ -96,6 +96,27 @@ class WorkDirs:
         return collected
 
 
+class JobDirs:
+    """The WorkDirs a worker's chunks use: the pool's, or their job's own (a
+    service's job with files), the last few jobs' kept for their next chunks."""
+
+    #: Jobs whose WorkDirs are kept: chunks of a few jobs take turns.
+    KEPT = 8
+
+    def __init__(self, pool: WorkDirs | None) -> None:
+        self.pool = pool
+        self._jobs: dict[TaskFiles, WorkDirs] = {}
+
+    def of(self, files: TaskFiles | None) -> WorkDirs | None:
+        if files is None:
+            return self.pool
+        dirs = self._jobs.pop(files, None) or WorkDirs(files)
+        self._jobs[files] = dirs  # the last used, last
+        if len(self._jobs) > self.KEPT:
+            del self._jobs[next(iter(self._jobs))]
+        return dirs
+
+
 def not_kept(task_dir: Path, inputs: frozenset[tuple[int, int]]) -> str | None:
     """What a task that did not succeed leaves out: its files (less its inputs)
     are not brought back, and its record says how many (None: it left none)."""

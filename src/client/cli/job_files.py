@@ -1,4 +1,5 @@
-"""``run``'s files: its inputs (``--upload``) and where outputs go (``--output-dir``).
+"""``run``'s and ``submit``'s files: inputs (``--upload``) and where outputs go
+(``--output-dir``).
 
 Both are checked before anything runs, each refusal one line naming the
 option, the path and the reason (exit 2).
@@ -59,9 +60,9 @@ KeepFiles = Annotated[
     bool,
     typer.Option(
         "--keep-files",
-        help="With --remote: keep each task's files in the stack's bucket for its retention,"
-        " to fetch with `taskfleet results JOB --stack NAME --files DIR` (--output-dir"
-        " keeps them too).",
+        help="Keep each task's files where the job runs for its retention (run --remote: the"
+        " stack's bucket; submit: the scheduler's folder), to fetch with `taskfleet results"
+        " JOB --files DIR` (--output-dir keeps them too).",
     ),
 ]
 

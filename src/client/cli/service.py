@@ -25,6 +25,17 @@ from client.cli.app import (
     finish,
     results_output,
 )
+from client.cli.job_files import (
+    DEFAULT_UPLOAD_MAX_BYTES,
+    DEFAULT_UPLOAD_MAX_FILES,
+    KeepFiles,
+    OutputDir,
+    UploadMaxBytes,
+    UploadMaxFiles,
+    Uploads,
+    checked_output_dir,
+    checked_uploads,
+)
 from scheduler.service import sessions  # its settings' defaults (stdlib imports only)
 
 if TYPE_CHECKING:
@@ -32,7 +43,10 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from client.service_client import SchedulerClient
+    from client.service_files import ServiceOutputs
     from scheduler.summary import Summary
+    from worker.inputs import InputFile
+    from worker.result import Result
 
 SchedulerUrl = Annotated[
     str,
@@ -269,15 +283,46 @@ def submit(
     remote: Remote = False,
     hybrid: Hybrid = False,
     retries: Retries = 0,
+    upload: Uploads = None,
+    upload_max_bytes: UploadMaxBytes = DEFAULT_UPLOAD_MAX_BYTES,
+    upload_max_files: UploadMaxFiles = DEFAULT_UPLOAD_MAX_FILES,
+    output_dir: OutputDir = None,
+    keep_files: KeepFiles = False,
 ) -> None:
     """Submit a workload to a scheduler service and stream its results back."""
     placement = placement_of(remote=remote, hybrid=hybrid) or "local"
     counts = checked(files)
+    uploads = checked_uploads(upload or [], upload_max_bytes, upload_max_files)
+    checked_output_dir(output_dir, files, resume=False)
+    keeps = output_dir is not None or keep_files
+    if (uploads or keeps) and placement != "local":
+        raise fail(
+            f"--{placement}: files (--upload, --output-dir, --keep-files) go with a"
+            " scheduler's local jobs only; on the fleet use `taskfleet run --remote`"
+        )
     with connected(scheduler, token, token_file, ca_cert) as client:
         summary = job_summary(client, counts.total, placement)
-        job = client.submit(files, placement, retries)
-        watch(client, job, summary, output)
+        inputs = send_inputs(client, uploads)
+        job = client.submit(files, placement, retries, inputs, keeps)
+        watch(client, job, summary, output, output_dir)
     finish(summary, summary_path)
+
+
+def send_inputs(client: "SchedulerClient", uploads: "list[InputFile]") -> str | None:
+    """Give the scheduler a job's inputs, saying what was sent; their id (None: none)."""
+    if not uploads:
+        return None
+    from client import report
+    from client.service_files import send_inputs as send
+
+    sent = send(client, uploads)
+    report.stderr_console().print(
+        f"inputs: {sent.files} files, {sent.sent} contents sent, {sent.present} on the"
+        " scheduler already",
+        markup=False,
+        highlight=False,
+    )
+    return sent.id
 
 
 @app.command(cls=Command)
@@ -327,10 +372,14 @@ def job_summary(client: "SchedulerClient", total: int, placement: str) -> "Summa
 
 
 def watch(
-    client: "SchedulerClient", job: dict[str, Any], summary: "Summary", output: str | None
+    client: "SchedulerClient",
+    job: dict[str, Any],
+    summary: "Summary",
+    output: str | None,
+    output_dir: Path | None = None,
 ) -> None:
     """Say which job runs, then write its results as they arrive until it ends
-    (or Ctrl-C: the job goes on)."""
+    (or Ctrl-C: the job goes on), its tasks' files brought back under ``output_dir``."""
     from client import report
     from client.terminal import visible
 
@@ -339,9 +388,10 @@ def watch(
     retried = f" (retrying job {job['retry_of']})" if "retry_of" in job else ""
     console.print(visible(f"job {job_id}: {job['tasks']} tasks{retried}"), markup=False)
     console.file.flush()  # the job id must reach a log even if this process is killed
+    outputs = None if output_dir is None else files_back(client, job_id, output_dir)
     with results_output(output) as stream, report.live_progress(summary.total) as bar:
         try:
-            follow(client, job_id, stream, summary, bar)
+            follow(client, job_id, stream, summary, bar, outputs)
             take_usage(client, job_id, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -350,6 +400,15 @@ def watch(
                 visible(f"stopped following; job {job_id} goes on: taskfleet results {job_id}"),
                 markup=False,
             )
+        finally:
+            if outputs is not None:
+                outputs.close()
+
+
+def files_back(client: "SchedulerClient", job_id: str, output_dir: Path) -> "ServiceOutputs":
+    from client.service_files import ServiceOutputs
+
+    return ServiceOutputs(client, job_id, output_dir)
 
 
 def take_usage(client: "SchedulerClient", job_id: str, summary: "Summary") -> None:
@@ -380,24 +439,46 @@ def follow(
     stream: BinaryIO,
     summary: "Summary",
     bar: "Progress | None",
+    outputs: "ServiceOutputs | None" = None,
 ) -> None:
-    """Write a job's results as they arrive and count them."""
+    """Write a job's results as they arrive and count them (their tasks' files
+    brought back first, with ``outputs``)."""
+    from client import report
+
+    for records in client.results(job_id, follow=True):
+        results = decoded(records)
+        for result in results:
+            summary.add({result.status: 1}, result.duration_ms / 1000.0)
+        write_records(stream, records, results, outputs)
+        report.update(bar, summary)
+
+
+def decoded(records: list[bytes]) -> "list[Result]":
     import msgspec
 
-    from client import report
     from client.errors import ClientError
     from worker.result import decode
 
-    for records in client.results(job_id, follow=True):
-        for line in records:
-            try:
-                result = decode(line)
-            except msgspec.DecodeError as error:
-                raise ClientError(f"scheduler sent a bad result record: {error}") from error
-            summary.add({result.status: 1}, result.duration_ms / 1000.0)
+    try:
+        return [decode(line) for line in records]
+    except msgspec.DecodeError as error:
+        raise ClientError(f"scheduler sent a bad result record: {error}") from error
+
+
+def write_records(
+    stream: BinaryIO,
+    records: list[bytes],
+    results: "list[Result] | None" = None,
+    outputs: "ServiceOutputs | None" = None,
+) -> None:
+    """Write records as they came, or with ``outputs`` as their files came back."""
+    if outputs is None:
         stream.write(b"".join(line + b"\n" for line in records))
-        stream.flush()  # before waiting for more: a person may be watching the file
-        report.update(bar, summary)
+    else:
+        from worker.result import encode_lines
+
+        stream.write(encode_lines(outputs.records(results or decoded(records))))
+    stream.flush()  # before waiting for more: a person may be watching the file
 
 
 @app.command(cls=Command)
@@ -417,26 +498,32 @@ def results(
         typer.Option(
             "--files",
             metavar="DIR",
-            help="With --stack: bring back the files its tasks left (kept by --output-dir"
-            " or --keep-files) under DIR/<file>-<line>/, as the records are written.",
+            help="Bring back the files its tasks left (kept by --output-dir or --keep-files)"
+            " under DIR/<file>-<line>/, as the records are written.",
         ),
     ] = None,
 ) -> None:
     """Print the results of a job, finished so far (or all, with --wait)."""
-    if files is not None and stack is None:
-        raise fail("--files needs --stack: a scheduler service keeps no task's files")
     if stack is not None:
         from client.cli.fleet_jobs import results_on_stack
 
         results_on_stack(stack, job, output, follow=wait, files_dir=files)
         return
-    with (
-        connected(scheduler, token, token_file, ca_cert) as client,
-        results_output(output) as stream,
-    ):
-        for records in client.results(job, follow=wait):
-            stream.write(b"".join(line + b"\n" for line in records))
-            stream.flush()  # before waiting for more: a person may be watching the file
+    with connected(scheduler, token, token_file, ca_cert) as client:
+        outputs = None
+        if files is not None:
+            info = client.job(job)  # no such job: exit 2 before a folder is made
+            if not info.get("keeps_files"):
+                raise fail(f"--files: job {job} kept no files (submit --output-dir/--keep-files)")
+            checked_output_dir(files, [str(name) for name in info["files"]], False, "--files")
+            outputs = files_back(client, job, files)
+        try:
+            with results_output(output) as stream:
+                for records in client.results(job, follow=wait):
+                    write_records(stream, records, outputs=outputs)
+        finally:
+            if outputs is not None:
+                outputs.close()
 
 
 @app.command(cls=Command)

@@ -10,24 +10,18 @@ or is not what it should be leaves nothing in ``DIR``; the record says why.
 """
 
 import hashlib
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.output_budget import OutputBudget
 from worker.contracts import JobFiles
-from worker.output_pack import PackError, key_sha256, unpack
-from worker.outputs import COPY_BUFFER_BYTES, MAX_BYTES_PER_TASK
-from worker.result import MAX_FILES_PER_TASK, OutputFile, Result
+from worker.output_pack import MAX_TAR_BYTES, PackError, bring_back, key_sha256
+from worker.outputs import COPY_BUFFER_BYTES
+from worker.result import Result
 from worker.usage import UsageMeter
-from worker.workdir import PARTIAL, place, remove_tree, task_label
-
-#: Largest tar a task's files may travel in: its limit, and a tar's headers
-#: (512 bytes each, a long name's in a second: 2 KiB a file is ample).
-MAX_TAR_BYTES = MAX_BYTES_PER_TASK + (MAX_FILES_PER_TASK + 2) * 2048
+from worker.workdir import PARTIAL, remove_tree
 
 
 class OutputFetcher:
@@ -42,29 +36,16 @@ class OutputFetcher:
 
     def bring_back(self, record: Result) -> Result:
         """The record, its files (if it names a tar) brought back and named."""
-        if record.files_object is None:
+        key = record.files_object
+        if key is None:
             return record
-        label = task_label(record.file, record.line)
-        partial = self.output_dir / PARTIAL
-        partial.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=partial))
-        try:
-            files = self._unpack(record.files_object, work)
-            if files:
-                place(work / "files", self.output_dir / label)
-        except (PackError, BotoCoreError, ClientError, OSError) as error:
-            said = f"not brought back: {error}"
-            error_text = f"{record.files_error}; {said}" if record.files_error else said
-            return msgspec.structs.replace(record, files=(), files_error=error_text)
-        finally:
-            remove_tree(work)
-        return msgspec.structs.replace(record, files=files)
+        errors = (BotoCoreError, ClientError)
+        return bring_back(record, self.output_dir, lambda tar: self._fetch(key, tar), errors)
 
-    def _unpack(self, key: str, work: Path) -> tuple[OutputFile, ...]:
+    def _fetch(self, key: str, tar: Path) -> None:
         expected = key_sha256(key)
         if expected is None or not key.startswith(f"{JobFiles.OUTPUTS}{self.job}/"):
             raise PackError(f"{key!r} is not a tar of this job's")
-        tar = work / "task.tar"
         digest = hashlib.sha256()
         size = 0
         with self.meter.charged_to(self.job):
@@ -78,7 +59,6 @@ class OutputFetcher:
                     writing.write(block)
         if digest.hexdigest() != expected:
             raise PackError(f"{key}: its content does not match its name's sha256")
-        return unpack(tar, work / "files")
 
 
 class OutputsBack:

@@ -32,6 +32,7 @@ from scheduler.jobs.retention import Retention
 from worker.local import Chunk, ChunkReport, lost_results
 from worker.result import Result, Status, decode, encode_lines
 from worker.task import task_id
+from worker.workdir import TaskFiles
 from worker.workload import TaskBatch
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -86,13 +87,29 @@ class FleetWork(Protocol):
     def stop(self, journal: Journal) -> None: ...
 
 
+class JobFiles(Protocol):
+    """Where the service's jobs get and leave files (``scheduler.jobs.file_store``)."""
+
+    def task_files(self, job_id: str) -> TaskFiles | None: ...
+
+    def job_ended(self, job_id: str) -> None: ...
+
+
 class JobCursor:
     """Where dispatch of one job has got to."""
 
     def __init__(
-        self, job_id: str, placement: str, files: list[str], total: int, pending: int, retries: int
+        self,
+        job_id: str,
+        placement: str,
+        files: list[str],
+        total: int,
+        pending: int,
+        retries: int,
+        task_files: TaskFiles | None = None,
     ) -> None:
         self.job_id = job_id
+        self.task_files = task_files  # its tasks' inputs and outputs (None: none)
         self.placement = placement
         self.files = files
         self.total = total
@@ -105,8 +122,9 @@ class JournalSource:
     """Chunks of pending tasks from the journal, jobs taking turns; a task whose
     wait for a retry is over goes before the others."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, job_files: JobFiles | None = None) -> None:
         self.journal = journal
+        self.job_files = job_files
         self.cursors: deque[JobCursor] = deque()  # the active jobs', and only theirs
         self._returned: deque[Chunk] = deque()
         self._chunk_ids = 0
@@ -116,6 +134,9 @@ class JournalSource:
     def refresh(self) -> None:
         """Pick up jobs sealed since the last look, and drop cancelled ones."""
         active = {info.id: info for info in self.journal.active_jobs()}
+        if self.job_files is not None:
+            for ended in (c for c in self.cursors if c.job_id not in active):
+                self.job_files.job_ended(ended.job_id)
         self.cursors = deque(c for c in self.cursors if c.job_id in active)
         # A job that ended is never active again: what this holds stays bounded
         # by the active jobs, however long the service runs.
@@ -124,7 +145,10 @@ class JournalSource:
             if job_id not in known:
                 pending = info.total - info.finished
                 files = self.journal.job_files(job_id)  # once per job: it may be long
-                cursor = JobCursor(job_id, info.placement, files, info.total, pending, info.retries)
+                task_files = None if self.job_files is None else self.job_files.task_files(job_id)
+                cursor = JobCursor(
+                    job_id, info.placement, files, info.total, pending, info.retries, task_files
+                )
                 self.cursors.append(cursor)
 
     def take(self, count: int) -> Chunk | None:
@@ -164,7 +188,7 @@ class JournalSource:
     def _chunk(self, cursor: JobCursor, file_number: int, tasks: TaskBatch) -> Chunk:
         self._chunk_ids += 1
         file = cursor.files[file_number - 1]
-        return Chunk(self._chunk_ids, cursor.job_id, file_number, file, tasks)
+        return Chunk(self._chunk_ids, cursor.job_id, file_number, file, tasks, cursor.task_files)
 
     def _retry_due(self) -> bool:
         """Whether a task waiting for a retry is due (looked up a few times a second)."""
@@ -276,10 +300,12 @@ class JobDispatcher(threading.Thread):
         local: LocalFactory | None = None,
         feeder: FleetWork | None = None,
         retention: Retention | None = None,
+        job_files: JobFiles | None = None,
     ) -> None:
         """``local`` makes the local pool's stepper from this dispatcher's source and
         sink; ``feeder`` feeds the fleet. Either may be missing. With a
-        ``retention``, ended jobs are pruned from the journal as it says."""
+        ``retention``, ended jobs are pruned from the journal as it says; with
+        ``job_files``, jobs that have files of their own get them there."""
         super().__init__(name="taskfleet-dispatch", daemon=True)
         self.local = local
         self.journal = Journal(journal_path)
@@ -287,6 +313,7 @@ class JobDispatcher(threading.Thread):
         self.wake = threading.Event()  # set when a job is sealed or cancelled, or results came
         self.feeder = feeder
         self.retention = retention
+        self.job_files = job_files
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
         self.last_busy = time.monotonic()
@@ -301,7 +328,7 @@ class JobDispatcher(threading.Thread):
         return done.wait(timeout)
 
     def run(self) -> None:
-        source = JournalSource(self.journal)
+        source = JournalSource(self.journal, self.job_files)
         dispatcher = None if self.local is None else self.local(source, self.sink)
         if self.feeder is not None:
             self.feeder.start(self.wake.set)

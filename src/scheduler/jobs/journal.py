@@ -12,7 +12,7 @@ import json
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -253,6 +253,7 @@ class Pruned(NamedTuple):
 
     jobs: int
     tasks: int
+    ids: tuple[str, ...] = ()  # the jobs'
 
     def __bool__(self) -> bool:
         return bool(self.jobs or self.tasks)
@@ -770,14 +771,18 @@ class Journal:
                 return Pruned(0, deleted)  # they may have more tasks: the next step goes on
             for table, column in PRUNED_ROWS:
                 self.db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
-        return Pruned(len(ids), deleted)
+        return Pruned(len(ids), deleted, tuple(ids))
 
-    def prune(self, ended_before: float) -> int:
+    def prune(
+        self, ended_before: float, forgotten: Callable[[tuple[str, ...]], None] | None = None
+    ) -> int:
         """Forget every job that ended before ``ended_before`` (see ``prune_step``),
-        in short steps; how many were forgotten."""
+        in short steps; how many were forgotten (``forgotten`` hears their ids)."""
         pruned = 0
         while step := self.prune_step(ended_before):
             pruned += step.jobs
+            if forgotten is not None and step.ids:
+                forgotten(step.ids)
         return pruned
 
     def shrink(self, pages: int = 0) -> None:

@@ -6,13 +6,15 @@ retention (``scheduler --keep-days``), then forgotten whole: their tasks,
 records, file names and usage reports. The service prunes at start and then
 periodically, a short step per turn of its dispatch thread; ``taskfleet prune``
 does it on demand, beside a running service or not (each step is one short
-transaction, and a job is pruned only once nothing can change it).
+transaction, and a job is pruned only once nothing can change it). A job's
+files (``file_store``) go with it, and inputs no job used for the retention.
 """
 
 import time
 from pathlib import Path
 from typing import NamedTuple
 
+from scheduler.jobs.file_store import FileStore
 from scheduler.jobs.journal import SHRINK_PAGES, Journal
 
 #: What ``--keep-days`` is when not given.
@@ -37,8 +39,9 @@ class Retention:
     one short step per call while a pruning is due, then gives the freed pages
     back to the file system, a few MiB per call."""
 
-    def __init__(self, keep_seconds: float) -> None:
+    def __init__(self, keep_seconds: float, files: FileStore | None = None) -> None:
         self.keep_seconds = keep_seconds
+        self.files = files  # the jobs' files, pruned with them
         self.every = min(PRUNE_EVERY_SECONDS, max(keep_seconds / 4, MIN_PRUNE_EVERY_SECONDS))
         self._next = time.monotonic() + self.every  # the start pruned already (prune_journal)
         self._cutoff: float | None = None  # while a pruning is under way: its end time
@@ -51,9 +54,13 @@ class Retention:
                 return
             self._cutoff = time.time() - self.keep_seconds
         if self._cutoff is not None:
-            if journal.prune_step(self._cutoff):
+            if step := journal.prune_step(self._cutoff):
+                if self.files is not None:
+                    self.files.remove_jobs(step.ids)
                 return
             self._cutoff = None
+            if self.files is not None:
+                self.files.prune_blobs(self.keep_seconds)
             self._shrinking = True
         free = journal.free_pages()
         if free > 0:
@@ -81,9 +88,10 @@ def journal_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, wal) if p.exists())
 
 
-def prune_journal(path: Path, keep_seconds: float) -> PruneReport:
+def prune_journal(path: Path, keep_seconds: float, files: FileStore | None = None) -> PruneReport:
     """Forget the jobs of the journal at ``path`` that ended more than
-    ``keep_seconds`` ago, and give the space back to the file system.
+    ``keep_seconds`` ago (their ``files`` too), and give the space back to the
+    file system.
 
     A journal of an earlier version is compacted first (``Journal.compact``: a
     VACUUM). Every service of this version compacts its journal as it starts,
@@ -93,7 +101,10 @@ def prune_journal(path: Path, keep_seconds: float) -> PruneReport:
     before = journal_bytes(path)
     journal = Journal(path)
     try:
-        pruned = journal.prune(time.time() - keep_seconds)
+        forgotten = None if files is None else files.remove_jobs
+        pruned = journal.prune(time.time() - keep_seconds, forgotten)
+        if files is not None:
+            files.prune_blobs(keep_seconds)
         compacted = journal.compact()
         journal.shrink()
         # PASSIVE: a running service's readers and writers are never made to wait.

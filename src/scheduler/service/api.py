@@ -4,7 +4,14 @@
     POST /jobs                   body: tasks as JSON Lines ({"file", "line", "task"});
                                  ?placement=local|remote|hybrid (remote needs --stack);
                                  ?retries=N runs a task that failed, timed out or was
-                                 lost again, up to N more times (default 0)
+                                 lost again, up to N more times (default 0);
+                                 ?inputs=ID gives its tasks the inputs POST /inputs
+                                 kept; ?outputs=true keeps its tasks' files
+    POST /inputs                 body: a job's list of inputs (JSON: name, size,
+                                 sha256 each); answers its id and the contents the
+                                 service lacks
+    PUT  /blobs/{sha256}         body: one of those contents, checked against its name
+    GET  /jobs/{id}/files/{file}-{line}  a task's files (a tar), with ?outputs=true
     GET  /jobs                   recent jobs
     GET  /jobs/{id}              one job's state and counts
     GET  /jobs/{id}/results      its result records as JSON Lines;
@@ -39,10 +46,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from scheduler.errors import JobNotFoundError, JobStateError
+from scheduler.jobs.file_store import FilesError
 from scheduler.jobs.journal import JobInfo, JobState, Journal, Placement
 from scheduler.retries import MAX_RETRIES
 from scheduler.service.context import ServiceContext
 from scheduler.service.dashboard import dashboard_routes
+from scheduler.service.files_api import JobFilesHandlers
 from scheduler.service.guard import AccessGuard
 from worker.bundle import MAX_JOB_FILES
 from worker.errors import TaskfleetError, TaskLineError
@@ -80,6 +89,12 @@ FOLLOW_POLL_SECONDS = 1.0
 
 #: Seconds a cancel waits for the dispatch thread to close the job's pending tasks.
 CANCEL_WAIT_SECONDS = 60.0
+
+#: What a job with files on the fleet is told.
+NO_FLEET_FILES = (
+    "files (inputs, outputs) go with jobs on the scheduler's local workers only:"
+    " remote and hybrid jobs with files are not built"
+)
 
 #: What a fleet request to a scheduler without one is told.
 NO_FLEET = "this scheduler has no fleet: start it with --stack NAME"
@@ -132,6 +147,7 @@ class JobHandlers:
             Route("/jobs/{job_id}/results", self.results),
             Route("/jobs/{job_id}/cancel", self.cancel, methods=["POST"]),
             Route("/jobs/{job_id}/retry", self.retry, methods=["POST"]),
+            *JobFilesHandlers(self.context).routes(),
             Route("/fleet", self.fleet),
         ]
 
@@ -151,9 +167,14 @@ class JobHandlers:
             self._check_dispatching()
             check_upload_headers(request)
             placement, retries = job_settings(request, Placement.LOCAL, self.context.fleet_slots)
+            inputs, outputs = files_settings(request, placement, self.context)
             job_id = new_job_id()
-            total = await store_job(self.context, job_id, placement, retries, request.stream())
+            total = await store_job(
+                self.context, job_id, placement, retries, request.stream(), inputs, outputs
+            )
         except UploadError as refused:
+            return error(refused.status, str(refused))
+        except FilesError as refused:
             return error(refused.status, str(refused))
         self.context.dispatcher.wake.set()
         body = {"job": job_id, "tasks": total, "placement": placement}
@@ -169,6 +190,8 @@ class JobHandlers:
         except JobNotFoundError as missing:
             return error(404, str(missing))
         described = self.context.describe(info)
+        store = self.context.files
+        described["keeps_files"] = store is not None and store.keeps_outputs(info.id)
         # Workers report the last of what they used once their part is done.
         described["usage_to_come"] = await self.context.run(Journal.usage_to_come, info.id)
         return JSONResponse(described)
@@ -198,12 +221,12 @@ class JobHandlers:
             info = await self._job_of(request)
             placement, retries = job_settings(request, info.placement, self.context.fleet_slots)
             job_id = new_job_id()
-            total = await self.context.run(Journal.retry_job, info.id, job_id, placement, retries)
+            total = await retry_job(self.context, info.id, job_id, placement, retries)
         except JobNotFoundError as missing:
             return error(404, str(missing))
         except JobStateError as refused:
             return error(409, str(refused))
-        except UploadError as refused:
+        except (UploadError, FilesError) as refused:
             return error(refused.status, str(refused))
         self.context.dispatcher.wake.set()
         body = {"job": job_id, "tasks": total, "placement": placement, "retry_of": info.id}
@@ -238,6 +261,24 @@ def check_upload_headers(request: Request) -> None:
         raise UploadError(413, f"upload is {length} bytes, above the limit of {MAX_UPLOAD_BYTES}")
 
 
+def files_settings(
+    request: Request, placement: str, context: ServiceContext
+) -> tuple[str | None, bool]:
+    """A new job's inputs (the id of a list POST /inputs kept) and whether its
+    tasks' files are kept, from the query."""
+    inputs = request.query_params.get("inputs") or None
+    outputs = request.query_params.get("outputs", "false").lower()
+    if outputs not in ("true", "false"):
+        raise UploadError(400, "outputs must be true or false")
+    if inputs is None and outputs == "false":
+        return None, False
+    if context.files is None:
+        raise UploadError(409, "this scheduler takes no files")
+    if placement != Placement.LOCAL:
+        raise UploadError(409, NO_FLEET_FILES)
+    return inputs, outputs == "true"
+
+
 def job_settings(request: Request, placement: str, fleet_slots: int) -> tuple[str, int]:
     """A new job's placement and retries from the query (``placement`` if none)."""
     placement = request.query_params.get("placement", placement)
@@ -257,17 +298,45 @@ async def store_job(
     placement: str,
     retries: int,
     body: AsyncIterator[bytes],
+    inputs: str | None = None,
+    outputs: bool = False,
 ) -> int:
-    """Journal an uploaded job, ready to run; its task count. An upload refused
-    or broken off half-way leaves nothing behind."""
+    """Journal an uploaded job, ready to run, with its ``inputs`` and a folder
+    for its tasks' files (``outputs``); its task count. An upload refused or
+    broken off half-way leaves nothing behind."""
     await context.run(Journal.create_job, job_id, placement, retries)
     try:
         files, total = await store_upload(context, job_id, body)
+        if context.files is not None and (inputs is not None or outputs):
+            store = context.files
+            await to_thread.run_sync(lambda: store.give_job(job_id, inputs, outputs))
     except BaseException:
         await context.run(Journal.discard_job, job_id)
+        if context.files is not None:
+            store = context.files
+            await to_thread.run_sync(lambda: store.remove_jobs([job_id]))
         raise
     await context.run(Journal.seal_job, job_id, files, total)
     return total
+
+
+async def retry_job(
+    context: ServiceContext, job_id: str, new_id: str, placement: str, retries: int
+) -> int:
+    """Make ``new_id`` a job of the tasks of ``job_id`` that did not succeed, given
+    the same inputs and outputs folder as it; how many tasks it has."""
+    store = context.files
+    if store is None:
+        return await context.run(Journal.retry_job, job_id, new_id, placement, retries)
+    if placement != Placement.LOCAL and (store.jobs / job_id).is_dir():
+        raise UploadError(409, NO_FLEET_FILES)
+    # Its files are there before the journal has the job: it may run at once.
+    await to_thread.run_sync(lambda: store.give_again(job_id, new_id))
+    try:
+        return await context.run(Journal.retry_job, job_id, new_id, placement, retries)
+    except BaseException:
+        await to_thread.run_sync(lambda: store.remove_jobs([new_id]))
+        raise
 
 
 async def store_upload(

@@ -14,6 +14,7 @@ from anyio import to_thread
 
 from scheduler.fleet.watch import FleetWatch
 from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.file_store import FileStore
 from scheduler.jobs.journal import JobInfo, Journal, Placement
 from scheduler.pricing import Prices, cost_fields
 from scheduler.service.guard import AccessRules
@@ -56,6 +57,7 @@ class ServiceContext:
     fleet_watch: FleetWatch | None = None
     stack: str | None = None
     sessions: Sessions = field(default_factory=Sessions)  # the dashboard's sign-ins
+    files: FileStore | None = None  # the jobs' inputs and outputs; None: no files taken
     open_requests: int = 0  # kept by the AccessGuard
     _local: threading.local = field(default_factory=threading.local)
     _opened: list[Journal] = field(default_factory=list)  # every thread's, to close them

@@ -15,10 +15,10 @@ a loopback port, and a DNS-rebound name can make them look same-origin. So
 A neighbour without the token, and a signed-in user, are assumed hostile too,
 so each request counts toward limits on what is open at once (``limits_of``):
 requests without the token or a session have a budget of their own, in all and
-per client address, apart from that of the token's holders; event streams and
-followed results have bounds of their own; ``/health`` counts toward none, so
-it answers while the others are full. Past a limit the answer is 503 (429 for
-streams). A request body that stops arriving for
+per client address, apart from that of the token's holders; event streams,
+followed results and inputs' contents on their way have bounds of their own;
+``/health`` counts toward none, so it answers while the others are full. Past
+a limit the answer is 503 (429 for streams and uploads). A request body that stops arriving for
 ``BODY_READ_TIMEOUT_SECONDS`` ends the request (408); the deadline for a whole
 request is the connection's (``scheduler.service.http_protocol``).
 """
@@ -58,6 +58,10 @@ MAX_EVENT_STREAMS = 32
 
 #: Results streams that follow a job (``?follow=true``) open at once.
 MAX_FOLLOWING = 128
+
+#: Contents of inputs (``PUT /blobs/...``) arriving at once: each holds a file
+#: open and its bytes on their way to disk.
+MAX_BLOB_UPLOADS = 16
 
 #: Seconds a request body may pause between two pieces before the request ends.
 BODY_READ_TIMEOUT_SECONDS = 30.0
@@ -161,6 +165,10 @@ def limits_of(scope: Scope, holder: str | None) -> list[Limit]:
             ),
             Limit("events", MAX_EVENT_STREAMS, 429, "too many event streams open; try again later"),
         ]
+    elif path.startswith("/blobs/"):
+        limits.append(
+            Limit("blobs", MAX_BLOB_UPLOADS, 429, "too many inputs arriving at once; try again")
+        )
     elif path.startswith("/jobs/") and path.endswith("/results") and follows(scope):
         limits.append(
             Limit("following", MAX_FOLLOWING, 429, "too many results streams open; try again later")

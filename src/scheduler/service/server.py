@@ -15,12 +15,13 @@ from typing import NamedTuple
 import uvicorn
 from starlette.applications import Starlette
 
-from scheduler.errors import SchedulerError
+from scheduler.errors import JobNotFoundError, SchedulerError
 from scheduler.fleet.aws import open_fleet
 from scheduler.fleet.feeder import FleetFeeder
 from scheduler.fleet.watch import FleetWatch
 from scheduler.jobs.dispatch import JobDispatcher
-from scheduler.jobs.journal import Journal
+from scheduler.jobs.file_store import FileStore, store_of
+from scheduler.jobs.journal import JobState, Journal
 from scheduler.jobs.retention import (
     DEFAULT_KEEP_DAYS,
     PruneReport,
@@ -115,8 +116,10 @@ def serve(
     secret, token_source = service_token(token, token_file, new=new_token)
     scrub_secrets()  # no worker process or task inherits TASKFLEET_TOKEN
     raise_file_limit()
-    retention = Retention(keep_seconds(keep_days))
-    announce_pruned(prune_journal(journal_path, retention.keep_seconds), keep_days, announce)
+    files = FileStore(store_of(journal_path))
+    retention = Retention(keep_seconds(keep_days), files)
+    pruned = prune_journal(journal_path, retention.keep_seconds, files)
+    announce_pruned(pruned, keep_days, announce)
     fleet = (
         None if stack is None else FleetSide.open(stack, workers, timeout, price_per_instance_hour)
     )
@@ -131,7 +134,9 @@ def serve(
             local=partial(Dispatcher, pool),
             feeder=None if fleet is None else fleet.feeder,
             retention=retention,
+            job_files=files,
         )
+        sweep_files(journal_path, files)
         context = ServiceContext(
             journal_path,
             dispatcher,
@@ -143,6 +148,7 @@ def serve(
             None if fleet is None else fleet.watch,
             stack,
             sessions,
+            files,
         )
         server = uvicorn_server(build_app(context), tls_cert, tls_key)
         url = url_of(sock, tls=tls_cert is not None)
@@ -158,6 +164,23 @@ def serve(
     finally:
         pool.stop(graceful=False)
         sock.close()
+
+
+def sweep_files(journal_path: Path, files: FileStore) -> None:
+    """Before any request: remove the files of jobs the journal dropped (their
+    upload cut off when the service stopped), and the inputs of ended jobs."""
+    journal = Journal(journal_path)
+
+    def state_of(job_id: str) -> str | None:
+        try:
+            return journal.job(job_id).state
+        except JobNotFoundError:
+            return None
+
+    try:
+        files.sweep(state_of, JobState.FINAL)
+    finally:
+        journal.close()
 
 
 class FleetSide(NamedTuple):
