@@ -67,14 +67,17 @@ class ServiceOutputs:
         return self.budget.admit([self._bring_back(record) for record in records])
 
     def _bring_back(self, record: Result) -> Result:
-        if not record.files:
+        """A task's files: on the scheduler's workers, those its record names; on
+        the fleet, those in the tar its record names (the scheduler checks it)."""
+        if not record.files and not record.files_object:
             return record
         label = task_label(record.file, record.line)
 
         def fetch(tar: Path) -> None:
             self.client.task_files(self.job_id, label, tar, MAX_TAR_BYTES)
 
-        return bring_back(record, self.output_dir, fetch, (ClientError,), record.files)
+        expected = record.files or None
+        return bring_back(record, self.output_dir, fetch, (ClientError,), expected)
 
     def close(self) -> None:
         """Remove what fetches cut off (Ctrl-C) had begun to bring back."""

@@ -36,6 +36,7 @@ from client.cli.job_files import (
     checked_output_dir,
     checked_uploads,
 )
+from client.cli.local import checked_for_fleet
 from scheduler.service import sessions  # its settings' defaults (stdlib imports only)
 
 if TYPE_CHECKING:
@@ -294,12 +295,9 @@ def submit(
     counts = checked(files)
     uploads = checked_uploads(upload or [], upload_max_bytes, upload_max_files)
     checked_output_dir(output_dir, files, resume=False)
+    if uploads and placement != "local":
+        checked_for_fleet(uploads)
     keeps = output_dir is not None or keep_files
-    if (uploads or keeps) and placement != "local":
-        raise fail(
-            f"--{placement}: files (--upload, --output-dir, --keep-files) go with a"
-            " scheduler's local jobs only; on the fleet use `taskfleet run --remote`"
-        )
     with connected(scheduler, token, token_file, ca_cert) as client:
         summary = job_summary(client, counts.total, placement)
         inputs = send_inputs(client, uploads)

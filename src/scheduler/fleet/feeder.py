@@ -18,6 +18,7 @@ from scheduler.fleet.link import FleetLink, JobOpening
 from scheduler.jobs.dispatch import FLEET_PLACEMENTS, JobCursor, JournalSink, JournalSource
 from scheduler.jobs.journal import JobState, Journal, Placement
 from worker.bundle import BundleFiles, ResultBatch
+from worker.local import Chunk
 from worker.usage import USAGE_WAIT_SECONDS
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -100,13 +101,25 @@ class FleetFeeder:
             # One chunk, one bundle (or more, should it pass the message limit).
             tasks = chunk.tasks
             timeout = self.timeout or 0.0
-            packer = BundlePacker(chunk.job_id, files, len(tasks.lines), timeout, self.job_files)
+            job_files = self.job_files or self.files_of(chunk)
+            packer = BundlePacker(chunk.job_id, files, len(tasks.lines), timeout, job_files)
             for line, text in zip(tasks.lines, tasks.texts, strict=True):
                 if (bundle := packer.add(chunk.file_number, line, text)) is not None:
                     self.link.send(bundle)
             if (bundle := packer.finish()) is not None:
                 self.link.send(bundle)
             self._queued[chunk.job_id] = self._queued.get(chunk.job_id, 0) + len(tasks.lines)
+
+    def files_of(self, chunk: Chunk) -> BundleFiles | None:
+        """What a chunk's bundles say of its job's files: those of a service's job
+        with inputs or outputs of its own (shipped to the bucket: see
+        ``scheduler.service.fleet_files``)."""
+        if chunk.files is None:
+            return None
+        bucket = self.link.fleet.resources.job_files_bucket
+        return BundleFiles(
+            bucket, chunk.files.inputs is not None, chunk.files.output_dir is not None
+        )
 
     def queued(self, job_id: str) -> int:
         """A job's tasks in bundles handed to the link (sent, or about to be)."""

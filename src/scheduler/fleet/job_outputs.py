@@ -24,25 +24,19 @@ from worker.usage import UsageMeter
 from worker.workdir import PARTIAL, remove_tree
 
 
-class OutputFetcher:
-    """Fetches and unpacks one job's tasks' tars under ``output_dir``."""
+class TarFetcher:
+    """Fetches one job's tasks' tars from the bucket, each checked against the
+    sha256 its key names."""
 
-    def __init__(self, s3: Any, meter: UsageMeter, bucket: str, job: str, output_dir: Path) -> None:
+    def __init__(self, s3: Any, meter: UsageMeter, bucket: str, job: str) -> None:
         self.s3 = s3
         self.meter = meter  # the fetches are charged to the job
         self.bucket = bucket
         self.job = job
-        self.output_dir = output_dir
 
-    def bring_back(self, record: Result) -> Result:
-        """The record, its files (if it names a tar) brought back and named."""
-        key = record.files_object
-        if key is None:
-            return record
-        errors = (BotoCoreError, ClientError)
-        return bring_back(record, self.output_dir, lambda tar: self._fetch(key, tar), errors)
-
-    def _fetch(self, key: str, tar: Path) -> None:
+    def fetch(self, key: str, tar: Path) -> None:
+        """Write the tar at ``key`` to ``tar``; ``PackError`` if it is not this
+        job's, larger than a task's files may be, or not what its key names."""
         expected = key_sha256(key)
         if expected is None or not key.startswith(f"{JobFiles.OUTPUTS}{self.job}/"):
             raise PackError(f"{key!r} is not a tar of this job's")
@@ -59,6 +53,22 @@ class OutputFetcher:
                     writing.write(block)
         if digest.hexdigest() != expected:
             raise PackError(f"{key}: its content does not match its name's sha256")
+
+
+class OutputFetcher:
+    """Fetches and unpacks one job's tasks' tars under ``output_dir``."""
+
+    def __init__(self, s3: Any, meter: UsageMeter, bucket: str, job: str, output_dir: Path) -> None:
+        self.tars = TarFetcher(s3, meter, bucket, job)
+        self.output_dir = output_dir
+
+    def bring_back(self, record: Result) -> Result:
+        """The record, its files (if it names a tar) brought back and named."""
+        key = record.files_object
+        if key is None:
+            return record
+        errors = (BotoCoreError, ClientError)
+        return bring_back(record, self.output_dir, lambda tar: self.tars.fetch(key, tar), errors)
 
 
 class OutputsBack:

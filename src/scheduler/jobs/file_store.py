@@ -190,10 +190,13 @@ class FileStore:
             raise FilesError(400, f"not a job id: {job_id!r}")
         return self.jobs / job_id
 
-    def give_job(self, job_id: str, inputs_id: str | None, outputs: bool) -> None:
-        """Give a new job its inputs (the list ``inputs_id`` names, staged) and a
-        folder for its tasks' files (``outputs``); ``FilesError`` (404, 409) if the
-        list, or a content it names, is not here."""
+    def give_job(
+        self, job_id: str, inputs_id: str | None, outputs: bool, *, stage: bool = True
+    ) -> None:
+        """Give a new job its inputs (the list ``inputs_id`` names, staged for the
+        local workers unless not ``stage``) and a folder for its tasks' files
+        (``outputs``); ``FilesError`` (404, 409) if the list, or a content it
+        names, is not here."""
         if inputs_id is None and not outputs:
             return
         listed: list[ManifestEntry] = []
@@ -204,21 +207,29 @@ class FileStore:
                 listed = decode_manifest((self.manifests / f"{inputs_id}.json").read_bytes())
             except FileNotFoundError:
                 raise FilesError(404, f"no list of inputs {inputs_id}: send it first") from None
-        self._give(job_id, listed, outputs)
+        self._give(job_id, listed, outputs, stage)
 
-    def give_again(self, job_id: str, new_id: str) -> bool:
+    def give_again(self, job_id: str, new_id: str, *, stage: bool = True) -> bool:
         """Give a retry of ``job_id`` (as ``new_id``) the job's inputs and outputs
-        folder, if it had any; whether it had."""
-        old = self.jobs / job_id
-        if not old.is_dir():
+        folder, if it had any (as ``give_job``); whether it had."""
+        if not self.has_job(job_id):
             return False
+        old = self.jobs / job_id
         listed: list[ManifestEntry] = []
         with contextlib.suppress(FileNotFoundError):
             listed = decode_manifest((old / "inputs.json").read_bytes())
-        self._give(new_id, listed, (old / "outputs").is_dir())
+        self._give(new_id, listed, (old / "outputs").is_dir(), stage)
         return True
 
-    def _give(self, job_id: str, listed: list[ManifestEntry], outputs: bool) -> None:
+    def inputs_of(self, job_id: str) -> list[InputFile]:
+        """A job's inputs, as the store holds their contents."""
+        try:
+            listed = decode_manifest((self.job_dir(job_id) / "inputs.json").read_bytes())
+        except FileNotFoundError:
+            return []
+        return [InputFile(self.blobs / e.sha256, e.name, e.size) for e in listed]
+
+    def _give(self, job_id: str, listed: list[ManifestEntry], outputs: bool, staged: bool) -> None:
         folder = self.job_dir(job_id)
         absent = sorted({e.sha256 for e in listed if not self.has_blob(e.sha256)})
         if absent:
@@ -227,10 +238,8 @@ class FileStore:
         try:
             if listed:
                 self._write_private(folder / "inputs.json", encode_manifest(listed))
-                stage(
-                    [InputFile(self.blobs / e.sha256, e.name, e.size) for e in listed],
-                    folder / "inputs",
-                )
+                if staged:
+                    stage(self.inputs_of(job_id), folder / "inputs")
                 for entry in listed:
                     with contextlib.suppress(FileNotFoundError):
                         os.utime(self.blobs / entry.sha256)
@@ -249,7 +258,8 @@ class FileStore:
         its tasks' folders are the pool's)."""
         folder = self.jobs / job_id
         inputs, outputs = folder / "inputs", folder / "outputs"
-        has_inputs, has_outputs = inputs.is_dir(), outputs.is_dir()
+        # A job's list says it has inputs; they are staged only if it runs here.
+        has_inputs, has_outputs = (folder / "inputs.json").is_file(), outputs.is_dir()
         if not (has_inputs or has_outputs):
             return None
         return TaskFiles(
@@ -257,6 +267,10 @@ class FileStore:
             str(inputs) if has_inputs else None,
             str(outputs) if has_outputs else None,
         )
+
+    def has_job(self, job_id: str) -> bool:
+        """Whether a job has files of its own here."""
+        return (self.jobs / job_id).is_dir()
 
     def keeps_outputs(self, job_id: str) -> bool:
         return (self.jobs / job_id / "outputs").is_dir()

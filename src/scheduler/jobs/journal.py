@@ -818,6 +818,17 @@ class Journal:
         ).fetchall()
         return [bytes(record) for (record,) in rows]
 
+    def records_of_line(self, job_id: str, line: int, file_name: str) -> list[bytes]:
+        """The records of a job's finished tasks of ``line`` in files whose base
+        name is ``file_name`` (a task's output folder is named by these)."""
+        rows = self.db.execute(
+            f"SELECT t.record FROM tasks t JOIN job_files f ON f.job = t.job"
+            f" AND f.number = t.file_number WHERE t.job = ? AND t.line = ?"
+            f" AND t.state = {FINISHED} AND (f.name = ? OR f.name LIKE ? ESCAPE '!')",
+            (job_id, line, file_name, "%/" + like_escaped(file_name)),
+        ).fetchall()
+        return [bytes(record) for (record,) in rows]
+
     def slowest(self, job_id: str, limit: int) -> list[bytes]:
         """The records of a job's finished tasks that took longest, longest first
         (read through the index tasks_by_duration)."""
@@ -846,6 +857,11 @@ class Journal:
                 break
         rows.close()
         return page
+
+
+def like_escaped(text: str) -> str:
+    """``text`` matched as it is by LIKE ... ESCAPE '!'."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 def _of_first_file(rows: list[tuple[int, int, str]]) -> PendingTasks | None:

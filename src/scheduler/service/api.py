@@ -52,6 +52,7 @@ from scheduler.retries import MAX_RETRIES
 from scheduler.service.context import ServiceContext
 from scheduler.service.dashboard import dashboard_routes
 from scheduler.service.files_api import JobFilesHandlers
+from scheduler.service.fleet_files import FleetFilesError
 from scheduler.service.guard import AccessGuard
 from worker.bundle import MAX_JOB_FILES
 from worker.errors import TaskfleetError, TaskLineError
@@ -90,10 +91,10 @@ FOLLOW_POLL_SECONDS = 1.0
 #: Seconds a cancel waits for the dispatch thread to close the job's pending tasks.
 CANCEL_WAIT_SECONDS = 60.0
 
-#: What a job with files on the fleet is told.
+#: What a job with files on a fleet without a bucket for them is told.
 NO_FLEET_FILES = (
-    "files (inputs, outputs) go with jobs on the scheduler's local workers only:"
-    " remote and hybrid jobs with files are not built"
+    "the stack has no job-files bucket (JobFilesBucket): deploy it again with this"
+    " taskfleet to give files to jobs on its fleet"
 )
 
 #: What a fleet request to a scheduler without one is told.
@@ -274,7 +275,7 @@ def files_settings(
         return None, False
     if context.files is None:
         raise UploadError(409, "this scheduler takes no files")
-    if placement != Placement.LOCAL:
+    if placement != Placement.LOCAL and context.fleet_files is None:
         raise UploadError(409, NO_FLEET_FILES)
     return inputs, outputs == "true"
 
@@ -308,8 +309,9 @@ async def store_job(
     try:
         files, total = await store_upload(context, job_id, body)
         if context.files is not None and (inputs is not None or outputs):
-            store = context.files
-            await to_thread.run_sync(lambda: store.give_job(job_id, inputs, outputs))
+            store, here = context.files, placement != Placement.REMOTE
+            await to_thread.run_sync(lambda: store.give_job(job_id, inputs, outputs, stage=here))
+            await ship_to_fleet(context, job_id, placement)
     except BaseException:
         await context.run(Journal.discard_job, job_id)
         if context.files is not None:
@@ -328,15 +330,33 @@ async def retry_job(
     store = context.files
     if store is None:
         return await context.run(Journal.retry_job, job_id, new_id, placement, retries)
-    if placement != Placement.LOCAL and (store.jobs / job_id).is_dir():
-        raise UploadError(409, NO_FLEET_FILES)
     # Its files are there before the journal has the job: it may run at once.
-    await to_thread.run_sync(lambda: store.give_again(job_id, new_id))
+    if placement != Placement.LOCAL and context.fleet_files is None and store.has_job(job_id):
+        raise UploadError(409, NO_FLEET_FILES)
+    here = placement != Placement.REMOTE
+    await to_thread.run_sync(lambda: store.give_again(job_id, new_id, stage=here))
     try:
+        await ship_to_fleet(context, new_id, placement)
         return await context.run(Journal.retry_job, job_id, new_id, placement, retries)
     except BaseException:
         await to_thread.run_sync(lambda: store.remove_jobs([new_id]))
         raise
+
+
+async def ship_to_fleet(context: ServiceContext, job_id: str, placement: str) -> None:
+    """Send a job's inputs to the fleet's bucket, if it runs there and has any
+    (its usage charged to it); ``FilesError`` (502) if the bucket refused."""
+    store, fleet_files = context.files, context.fleet_files
+    if placement == Placement.LOCAL or store is None or fleet_files is None:
+        return
+    inputs = await to_thread.run_sync(lambda: store.inputs_of(job_id))
+    if not inputs:
+        return
+    try:
+        spent = await to_thread.run_sync(lambda: fleet_files.ship(job_id, inputs))
+    except FleetFilesError as error:
+        raise FilesError(502, str(error)) from error
+    await context.run(Journal.add_usage, job_id, spent)
 
 
 async def store_upload(

@@ -17,6 +17,7 @@ from scheduler.jobs.dispatch import JobDispatcher
 from scheduler.jobs.file_store import FileStore
 from scheduler.jobs.journal import JobInfo, Journal, Placement
 from scheduler.pricing import Prices, cost_fields
+from scheduler.service.fleet_files import FleetFiles
 from scheduler.service.guard import AccessRules
 from scheduler.service.sessions import Sessions
 
@@ -58,6 +59,7 @@ class ServiceContext:
     stack: str | None = None
     sessions: Sessions = field(default_factory=Sessions)  # the dashboard's sign-ins
     files: FileStore | None = None  # the jobs' inputs and outputs; None: no files taken
+    fleet_files: "FleetFiles | None" = None  # their way to the fleet; None: none
     open_requests: int = 0  # kept by the AccessGuard
     _local: threading.local = field(default_factory=threading.local)
     _opened: list[Journal] = field(default_factory=list)  # every thread's, to close them

@@ -4,7 +4,8 @@
                                         {"inputs": ID, "missing": [sha256...]}
     PUT  /blobs/{sha256}                one content the list named, checked
                                         against its sha256 as it arrives
-    GET  /jobs/{id}/files/{file}-{line} a task's files, as a tar
+    GET  /jobs/{id}/files/{file}-{line} a task's files, as a tar (from the
+                                        fleet's bucket for a task that ran there)
 
 The store itself is ``scheduler.jobs.file_store``; every refusal is a 4xx (507
 for a full store) with a JSON ``error``. The guard has checked the token, the
@@ -12,7 +13,10 @@ Host and the origin first, and bounds the uploads open at once; the connection
 bounds each upload's time by its size (``http_protocol.request_deadline``).
 """
 
+import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from anyio import to_thread
@@ -25,6 +29,8 @@ from scheduler.errors import JobNotFoundError
 from scheduler.jobs.file_store import MAX_MANIFEST_BYTES, BlobWriter, FilesError, FileStore
 from scheduler.jobs.journal import Journal
 from scheduler.service.context import ServiceContext
+from scheduler.service.fleet_files import FleetFilesError
+from worker.result import decode
 
 #: The content types the routes take: not ones a form or a "simple" cross-site
 #: fetch may send without a preflight.
@@ -105,6 +111,8 @@ class JobFilesHandlers:
         try:
             await self.context.run(Journal.job, job_id)
             tar = await self._in_thread(lambda store: store.pack_outputs(job_id, label))
+            if tar is None:
+                tar = await self._from_fleet(job_id, label)
         except JobNotFoundError as missing:
             return refused(404, str(missing))
         except FilesError as error:
@@ -113,6 +121,36 @@ class JobFilesHandlers:
             return refused(404, f"job {job_id} kept no files of task {label}")
         remove = BackgroundTask(tar.unlink, missing_ok=True)
         return FileResponse(tar, media_type="application/x-tar", background=remove)
+
+    async def _from_fleet(self, job_id: str, label: str) -> Path | None:
+        """The tar of a task that ran on the fleet (a new file in the store's
+        ``incoming``), fetched from the bucket; None if its record names none."""
+        fleet_files = self.context.fleet_files
+        name, _, line = label.rpartition("-")
+        if fleet_files is None or not (line.isascii() and line.isdigit()):
+            return None
+        records = await self.context.run(Journal.records_of_line, job_id, int(line), name)
+        keys = [record.files_object for record in map(decode, records) if record.files_object]
+        if len(keys) != 1:
+            return None  # none, or two files of one name: no one task's
+        key = keys[0]
+
+        def fetch(store: FileStore) -> Path:
+            descriptor, tar_name = tempfile.mkstemp(prefix="fleet-", dir=store.incoming)
+            os.close(descriptor)
+            tar = Path(tar_name)
+            try:
+                tar.unlink()  # written afresh by the fetch
+                fleet_files.fetch(job_id, key, tar)
+            except BaseException:
+                tar.unlink(missing_ok=True)
+                raise
+            return tar
+
+        try:
+            return await self._in_thread(fetch)
+        except FleetFilesError as error:
+            raise FilesError(502, str(error)) from error
 
 
 async def receive_blob(request: Request, writer: BlobWriter) -> None:

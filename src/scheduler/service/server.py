@@ -34,6 +34,7 @@ from scheduler.local.pool import LocalPool
 from scheduler.pricing import Prices, fleet_prices
 from scheduler.service.api import build_app
 from scheduler.service.context import Notifier, ServiceContext
+from scheduler.service.fleet_files import FleetFiles
 from scheduler.service.guard import AccessRules
 from scheduler.service.http_protocol import MAX_CONNECTIONS, GuardedH11Protocol
 from scheduler.service.sessions import IDLE_SECONDS, MAX_AGE_SECONDS, Sessions
@@ -149,6 +150,7 @@ def serve(
             stack,
             sessions,
             files,
+            None if fleet is None else fleet.files,
         )
         server = uvicorn_server(build_app(context), tls_cert, tls_key)
         url = url_of(sock, tls=tls_cert is not None)
@@ -190,6 +192,7 @@ class FleetSide(NamedTuple):
     watch: FleetWatch
     prices: Prices
     slots: int  # the fleet's task slots
+    files: FleetFiles | None  # jobs' files through its bucket (None: it has none)
 
     @classmethod
     def open(
@@ -202,7 +205,8 @@ class FleetSide(NamedTuple):
         resources = fleet.resources
         prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
         feeder = FleetFeeder.of(fleet, workers, timeout)
-        return cls(feeder, FleetWatch(fleet, feeder.busy), prices, resources.slots)
+        watch = FleetWatch(fleet, feeder.busy)
+        return cls(feeder, watch, prices, resources.slots, FleetFiles.of(fleet))
 
 
 def announce_pruned(report: PruneReport, keep_days: float, announce: Callable[[str], None]) -> None:
