@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 
 from scheduler.jobs.dispatch import JobDispatcher
+from scheduler.jobs.file_store import FileStore, store_of
 from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
 from scheduler.service.api import build_app
@@ -224,7 +225,8 @@ def in_process_service() -> Iterator[InProcessService]:
         sock = bind("127.0.0.1", 0)
         port = sock.getsockname()[1]
         rules = AccessRules.for_address("127.0.0.1", port, IN_PROCESS_TOKEN)
-        context = ServiceContext(journal, dispatcher, notifier, 1, 0, rules)
+        files = FileStore(store_of(journal))
+        context = ServiceContext(journal, dispatcher, notifier, 1, 0, rules, files=files)
         config = uvicorn.Config(build_app(context), http=GuardedH11Protocol, log_level="critical")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

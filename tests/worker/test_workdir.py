@@ -2,7 +2,15 @@ from pathlib import Path
 
 from worker.inputs import check_uploads, stage
 from worker.result import Status
-from worker.workdir import PARTIAL, TaskFiles, WorkDirs, place, remove_tree, task_label
+from worker.workdir import (
+    PARTIAL,
+    JobDirs,
+    TaskFiles,
+    WorkDirs,
+    place,
+    remove_tree,
+    task_label,
+)
 
 
 def dirs_with_input(tmp_path: Path) -> WorkDirs:
@@ -78,3 +86,20 @@ def test_placing_replaces_what_an_earlier_run_left(tmp_path: Path) -> None:
 
 def test_a_task_is_named_by_its_file_s_base_name_and_line() -> None:
     assert task_label("work/dir/w.txt", 17) == "w.txt-17"
+
+
+def test_each_jobs_chunks_use_its_own_dirs_and_the_pools_otherwise(tmp_path: Path) -> None:
+    pool = WorkDirs(TaskFiles(str(tmp_path)))
+    dirs = JobDirs(pool)
+    assert dirs.of(None) is pool
+    first = TaskFiles(str(tmp_path / "job-a"), None, str(tmp_path / "out-a"))
+    (tmp_path / "job-a").mkdir()
+    mine = dirs.of(first)
+    assert mine is not None
+    assert mine is not pool
+    assert mine.output == tmp_path / "out-a"
+    assert dirs.of(first) is mine  # kept for the job's next chunk
+    for n in range(JobDirs.KEPT):
+        (tmp_path / f"job-{n}").mkdir()
+        dirs.of(TaskFiles(str(tmp_path / f"job-{n}")))
+    assert dirs.of(first) is not mine  # the oldest was let go: a bound, not a leak

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.jobs.dispatch import JournalSink
+from scheduler.jobs.dispatch import JournalSink, JournalSource
 from scheduler.jobs.journal import SENT, Journal, Placement
 from worker.result import Outcome, Result, Status, make_result
 from worker.task import task_id
+from worker.workdir import TaskFiles
 
 FILES = ["w.txt"]
 
@@ -88,3 +89,35 @@ def test_only_the_sent_task_of_a_mixed_message_is_taken(
     message = [fleet_result(2, "sleep 2"), fleet_result(1, "sleep 1"), fleet_result(1, "x")]
     assert sink.fleet_results("a", message, FILES) == 1
     assert stored(journal) == [("a:1:1", "succeeded", "i-1")]
+
+
+class StubFiles:
+    """Job "f" has files of its own; every other job none. Notes the jobs that end."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.files = TaskFiles(str(tmp_path / "f"), str(tmp_path / "f" / "inputs"))
+        self.ended: list[str] = []
+
+    def task_files(self, job_id: str) -> TaskFiles | None:
+        return self.files if job_id == "f" else None
+
+    def job_ended(self, job_id: str) -> None:
+        self.ended.append(job_id)
+
+
+def test_a_chunk_carries_its_jobs_files_and_a_job_that_ends_lets_them_go(
+    journal: Journal, tmp_path: Path
+) -> None:
+    files = StubFiles(tmp_path)
+    source = JournalSource(journal, files)
+    for job_id in ("f", "g"):
+        journal.create_job(job_id)
+        journal.add_tasks(job_id, [(1, 1, "cat x")])
+        journal.seal_job(job_id, FILES, 1)
+    source.refresh()
+    chunks = {chunk.job_id: chunk for chunk in (source.take(10), source.take(10)) if chunk}
+    assert chunks["f"].files == files.files
+    assert chunks["g"].files is None
+    journal.finish("f", 1, [(1, Status.SUCCEEDED, b"{}\n")], journal.next_seq())
+    source.refresh()
+    assert files.ended == ["f"]

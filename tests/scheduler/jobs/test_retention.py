@@ -11,6 +11,7 @@ import pytest
 from scheduler.errors import JobNotFoundError
 from scheduler.jobs import journal as journal_module
 from scheduler.jobs.dispatch import JournalSource
+from scheduler.jobs.file_store import FileStore
 from scheduler.jobs.journal import DISPATCHED, SCHEMA, JobState, Journal
 from scheduler.jobs.retention import (
     Retention,
@@ -201,3 +202,23 @@ def test_retention_goes_on_pruning_when_the_file_cannot_shrink(tmp_path: Path) -
         assert journal.free_pages() > 0  # kept for new rows until it is compacted
     finally:
         journal.close()
+
+
+def test_a_pruned_jobs_files_go_with_it_and_no_one_elses(journal: Journal, tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "files")
+    for job_id in ("0000aaa1", "0000aaa2"):
+        ended_job(journal, job_id)
+        store.give_job(job_id, None, outputs=True)
+    journal.db.execute("UPDATE jobs SET finished_at = 0 WHERE id = '0000aaa1'")
+    stranger = store.jobs / "0000aaa3"  # a folder the journal never had a job for
+    stranger.mkdir()
+    retention = Retention(keep_seconds=3600, files=store)
+    retention._next = 0.0  # a pruning is due
+    for _ in range(5):  # a few steps: the pruning, then the shrinking
+        retention.step(journal)
+    assert not store.has_job("0000aaa1")
+    assert store.has_job("0000aaa2")
+    assert stranger.is_dir()
+    assert prune_journal(tmp_path / "j.sqlite3", 0, store).jobs == 1  # the other, at start
+    assert not store.has_job("0000aaa2")
+    assert stranger.is_dir()
