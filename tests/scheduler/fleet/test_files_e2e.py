@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import WriteWorkload, run_cli
+from tests.conftest import StartScheduler, WriteWorkload, run_cli
 from tests.scheduler.fleet.test_remote_e2e import client_settings
 
 pytestmark = pytest.mark.e2e
@@ -195,3 +195,44 @@ def test_a_detached_jobs_files_are_kept_and_fetched_later_from_the_stack(
     )
     assert again.returncode == 2
     assert again.stderr.startswith("taskfleet: --files out: not empty")
+
+
+def test_a_scheduler_services_fleet_job_gets_its_inputs_and_gives_back_its_files(
+    deployed: tuple[dict[str, str], dict[str, str]],
+    workload: WriteWorkload,
+    scheduler_service: StartScheduler,
+    tmp_path: Path,
+) -> None:
+    _, environment = deployed
+    user = tmp_path / "user"
+    (user / "data").mkdir(parents=True)
+    (user / "data" / "in.txt").write_text("input\n")
+    path = workload(
+        "mkdir -p a/b && cat data/in.txt > a/b/copy.txt",
+        "stat -c '%a' data/in.txt data && echo kept > kept.txt",
+        "echo half > half.txt; exit 3",  # failed: its files are not kept
+        name="w.txt",
+    )
+    service = scheduler_service("--stack", "Taskfleet", env=environment)
+    submit = ["submit", path, "--scheduler", service.url, "--upload", "data"]
+    local = run_cli(*submit, "--output-dir", "local", env=environment, cwd=user)
+    remote = run_cli(*submit, "--remote", "--output-dir", "remote", env=environment, cwd=user,
+                     timeout=300)  # fmt: skip
+    assert (local.returncode, remote.returncode) == (1, 1), remote.stderr  # line 3
+    # The service had the input from the local job: the fleet job sent nothing.
+    assert "inputs: 1 files, 0 contents sent, 1 on the scheduler already" in remote.stderr
+    local_records, remote_records = records_by_line(local.stdout), records_by_line(remote.stdout)
+    assert {r["worker"] for r in remote_records.values()} & {"local-1", "local-2"} == set()
+    for line in range(1, 4):
+        here, there = local_records[line], remote_records[line]
+        assert (here["status"], here["stdout"]) == (there["status"], there["stdout"]), line
+        assert (here["files"], here["files_error"]) == (there["files"], there["files_error"])
+    assert remote_records[2]["stdout"] == "444\n555\n"
+    assert (
+        tree(user / "remote")
+        == tree(user / "local")
+        == {
+            "w.txt-1/a/b/copy.txt": b"input\n",
+            "w.txt-2/kept.txt": b"kept\n",
+        }
+    )
