@@ -95,6 +95,11 @@ def checked_output_dir(
             f"{option} {output_dir}: not empty (another run's files would mix with"
             " this one's; give an empty one, or --resume that run)"
         )
+    checked_names(files, option)
+
+
+def checked_names(files: list[str], option: str) -> None:
+    """Exit 2 if two workload files share a base name: their tasks' folders would."""
     names: set[str] = set()
     for file in files:
         name = Path(file).name

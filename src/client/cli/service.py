@@ -33,6 +33,7 @@ from client.cli.job_files import (
     UploadMaxBytes,
     UploadMaxFiles,
     Uploads,
+    checked_names,
     checked_output_dir,
     checked_uploads,
 )
@@ -245,14 +246,17 @@ def prune(journal: JournalPath = None, keep_days: KeepDays = DEFAULT_KEEP_DAYS) 
     and give their space back (safe while the scheduler runs)."""
     import sqlite3
 
+    from scheduler.jobs.file_store import FileStore, store_of
     from scheduler.jobs.retention import keep_seconds, prune_journal
     from scheduler.state import default_journal_path
 
     path = journal or default_journal_path()
     if not path.is_file():
         raise fail(f"--journal: {path}: no such file")
+    # The jobs' files (submit --upload/--output-dir) go with them, if there are any.
+    files = FileStore(store_of(path)) if store_of(path).is_dir() else None
     try:
-        report = prune_journal(path, keep_seconds(keep_days))
+        report = prune_journal(path, keep_seconds(keep_days), files)
     except sqlite3.Error as error:
         raise fail(f"--journal: {path}: {error}") from error
     mib = 1024 * 1024
@@ -295,6 +299,8 @@ def submit(
     counts = checked(files)
     uploads = checked_uploads(upload or [], upload_max_bytes, upload_max_files)
     checked_output_dir(output_dir, files, resume=False)
+    if keep_files:
+        checked_names(files, "--keep-files")
     if uploads and placement != "local":
         checked_for_fleet(uploads)
     keeps = output_dir is not None or keep_files

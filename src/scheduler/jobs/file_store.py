@@ -42,7 +42,6 @@ from worker.input_manifest import ManifestEntry, decode_manifest, encode_manifes
 from worker.inputs import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, InputFile, stage
 from worker.output_pack import plain_name
 from worker.outputs import entries
-from worker.task import JOB_ID_PATTERN
 from worker.workdir import TaskFiles, remove_tree
 
 #: Bytes all stored contents may take together; an upload past it is refused.
@@ -55,8 +54,9 @@ MIN_KEEP_SECONDS = 3600.0
 #: Largest list of inputs accepted: the most files, each of the longest name.
 MAX_MANIFEST_BYTES = DEFAULT_MAX_FILES * 4300
 
-#: What marks a job's folder as the store's: its name is a job id.
-_JOB_FOLDER = re.compile(JOB_ID_PATTERN)
+#: What marks a job's folder as the store's: its name is a job id as the service
+#: makes them (``worker.task.new_job_id``: 8 hex digits).
+_JOB_FOLDER = re.compile("[0-9a-f]{8}")
 _SHA256 = re.compile("[0-9a-f]{64}")
 
 
