@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.jobs.file_store import store_of
 from tests.conftest import StartScheduler, WriteWorkload, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -91,3 +92,19 @@ def test_prune_refuses_a_file_that_is_not_a_journal(tmp_path: Path) -> None:
     assert refused.stderr.startswith(f"taskfleet: --journal: {text}: ")
     assert len(refused.stderr.splitlines()) == 1
     assert text.read_text() == "not a database\n" * 100
+
+
+def test_prune_forgets_a_pruned_jobs_files_too(
+    workload: WriteWorkload, scheduler_service: StartScheduler, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    service = scheduler_service(journal=journal)
+    done = run_cli("submit", workload("echo x > x.txt"), "-s", service.url, "--keep-files")
+    assert done.returncode == 0, done.stderr
+    job = re.search(r"job (\S+): 1 tasks", done.stderr)
+    assert job is not None, done.stderr
+    folder = store_of(journal) / "jobs" / job[1]
+    assert (folder / "outputs").is_dir()
+    pruned = run_cli("prune", "--journal", str(journal), "--keep-days", "0")
+    assert pruned.returncode == 0, pruned.stderr
+    assert not folder.exists()
