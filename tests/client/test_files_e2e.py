@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WriteWorkload, run_cli
+from tests.conftest import StartScheduler, WriteWorkload, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -119,10 +119,16 @@ def test_what_cannot_be_done_is_refused_in_one_line_before_anything_runs(
     assert not (tmp_path / "out").exists()
 
 
-def test_files_of_a_job_need_its_stack(tmp_path: Path) -> None:
-    done = run_cli("results", "job1", "--files", "out", cwd=tmp_path)
-    assert (done.returncode, done.stderr) == (
+def test_files_of_a_service_job_that_kept_none_are_refused(
+    tmp_path: Path, workload: WriteWorkload, scheduler_service: StartScheduler
+) -> None:
+    service = scheduler_service()
+    done = run_cli("submit", workload("echo ran > ran.txt"), "-s", service.url)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout.splitlines()[0])["job"]
+    refused = run_cli("results", job, "-s", service.url, "--files", "out", cwd=tmp_path)
+    assert (refused.returncode, refused.stderr) == (
         2,
-        "taskfleet: --files needs --stack: a scheduler service keeps no task's files\n",
+        f"taskfleet: --files: job {job} kept no files (submit --output-dir/--keep-files)\n",
     )
     assert not (tmp_path / "out").exists()
