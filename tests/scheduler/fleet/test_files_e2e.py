@@ -236,3 +236,12 @@ def test_a_scheduler_services_fleet_job_gets_its_inputs_and_gives_back_its_files
             "w.txt-2/kept.txt": b"kept\n",
         }
     )
+    # Hybrid: whichever side a task ran on, the same files. (Which side takes which
+    # task is the dispatcher's choice; one run here put two on the fleet, one local.)
+    hybrid = run_cli(*submit, "--hybrid", "--output-dir", "hybrid", env=environment, cwd=user,
+                     timeout=300)  # fmt: skip
+    assert hybrid.returncode == 1, hybrid.stderr
+    hybrid_records = records_by_line(hybrid.stdout)
+    for line in range(1, 4):
+        assert hybrid_records[line]["files"] == local_records[line]["files"], line
+    assert tree(user / "hybrid") == tree(user / "local")
