@@ -11,7 +11,7 @@
                                  sha256 each); answers its id and the contents the
                                  service lacks
     PUT  /blobs/{sha256}         body: one of those contents, checked against its name
-    GET  /jobs/{id}/files/{file}-{line}  a task's files (a tar), with ?outputs=true
+    GET  /jobs/{id}/files/{file}-{line}  a task's files (a tar), of a job with ?outputs=true
     GET  /jobs                   recent jobs
     GET  /jobs/{id}              one job's state and counts
     GET  /jobs/{id}/results      its result records as JSON Lines;
