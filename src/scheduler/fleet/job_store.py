@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.errors import FleetError, JobNotFoundError
@@ -71,7 +72,7 @@ class FleetJob(NamedTuple):
     timeout: float  # seconds per task, 0 for none
     retries: int
     stored: int  # records stored, duplicates included: exact counts come from the records
-    tail_seconds: float  # instance time no task used, charged by the workers that ran it last
+    tail: Usage  # what instances used for no job, charged by the workers that ran it last
     reader_until: float  # a client reads its queue until then (epoch seconds)
     file_count: int
 
@@ -409,6 +410,20 @@ def _meta_key(job_id: str) -> dict[str, Any]:
     return {JobItem.PARTITION: {"S": job_id}, JobItem.SORT: {"S": JobItem.META}}
 
 
+def tail_of(item: dict[str, Any]) -> Usage:
+    """The tail the workers charged to a job (``tail_<Usage field>`` attributes)."""
+    figures = {
+        name.removeprefix(JobItem.TAIL_PREFIX): json.loads(value["N"])
+        for name, value in item.items()
+        if name.startswith(JobItem.TAIL_PREFIX)
+        and name.removeprefix(JobItem.TAIL_PREFIX) in Usage.__struct_fields__
+    }
+    try:
+        return msgspec.convert(figures, Usage)
+    except msgspec.ValidationError as error:
+        raise FleetError(f"a job item of the stack is not taskfleet's: {error}") from error
+
+
 def _fleet_job(item: dict[str, Any]) -> FleetJob:
     try:
         return FleetJob(
@@ -422,7 +437,7 @@ def _fleet_job(item: dict[str, Any]) -> FleetJob:
             timeout=float(item["timeout"]["N"]),
             retries=int(item["retries"]["N"]),
             stored=int(item.get("stored", {"N": "0"})["N"]),
-            tail_seconds=float(item.get(JobItem.TAIL, {"N": "0"})["N"]),
+            tail=tail_of(item),
             reader_until=float(item.get("reader_until", {"N": "0"})["N"]),
             file_count=int(item.get("file_count", {"N": "0"})["N"]),
         )

@@ -97,8 +97,17 @@ class FleetLink:
     workers used for no job) and the dead-letter queue.
     """
 
-    def __init__(self, fleet: RemoteFleet, on_arrival: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        fleet: RemoteFleet,
+        on_arrival: Callable[[], None] = lambda: None,
+        *,
+        reads_overhead: bool = True,
+    ) -> None:
+        """``reads_overhead``: read the reports of workers that ran no job (a
+        scheduler service shows the fleet's overhead; `run --remote` does not)."""
         self.fleet = fleet
+        self.reads_overhead = reads_overhead
         self.slots = fleet.resources.slots
         self.on_arrival = on_arrival  # wakes the dispatch thread
         self.stopping = threading.Event()
@@ -295,7 +304,7 @@ class FleetLink:
 
     def _receive_loop(self) -> None:
         while not self.stopping.is_set():
-            receive = partial(self.fleet.receive, self._poll_seconds)
+            receive = partial(self.fleet.receive, self._poll_seconds, overhead=self.reads_overhead)
             deliveries = self._retrying("receive results", receive)
             for delivery in deliveries or []:
                 if self.stopping.is_set():

@@ -14,6 +14,7 @@ from scheduler.fleet.job_store import JobStore
 from tests.conftest import create_job_table
 from worker.bundle import UsageReport
 from worker.contracts import JobItem
+from worker.jobs import JobStates
 from worker.result import Outcome, Result, Status, make_result
 from worker.usage import Usage
 
@@ -50,6 +51,19 @@ def test_a_job_is_kept_with_its_settings_and_a_queue_of_its_own(store: JobStore)
     assert not job.ended
     assert [j.id for j in store.recent()] == ["a1"]
     with pytest.raises(JobNotFoundError, match="no job 'zz'"):
+        store.job("zz")
+
+
+def test_the_tails_workers_charge_add_up_on_the_job(store: JobStore) -> None:
+    create(store, "a1")
+    states = JobStates(store.dynamodb, "jobs")
+    assert states.charge_tail("a1", Usage(instance_seconds=300.25, sqs_requests=15))
+    assert states.charge_tail("a1", Usage(instance_seconds=12.5, dynamodb_writes=1))
+    assert store.job("a1").tail == Usage(
+        instance_seconds=312.75, sqs_requests=15, dynamodb_writes=1
+    )
+    assert not states.charge_tail("zz", Usage(instance_seconds=1.0))  # no such job: none made
+    with pytest.raises(JobNotFoundError):
         store.job("zz")
 
 
