@@ -102,6 +102,24 @@ def test_records_are_read_back_once_per_task_with_their_usage(store: JobStore) -
     assert store.job("a1").stored == 4  # duplicates counted here, not in the records
 
 
+def test_the_lease_holders_stores_are_counted_with_its_renewals_and_the_jobs_end(
+    store: JobStore,
+) -> None:
+    create(store, "a1", total=5)
+    store.store("a1", [record("a1", 1), record("a1", 2)], [], reading=True)
+    store.store("a1", [record("a1", 3)], [], reading=True)
+    assert store.job("a1").stored == 0  # no write a store: the meta item is not hot
+    until = store.hold_reader("a1")
+    job = store.job("a1")
+    assert job.stored == 3
+    assert job.reader_until == pytest.approx(until, abs=0.01)
+    store.store("a1", [record("a1", 4), record("a1", 5)], [], reading=True)
+    store.end("a1")
+    job = store.job("a1")
+    assert (job.stored, job.state) == (5, JobItem.DONE)
+    assert len(store.read_all("a1").records) == 5
+
+
 def test_records_are_cut_into_items_by_their_compressed_size(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
