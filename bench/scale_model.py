@@ -35,10 +35,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scheduler.fleet.aws import DEAD_LETTER_CHECK_SECONDS
 from scheduler.fleet.bundle_sizing import BundleSizer
 from scheduler.fleet.feeder import BUNDLES_PER_TURN
-from scheduler.fleet.job_store import MAX_RECORD_ITEM_BYTES, SWEEP_SHARE
+from scheduler.fleet.job_store import MAX_RECORD_ITEM_BYTES, READER_LEASE_SECONDS, SWEEP_SHARE
 from scheduler.fleet.link import PROVISION_INTERVAL_SECONDS
 from worker.bundle import MESSAGE_HEADROOM_BYTES
 from worker.bundle_run import REPORT_BYTES, REPORT_INTERVAL_SECONDS, result_bytes
@@ -219,11 +218,11 @@ def delivery_seconds(
     messages: float, records_per_message: float, task_ms: float, reader: Reader
 ) -> float:
     """The reader's seconds for one delivery of ``messages`` result messages: a
-    receive, a record item and the count per piece, a delete (its round trips),
-    and its CPU for the records (the receiver waits until they are journaled)."""  # fmt: skip
+    receive, a record item per piece, a delete (its round trips), and its CPU
+    for the records (the receiver waits until they are journaled)."""  # fmt: skip
     records = messages * records_per_message
     pieces = item_pieces(records, task_ms)
-    requests = 1 + pieces + 1 + math.ceil(messages / MAX_MESSAGES_PER_CALL)
+    requests = 1 + pieces + math.ceil(messages / MAX_MESSAGES_PER_CALL)
     return requests * reader.round_trip + records * reader.record_cpu
 
 
@@ -269,12 +268,11 @@ def job_requests(
     worker["sqs ReceiveMessage"] += used * math.ceil(tail / stack.poll_seconds)
     # Per worker and job: the job's state read when a bundle is taken and every
     # CANCEL_CHECK_SECONDS while one is held (the job's queue is named, not
-    # looked up; a bundle's ending calls ride in its last report); as it leaves,
-    # its instance's time no task used charged to the job's meta item, and one
-    # report of what no job used (to the response queue).
+    # looked up; a bundle's ending calls and its last send are counted in its
+    # last, final, report); as it leaves, what it used for no job (its idle
+    # tail, its empty polls) charged to the job's meta item, in one write.
     worker["dynamodb GetItem"] += used * (math.floor(seconds / CANCEL_CHECK_SECONDS) + 1)
     worker["dynamodb UpdateItem"] += used
-    worker["sqs SendMessageBatch"] += used
 
     messages = sum(life.sends * life.messages_per_send for life in lives)
     per_message = tasks / messages
@@ -288,13 +286,12 @@ def job_requests(
         "sqs CreateQueue": 1,
         "sqs ListQueues": SWEEP_SHARE,
         "sqs SendMessageBatch": send_calls(len(sizes)),
-        # each delivery: received, stored (its record items, and the count with
-        # the lease renewed), deleted; and each worker's last report (what no
-        # job used, on the response queue), which a reader receives and deletes:
-        # the next job's, on a stack whose jobs come one after another
-        "sqs ReceiveMessage": deliveries + used,
-        "dynamodb UpdateItem": deliveries + 1,  # + the job marked done
-        "sqs DeleteMessageBatch": deliveries + used,
+        # each delivery: received, stored (its record items), deleted; the
+        # reader lease renewed every third of it, with the count of the records
+        # stored since, and the job marked done (the last count with it)
+        "sqs ReceiveMessage": deliveries,
+        "dynamodb UpdateItem": math.floor(seconds / (READER_LEASE_SECONDS / 3)) + 1,
+        "sqs DeleteMessageBatch": deliveries,
         "sqs DeleteQueue": 1,  # by the URL its reader knows
     })  # fmt: skip
     # The group sized from the request queue's depth as the bundles go, then
@@ -303,9 +300,9 @@ def job_requests(
     client["sqs GetQueueAttributes"] = math.ceil(len(sizes) / BUNDLES_PER_TURN) + math.floor(
         open_seconds / PROVISION_INTERVAL_SECONDS
     )
-    # The response queue's long poll and a look at the dead-letter queue, per
-    # LONG_POLL_SECONDS the client runs (it returns only for messages of no job).
-    client["sqs ReceiveMessage"] += 2 * math.ceil(seconds / LONG_POLL_SECONDS)
+    # The dead-letter queue's long poll, per LONG_POLL_SECONDS the client runs
+    # (a `run --remote` reads no response queue: its results come on its job's).
+    client["sqs ReceiveMessage"] += math.ceil(seconds / LONG_POLL_SECONDS)
     return {"client": client, "worker": worker}
 
 
@@ -366,6 +363,7 @@ def steady(
     sizes = RecordSizes.of(task_ms, min(round(per_delivery * per_message), 10_000))
     item_kb = math.ceil((per_delivery * per_message * sizes.compressed / pieces + 100) / 1024)
     polls = 1 / LONG_POLL_SECONDS  # a reader's idle long poll of a queue
+    renewals = 1 / (READER_LEASE_SECONDS / 3)  # the reader lease, with the count
     model.rates = {
         "request queue": bundles_per_second * (1 + 1 / MAX_MESSAGES_PER_CALL)  # received, sent
         + 1 / PROVISION_INTERVAL_SECONDS  # its depth, read to size the group
@@ -373,14 +371,15 @@ def steady(
         + worker["sqs ChangeMessageVisibility"],
         "the job's queue": worker["sqs SendMessageBatch"]
         + deliveries * (1 + math.ceil(per_delivery / MAX_MESSAGES_PER_CALL)),
-        "response queue": polls,
-        "dead-letter queue": min(polls, 1 / DEAD_LETTER_CHECK_SECONDS),
-        "job table (the job's partition)": deliveries * 2 * pieces
+        "response queue": 0.0,  # read by a scheduler service only: its long poll
+        "dead-letter queue": polls,
+        "job table (the job's partition)": deliveries * pieces
+        + renewals
         + instances / CANCEL_CHECK_SECONDS,
         "claim table": worker["dynamodb UpdateItem"],
         "S3": 0.0,
     }
-    write_units = deliveries * pieces * (item_kb + 1)  # record items, and the count on meta
+    write_units = deliveries * pieces * item_kb + renewals  # record items; lease and count
     read_units = instances / CANCEL_CHECK_SECONDS * 0.5  # eventually consistent, under 4 KB
     held = instances * min(slots, 2)  # at most a bundle running and the next, per instance
     model.uses = dict(zip(LIMITS, (
@@ -390,7 +389,7 @@ def steady(
         held / SQS_IN_FLIGHT_LIMIT,
         worker["dynamodb UpdateItem"] / TABLE_WCU,
     ), strict=True))  # fmt: skip
-    reader_requests = deliveries * (2 + 2 * pieces) + 2 * polls
+    reader_requests = deliveries * (2 + pieces) + polls + renewals
     model.reader_requests_per_record = reader_requests / records_per_second
     model.reader_seconds_per_record = delivery_seconds(
         per_delivery, per_message, task_ms, reader

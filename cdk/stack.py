@@ -20,6 +20,7 @@ from cdk.queues import TaskQueues
 from cdk.setup_script import setup_script_commands
 from cdk.source import write_source_zip
 from worker.contracts import JobFiles, JobItem, Output, Setting
+from worker.usage import Usage
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -124,7 +125,8 @@ class TaskfleetStack(Stack):
         self._grant_job_queues(fleet.role, job_queue_prefix)
         self._grant_job_files(fleet.role, job_files)
         # A job's state (cancelled?), and its idle tail added to it: the table's
-        # items, not its index, and of an update only the tail.
+        # items, not its index, and of an update only the tail's figures.
+        tail = [JobItem.TAIL_PREFIX + figure for figure in Usage.__struct_fields__]
         fleet.role.add_to_principal_policy(
             iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[jobs.table.table_arn])
         )
@@ -134,7 +136,7 @@ class TaskfleetStack(Stack):
                 resources=[jobs.table.table_arn],
                 conditions={
                     "ForAllValues:StringEquals": {
-                        "dynamodb:Attributes": [JobItem.PARTITION, JobItem.SORT, JobItem.TAIL]
+                        "dynamodb:Attributes": [JobItem.PARTITION, JobItem.SORT, *tail]
                     }
                 },
             )

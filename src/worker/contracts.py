@@ -110,7 +110,9 @@ class JobItem:
     RECORDS_PREFIX: Final = "rec#"
     STATE: Final = "state"  # one of the states below
     TTL: Final = "expires_at"  # epoch seconds after which DynamoDB deletes the item
-    TAIL: Final = "tail_seconds"  # instance-seconds no task used, charged by the last worker
+    # tail_<Usage field>: what an instance used for no job (instance-seconds no
+    # task used, long polls that found nothing), charged to the last job it ran.
+    TAIL_PREFIX: Final = "tail_"
     DAY: Final = "day"  # meta items only: the submission date, the jobs index's key
     DAY_INDEX: Final = "by_day"  # recent jobs: partition DAY, sort submitted_at
     RUNNING: Final = "running"

@@ -13,9 +13,11 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.contracts import JobItem
+from worker.usage import Usage
 
 log = logging.getLogger("taskfleet.worker")
 
@@ -108,21 +110,34 @@ class JobStates:
         ).get("Item")
         return item is None or "ended_at" in item
 
-    def charge_tail(self, job: str, seconds: float) -> None:
-        """Add an instance's time that no task used (its idle tail, and slots left
-        empty) to the last job it ran, on the job's meta item; a failure is logged."""
-        if self.table is None or seconds <= 0:
-            return
+    def charge_tail(self, job: str, tail: Usage) -> bool:
+        """Add what an instance used for no job (its idle tail, slots left empty,
+        long polls that found nothing) to the last job it ran, on the job's meta
+        item, one attribute a figure; False if it could not (the job has expired,
+        or the write failed: logged)."""
+        if self.table is None:
+            return False
+        figures = {name: value for name, value in msgspec.structs.asdict(tail).items() if value}
+        if not figures:
+            return True
+        names = {f"#t{n}": JobItem.TAIL_PREFIX + name for n, name in enumerate(figures)}
+        values = {
+            f":t{n}": {"N": f"{value:.3f}" if isinstance(value, float) else str(value)}
+            for n, value in enumerate(figures.values())
+        }
         try:
             self.dynamodb.update_item(
                 TableName=self.table,
                 Key={JobItem.PARTITION: {"S": job}, JobItem.SORT: {"S": JobItem.META}},
-                UpdateExpression="ADD #tail :seconds",
+                UpdateExpression="ADD " + ", ".join(f"#t{n} :t{n}" for n in range(len(figures))),
                 ConditionExpression="attribute_exists(#job)",  # never make a meta item
-                ExpressionAttributeNames={"#tail": JobItem.TAIL, "#job": JobItem.PARTITION},
-                ExpressionAttributeValues={":seconds": {"N": f"{seconds:.3f}"}},
+                ExpressionAttributeNames={**names, "#job": JobItem.PARTITION},
+                ExpressionAttributeValues=values,
             )
         except self.dynamodb.exceptions.ConditionalCheckFailedException:
             log.info("job %s has expired: its instance's idle tail is charged to none", job)
+            return False
         except (BotoCoreError, ClientError) as error:
             log.warning("could not charge the idle tail to job %s: %s", job, error)
+            return False
+        return True

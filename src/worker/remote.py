@@ -67,12 +67,15 @@ from worker.interruptions import (
 from worker.jobs import JobQueues, JobStates, is_no_such_queue
 from worker.process_clock import process_age
 from worker.result import Outcome, Result, Status, make_result, unfinished_results
-from worker.sqs import aws_client, make_visible, send_batches
+from worker.sqs import aws_client, make_visible, send_batches, send_cost
 from worker.task import task_id
 from worker.usage import Usage, UsageMeter
 from worker.workdir import remove_tree
 
 log = logging.getLogger("taskfleet.worker")
+
+#: What charging an instance's tail to a job costs: one DynamoDB write.
+TAIL_CHARGE = Usage(dynamodb_writes=1)
 
 #: The heartbeat renews visibility and lease this many times per timeout.
 HEARTBEATS_PER_TIMEOUT = 3
@@ -594,7 +597,7 @@ class RemoteWorker:
             run.ending_ahead = Usage(dynamodb_writes=1, sqs_requests=1 + len(run.duplicates))
             self.meter.charge(run.bundle.job, run.ending_ahead)
         if run.due() or ended:
-            sent = self._send(run)
+            sent = self._send(run, last=ended and self._holds_only(run))
             if not ended:
                 self.ledger.progress(run.bundle_id, self.config.instance_id, sent)
         if ended:
@@ -603,33 +606,57 @@ class RemoteWorker:
             with self.meter.apart(spent):
                 if self.ledger.complete(run.bundle_id, self.config.instance_id):
                     self._delete(run.receipt, *run.duplicates)
-            # What the count ahead missed (a retried call, a larger item): rare.
-            self.meter.charge(run.bundle.job, spent[0] - run.ending_ahead)
+            self._charge_missed(run.bundle.job, spent[0], run.ending_ahead)
             self._forget(run, heartbeat)
 
-    def _send(self, run: BundleRun) -> bytes:
+    def _holds_only(self, run: BundleRun) -> bool:
+        """Whether ``run`` is the only bundle of its job this worker holds."""
+        with self._changed:
+            return not any(
+                other is not run and other.bundle.job == run.bundle.job
+                for other, _ in self._held.values()
+            )
+
+    def _charge_missed(self, job: str, spent: Usage, ahead: Usage) -> None:
+        """Charge what calls counted ahead cost beyond the count: rare (a call
+        tried again, an item over a unit). Their bytes are the count's: a
+        request's key and expression bytes, which no bill counts, are not worth
+        a report of their own."""
+        missed = spent - ahead
+        if missed.aws_requests or missed.instance_seconds:
+            self.meter.charge(job, missed)
+
+    def _send(self, run: BundleRun, *, last: bool = False) -> bytes:
         """Send a bundle's waiting results; returns its progress bitmap. Whatever
-        fails, the results wait for the next try (none is lost)."""
+        fails, the results wait for the next try (none is lost). ``last``: the
+        bundle has ended and no other of its job is held here."""
         unsent = run.take_unsent()
         results = [result for _, result in unsent]
         job = run.bundle.job
         try:
             if results:
-                self._send_results(run, job, results)
+                self._send_results(run, job, results, last=last)
         except Exception:
             run.untake(unsent)
             raise
         return run.mark_sent([index for index, _ in unsent])
 
-    def _send_results(self, run: BundleRun, job: str, results: list[Result]) -> None:
+    def _send_results(self, run: BundleRun, job: str, results: list[Result], *, last: bool) -> None:
+        """Send results with a report of what the job used here, their own send
+        counted in it (ahead); the ``last`` report is final: it leaves nothing
+        to report alone, which would cost the reader a receive, a store, a count
+        and a delete."""
         # A report that failed to go is sent again as it was: readers count a
         # report once by its id, so a partial send never counts it twice.
-        report = run.unsent_report or self._usage_report(job, self.meter.take(job))
-        run.unsent_report = report
-        messages = result_messages(run.bundle_id, self.config.instance_id, results, report)
+        if run.unsent_report is None:
+            run.unsent_report = self._usage_report(job, self.meter.take(job), final=last)
+        messages, ahead = self._self_counted(run, results)
+        spent: list[Usage] = []
         try:
-            send_batches(self.sqs, self.job_queues.url(job), messages)
+            with self.meter.apart(spent):
+                send_batches(self.sqs, self.job_queues.url(job), messages)
         except ClientError as error:
+            self.meter.charge(job, spent[0])  # not counted in a report that went
             if not is_no_such_queue(error):
                 raise
             if not self.job_states.ended(job):
@@ -640,7 +667,32 @@ class RemoteWorker:
             log.info("bundle %s: job %s has ended: results dropped", run.bundle_id, job)
             if not run.cancelled:
                 self._cancel(run)
+            run.unsent_report = None
+            return
+        except Exception:
+            self.meter.charge(job, spent[0])
+            raise
+        self._charge_missed(job, spent[0], ahead)
         run.unsent_report = None
+
+    def _self_counted(self, run: BundleRun, results: list[Result]) -> tuple[list[str], Usage]:
+        """The result messages whose report counts their own send, and that count.
+        The count is in the messages, so it is found by trying (two tries, unless
+        a digit more crosses a 64 KiB chunk); a count still short after the last
+        try is charged after the send, as anything else the count ahead missed."""
+        report = run.unsent_report
+        assert report is not None
+        ahead = Usage()
+        for _ in range(4):
+            counted = msgspec.structs.replace(report, usage=report.usage + ahead)
+            messages = result_messages(run.bundle_id, self.config.instance_id, results, counted)
+            cost = send_cost(messages)
+            if cost == ahead:
+                break
+            ahead, tried = cost, ahead
+        else:
+            ahead = tried
+        return messages, ahead
 
     def _usage_report(self, job: str | None, usage: Usage, *, final: bool = False) -> UsageReport:
         self._reports_sent += 1
@@ -655,15 +707,25 @@ class RemoteWorker:
                 self._send_usage(job, self._last_bundle.pop(job, ""))
 
     def _charge_the_rest(self) -> None:
-        """On leaving: the instance time no task used (its idle tail, slots left
-        empty) goes to the last job it ran, whose scale-up it was, so that a job's
-        cost adds up to what the group's instances lived; and what no job was
-        charged (long polls that found nothing) is reported as overhead."""
+        """On leaving: what the instance used for no job (the time no task used:
+        its idle tail, slots left empty; the long polls that found nothing) goes
+        to the last job it ran, whose scale-up it was, so that a job's cost adds
+        up to what the group's instances lived. An instance that ran no job
+        reports it as the fleet's overhead."""
         rest = time.monotonic() - self._started - self._instance_seconds
-        if self._last_job is not None and self.job_states.table is not None:
-            self.job_states.charge_tail(self._last_job, rest)
-        else:
-            self.meter.charge(None, Usage(instance_seconds=max(rest, 0.0)))
+        self.meter.charge(None, Usage(instance_seconds=max(rest, 0.0)))
+        if self._last_job is not None:
+            # With its own write counted in, the tail goes in one request: no
+            # report is left to send alone.
+            tail = self.meter.take(None) + TAIL_CHARGE
+            spent: list[Usage] = []
+            with self.meter.apart(spent):
+                charged = self.job_states.charge_tail(self._last_job, tail)
+            if charged:
+                self._charge_missed(self._last_job, spent[0], TAIL_CHARGE)
+                self._report_usage()
+                return
+            self.meter.charge(None, tail - TAIL_CHARGE + spent[0])
         self._send_usage(None, "")
 
     def _send_usage(self, job: str | None, bundle_id: str) -> None:

@@ -8,6 +8,7 @@ from botocore.config import Config
 
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, MAX_MESSAGES_PER_CALL
 from worker.errors import QueueError
+from worker.usage import Usage, sqs_units
 
 
 def aws_client(service: str, region: str | None = None) -> Any:
@@ -25,11 +26,7 @@ def aws_client(service: str, region: str | None = None) -> Any:
 def send_batches(sqs: Any, queue_url: str, bodies: Sequence[str]) -> int:
     """Send message bodies, ten (and 1 MiB in all) per SendMessageBatch; returns the calls."""
     calls = 0
-    batch: list[str] = []
-    size = 0
-
-    def flush() -> None:
-        nonlocal calls, batch, size
+    for batch in _send_batches(bodies):
         response = sqs.send_message_batch(
             QueueUrl=queue_url,
             Entries=[{"Id": str(n), "MessageBody": body} for n, body in enumerate(batch)],
@@ -37,17 +34,31 @@ def send_batches(sqs: Any, queue_url: str, bodies: Sequence[str]) -> int:
         if response.get("Failed"):
             raise QueueError(f"SQS refused messages: {response['Failed']}")
         calls += 1
-        batch, size = [], 0
+    return calls
 
+
+def send_cost(bodies: Sequence[str]) -> Usage:
+    """What ``send_batches(bodies)`` will be billed, as the meter counts it."""
+    cost = Usage()
+    for batch in _send_batches(bodies):
+        payload = sum(len(body.encode()) for body in batch)
+        cost += Usage(sqs_requests=sqs_units(payload), bytes_sent=payload)
+    return cost
+
+
+def _send_batches(bodies: Sequence[str]) -> Iterator[list[str]]:
+    """Bodies as SendMessageBatch takes them: ten, and 1 MiB in all, a call."""
+    batch: list[str] = []
+    size = 0
     for body in bodies:
         length = len(body.encode())
         if batch and (len(batch) == MAX_MESSAGES_PER_CALL or size + length > MAX_MESSAGE_BYTES):
-            flush()
+            yield batch
+            batch, size = [], 0
         batch.append(body)
         size += length
     if batch:
-        flush()
-    return calls
+        yield batch
 
 
 def _receipt_batches(

@@ -5,8 +5,8 @@ charges every SQS, DynamoDB and S3 request to the job the calling thread works f
 (``charged_to``) as it is sent, in the units AWS bills (an attempt that fails
 without an answer, and is sent again, is taken back: it never reached AWS):
 
-- SQS: one request per started 64 KiB of payload (a 200 KiB send is four);
-  a receive's payload is what it received.
+- SQS: one request per started 64 KiB of payload, the messages' bodies (a
+  200 KiB send is four); a receive's payload is what it received.
 - DynamoDB (on demand): a write costs one write unit per started KiB of the
   item; here the request's size stands for the item's, which its key names and
   expressions make a little larger. A read costs one read unit (claims are far
@@ -134,6 +134,13 @@ def sqs_units(payload_bytes: int) -> int:
     return max(1, math.ceil(payload_bytes / SQS_BILLING_CHUNK_BYTES))
 
 
+def sqs_payload(params: dict[str, Any]) -> int:
+    """The payload SQS bills a call for: the bodies of the messages it sends (a
+    receive's is counted as it is answered; other calls have none)."""
+    entries = params.get("Entries") or [params]
+    return sum(len(entry.get("MessageBody", "").encode()) for entry in entries)
+
+
 def _length(body: object) -> int:
     if isinstance(body, bytes | bytearray):
         return len(body)
@@ -157,6 +164,7 @@ class UsageMeter:
     def watch(self, client: Any) -> Any:
         """Count ``client``'s SQS, DynamoDB or S3 calls from now on; returns it."""
         events = client.meta.events
+        events.register("before-parameter-build.sqs", self._on_sqs_params)
         events.register("before-send.sqs", self._on_sqs_send)
         events.register("after-call.sqs.ReceiveMessage", self._on_sqs_received)
         events.register("before-send.dynamodb", self._on_dynamodb_send)
@@ -225,8 +233,12 @@ class UsageMeter:
         last: Usage = getattr(self._context, "last", Usage())
         return last
 
-    def _on_sqs_send(self, request: Any, **_: Any) -> None:
-        size = _length(request.body)
+    def _on_sqs_params(self, params: dict[str, Any], **_: Any) -> None:
+        # Once a call, before its attempts: each attempt is charged as it is sent.
+        self._context.sqs_payload = sqs_payload(params)
+
+    def _on_sqs_send(self, **_: Any) -> None:
+        size: int = getattr(self._context, "sqs_payload", 0)
         self._charge_call(Usage(sqs_requests=sqs_units(size), bytes_sent=size))
 
     def _on_attempt(self, response: object = None, **_: Any) -> None:

@@ -58,10 +58,12 @@ def test_the_workers_of_a_one_bundle_job() -> None:
         "sqs ReceiveMessage": 2,  # the bundle, then one empty poll (idle after 5 s)
         "sqs DeleteMessage": 1,
         "sqs ChangeMessageVisibility": 0,
-        "dynamodb UpdateItem": 3,  # claim, done, the idle tail charged to the job
-        # the results (their report counting the claim's done and the delete
-        # ahead), what no job used; the job's queue is named, not looked up
-        "sqs SendMessageBatch": 2,
+        # claim, done, and what it used for no job (its idle tail, its empty
+        # poll) charged to the job as it leaves
+        "dynamodb UpdateItem": 3,
+        # the results, their final report counting their own send, the claim's
+        # done and the delete ahead; the job's queue is named, not looked up
+        "sqs SendMessageBatch": 1,
         "dynamodb GetItem": 1,
     }
 
@@ -77,13 +79,16 @@ def test_steady_rates_of_minute_tasks_on_ten_instances() -> None:
     assert model.rates["claim table"] == pytest.approx(bundles * 33)
     # Eight messages a bundle, each received alone: a send, a receive, a delete.
     assert model.rates["the job's queue"] == pytest.approx(bundles * 8 * 3)
-    # A record item and the count per delivery; each instance's state read every 5 s.
-    assert model.rates["job table (the job's partition)"] == pytest.approx(bundles * 8 * 2 + 2)
+    # A record item per delivery; the reader lease (and the count) every 20 s;
+    # each instance's state read every 5 s.
+    assert model.rates["job table (the job's partition)"] == pytest.approx(
+        bundles * 8 + 1 / 20 + 2
+    )
     reads = dict(zip(LIMITS, model.uses.values(), strict=True))[LIMITS[1]]
     assert reads == pytest.approx(10 / 5 * 0.5 / 3000)
-    # The reader: a receive, a record item, the count and a delete a delivery,
-    # and its two idle long polls (the response and dead-letter queues).
-    reader = bundles * 8 * 4 + 2 / 20
+    # The reader: a receive, a record item and a delete a delivery, its idle
+    # long poll of the dead-letter queue and its lease every 20 s.
+    reader = bundles * 8 * 3 + 1 / 20 + 1 / 20
     assert model.reader_requests_per_record == pytest.approx(reader / (20 / MINUTE))
 
 

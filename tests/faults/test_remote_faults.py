@@ -132,7 +132,7 @@ def service_side(
         journal_path,
         lambda: None,
         local=partial(Dispatcher, pool),
-        feeder=FleetFeeder.of(fleet, pool.size, None),
+        feeder=FleetFeeder.of(fleet, pool.size, None, reads_overhead=True),
     )
     dispatcher.start()
     journal = Journal(journal_path)

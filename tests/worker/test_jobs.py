@@ -8,6 +8,7 @@ from botocore.exceptions import ClientError
 from worker import jobs
 from worker.contracts import JobItem
 from worker.jobs import JobQueues, JobStates, is_no_such_queue
+from worker.usage import Usage
 
 
 class ConditionalCheckFailedException(Exception):  # noqa: N818 - as boto3 names it
@@ -74,11 +75,17 @@ def test_an_unknown_job_or_no_table_is_not_cancelled() -> None:
 
 def test_the_idle_tail_is_added_to_the_jobs_meta_item_alone() -> None:
     table = Dynamodb(JobItem.RUNNING)
-    JobStates(table, "jobs").charge_tail("a1", 301.5)
+    tail = Usage(instance_seconds=301.5, sqs_requests=16, dynamodb_writes=1)
+    assert JobStates(table, "jobs").charge_tail("a1", tail)
     (update,) = table.updates
     assert update["Key"] == {JobItem.PARTITION: {"S": "a1"}, JobItem.SORT: {"S": JobItem.META}}
-    assert update["UpdateExpression"] == "ADD #tail :seconds"
-    assert update["ExpressionAttributeNames"]["#tail"] == JobItem.TAIL
-    assert update["ExpressionAttributeValues"] == {":seconds": {"N": "301.500"}}
-    JobStates(table, "jobs").charge_tail("a1", 0.0)
+    assert update["UpdateExpression"] == "ADD #t0 :t0, #t1 :t1, #t2 :t2"
+    names, values = update["ExpressionAttributeNames"], update["ExpressionAttributeValues"]
+    added = {names[f"#t{n}"]: values[f":t{n}"]["N"] for n in range(3)}
+    assert added == {
+        "tail_instance_seconds": "301.500",
+        "tail_sqs_requests": "16",
+        "tail_dynamodb_writes": "1",
+    }
+    assert JobStates(table, "jobs").charge_tail("a1", Usage())
     assert len(table.updates) == 1  # nothing to add

@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 import pytest
 
-from worker.sqs import aws_client
+from worker.sqs import aws_client, send_batches, send_cost
 from worker.usage import SQS_BILLING_CHUNK_BYTES, Usage, UsageMeter, sqs_units
 
 
@@ -35,6 +35,20 @@ def sqs(moto_endpoint: str) -> tuple[Any, str]:
     return client, client.create_queue(QueueName="metered")["QueueUrl"]
 
 
+def test_a_sends_cost_is_known_before_it_is_sent(sqs: tuple[Any, str]) -> None:
+    """So a result message can carry a report that counts its own send."""
+    client, queue = sqs
+    meter = UsageMeter()
+    meter.watch(client)
+    # Twelve bodies: two calls (ten a call), the first over two 64 KiB chunks.
+    bodies = ["é" * 7000] * 10 + ["x" * 10, "y"]
+    spent: list[Usage] = []
+    with meter.apart(spent):
+        assert send_batches(client, queue, bodies) == 2
+    assert spent[0] == send_cost(bodies)
+    assert spent[0].sqs_requests == 3 + 1
+
+
 def test_sqs_calls_are_charged_to_the_job_of_the_calling_thread(sqs: tuple[Any, str]) -> None:
     client, queue = sqs
     meter = UsageMeter()
@@ -54,7 +68,7 @@ def test_sqs_calls_are_charged_to_the_job_of_the_calling_thread(sqs: tuple[Any, 
     client.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])  # no job: overhead
     a, b, nobody = meter.take("job-a"), meter.take("job-b"), meter.take(None)
     assert (a.sqs_requests, b.sqs_requests, nobody.sqs_requests) == (2, 1, 1)
-    assert a.bytes_sent > 100 * 1024
+    assert a.bytes_sent == 100 * 1024  # the payload SQS bills, not the request around it
     assert 0 < b.bytes_sent < 1024
     assert seen == [b]
     assert meter.take("job-a") == Usage()  # taken: counting starts again

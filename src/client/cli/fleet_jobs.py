@@ -93,7 +93,8 @@ def print_view(view: "JobView") -> None:
     cost = cost_fields(usage, job.total, prices)["cost_usd"]
     priced = "" if cost is None else f", ${cost:.6f}"
     print(
-        f"used {usage.instance_seconds:.1f} instance-seconds ({job.tail_seconds:.1f} of them"
+        f"used {usage.instance_seconds:.1f} instance-seconds"
+        f" ({job.tail.instance_seconds:.1f} of them"
         f" its instances' idle tail) and {usage.aws_requests} AWS requests so far{priced}"
     )
 

@@ -247,10 +247,16 @@ class RemoteFleet:
             )
         return wanted
 
-    def receive(self, wait_seconds: int = LONG_POLL_SECONDS) -> list[Delivery]:
-        """What arrived on the response queue (one long poll: the workers' reports
-        of what no job used; with no job queues, every result); and, when due, dead
-        bundles forwarded to their jobs' queues (``forward_dead_letters``)."""
+    def receive(
+        self, wait_seconds: int = LONG_POLL_SECONDS, *, overhead: bool = True
+    ) -> list[Delivery]:
+        """What arrived on the response queue (one long poll: the reports of
+        workers that ran no job; with no job queues, every result); and, when due,
+        dead bundles forwarded to their jobs' queues (``forward_dead_letters``).
+        Without ``overhead`` (a reader of its own jobs only), and with job queues,
+        the long poll is the dead-letter queue's: the response queue is not read."""
+        if not overhead and self.jobs is not None:
+            return [d for d in [self.forward_dead_letters(wait_seconds)] if d.messages]
         deliveries = [self._receive(self.resources.response_queue_url, wait_seconds, self._batch)]
         if time.monotonic() >= self._next_dead_letter_check:
             self._next_dead_letter_check = time.monotonic() + DEAD_LETTER_CHECK_SECONDS
@@ -280,12 +286,12 @@ class RemoteFleet:
                 self.jobs.store(job_id, results, reports, reading=reading)
         return len(results)
 
-    def forward_dead_letters(self) -> Delivery:
+    def forward_dead_letters(self, wait_seconds: int = 0) -> Delivery:
         """Read the dead-letter queue once: each dead bundle's tasks go, as failed
         results with the reason, to its job's queue (where its job's readers store
         them), or nowhere if the job has ended; the messages are deleted. With no
         job queues (a stack made by hand), the failed results are returned instead."""
-        dead = self._receive(self.resources.dead_letter_queue_url, 0, self._dead)
+        dead = self._receive(self.resources.dead_letter_queue_url, wait_seconds, self._dead)
         if self.jobs is None or not dead.messages:
             return dead
         for message in dead.messages:

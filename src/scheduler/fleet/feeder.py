@@ -48,12 +48,15 @@ class FleetFeeder:
         local_workers: int,
         timeout: float | None,
         job_files: BundleFiles | None = None,
+        *,
+        reads_overhead: bool,
     ) -> "FleetFeeder":
         """A feeder of ``fleet``, beside ``local_workers`` local workers (for hybrid
         jobs), its tasks limited to ``timeout`` seconds (None: no limit), getting
         and giving files as ``job_files`` says (None: none; ``run --remote`` only:
-        its feeder has one job)."""
-        return cls(FleetLink(fleet), local_workers, timeout, job_files)
+        its feeder has one job); ``reads_overhead``: as ``FleetLink`` takes it."""
+        link = FleetLink(fleet, reads_overhead=reads_overhead)
+        return cls(link, local_workers, timeout, job_files)
 
     def __init__(
         self,

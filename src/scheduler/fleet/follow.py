@@ -90,7 +90,7 @@ class JobView:
         """What the job used so far: its workers' reports, and the idle tails of the
         instances that ran it last."""
         reported = self.records.usage if self.records else Usage()
-        return reported + Usage(instance_seconds=self.job.tail_seconds)
+        return reported + self.job.tail
 
     @property
     def state(self) -> str:

@@ -21,10 +21,12 @@ import json
 import logging
 import random
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scheduler.errors import FleetError, JobNotFoundError
@@ -71,7 +73,7 @@ class FleetJob(NamedTuple):
     timeout: float  # seconds per task, 0 for none
     retries: int
     stored: int  # records stored, duplicates included: exact counts come from the records
-    tail_seconds: float  # instance time no task used, charged by the workers that ran it last
+    tail: Usage  # what instances used for no job, charged by the workers that ran it last
     reader_until: float  # a client reads its queue until then (epoch seconds)
     file_count: int
 
@@ -120,6 +122,10 @@ class JobStore:
         self.queue_prefix = queue_prefix
         self.retention_seconds = retention_days * 24 * 3600
         self._encryption = {"KmsMasterKeyId": key} if key else {"SqsManagedSseEnabled": "true"}
+        # Records the lease holder stored and has not added to the job's count yet:
+        # added with its next lease renewal or the job's end, not a write a store.
+        self._uncounted: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     # -- submitting ------------------------------------------------------------
 
@@ -247,7 +253,14 @@ class JobStore:
         neither take results from under it nor end the job (``release``: it reads
         no more, and they may at once). Returns until when."""
         until = 0.0 if release else time.time() + READER_LEASE_SECONDS
-        self._update(job_id, "SET reader_until = :until", {":until": {"N": f"{until:.3f}"}})
+        values = {":until": {"N": f"{until:.3f}"}}
+        with self._counting(job_id) as count:
+            self._update(
+                job_id,
+                "SET reader_until = :until" + count.expression,
+                values | count.values,
+                names=count.names,
+            )
         return until
 
     def queue_url(self, job_id: str) -> str | None:
@@ -309,7 +322,9 @@ class JobStore:
     ) -> None:
         """Keep results and usage reports read from the job's queue: one item per
         MAX_RECORD_ITEM_BYTES of compressed records, and their count on the job's
-        item (``reading``: by the client holding the reader lease, renewed then)."""
+        item; ``reading`` (by the client holding the reader lease): the count is
+        added with the lease's next renewal or the job's end (``hold_reader``,
+        ``end``), which a store each would make a hot item."""
         pieces = _compressed_pieces(results)
         usage = _usage_encoder.encode(
             [{"id": r.report_id, "usage": _usage_dict(r.usage)} for r in reports]
@@ -326,13 +341,25 @@ class JobStore:
                 },
             )
         count = sum(count for _, count in pieces)
-        if count or reading:
+        if reading:
+            with self._lock:
+                self._uncounted[job_id] = self._uncounted.get(job_id, 0) + count
+        elif count:
             values = {":n": {"N": str(count)}}
-            update = "ADD #stored :n"
-            if reading:
-                update += " SET reader_until = :until"
-                values[":until"] = {"N": f"{time.time() + READER_LEASE_SECONDS:.3f}"}
-            self._update(job_id, update, values, names={"#stored": "stored"})
+            self._update(job_id, "ADD #stored :n", values, names={"#stored": "stored"})
+
+    @contextlib.contextmanager
+    def _counting(self, job_id: str) -> Iterator["StoredCount"]:
+        """The records stored and not counted yet, as an update's clause; put back
+        if the update fails."""
+        with self._lock:
+            count = self._uncounted.pop(job_id, 0)
+        try:
+            yield StoredCount(count)
+        except BaseException:
+            with self._lock:
+                self._uncounted[job_id] = self._uncounted.get(job_id, 0) + count
+            raise
 
     # -- changing a job's state --------------------------------------------------
 
@@ -343,27 +370,34 @@ class JobStore:
 
     def end(self, job_id: str, queue_url: str | None = None) -> None:
         """A job's records are all stored: mark it done (a cancelled job stays
-        cancelled) and delete its queue (``queue_url``, if the caller knows it)."""
-        if not self._set_state(job_id, JobItem.DONE, ended=True):
-            self._update(
-                job_id,
-                "SET ended_at = :now",
-                {":now": {"N": f"{time.time():.3f}"}},
-                condition="attribute_not_exists(ended_at)",
-            )
+        cancelled), their count added, and delete its queue (``queue_url``, if the
+        caller knows it)."""
+        with self._counting(job_id) as count:
+            if not self._set_state(job_id, JobItem.DONE, ended=True, count=count):
+                self._update(
+                    job_id,
+                    "SET ended_at = :now" + count.expression,
+                    {":now": {"N": f"{time.time():.3f}"}} | count.values,
+                    condition="attribute_not_exists(ended_at)",
+                    names=count.names,
+                )
         url = queue_url or self.queue_url(job_id)
         if url is not None:
             with contextlib.suppress(self.sqs.exceptions.QueueDoesNotExist):
                 self.sqs.delete_queue(QueueUrl=url)
 
-    def _set_state(self, job_id: str, state: str, *, ended: bool) -> bool:
-        values = {":state": {"S": state}, ":running": {"S": JobItem.RUNNING}}
+    def _set_state(
+        self, job_id: str, state: str, *, ended: bool, count: "StoredCount | None" = None
+    ) -> bool:
+        count = count or StoredCount(0)
+        values = {":state": {"S": state}, ":running": {"S": JobItem.RUNNING}} | count.values
         update = "SET #state = :state"
         if ended:
             update += ", ended_at = :now"
             values[":now"] = {"N": f"{time.time():.3f}"}
+        names = {"#state": JobItem.STATE} | count.names
         return self._update(
-            job_id, update, values, condition="#state = :running", names={"#state": JobItem.STATE}
+            job_id, update + count.expression, values, condition="#state = :running", names=names
         )
 
     def _update(
@@ -401,12 +435,44 @@ class JobStore:
             query = {**query, "ExclusiveStartKey": answer["LastEvaluatedKey"]}
 
 
+class StoredCount(NamedTuple):
+    """Records to add to a job's count, as a clause of an update."""
+
+    records: int
+
+    @property
+    def expression(self) -> str:
+        return " ADD #stored :stored" if self.records else ""
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return {":stored": {"N": str(self.records)}} if self.records else {}
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {"#stored": "stored"} if self.records else {}
+
+
 def day_of(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d")
 
 
 def _meta_key(job_id: str) -> dict[str, Any]:
     return {JobItem.PARTITION: {"S": job_id}, JobItem.SORT: {"S": JobItem.META}}
+
+
+def tail_of(item: dict[str, Any]) -> Usage:
+    """The tail the workers charged to a job (``tail_<Usage field>`` attributes)."""
+    figures = {
+        name.removeprefix(JobItem.TAIL_PREFIX): json.loads(value["N"])
+        for name, value in item.items()
+        if name.startswith(JobItem.TAIL_PREFIX)
+        and name.removeprefix(JobItem.TAIL_PREFIX) in Usage.__struct_fields__
+    }
+    try:
+        return msgspec.convert(figures, Usage)
+    except msgspec.ValidationError as error:
+        raise FleetError(f"a job item of the stack is not taskfleet's: {error}") from error
 
 
 def _fleet_job(item: dict[str, Any]) -> FleetJob:
@@ -422,7 +488,7 @@ def _fleet_job(item: dict[str, Any]) -> FleetJob:
             timeout=float(item["timeout"]["N"]),
             retries=int(item["retries"]["N"]),
             stored=int(item.get("stored", {"N": "0"})["N"]),
-            tail_seconds=float(item.get(JobItem.TAIL, {"N": "0"})["N"]),
+            tail=tail_of(item),
             reader_until=float(item.get("reader_until", {"N": "0"})["N"]),
             file_count=int(item.get("file_count", {"N": "0"})["N"]),
         )

@@ -97,8 +97,17 @@ class FleetLink:
     workers used for no job) and the dead-letter queue.
     """
 
-    def __init__(self, fleet: RemoteFleet, on_arrival: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        fleet: RemoteFleet,
+        on_arrival: Callable[[], None] = lambda: None,
+        *,
+        reads_overhead: bool = True,
+    ) -> None:
+        """``reads_overhead``: read the reports of workers that ran no job (a
+        scheduler service shows the fleet's overhead; `run --remote` does not)."""
         self.fleet = fleet
+        self.reads_overhead = reads_overhead
         self.slots = fleet.resources.slots
         self.on_arrival = on_arrival  # wakes the dispatch thread
         self.stopping = threading.Event()
@@ -295,7 +304,7 @@ class FleetLink:
 
     def _receive_loop(self) -> None:
         while not self.stopping.is_set():
-            receive = partial(self.fleet.receive, self._poll_seconds)
+            receive = partial(self.fleet.receive, self._poll_seconds, overhead=self.reads_overhead)
             deliveries = self._retrying("receive results", receive)
             for delivery in deliveries or []:
                 if self.stopping.is_set():
@@ -308,8 +317,9 @@ class FleetLink:
     def _receive_job_loop(self, opening: JobOpening, url: str, stop: threading.Event) -> None:
         """Read one job's queue until the job ends here or the link stops: each
         delivery kept in the stack, then journaled, then deleted. While it reads,
-        it holds the job's reader lease (taken as the job was kept, renewed with
-        each store), so other readers leave the queue to it."""
+        it holds the job's reader lease (taken as the job was kept, renewed every
+        third of it, with the count of the records stored since), so other
+        readers leave the queue to it."""
         job_id = opening.job_id
         renew_at = time.monotonic() + READER_LEASE_SECONDS / 3
         while not (stop.is_set() or self.stopping.is_set()):
@@ -326,7 +336,6 @@ class FleetLink:
             keep = partial(self.fleet.keep, job_id, delivery, len(opening.files), reading=True)
             if self._retrying("store results in the stack", keep, stop) is None:
                 return  # stopped before they were kept: they come back to the next reader
-            renew_at = time.monotonic() + READER_LEASE_SECONDS / 3  # the store renewed it
             self._hand_over(delivery, stop)
 
     def _hold_reader(self, job_id: str, stop: threading.Event) -> bool:

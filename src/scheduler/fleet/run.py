@@ -204,7 +204,7 @@ def _fleet_job(
         journal_path = Path(folder) / "journal.sqlite3"
         journal = Journal(journal_path)
         news = threading.Event()
-        feeder = FleetFeeder.of(fleet, 0, timeout, bundle_files)
+        feeder = FleetFeeder.of(fleet, 0, timeout, bundle_files, reads_overhead=False)
         dispatcher = JobDispatcher(journal_path, news.set, feeder=feeder)
         try:
             job_id = store_workload(journal, paths, retries, skip)

@@ -204,7 +204,7 @@ class FleetSide(NamedTuple):
         fleet = open_fleet(stack)
         resources = fleet.resources
         prices = fleet_prices(resources.instance_types, resources.spot, price_per_instance_hour)
-        feeder = FleetFeeder.of(fleet, workers, timeout)
+        feeder = FleetFeeder.of(fleet, workers, timeout, reads_overhead=True)
         watch = FleetWatch(fleet, feeder.busy)
         return cls(feeder, watch, prices, resources.slots, FleetFiles.of(fleet))
 

@@ -28,8 +28,12 @@ def deployed(state: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
         "taskfleet:maxWorkers": str(MAX_WORKERS),
         # One slot an instance: a worker a poison task kills runs nothing else.
         "taskfleet:slotsPerInstance": "1",
-        # Short, so a poison bundle reaches the dead-letter queue in seconds.
-        "taskfleet:visibilityTimeoutSeconds": "3",
+        # Short, so a poison bundle reaches the dead-letter queue in seconds; not
+        # shorter: a worker renews its lease (the timeout less 1 s) every third of
+        # the timeout, so a renewal late by 1 s of a 3 s timeout loses the bundle
+        # (a loaded 2-core VM stalled a worker that long, and a task ran twice);
+        # of 6 s it takes 3 s.
+        "taskfleet:visibilityTimeoutSeconds": "6",
         "taskfleet:maxReceiveCount": "2",
     }
     try:

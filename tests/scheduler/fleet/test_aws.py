@@ -52,6 +52,19 @@ def test_results_are_read_and_deleted(fleet: RemoteFleet) -> None:
     assert fleet.receive(wait_seconds=0) == []  # deleted once acknowledged
 
 
+def test_a_stack_without_job_queues_sends_every_reader_its_results_on_the_response_queue(
+    fleet: RemoteFleet,
+) -> None:
+    """A reader of its own jobs alone (``overhead=False``) reads the response
+    queue too when the stack has no job queues: its results come that way."""
+    outcome = Outcome(Status.SUCCEEDED, 0, 1.0, 2.0, 1.0)
+    result = make_result("job:1:1", "job", "w.txt", 1, "sleep 1", "i-1", outcome)
+    (body,) = result_messages("job-1", "i-1", [result])
+    fleet.sqs.send_message(QueueUrl=fleet.resources.response_queue_url, MessageBody=body)
+    (delivery,) = fleet.receive(wait_seconds=0, overhead=False)
+    assert [r.id for batch in delivery.batches for r in batch.results] == ["job:1:1"]
+
+
 def test_results_not_acknowledged_come_back(fleet: RemoteFleet) -> None:
     outcome = Outcome(Status.SUCCEEDED, 0, 1.0, 2.0, 1.0)
     result = make_result("job:1:1", "job", "w.txt", 1, "sleep 1", "i-1", outcome)

@@ -14,6 +14,7 @@ from scheduler.fleet.job_store import JobStore
 from tests.conftest import create_job_table
 from worker.bundle import UsageReport
 from worker.contracts import JobItem
+from worker.jobs import JobStates
 from worker.result import Outcome, Result, Status, make_result
 from worker.usage import Usage
 
@@ -53,6 +54,19 @@ def test_a_job_is_kept_with_its_settings_and_a_queue_of_its_own(store: JobStore)
         store.job("zz")
 
 
+def test_the_tails_workers_charge_add_up_on_the_job(store: JobStore) -> None:
+    create(store, "a1")
+    states = JobStates(store.dynamodb, "jobs")
+    assert states.charge_tail("a1", Usage(instance_seconds=300.25, sqs_requests=15))
+    assert states.charge_tail("a1", Usage(instance_seconds=12.5, dynamodb_writes=1))
+    assert store.job("a1").tail == Usage(
+        instance_seconds=312.75, sqs_requests=15, dynamodb_writes=1
+    )
+    assert not states.charge_tail("zz", Usage(instance_seconds=1.0))  # no such job: none made
+    with pytest.raises(JobNotFoundError):
+        store.job("zz")
+
+
 def test_a_job_queue_takes_the_stacks_key_if_it_has_one(store: JobStore) -> None:
     def encryption(url: str) -> dict[str, str]:
         attributes = store.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
@@ -86,6 +100,24 @@ def test_records_are_read_back_once_per_task_with_their_usage(store: JobStore) -
     assert sorted(later.records) == ["a1:1:1", "a1:1:2", "a1:1:3"]
     assert later.usage == first.usage
     assert store.job("a1").stored == 4  # duplicates counted here, not in the records
+
+
+def test_the_lease_holders_stores_are_counted_with_its_renewals_and_the_jobs_end(
+    store: JobStore,
+) -> None:
+    create(store, "a1", total=5)
+    store.store("a1", [record("a1", 1), record("a1", 2)], [], reading=True)
+    store.store("a1", [record("a1", 3)], [], reading=True)
+    assert store.job("a1").stored == 0  # no write a store: the meta item is not hot
+    until = store.hold_reader("a1")
+    job = store.job("a1")
+    assert job.stored == 3
+    assert job.reader_until == pytest.approx(until, abs=0.01)
+    store.store("a1", [record("a1", 4), record("a1", 5)], [], reading=True)
+    store.end("a1")
+    job = store.job("a1")
+    assert (job.stored, job.state) == (5, JobItem.DONE)
+    assert len(store.read_all("a1").records) == 5
 
 
 def test_records_are_cut_into_items_by_their_compressed_size(
