@@ -81,9 +81,7 @@ def test_steady_rates_of_minute_tasks_on_ten_instances() -> None:
     assert model.rates["the job's queue"] == pytest.approx(bundles * 8 * 3)
     # A record item per delivery; the reader lease (and the count) every 20 s;
     # each instance's state read every 5 s.
-    assert model.rates["job table (the job's partition)"] == pytest.approx(
-        bundles * 8 + 1 / 20 + 2
-    )
+    assert model.rates["job table (the job's partition)"] == pytest.approx(bundles * 8 + 1 / 20 + 2)
     reads = dict(zip(LIMITS, model.uses.values(), strict=True))[LIMITS[1]]
     assert reads == pytest.approx(10 / 5 * 0.5 / 3000)
     # The reader: a receive, a record item and a delete a delivery, its idle
