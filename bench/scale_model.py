@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from scheduler.fleet.bundle_sizing import BundleSizer
 from scheduler.fleet.feeder import BUNDLES_PER_TURN
 from scheduler.fleet.job_store import MAX_RECORD_ITEM_BYTES, READER_LEASE_SECONDS, SWEEP_SHARE
-from scheduler.fleet.link import PROVISION_INTERVAL_SECONDS
+from scheduler.fleet.link import MAX_RECEIVERS_PER_JOB, PROVISION_INTERVAL_SECONDS
 from worker.bundle import MESSAGE_HEADROOM_BYTES
 from worker.bundle_run import REPORT_BYTES, REPORT_INTERVAL_SECONDS, result_bytes
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, MAX_MESSAGES_PER_CALL, Default
@@ -215,15 +215,21 @@ class BundleLife:
 
 
 def delivery_seconds(
-    messages: float, records_per_message: float, task_ms: float, reader: Reader
+    messages: float,
+    records_per_message: float,
+    task_ms: float,
+    reader: Reader,
+    receivers: int = 1,
 ) -> float:
     """The reader's seconds for one delivery of ``messages`` result messages: a
     receive, a record item per piece, a delete (its round trips), and its CPU
-    for the records (the receiver waits until they are journaled)."""  # fmt: skip
+    for the records (the receiver waits until they are journaled). With
+    ``receivers`` side by side (a backed-up queue), their round trips overlap;
+    the CPU is one process's."""  # fmt: skip
     records = messages * records_per_message
     pieces = item_pieces(records, task_ms)
     requests = 1 + pieces + math.ceil(messages / MAX_MESSAGES_PER_CALL)
-    return requests * reader.round_trip + records * reader.record_cpu
+    return requests * reader.round_trip / receivers + records * reader.record_cpu
 
 
 def reader_batch(
@@ -357,7 +363,9 @@ def steady(
     per_delivery = reader_batch(messages, per_message, task_ms, reader)
     # The reader keeps up while full receives (ten messages) would take less than
     # a second for the messages of a second: the most one reader can store.
-    full = delivery_seconds(MAX_MESSAGES_PER_CALL, per_message, task_ms, reader)
+    full = delivery_seconds(
+        MAX_MESSAGES_PER_CALL, per_message, task_ms, reader, MAX_RECEIVERS_PER_JOB
+    )
     deliveries = messages / per_delivery
     pieces = item_pieces(per_delivery * per_message, task_ms)
     sizes = RecordSizes.of(task_ms, min(round(per_delivery * per_message), 10_000))

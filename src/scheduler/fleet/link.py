@@ -28,12 +28,21 @@ from scheduler.fleet.bundling import PackedBundle
 from scheduler.fleet.job_store import READER_LEASE_SECONDS, caller_identity
 from scheduler.retries import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS  # backoff of AWS calls
 from worker.bundle import ResultBatch
-from worker.contracts import LONG_POLL_SECONDS
+from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL
 from worker.sqs import aws_client
 
 T = TypeVar("T")
 
 log = logging.getLogger("taskfleet.scheduler")
+
+#: Receivers of one job's queue at most: one, and more while its receives come
+#: back full (results arrive faster than one receiver's round trips store
+#: them: each receive, store and delete waits on the network, so several
+#: overlap); an extra one stops at its first receive that is not full.
+MAX_RECEIVERS_PER_JOB = 8
+
+#: Seconds an extra receiver waits for messages (the first waits a long poll).
+EXTRA_RECEIVER_WAIT_SECONDS = 1
 
 #: Seconds between two settings of the group's capacity while bundles are open.
 PROVISION_INTERVAL_SECONDS = 10.0
@@ -116,8 +125,9 @@ class FleetLink:
         self._arrivals: queue.Queue[Arrival] = queue.Queue()
         self._open: dict[str, tuple[str, int]] = {}  # bundle id -> (job, tasks without a result)
         self._unsent = 0  # bundles queued here, not yet on the request queue
-        # job -> (set to stop its receiver, the job's queue)
+        # job -> (set to stop its receivers, the job's queue)
         self._receivers: dict[str, tuple[threading.Event, str]] = {}
+        self._extra_receivers: dict[str, int] = {}  # job -> receivers beside its first
         # Jobs ended here lately, oldest first: both the dispatcher and `run
         # --remote` end a job, soon after each other, and a second end would cost
         # three requests that change nothing. The oldest are forgotten past
@@ -295,6 +305,30 @@ class FleetLink:
             daemon=True,
         ).start()
 
+    def _add_receiver(self, opening: JobOpening, url: str, stop: threading.Event) -> None:
+        """One more receiver of a job's queue, unless it has MAX_RECEIVERS_PER_JOB."""
+        job_id = opening.job_id
+        with self._lock:
+            extra = self._extra_receivers.get(job_id, 0)
+            if extra + 1 >= MAX_RECEIVERS_PER_JOB:
+                return
+            self._extra_receivers[job_id] = extra + 1
+        threading.Thread(
+            target=self._receive_job_extra,
+            args=(opening, url, stop),
+            name=f"taskfleet-fleet-recv-{job_id}-{extra + 1}",
+            daemon=True,
+        ).start()
+
+    def _receive_job_extra(self, opening: JobOpening, url: str, stop: threading.Event) -> None:
+        try:
+            self._receive_job_loop(opening, url, stop, first=False)
+        finally:
+            with self._lock:
+                left = self._extra_receivers.pop(opening.job_id, 1) - 1
+                if left:
+                    self._extra_receivers[opening.job_id] = left
+
     def _waiting_items(self) -> list[Outgoing]:
         try:
             first = self._outbox.get(timeout=0.2)
@@ -314,29 +348,45 @@ class FleetLink:
                     continue
                 self._hand_over(delivery)
 
-    def _receive_job_loop(self, opening: JobOpening, url: str, stop: threading.Event) -> None:
+    def _receive_job_loop(
+        self, opening: JobOpening, url: str, stop: threading.Event, *, first: bool = True
+    ) -> None:
         """Read one job's queue until the job ends here or the link stops: each
         delivery kept in the stack, then journaled, then deleted. While it reads,
-        it holds the job's reader lease (taken as the job was kept, renewed every
-        third of it, with the count of the records stored since), so other
-        readers leave the queue to it."""
+        the ``first`` receiver holds the job's reader lease (taken as the job was
+        kept, renewed every third of it, with the count of the records stored
+        since), so other readers leave the queue to it. A full receive adds a
+        receiver; an extra one (not ``first``) stops at a receive that is not full."""
         job_id = opening.job_id
         renew_at = time.monotonic() + READER_LEASE_SECONDS / 3
         while not (stop.is_set() or self.stopping.is_set()):
-            if time.monotonic() >= renew_at and self._hold_reader(job_id, stop):
+            if first and time.monotonic() >= renew_at and self._hold_reader(job_id, stop):
                 renew_at = time.monotonic() + READER_LEASE_SECONDS / 3
-            receive = partial(self.fleet.receive_job, url, self._poll_seconds)
+            wait = self._poll_seconds if first else EXTRA_RECEIVER_WAIT_SECONDS
+            receive = partial(self.fleet.receive_job, url, wait)
             delivery = self._retrying("receive results", receive, stop)
             if delivery is None or not delivery.messages:
-                continue
-            if self.stopping.is_set():
-                with contextlib.suppress(*AWS_ERRORS):
-                    self.fleet.release(delivery)  # the next reader's, at once
+                if first:
+                    continue
                 return
-            keep = partial(self.fleet.keep, job_id, delivery, len(opening.files), reading=True)
-            if self._retrying("store results in the stack", keep, stop) is None:
-                return  # stopped before they were kept: they come back to the next reader
-            self._hand_over(delivery, stop)
+            full = len(delivery.messages) >= MAX_MESSAGES_PER_CALL
+            if full:
+                self._add_receiver(opening, url, stop)  # more wait: stored side by side
+            if not self._store(opening, delivery, stop) or not (first or full):
+                return
+
+    def _store(self, opening: JobOpening, delivery: Delivery, stop: threading.Event) -> bool:
+        """Keep a delivery in the stack, then journal it, then delete it; False if
+        the link stopped first (it is then the next reader's)."""
+        if self.stopping.is_set():
+            with contextlib.suppress(*AWS_ERRORS):
+                self.fleet.release(delivery)  # the next reader's, at once
+            return False
+        keep = partial(self.fleet.keep, opening.job_id, delivery, len(opening.files), reading=True)
+        if self._retrying("store results in the stack", keep, stop) is None:
+            return False  # stopped before they were kept: they come back to the next reader
+        self._hand_over(delivery, stop)
+        return True
 
     def _hold_reader(self, job_id: str, stop: threading.Event) -> bool:
         """Renew this client's hold on the job's queue; whether it was."""

@@ -214,3 +214,70 @@ def test_a_link_stopping_gives_up_the_reader_lease_of_jobs_it_still_reads() -> N
         link.stop()
     # The ended job needs no lease; the other is anyone's to collect at once.
     assert jobs.released == ["detached"]
+
+
+class BackedUpQueue(StandInFleet):
+    """A job's queue with ``full`` receives' worth of results waiting (ten
+    messages each), then one message; each store takes a while, as a network's
+    round trips do. Records how many receivers worked at once."""
+
+    def __init__(self, full: int) -> None:
+        super().__init__([])
+        self.jobs = StandInJobs()
+        self.full = full
+        self.last = 1
+        self.busy = 0
+        self.most_busy = 0
+        self.job_waits: list[int] = []
+        self._lock = threading.Lock()
+
+    def receive_job(self, queue_url: str, wait_seconds: int) -> Delivery:
+        with self._lock:
+            self.job_waits.append(wait_seconds)
+            if self.full:
+                self.full -= 1
+                count = 10
+            else:
+                count, self.last = self.last, 0
+        time.sleep(0.01 if count else 0.05)
+        messages = [{"ReceiptHandle": f"r{n}"} for n in range(count)]
+        return Delivery(queue_url, messages, [])
+
+    def keep(self, *_: object, **__: object) -> int:
+        with self._lock:
+            self.busy += 1
+            self.most_busy = max(self.most_busy, self.busy)
+        time.sleep(0.1)
+        with self._lock:
+            self.busy -= 1
+        return 0
+
+
+def test_a_backed_up_job_queue_is_read_by_several_receivers_then_by_one() -> None:
+    fleet = BackedUpQueue(full=30)
+    link = FleetLink(cast(RemoteFleet, fleet), on_arrival=lambda: None)
+    link.submitted_by = "arn:me"
+    stored = threading.Event()
+
+    def journal() -> None:  # the dispatcher's part: each arrival stored at once
+        while not stored.is_set():
+            for arrival in link.arrivals():
+                arrival.stored.set()
+            time.sleep(0.01)
+
+    journaling = threading.Thread(target=journal)
+    journaling.start()
+    link.start()
+    try:
+        link.open_job(JobOpening("j", ["w.txt"], total=1, timeout=1.0, retries=0))
+        wait_until(lambda: len(fleet.acknowledged) == 31)  # every delivery, once
+        # Full receives added receivers, up to the most a job may have; each
+        # extra one left at its first receive that was not full.
+        assert 2 <= fleet.most_busy <= fleet_link.MAX_RECEIVERS_PER_JOB
+        wait_until(lambda: not link._extra_receivers)
+        extra_waits = [w for w in fleet.job_waits if w == fleet_link.EXTRA_RECEIVER_WAIT_SECONDS]
+        assert extra_waits
+    finally:
+        link.stop()
+        stored.set()
+        journaling.join()
