@@ -92,6 +92,8 @@ class JobFiles(Protocol):
 
     def task_files(self, job_id: str) -> TaskFiles | None: ...
 
+    def admit(self, job_id: str, records: list[bytes]) -> list[bytes]: ...
+
     def job_ended(self, job_id: str) -> None: ...
 
 
@@ -237,15 +239,25 @@ class JournalSource:
 class JournalSink:
     """Stores results in the journal and tells listeners."""
 
-    def __init__(self, journal: Journal, notify: Callable[[], None], fleet: bool) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        notify: Callable[[], None],
+        fleet: bool,
+        job_files: JobFiles | None = None,
+    ) -> None:
         self.journal = journal
         self.notify = notify
         self.seq = journal.recover(fleet=fleet)
+        self.job_files = job_files  # keeps the limit of what a job's tasks leave there
 
     def results(self, chunk: Chunk, progress: ChunkReport) -> None:
         lines = chunk.tasks.lines[progress.first : progress.first + progress.size]
+        records = progress.records.splitlines(keepends=True)
+        if self.job_files is not None and chunk.files is not None:
+            records = self.job_files.admit(chunk.job_id, records)
         rows = []
-        for line, record in zip(lines, progress.records.splitlines(keepends=True), strict=True):
+        for line, record in zip(lines, records, strict=True):
             rows.append((line, decode(record).status, record))
         self._store(chunk, rows)
         self.journal.add_cpu_seconds(chunk.job_id, progress.cpu_seconds)
@@ -309,7 +321,7 @@ class JobDispatcher(threading.Thread):
         super().__init__(name="taskfleet-dispatch", daemon=True)
         self.local = local
         self.journal = Journal(journal_path)
-        self.sink = JournalSink(self.journal, notify, fleet=feeder is not None)
+        self.sink = JournalSink(self.journal, notify, fleet=feeder is not None, job_files=job_files)
         self.wake = threading.Event()  # set when a job is sealed or cancelled, or results came
         self.feeder = feeder
         self.retention = retention

@@ -18,8 +18,10 @@ On disk, in a folder beside the journal (0700, every file 0600)::
     jobs/<job>/outputs/     its tasks' files, <file>-<line>/... (``--output-dir``)
     jobs/<job>/tasks/       its tasks' working folders, while they run
 
-A job's folder goes when the journal forgets the job (its retention), or when
-its upload fails; the store removes only folders of its own making.
+What a job's tasks leave here is bounded per task by the worker and per job
+here (``scheduler.output_budget``, counted from the service's start). A job's
+folder goes when the journal forgets the job (its retention), or when its
+upload fails; the store removes only folders of its own making.
 """
 
 import contextlib
@@ -37,11 +39,13 @@ from typing import NamedTuple
 import msgspec
 
 from scheduler.errors import SchedulerError
+from scheduler.output_budget import MAX_BYTES_PER_JOB, MAX_FILES_PER_JOB, OutputBudget
 from scheduler.state import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from worker.input_manifest import ManifestEntry, decode_manifest, encode_manifest
 from worker.inputs import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, InputFile, stage
 from worker.output_pack import plain_name
 from worker.outputs import entries
+from worker.result import decode, encode_lines
 from worker.workdir import TaskFiles, remove_tree
 
 #: Bytes all stored contents may take together; an upload past it is refused.
@@ -95,9 +99,11 @@ class FileStore:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_files: int = DEFAULT_MAX_FILES,
         max_store_bytes: int = MAX_STORE_BYTES,
+        max_job_outputs: tuple[int, int] = (MAX_FILES_PER_JOB, MAX_BYTES_PER_JOB),
     ) -> None:
         """``max_bytes`` and ``max_files`` bound one job's inputs (as
-        ``--upload-max-bytes/--upload-max-files`` bound them at the client)."""
+        ``--upload-max-bytes/--upload-max-files`` bound them at the client);
+        ``max_job_outputs`` the files and bytes its tasks leave here."""
         self.root = _private_dir(root)
         self.root.chmod(PRIVATE_DIR_MODE)
         self.blobs = _private_dir(root / "blobs")
@@ -107,6 +113,8 @@ class FileStore:
         self.max_bytes = max_bytes
         self.max_files = max_files
         self.max_store_bytes = max_store_bytes
+        self.max_job_outputs = max_job_outputs
+        self._budgets: dict[str, OutputBudget] = {}  # the running jobs' outputs, by job
 
     # -- inputs ------------------------------------------------------------
 
@@ -275,8 +283,20 @@ class FileStore:
     def keeps_outputs(self, job_id: str) -> bool:
         return (self.jobs / job_id / "outputs").is_dir()
 
+    def admit(self, job_id: str, records: list[bytes]) -> list[bytes]:
+        """A job's tasks' records (JSON lines), the files of any task that would
+        take the job past its limit taken back, and its record saying so."""
+        outputs = self.jobs / job_id / "outputs"
+        if not outputs.is_dir():
+            return records
+        budget = self._budgets.get(job_id)
+        if budget is None:
+            budget = self._budgets[job_id] = OutputBudget(outputs, *self.max_job_outputs)
+        return [encode_lines([record]) for record in budget.admit(map(decode, records))]
+
     def job_ended(self, job_id: str) -> None:
         """A job ended: its copy of its inputs goes (a retry is given them anew)."""
+        self._budgets.pop(job_id, None)
         remove_tree(self.jobs / job_id / "inputs")
 
     def remove_jobs(self, job_ids: Iterable[str]) -> None:

@@ -101,6 +101,9 @@ class StubFiles:
     def task_files(self, job_id: str) -> TaskFiles | None:
         return self.files if job_id == "f" else None
 
+    def admit(self, _job_id: str, records: list[bytes]) -> list[bytes]:
+        return records
+
     def job_ended(self, job_id: str) -> None:
         self.ended.append(job_id)
 

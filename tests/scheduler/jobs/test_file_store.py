@@ -205,3 +205,28 @@ def test_contents_unused_for_the_retention_are_pruned(tmp_path: Path) -> None:
     assert [p.name for p in store.blobs.iterdir()] == [sha(b"new")]
     store.add_inputs(manifest(("a", b"new")))  # a use renews it
     assert (store.blobs / sha(b"new")).stat().st_mtime > long_ago
+
+
+def test_a_task_that_would_take_its_job_past_its_limit_has_its_files_taken_back(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path / "files", max_job_outputs=(2, 1000))
+    store.give_job("0b000001", None, outputs=True)
+    outputs = store.jobs / "0b000001" / "outputs"
+    records = []
+    for line in (1, 2):
+        (outputs / f"w.txt-{line}").mkdir()
+        (outputs / f"w.txt-{line}" / "a").write_bytes(b"a")
+        (outputs / f"w.txt-{line}" / "b").write_bytes(b"b")
+        named = [{"path": p, "size": 1, "sha256": sha(p.encode())} for p in ("a", "b")]
+        records.append(json.dumps({
+            "id": f"0b000001:1:{line}", "job": "0b000001", "file": "w.txt", "line": line,
+            "task": "make", "status": "succeeded", "exit_code": 0, "worker": "local-1",
+            "started_at": 0.0, "finished_at": 0.0, "duration_ms": 1.0, "error": None,
+            "stdout": "", "stderr": "", "truncated": False, "files": named,
+        }).encode() + b"\n")  # fmt: skip
+    first, second = (json.loads(r) for r in store.admit("0b000001", records))
+    assert len(first["files"]) == 2
+    assert second["files"] == []
+    assert "over the job's limit of 2 files" in second["files_error"]
+    assert sorted(p.name for p in outputs.iterdir()) == ["w.txt-1"]
