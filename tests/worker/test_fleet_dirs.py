@@ -1,14 +1,17 @@
 """Fleet tasks' directories on an instance, against the session's moto_server."""
 
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scheduler.fleet.job_inputs import ship_inputs
+from tests.conftest import needs_root_tools
 from worker.bundle import BundleFiles
-from worker.execute import TaskRunner, plan
+from worker.execute import TaskRunner, TaskUser, plan
 from worker.fleet_dirs import FleetTaskDirs
 from worker.inputs import check_uploads
 from worker.output_pack import key_sha256
@@ -84,3 +87,37 @@ def test_a_directory_that_cannot_be_removed_is_logged_not_raised(
     monkeypatch.setattr("worker.fleet_dirs.remove_tree", still_written)
     dirs.discard(place)  # the task's outcome stands; the next start clears the rest
     assert "was not removed: [Errno 39] Directory not empty" in caplog.text
+
+
+def test_a_task_user_reads_its_inputs_and_its_outputs_come_back(s3: Any) -> None:
+    """As on an instance: the task runs as a user of its own, which may read the
+    job's inputs, not change them, and write its outputs in its own directory."""
+    needs_root_tools()
+    user = TaskUser.named("nobody")
+    # A worker's folder the task user may pass through (pytest's are 0700).
+    root = Path(tempfile.mkdtemp(prefix="taskfleet-test-"))
+    root.chmod(0o711)
+    try:
+        (root / "in.txt").write_text("shared\n")
+        ship_inputs(s3, "files", "job1", check_uploads([str(root / "in.txt")]))
+        dirs = FleetTaskDirs(root / "worker", lambda: s3, owner=(user.uid, user.gid))
+        files = BundleFiles("files", inputs=True, outputs=True)
+        place = dirs.make("job1", files)
+        runner = TaskRunner(10, user)
+        try:
+            command = "id -un > who.txt; cat in.txt >> who.txt; echo x >> in.txt || echo refused"
+            outcome = runner.run(command, plan(command), None, str(place.path))
+            assert (place.path / "who.txt").read_text() == "nobody\nshared\n"
+            outcome = dirs.finish(place, files, ("job1", 1, 1), outcome)
+        finally:
+            runner.close()
+            dirs.discard(place)
+        assert outcome.status == Status.SUCCEEDED, outcome
+        assert outcome.stdout == "refused\n"  # the input is read-only to it
+        assert outcome.files_object is not None
+        tar = root / "got.tar"
+        tar.write_bytes(s3.get_object(Bucket="files", Key=outcome.files_object)["Body"].read())
+        with tarfile.open(tar) as opened:
+            assert opened.getnames() == ["who.txt"]
+    finally:
+        shutil.rmtree(root)
