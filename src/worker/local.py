@@ -308,7 +308,11 @@ def run_in_own_dir(
     if dirs is None or not planned.is_command:
         return runner.run(text, planned, meanwhile)
     label = task_label(chunk.file, chunk.tasks.lines[index])
-    task_dir = dirs.make()
+    try:
+        task_dir = dirs.make()
+    except OSError as error:  # its job's inputs went: the job was cancelled meanwhile
+        now = time.time()
+        return Outcome(Status.FAILED, None, now, now, 0.0, error=f"no directory: {error}")
     outcome = runner.run(text, planned, meanwhile, str(task_dir))
     collected = dirs.finish(task_dir, label, outcome.status)
     if collected is None:

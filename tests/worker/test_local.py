@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from worker.execute import TaskRunner
+from worker.execute import TaskRunner, plan
+from worker.inputs import check_uploads, stage
 from worker.local import (
     Chunk,
     ChunkReport,
@@ -17,9 +18,11 @@ from worker.local import (
     Tracking,
     lost_results,
     run_chunk,
+    run_in_own_dir,
 )
 from worker.result import Outcome, Status
 from worker.task_log import TaskLog, new_ring, read_task_log
+from worker.workdir import TaskFiles, WorkDirs, remove_tree
 from worker.workload import TaskBatch
 
 RING = new_ring()
@@ -198,3 +201,22 @@ def test_a_big_report_to_a_scheduler_that_is_gone_fails_with_the_next() -> None:
     sender.close()  # the thread met the closed pipe and ended anyway
     with pytest.raises(BrokenPipeError, match="cannot report"):
         sender.send(progress(2))
+
+
+def test_a_task_whose_jobs_inputs_went_fails_and_its_worker_goes_on(tmp_path: Path) -> None:
+    """A service cancelling a job removes its copy of its inputs while a chunk
+    of it may still run here: that chunk's next task fails, the worker lives."""
+    (tmp_path / "in.txt").write_text("shared")
+    run = tmp_path / "run"
+    run.mkdir()
+    stage(check_uploads([str(tmp_path / "in.txt")]), run / "inputs")
+    dirs = WorkDirs(TaskFiles(str(run), str(run / "inputs")))
+    remove_tree(run / "inputs")
+    chunk = Chunk(1, "job", 1, "w.txt", TaskBatch([1], ["cat in.txt"]))
+    runner = TaskRunner(10)
+    try:
+        outcome = run_in_own_dir(runner, dirs, chunk, 0, plan("cat in.txt"), None)
+    finally:
+        runner.close()
+    assert outcome.status == Status.FAILED
+    assert (outcome.error or "").startswith("no directory:")

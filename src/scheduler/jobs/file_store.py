@@ -25,6 +25,7 @@ upload fails; the store removes only folders of its own making.
 """
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -58,6 +59,9 @@ MIN_KEEP_SECONDS = 3600.0
 #: Largest list of inputs accepted: the most files, each of the longest name.
 MAX_MANIFEST_BYTES = DEFAULT_MAX_FILES * 4300
 
+#: Longest part of an input's name, in bytes (a file system's limit).
+MAX_NAME_BYTES = 255
+
 #: What marks a job's folder as the store's: its name is a job id as the service
 #: makes them (``worker.task.new_job_id``: 8 hex digits).
 _JOB_FOLDER = re.compile("[0-9a-f]{8}")
@@ -82,6 +86,14 @@ class Inputs(NamedTuple):
 def store_of(journal_path: Path) -> Path:
     """Where the store of a journal's jobs lies: beside it, named after it."""
     return journal_path.with_name(f"{journal_path.stem}-files")
+
+
+def _size_of(entry: os.DirEntry[str]) -> int:
+    """An entry's size; 0 if it went meanwhile (an upload kept or discarded)."""
+    try:
+        return entry.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _private_dir(path: Path) -> Path:
@@ -122,6 +134,7 @@ class FileStore:
         """Keep a list of inputs (``data``: JSON, checked here) and say which
         contents it names that the store lacks. Those it has are renewed."""
         entries_ = self.check_manifest(data)
+        self._check_sizes(entries_)
         encoded = encode_manifest(entries_)
         inputs_id = hashlib.sha256(encoded).hexdigest()
         self._write_private(self.manifests / f"{inputs_id}.json", encoded)
@@ -157,19 +170,38 @@ class FileStore:
             if not plain_name(name):
                 raise FilesError(400, f"input {name!r}: not a plain relative name")
             parts = name.split("/")
+            if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
+                raise FilesError(400, f"input {name!r}: a part is over {MAX_NAME_BYTES} bytes")
             for depth in range(1, len(parts)):
                 if "/".join(parts[:depth]) in files:
                     raise FilesError(400, f"input {name!r}: a file of that name's folder is sent")
         return listed
 
+    def _check_sizes(self, listed: list[ManifestEntry]) -> None:
+        """``FilesError`` (400) if a content here is not the size its list says:
+        the bounds on a job's inputs count the listed sizes."""
+        for entry in listed:
+            try:
+                size = (self.blobs / entry.sha256).stat().st_size
+            except FileNotFoundError:
+                continue  # to be sent, and checked against its sha256 then
+            if size != entry.size:
+                raise FilesError(
+                    400,
+                    f"input {entry.name!r}: listed as {entry.size} bytes, its content has {size}",
+                )
+
     def blob_writer(self, sha256: str, size: int | None) -> "BlobWriter":
         """Where a content on its way is written (``size``: its announced length)."""
         if not _SHA256.fullmatch(sha256):
             raise FilesError(400, "a content is named by its sha256: 64 lower-case hex digits")
-        if size is not None and size > self.max_bytes:
+        if size is None:
+            raise FilesError(411, "a content is sent with its length (Content-Length)")
+        if size > self.max_bytes:
             raise FilesError(413, f"a content of {size} bytes, above the limit of {self.max_bytes}")
-        stored = sum(entry.stat().st_size for entry in os.scandir(self.blobs))
-        if stored + (size or 0) > self.max_store_bytes:
+        on_the_way = (self.incoming, self.blobs)
+        stored = sum(_size_of(entry) for folder in on_the_way for entry in os.scandir(folder))
+        if stored + size > self.max_store_bytes:
             raise FilesError(
                 507, f"the scheduler's store of inputs is full ({self.max_store_bytes} bytes)"
             )
@@ -180,16 +212,32 @@ class FileStore:
 
     def prune_blobs(self, unused_for: float) -> int:
         """Remove the contents and lists not used for ``unused_for`` seconds (at
-        least ``MIN_KEEP_SECONDS``), and what is left of uploads as old; how many."""
+        least ``MIN_KEEP_SECONDS``), and what is left of uploads as old; how many.
+        A content a kept job names stays: its retry is given it again."""
         before = time.time() - max(unused_for, MIN_KEEP_SECONDS)
+        named = self._named_by_jobs()
         removed = 0
         for folder in (self.blobs, self.manifests, self.incoming):
             for entry in os.scandir(folder):
-                if entry.stat().st_mtime < before:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
-                        removed += 1
+                if folder == self.blobs and entry.name in named:
+                    continue
+                try:
+                    if entry.stat().st_mtime >= before:
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue  # gone meanwhile: an upload discarded, `taskfleet prune`
+                removed += 1
         return removed
+
+    def _named_by_jobs(self) -> set[str]:
+        """The contents the jobs kept here name."""
+        named: set[str] = set()
+        for entry in os.scandir(self.jobs):
+            with contextlib.suppress(FileNotFoundError, msgspec.DecodeError):
+                listed = decode_manifest((Path(entry.path) / "inputs.json").read_bytes())
+                named.update(e.sha256 for e in listed)
+        return named
 
     # -- jobs --------------------------------------------------------------
 
@@ -242,6 +290,7 @@ class FileStore:
         absent = sorted({e.sha256 for e in listed if not self.has_blob(e.sha256)})
         if absent:
             raise FilesError(409, f"{len(absent)} of the inputs' contents are not here: send them")
+        self._check_sizes(listed)
         _private_dir(folder)
         try:
             if listed:
@@ -257,6 +306,9 @@ class FileStore:
             self.remove_jobs([job_id])
             message = f"an input's content went meanwhile: send it again ({error})"
             raise FilesError(409, message) from error
+        except OSError as error:
+            self.remove_jobs([job_id])
+            raise _storage_error(error) from error
         except BaseException:
             self.remove_jobs([job_id])
             raise
@@ -343,6 +395,9 @@ class FileStore:
                     info.mode = 0o644
                     with (folder / relative).open("rb") as reading:
                         tar.addfile(info, reading)
+        except OSError as error:  # removed over the limit, or redone by a retry, meanwhile
+            tar_path.unlink(missing_ok=True)
+            raise FilesError(409, f"task {label}'s files changed while read: try again") from error
         except BaseException:
             tar_path.unlink(missing_ok=True)
             raise
@@ -355,6 +410,12 @@ class FileStore:
             writing.write(data)
         os.chmod(name, PRIVATE_FILE_MODE)
         os.replace(name, path)
+
+
+def _storage_error(error: OSError) -> FilesError:
+    """The store could not write: 507 for a full disk, as for a full store."""
+    status = 507 if error.errno in (errno.ENOSPC, errno.EDQUOT) else 500
+    return FilesError(status, f"the scheduler could not store the files: {error.strerror}")
 
 
 class BlobWriter:
@@ -375,7 +436,10 @@ class BlobWriter:
         if self.size > self.store.max_bytes:
             raise FilesError(413, f"a content above the limit of {self.store.max_bytes} bytes")
         self._digest.update(data)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as error:
+            raise _storage_error(error) from error
 
     def finish(self) -> None:
         """Keep the content, or ``FilesError`` (400) if it is not the one its name says."""

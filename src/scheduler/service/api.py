@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgspec
 from anyio import to_thread
@@ -308,6 +309,10 @@ async def store_job(
     await context.run(Journal.create_job, job_id, placement, retries)
     try:
         files, total = await store_upload(context, job_id, body)
+        names = [Path(file).name for file in files]
+        if outputs and len(set(names)) < len(names):
+            # Tasks' folders are named by their file's base name and line.
+            raise UploadError(400, "two workload files of one base name: their files would mix")
         if context.files is not None and (inputs is not None or outputs):
             store, here = context.files, placement != Placement.REMOTE
             await to_thread.run_sync(lambda: store.give_job(job_id, inputs, outputs, stage=here))

@@ -127,8 +127,8 @@ class JobFilesHandlers:
         ``incoming``), fetched from the bucket; None if its record names none."""
         fleet_files = self.context.fleet_files
         name, _, line = label.rpartition("-")
-        if fleet_files is None or not (line.isascii() and line.isdigit()):
-            return None
+        if fleet_files is None or not (line.isascii() and line.isdigit() and len(line) <= 10):
+            return None  # no task of a journal has such a line
         records = await self.context.run(Journal.records_of_line, job_id, int(line), name)
         keys = [record.files_object for record in map(decode, records) if record.files_object]
         if len(keys) != 1:

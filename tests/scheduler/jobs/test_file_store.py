@@ -71,6 +71,7 @@ def test_a_list_of_inputs_names_what_is_missing_and_only_that(tmp_path: Path) ->
         (json.dumps([{"name": "a", "size": 1, "sha256": "x"}]).encode(), 400, "not a list"),
         (manifest(("a", b"12345"), ("b", b"123456")), 413, "above the limit of 10"),
         (manifest(*((f"f{n}", b"") for n in range(4))), 413, "more than 3 inputs"),
+        (manifest(("d/" + "n" * 256, b"a")), 400, "a part is over 255 bytes"),
     ],
 )
 def test_a_bad_list_of_inputs_is_refused_naming_what_is_wrong(
@@ -95,6 +96,32 @@ def test_a_content_is_kept_only_if_it_has_the_sha256_it_is_named_by(tmp_path: Pa
         store.blob_writer("../../etc/passwd", 1)
     assert list(store.blobs.iterdir()) == []
     assert list(store.incoming.iterdir()) == []  # nothing half-written stays
+
+
+def test_a_list_must_give_the_sizes_of_the_contents_it_names(tmp_path: Path) -> None:
+    """The bounds on a job's inputs add up the listed sizes: each is checked
+    against the content it names (else one large content, listed many times
+    as 0 bytes, would be staged past them)."""
+    store = FileStore(tmp_path / "files", max_bytes=10)
+    put(store, b"12345")
+    understated = json.dumps([{"name": "a", "size": 0, "sha256": sha(b"12345")}]).encode()
+    with pytest.raises(FilesError, match="listed as 0 bytes, its content has 5") as refused:
+        store.add_inputs(understated)
+    assert refused.value.status == 400
+    # Listed before the content came: refused when the job would be given it.
+    unsent = json.dumps([{"name": "b", "size": 0, "sha256": sha(b"678")}]).encode()
+    inputs = store.add_inputs(unsent)
+    put(store, b"678")
+    with pytest.raises(FilesError, match="listed as 0 bytes, its content has 3"):
+        store.give_job("0000000a", inputs.id, outputs=False)
+    assert not store.has_job("0000000a")
+
+
+def test_a_content_is_sent_with_its_length(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "files")
+    with pytest.raises(FilesError, match="Content-Length") as refused:
+        store.blob_writer(sha(b"x"), None)
+    assert refused.value.status == 411
 
 
 def test_a_full_store_refuses_more_contents(tmp_path: Path) -> None:
@@ -205,6 +232,38 @@ def test_contents_unused_for_the_retention_are_pruned(tmp_path: Path) -> None:
     assert [p.name for p in store.blobs.iterdir()] == [sha(b"new")]
     store.add_inputs(manifest(("a", b"new")))  # a use renews it
     assert (store.blobs / sha(b"new")).stat().st_mtime > long_ago
+
+
+def test_a_content_a_kept_job_names_stays_for_its_retry(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "files")
+    put(store, b"input")
+    store.give_job("0000000b", store.add_inputs(manifest(("a", b"input"))).id, outputs=False)
+    long_ago = time.time() - MIN_KEEP_SECONDS - 60
+    os.utime(store.blobs / sha(b"input"), (long_ago, long_ago))
+    store.prune_blobs(0)
+    assert store.has_blob(sha(b"input"))
+    store.remove_jobs(["0000000b"])  # the journal forgot the job
+    store.prune_blobs(0)
+    assert not store.has_blob(sha(b"input"))
+
+
+def test_what_goes_while_contents_are_pruned_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload discarded, or `taskfleet prune` beside the service: an entry
+    listed, then gone before it is looked at, stops nothing."""
+    store = FileStore(tmp_path / "files")
+    put(store, b"gone")
+    listed = list(os.scandir(store.blobs))
+    (store.blobs / sha(b"gone")).unlink()
+    scandir = os.scandir
+
+    def stale(path: Path) -> object:  # the listing made before the unlink
+        return listed if path == store.blobs else scandir(path)
+
+    monkeypatch.setattr(os, "scandir", stale)
+    assert store.prune_blobs(0) == 0
+    store.blob_writer(sha(b"next"), 4).discard()  # the store's size is read past it too
 
 
 def test_a_task_that_would_take_its_job_past_its_limit_has_its_files_taken_back(

@@ -92,6 +92,10 @@ def test_bad_requests_to_the_files_routes_are_4xx_with_a_json_error() -> None:
              service.headers, 404),
             ("POST", "/jobs?outputs=maybe", b'{"file": "w", "line": 1, "task": "true"}\n',
              service.headers, 400),
+            # Two files of one base name: their tasks' folders would mix.
+            ("POST", "/jobs?outputs=true", b'{"file": "a/w", "line": 1, "task": "true"}\n'
+             b'{"file": "b/w", "line": 1, "task": "true"}\n', service.headers, 400),
+            ("GET", f"/jobs/{job}/files/w-{'9' * 30}", b"", TOKEN, 404),
         ]  # fmt: skip
         for method, path, body, headers, status in cases:
             answer = httpx.request(method, url + path, content=body, headers=headers)
