@@ -2,6 +2,7 @@
 moto_server with the remote path's queues and table, and workers against them."""
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -487,3 +488,22 @@ def flaky(folder: Path, name: str = "ran-once") -> str:
     succeeds (stdout "second"); ``name``: its marker file in ``folder``."""
     state = folder / name
     return f"if [ -e {state} ]; then echo second; else touch {state}; echo first; exit 3; fi"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def records_by_line(text: str) -> dict[int, dict[str, Any]]:
+    """JSON Lines records, by their line."""
+    records = (json.loads(line) for line in text.splitlines() if line)
+    return {record["line"]: record for record in records}
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative name: content); no link is followed."""
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }

@@ -5,7 +5,6 @@ directories of their own, not the user's: the files really travel through the
 job-files bucket) and the installed command.
 """
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import StartScheduler, WriteWorkload, run_cli
+from tests.conftest import StartScheduler, WriteWorkload, records_by_line, run_cli, sha, tree
 from tests.scheduler.fleet.test_remote_e2e import client_settings
 
 pytestmark = pytest.mark.e2e
@@ -24,24 +23,6 @@ pytestmark = pytest.mark.e2e
 INPUT_BYTES = 50 * 1024 * 1024
 TASKS = 200
 SLICE = 1000
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def records_by_line(text: str) -> dict[int, dict[str, Any]]:
-    records = (json.loads(line) for line in text.splitlines() if line)
-    return {record["line"]: record for record in records}
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative name: content); no link is followed."""
-    return {
-        path.relative_to(root).as_posix(): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and not path.is_symlink()
-    }
 
 
 def run_remote(environment: dict[str, str], cwd: Path, *args: str) -> Any:

@@ -1,36 +1,25 @@
 """End to end: files in and out of a scheduler service's jobs (``submit --upload
 --output-dir``, ``results --files``), the installed CLI and a real service."""
 
-import hashlib
-import json
 import stat
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from scheduler.jobs.file_store import store_of
-from tests.conftest import StartScheduler, WriteWorkload, run_cli, service_headers, wait_for
+from tests.conftest import (
+    StartScheduler,
+    WriteWorkload,
+    records_by_line,
+    run_cli,
+    service_headers,
+    sha,
+    tree,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def records_by_line(text: str) -> dict[int, dict[str, Any]]:
-    records = (json.loads(line) for line in text.splitlines() if line)
-    return {record["line"]: record for record in records}
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(root).as_posix(): path.read_bytes()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def user_files(tmp_path: Path) -> Path:
