@@ -83,6 +83,7 @@ def test_a_resumed_run_adds_the_files_of_the_tasks_it_runs(
     again = run_cli("run", tasks, "--output-dir", "out", "-o", results, cwd=tmp_path)
     assert again.returncode == 2
     assert "--output-dir out: not empty" in again.stderr
+    assert "or --resume that run" in again.stderr
     resumed = run_cli(
         "run", tasks, "--output-dir", "out", "--resume", results, "-o", results,
         "--upload", "flag.txt", cwd=tmp_path,

@@ -109,7 +109,7 @@ def results_on_stack(
     from scheduler.fleet.follow import follow_records
 
     view = job_view(stack, job_id)  # no such job: exit 2 before a file is made
-    checked_output_dir(files_dir, view.job.files, resume=False, option="--files")
+    checked_output_dir(files_dir, view.job.files, resume=None, option="--files")
     pages = follow_records(view, follow=follow)
     with stack_errors(stack), results_output(output) as stream:
         if files_dir is None:

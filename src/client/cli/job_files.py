@@ -81,19 +81,24 @@ def checked_uploads(paths: list[str], max_bytes: int, max_files: int) -> "list[I
 
 
 def checked_output_dir(
-    output_dir: Path | None, files: list[str], resume: bool, option: str = "--output-dir"
+    output_dir: Path | None,
+    files: list[str],
+    resume: bool | None,
+    option: str = "--output-dir",
 ) -> None:
     """Exit 2 if tasks' files could not go to ``output_dir`` unmixed: it is not a
-    directory, or holds files of another run (unless resuming that run), or two
-    workload files share a name (their tasks' directories would too)."""
+    directory, or holds files of another run (unless ``resume``-ing that run;
+    None: the command cannot resume), or two workload files share a name (their
+    tasks' directories would too)."""
     if output_dir is None:
         return
     if output_dir.exists() and not output_dir.is_dir():
         raise fail(f"{option} {output_dir}: not a directory")
     if output_dir.exists() and not resume and any(output_dir.iterdir()):
+        or_resume = "" if resume is None else ", or --resume that run"
         raise fail(
             f"{option} {output_dir}: not empty (another run's files would mix with"
-            " this one's; give an empty one, or --resume that run)"
+            f" this one's; give an empty one{or_resume})"
         )
     checked_names(files, option)
 

@@ -298,7 +298,7 @@ def submit(
     placement = placement_of(remote=remote, hybrid=hybrid) or "local"
     counts = checked(files)
     uploads = checked_uploads(upload or [], upload_max_bytes, upload_max_files)
-    checked_output_dir(output_dir, files, resume=False)
+    checked_output_dir(output_dir, files, resume=None)
     if keep_files:
         checked_names(files, "--keep-files")
     if uploads and placement != "local":
@@ -519,7 +519,7 @@ def results(
             info = client.job(job)  # no such job: exit 2 before a folder is made
             if not info.get("keeps_files"):
                 raise fail(f"--files: job {job} kept no files (submit --output-dir/--keep-files)")
-            checked_output_dir(files, [str(name) for name in info["files"]], False, "--files")
+            checked_output_dir(files, [str(name) for name in info["files"]], None, "--files")
             outputs = files_back(client, job, files)
         try:
             with results_output(output) as stream:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
 from scheduler.errors import FleetError
 from scheduler.fleet.job_store import JobStore
@@ -88,9 +88,13 @@ class StackResources(NamedTuple):
     @classmethod
     def lookup(cls, stack_name: str) -> "StackResources":
         """Find a deployed stack's resources through CloudFormation."""
-        cloudformation = aws_client("cloudformation")
         try:
-            return cls.from_stack(cloudformation, stack_name)
+            return cls.from_stack(aws_client("cloudformation"), stack_name)
+        except NoRegionError as error:
+            raise FleetError(
+                f"cannot read stack {stack_name}: no AWS region: set AWS_DEFAULT_REGION"
+                " (`make local-aws-up` prints the environment of the emulator)"
+            ) from error
         except (ClientError, BotoCoreError) as error:
             raise FleetError(f"cannot read stack {stack_name}: {error}") from error
 

@@ -170,3 +170,11 @@ def test_only_a_result_naming_a_task_of_the_job_is_its() -> None:
     assert not is_task_of(result("j1:0:3"), "j1", file_count=2)
     assert not is_task_of(result("j1:x:3"), "j1", file_count=2)
     assert not is_task_of(result("j1:1:4"), "j1", file_count=2)  # not its own line
+
+
+def test_no_region_is_said_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(FleetError, match=r"no AWS region: set AWS_DEFAULT_REGION \(`make local"):
+        StackResources.lookup("Taskfleet")

@@ -112,8 +112,15 @@ def test_bad_uploads_are_refused_before_anything_is_submitted(
     service = scheduler_service()
     user = user_files(tmp_path)
     tasks = workload("true")
+    (user / "used").mkdir()
+    (user / "used" / "x").write_text("another run's")
     for extra, says in (
         (["--upload", "missing"], "--upload missing: no such file or directory"),
+        # submit has no --resume: the message does not offer it.
+        (
+            ["--output-dir", "used"],
+            "not empty (another run's files would mix with this one's; give an empty one)",
+        ),
         (["--upload", "data", "--upload-max-files", "1"], "more than 1 files"),
         (["--upload", "big.bin", "--upload-max-bytes", "1000"], "more than 1000 bytes"),
     ):
