@@ -60,7 +60,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -71,7 +70,8 @@ from typing import Any, NamedTuple
 
 import boto3
 
-from bench.aws_calls import COUNTED, count_by_party, count_in_children, record_requests
+from bench.aws_calls import COUNTED, count_by_party
+from bench.emulated_stack import counted_stack
 from bench.remote_path import Group
 from client.benchmark.output import machine
 from scripts import local_aws
@@ -508,30 +508,19 @@ def main() -> None:
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     print(sizes.describe(), flush=True)
-    with tempfile.TemporaryDirectory(prefix="taskfleet-files-") as temporary:
-        directory = Path(temporary)
-        requests = directory / "requests"
-        requests.mkdir()
-        count_in_children(requests)
-        record_requests(requests)  # the user's own transfers, by hand
-        state = directory / "local-aws"
-        context = {
-            "taskfleet:maxWorkers": str(WORKERS),
-            "taskfleet:slotsPerInstance": str(SLOTS),
-            "taskfleet:idleTimeoutSeconds": str(IDLE_TIMEOUT_SECONDS),
-        }
-        print("standing up the emulator, the stack and the local fleet ...", flush=True)
-        outputs = local_aws.up(state, port=None, context=context)
-        try:
-            os.environ.update(local_aws.environment(local_aws.emulator_of(state)["port"]))
-            bench = Bench(directory, state, outputs)
-            data = os.urandom(sizes.input_bytes)  # new content: the upload really goes up
-            runs = {"taskfleet": taskfleet_run(bench, sizes, data)}
-            report_run("taskfleet", runs["taskfleet"])
-            runs["by hand"] = by_hand_run(bench, sizes, data)
-            report_run("by hand", runs["by hand"])
-        finally:
-            local_aws.down(state)
+    context = {
+        "taskfleet:maxWorkers": str(WORKERS),
+        "taskfleet:slotsPerInstance": str(SLOTS),
+        "taskfleet:idleTimeoutSeconds": str(IDLE_TIMEOUT_SECONDS),
+    }
+    # This process counts too: the user's own transfers, by hand.
+    with counted_stack("taskfleet-files-", context, count_here=True) as stack:
+        bench = Bench(stack.directory, stack.state, stack.outputs)
+        data = os.urandom(sizes.input_bytes)  # new content: the upload really goes up
+        runs = {"taskfleet": taskfleet_run(bench, sizes, data)}
+        report_run("taskfleet", runs["taskfleet"])
+        runs["by hand"] = by_hand_run(bench, sizes, data)
+        report_run("by hand", runs["by hand"])
     print(sizes.describe())
     print(table({name: run["summary"] for name, run in runs.items()}))
     report = {

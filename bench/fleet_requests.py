@@ -30,7 +30,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,7 +40,8 @@ from typing import Any
 import boto3
 import httpx
 
-from bench.aws_calls import COUNTED, count_by_party, count_in_children, count_requests
+from bench.aws_calls import COUNTED, count_by_party, count_requests
+from bench.emulated_stack import counted_stack
 from bench.scale_model import Requests, Stack, job_requests
 from scripts import local_aws
 from worker.contracts import Output
@@ -319,33 +319,21 @@ def main() -> None:
                         help="run this experiment (again for more); default: all")  # fmt: skip
     args = parser.parse_args()
     report: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="taskfleet-requests-") as temporary:
-        directory = Path(temporary)
-        requests = directory / "requests"
-        requests.mkdir()
-        # Every process from here on (the fleet's workers too) counts its requests.
-        count_in_children(requests)
-        state = directory / "local-aws"
-        context = {
-            "taskfleet:maxWorkers": str(MODEL_INSTANCES),
-            "taskfleet:slotsPerInstance": str(SLOTS),
-            "taskfleet:idleTimeoutSeconds": str(IDLE_TIMEOUT_SECONDS),
+    context = {
+        "taskfleet:maxWorkers": str(MODEL_INSTANCES),
+        "taskfleet:slotsPerInstance": str(SLOTS),
+        "taskfleet:idleTimeoutSeconds": str(IDLE_TIMEOUT_SECONDS),
+    }
+    with counted_stack("taskfleet-requests-", context) as stack:
+        bench = Bench(stack.directory, stack.requests, stack.state, stack.outputs)
+        experiments = {
+            "sleep0": sleep0_experiment,
+            "model": model_experiment,
+            "idle": idle_experiment,
         }
-        print("standing up the emulator, the stack and the local fleet ...", flush=True)
-        outputs = local_aws.up(state, port=None, context=context)
-        try:
-            os.environ.update(local_aws.environment(local_aws.emulator_of(state)["port"]))
-            bench = Bench(directory, requests, state, outputs)
-            experiments = {
-                "sleep0": sleep0_experiment,
-                "model": model_experiment,
-                "idle": idle_experiment,
-            }
-            for name, experiment in experiments.items():
-                if args.only is None or name in args.only:
-                    report[name] = experiment(bench)
-        finally:
-            local_aws.down(state)
+        for name, experiment in experiments.items():
+            if args.only is None or name in args.only:
+                report[name] = experiment(bench)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -36,7 +36,6 @@ import os
 import shutil
 import signal
 import statistics
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -46,7 +45,8 @@ from typing import Any, BinaryIO
 
 import boto3
 
-from bench.aws_calls import count_in_children, count_requests, record_requests
+from bench.aws_calls import count_requests
+from bench.emulated_stack import counted_stack
 from bench.fleet_peers import run_packed
 from client.benchmark import output, runners
 from client.benchmark.runners import Workload
@@ -446,43 +446,31 @@ def main() -> None:
     )
     args = parser.parse_args()
     tasks = 1_000 if args.quick else 10_000
-    with tempfile.TemporaryDirectory(prefix="taskfleet-bench-") as temporary:
-        directory = Path(temporary)
-        requests = directory / "requests"
-        requests.mkdir()
-        # Every process from here on (the fleet's workers too) counts its requests.
-        count_in_children(requests)
-        record_requests(requests)
-        state = directory / "local-aws"
-        context = {
-            "taskfleet:maxWorkers": "16",
-            "taskfleet:idleTimeoutSeconds": str(IDLE_TIMEOUT_SECONDS),
+    context = {
+        "taskfleet:maxWorkers": "16",
+        "taskfleet:idleTimeoutSeconds": str(IDLE_TIMEOUT_SECONDS),
+    }
+    with counted_stack("taskfleet-bench-", context, count_here=True) as stack:
+        directory, state, outputs = stack.directory, stack.state, stack.outputs
+        resources = StackResources.lookup(STACK)
+        group = Group(outputs[Output.GROUP_NAME])
+        experiments: dict[str, Callable[[], Any]] = {
+            "requests": lambda: requests_experiment(tasks, directory, resources, group),
+            "efficiency": lambda: efficiency_experiment(directory, resources, group),
+            "balance": lambda: balance_experiment(directory, resources, group),
+            "kill": lambda: kill_experiment(
+                directory,
+                resources,
+                group,
+                local_aws.emulator_of(state)["fleet"],
+                state,
+                int(outputs[Output.VISIBILITY_TIMEOUT_SECONDS]),
+            ),
         }
-        print("standing up the emulator, the stack and the local fleet ...", flush=True)
-        outputs = local_aws.up(state, port=None, context=context)
-        try:
-            os.environ.update(local_aws.environment(local_aws.emulator_of(state)["port"]))
-            resources = StackResources.lookup(STACK)
-            group = Group(outputs[Output.GROUP_NAME])
-            experiments: dict[str, Callable[[], Any]] = {
-                "requests": lambda: requests_experiment(tasks, directory, resources, group),
-                "efficiency": lambda: efficiency_experiment(directory, resources, group),
-                "balance": lambda: balance_experiment(directory, resources, group),
-                "kill": lambda: kill_experiment(
-                    directory,
-                    resources,
-                    group,
-                    local_aws.emulator_of(state)["fleet"],
-                    state,
-                    int(outputs[Output.VISIBILITY_TIMEOUT_SECONDS]),
-                ),
-            }
-            report = {"machine": machine()}
-            for name, experiment in experiments.items():
-                if args.only is None or name in args.only:
-                    report[name] = experiment()
-        finally:
-            local_aws.down(state)
+        report = {"machine": machine()}
+        for name, experiment in experiments.items():
+            if args.only is None or name in args.only:
+                report[name] = experiment()
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
