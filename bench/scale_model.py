@@ -37,12 +37,13 @@ from dataclasses import dataclass, field
 
 from scheduler.fleet.bundle_sizing import BundleSizer
 from scheduler.fleet.feeder import BUNDLES_PER_TURN
-from scheduler.fleet.job_store import MAX_RECORD_ITEM_BYTES, READER_LEASE_SECONDS, SWEEP_SHARE
+from scheduler.fleet.job_store import READER_LEASE_SECONDS, SWEEP_SHARE
 from scheduler.fleet.link import MAX_RECEIVERS_PER_JOB, PROVISION_INTERVAL_SECONDS
 from worker.bundle import MESSAGE_HEADROOM_BYTES
 from worker.bundle_run import REPORT_BYTES, REPORT_INTERVAL_SECONDS, result_bytes
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, MAX_MESSAGES_PER_CALL, Default
 from worker.jobs import CANCEL_CHECK_SECONDS
+from worker.record_items import MAX_RECORD_ITEM_BYTES, shards_for
 from worker.remote import HEARTBEATS_PER_TIMEOUT, REPORT_TICK_SECONDS
 from worker.result import Outcome, Result, Status, encode_lines, make_result
 
@@ -201,6 +202,11 @@ class BundleLife:
     def heartbeats(self) -> int:
         return math.floor(self.seconds / (self.visibility_timeout / HEARTBEATS_PER_TIMEOUT))
 
+    @property
+    def items_per_send(self) -> int:
+        """Record items the worker stores a send (cut by their gzipped size)."""
+        return item_pieces(min(self.results_per_send, self.tasks), self.task_ms)
+
     def requests(self) -> Counter[str]:
         """The worker's requests for the bundle (its receive counted by the caller)."""
         return Counter({
@@ -208,6 +214,8 @@ class BundleLife:
             "sqs ChangeMessageVisibility": self.heartbeats,
             # claim, progress after each send but the last, lease renewals, done
             "dynamodb UpdateItem": 1 + (self.sends - 1) + self.heartbeats + 1,
+            # each send's records kept in the job's shards before they go
+            "dynamodb PutItem": self.sends * self.items_per_send,
             "sqs SendMessageBatch": self.sends * math.ceil(
                 self.messages_per_send / MAX_MESSAGES_PER_CALL
             ),
@@ -215,31 +223,24 @@ class BundleLife:
 
 
 def delivery_seconds(
-    messages: float,
-    records_per_message: float,
-    task_ms: float,
-    reader: Reader,
-    receivers: int = 1,
+    messages: float, records_per_message: float, reader: Reader, receivers: int = 1
 ) -> float:
     """The reader's seconds for one delivery of ``messages`` result messages: a
-    receive, a record item per piece, a delete (its round trips), and its CPU
-    for the records (the receiver waits until they are journaled). With
+    receive and a delete (its round trips; the workers stored the records), and
+    its CPU for the records (the receiver waits until they are journaled). With
     ``receivers`` side by side (a backed-up queue), their round trips overlap;
     the CPU is one process's."""  # fmt: skip
     records = messages * records_per_message
-    pieces = item_pieces(records, task_ms)
-    requests = 1 + pieces + math.ceil(messages / MAX_MESSAGES_PER_CALL)
+    requests = 1 + math.ceil(messages / MAX_MESSAGES_PER_CALL)
     return requests * reader.round_trip / receivers + records * reader.record_cpu
 
 
-def reader_batch(
-    messages_per_second: float, records_per_message: float, task_ms: float, reader: Reader
-) -> float:
+def reader_batch(messages_per_second: float, records_per_message: float, reader: Reader) -> float:
     """How many messages one receive of the job's queue brings: what arrived while
     the last delivery was stored, at least one, at most ten."""  # fmt: skip
     per_delivery = 1.0
     for _ in range(50):  # a fixed point: more arrive while a bigger delivery is stored
-        seconds = delivery_seconds(per_delivery, records_per_message, task_ms, reader)
+        seconds = delivery_seconds(per_delivery, records_per_message, reader)
         per_delivery = min(float(MAX_MESSAGES_PER_CALL), max(1.0, messages_per_second * seconds))
     return per_delivery
 
@@ -282,19 +283,18 @@ def job_requests(
 
     messages = sum(life.sends * life.messages_per_send for life in lives)
     per_message = tasks / messages
-    per_delivery = reader_batch(messages / max(seconds, 1.0), per_message, task_ms, reader)
+    per_delivery = reader_batch(messages / max(seconds, 1.0), per_message, reader)
     deliveries = math.ceil(messages / per_delivery)
-    pieces = deliveries * item_pieces(per_delivery * per_message, task_ms)
     client = Counter({
         # the job kept (meta item, the reader lease with it), its queue made,
         # stale queues looked for at one submission in ten (SWEEP_SHARE)
-        "dynamodb PutItem": 1 + pieces,
+        "dynamodb PutItem": 1,
         "sqs CreateQueue": 1,
         "sqs ListQueues": SWEEP_SHARE,
         "sqs SendMessageBatch": send_calls(len(sizes)),
-        # each delivery: received, stored (its record items), deleted; the
-        # reader lease renewed every third of it, with the count of the records
-        # stored since, and the job marked done (the last count with it)
+        # each delivery: received, journaled, deleted (its workers stored it);
+        # the reader lease renewed every third of it, with the count of the
+        # records stored since, and the job marked done (the last count with it)
         "sqs ReceiveMessage": deliveries,
         "dynamodb UpdateItem": math.floor(seconds / (READER_LEASE_SECONDS / 3)) + 1,
         "sqs DeleteMessageBatch": deliveries,
@@ -334,11 +334,13 @@ class Steady:
     uses: dict[str, float] = field(default_factory=dict)
     reader_requests_per_record: float = 0.0
     reader_seconds_per_record: float = 0.0
+    shards: int = 1
 
 
 #: The limits, as ``Steady.uses`` names them.
 LIMITS = (
-    "job table: the job's partition, writes (1,000 WCU/s)",
+    "job table: a record shard's writes (1,000 WCU/s a partition)",
+    "job table: writes (40,000 WCU/s a table, on demand)",
     "job table: the job's partition, reads (3,000 RCU/s)",
     "one reader's time (1 s a second)",
     "request queue: in-flight messages (120,000)",
@@ -360,18 +362,20 @@ def steady(
     worker = {k: v * bundles_per_second for k, v in life.requests().items()}
     messages = life.sends * life.messages_per_send * bundles_per_second
     per_message = size / (life.sends * life.messages_per_send)
-    per_delivery = reader_batch(messages, per_message, task_ms, reader)
+    per_delivery = reader_batch(messages, per_message, reader)
     # The reader keeps up while full receives (ten messages) would take less than
-    # a second for the messages of a second: the most one reader can store.
-    full = delivery_seconds(
-        MAX_MESSAGES_PER_CALL, per_message, task_ms, reader, MAX_RECEIVERS_PER_JOB
-    )
+    # a second for the messages of a second: the most one reader can journal.
+    full = delivery_seconds(MAX_MESSAGES_PER_CALL, per_message, reader, MAX_RECEIVERS_PER_JOB)
     deliveries = messages / per_delivery
-    pieces = item_pieces(per_delivery * per_message, task_ms)
-    sizes = RecordSizes.of(task_ms, min(round(per_delivery * per_message), 10_000))
-    item_kb = math.ceil((per_delivery * per_message * sizes.compressed / pieces + 100) / 1024)
+    # The workers store each send's records, in items on the job's shards.
+    per_item = min(life.results_per_send, size) / life.items_per_send
+    sizes = RecordSizes.of(task_ms, min(round(per_item), 10_000))
+    item_kb = math.ceil((per_item * sizes.compressed + 100) / 1024)
+    shards = shards_for(instances * slots)
     polls = 1 / LONG_POLL_SECONDS  # a reader's idle long poll of a queue
     renewals = 1 / (READER_LEASE_SECONDS / 3)  # the reader lease, with the count
+    state_reads = instances / CANCEL_CHECK_SECONDS  # each instance's look at the job
+    model.shards = shards
     model.rates = {
         "request queue": bundles_per_second * (1 + 1 / MAX_MESSAGES_PER_CALL)  # received, sent
         + 1 / PROVISION_INTERVAL_SECONDS  # its depth, read to size the group
@@ -381,27 +385,27 @@ def steady(
         + deliveries * (1 + math.ceil(per_delivery / MAX_MESSAGES_PER_CALL)),
         "response queue": 0.0,  # read by a scheduler service only: its long poll
         "dead-letter queue": polls,
-        "job table (the job's partition)": deliveries * pieces
-        + renewals
-        + instances / CANCEL_CHECK_SECONDS,
+        "job's partition": renewals + state_reads,
+        "record shards": worker["dynamodb PutItem"],
         "claim table": worker["dynamodb UpdateItem"],
         "S3": 0.0,
     }
-    write_units = deliveries * pieces * item_kb + renewals  # record items; lease and count
-    read_units = instances / CANCEL_CHECK_SECONDS * 0.5  # eventually consistent, under 4 KB
+    record_units = worker["dynamodb PutItem"] * item_kb
+    read_units = state_reads * 0.5  # eventually consistent, under 4 KB
     held = instances * min(slots, 2)  # at most a bundle running and the next, per instance
     model.uses = dict(zip(LIMITS, (
-        write_units / PARTITION_WCU,
+        record_units / shards / PARTITION_WCU,
+        (record_units + renewals) / TABLE_WCU,
         read_units / PARTITION_RCU,
         messages / MAX_MESSAGES_PER_CALL * full,
         held / SQS_IN_FLIGHT_LIMIT,
         worker["dynamodb UpdateItem"] / TABLE_WCU,
     ), strict=True))  # fmt: skip
-    reader_requests = deliveries * (2 + pieces) + polls + renewals
+    reader_requests = deliveries * 2 + polls + renewals
     model.reader_requests_per_record = reader_requests / records_per_second
-    model.reader_seconds_per_record = delivery_seconds(
-        per_delivery, per_message, task_ms, reader
-    ) / (per_delivery * per_message)
+    model.reader_seconds_per_record = delivery_seconds(per_delivery, per_message, reader) / (
+        per_delivery * per_message
+    )
     return model
 
 
@@ -438,11 +442,12 @@ def report(stack: Stack, reader: Reader) -> str:
         f" its CPU {reader.record_cpu * 1e6:g} us a record.",
         "",
         "Requests a second:",
-        f"{'task':>6} {'N':>5} {'bundle':>6} " + " ".join(f"{SHORT[p]:>11}" for p in places),
+        f"{'task':>6} {'N':>5} {'bundle':>6} {'shards':>6} "
+        + " ".join(f"{SHORT[p]:>11}" for p in places),
     ]
     for task_ms, n, model in grid:
         cells = " ".join(f"{model.rates[p]:>11,.1f}" for p in places)
-        lines.append(f"{_ms(task_ms):>6} {n:>5} {model.bundle_tasks:>6} {cells}")
+        lines.append(f"{_ms(task_ms):>6} {n:>5} {model.bundle_tasks:>6} {model.shards:>6} {cells}")
     lines += [
         "",
         "Each limit's use (1.00: reached), and the reader's work per result:",
@@ -473,14 +478,16 @@ SHORT = {
     "the job's queue": "job's q",
     "response queue": "response q",
     "dead-letter queue": "dead-letter",
-    "job table (the job's partition)": "job table",
+    "job's partition": "job's part",
+    "record shards": "rec shards",
     "claim table": "claim table",
     "S3": "S3",
-    LIMITS[0]: "partition W",
-    LIMITS[1]: "partition R",
-    LIMITS[2]: "reader",
-    LIMITS[3]: "in flight",
-    LIMITS[4]: "claims W",
+    LIMITS[0]: "shard W",
+    LIMITS[1]: "jobs W",
+    LIMITS[2]: "partition R",
+    LIMITS[3]: "reader",
+    LIMITS[4]: "in flight",
+    LIMITS[5]: "claims W",
 }
 
 

@@ -141,6 +141,19 @@ class TaskfleetStack(Stack):
                 },
             )
         )
+        # The records a worker sends, kept as it sends them: only in a job's record
+        # shards (``<job>#<k>``), never in a job's own partition, where its meta item is.
+        fleet.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem"],
+                resources=[jobs.table.table_arn],
+                conditions={
+                    "ForAllValues:StringLike": {
+                        "dynamodb:LeadingKeys": [f"*{JobItem.SHARD_SEPARATOR}*"]
+                    }
+                },
+            )
+        )
 
         outputs = {
             Output.REQUEST_QUEUE_URL: queues.requests.queue_url,

@@ -12,6 +12,7 @@ import msgspec
 
 from worker.contracts import MAX_MESSAGE_BYTES
 from worker.errors import BundleError
+from worker.record_items import RecordPlace
 from worker.result import CheckedResult, Result, Short
 from worker.task import FileName, JobId, LineNumber
 from worker.usage import Usage
@@ -61,6 +62,7 @@ class Bundle(msgspec.Struct, gc=False):
     # The job's time limit per task in seconds, 0 for none; None: the worker's own.
     timeout: Annotated[float, msgspec.Meta(ge=0, le=MAX_TIMEOUT_SECONDS)] | None = None
     job_files: BundleFiles | None = None  # None: no files travel
+    records: RecordPlace | None = None  # None: the worker stores none (readers do)
 
 
 class UsageReport(msgspec.Struct, gc=False):
@@ -90,6 +92,7 @@ class ResultBatch(msgspec.Struct, gc=False, omit_defaults=True):
     worker: str
     results: list[Result]
     usage: UsageReport | None = None
+    stored: bool = False  # the worker stored its results and report as record items
 
 
 class _ReceivedBatch(msgspec.Struct, gc=False):
@@ -99,6 +102,7 @@ class _ReceivedBatch(msgspec.Struct, gc=False):
     worker: Short
     results: list[CheckedResult]
     usage: UsageReport | None = None
+    stored: bool = False
 
 
 _encoder = msgspec.json.Encoder()
@@ -130,7 +134,9 @@ def decode_result_batch(body: str) -> ResultBatch:
     except msgspec.DecodeError as error:
         raise BundleError(f"not a result batch: {error}") from error
     results: list[Result] = list(received.results)
-    return ResultBatch(received.bundle_id, received.worker, results, received.usage)
+    return ResultBatch(
+        received.bundle_id, received.worker, results, received.usage, received.stored
+    )
 
 
 def usage_message(bundle_id: str, worker: str, usage: UsageReport) -> str:
@@ -139,10 +145,15 @@ def usage_message(bundle_id: str, worker: str, usage: UsageReport) -> str:
 
 
 def result_messages(
-    bundle_id: str, worker: str, results: list[Result], usage: UsageReport | None = None
+    bundle_id: str,
+    worker: str,
+    results: list[Result],
+    usage: UsageReport | None = None,
+    *,
+    stored: bool = False,
 ) -> list[str]:
     """Results as response-queue message bodies, each under the message limit;
-    ``usage`` rides on the first."""
+    ``usage`` rides on the first; ``stored``: the worker stored them (and it)."""
     limit = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES
     messages: list[str] = []
     batch: list[Result] = []
@@ -150,10 +161,13 @@ def result_messages(
     for result in results:
         result_size = len(_encoder.encode(result))
         if batch and size + result_size > limit:
-            messages.append(_encoder.encode(ResultBatch(bundle_id, worker, batch, usage)).decode())
+            body = ResultBatch(bundle_id, worker, batch, usage, stored)
+            messages.append(_encoder.encode(body).decode())
             batch, size, usage = [], 0, None
         batch.append(result)
         size += result_size + 1
     if batch:
-        messages.append(_encoder.encode(ResultBatch(bundle_id, worker, batch, usage)).decode())
+        messages.append(
+            _encoder.encode(ResultBatch(bundle_id, worker, batch, usage, stored)).decode()
+        )
     return messages

@@ -100,14 +100,18 @@ WORKER_ENV_SETTINGS: Final = (
 
 
 class JobItem:
-    """The job table's items. A job is one partition: its ``meta`` item (state,
-    settings, who submitted it) and its record items (``rec#...``: result
-    records as gzipped JSON Lines, in the order they were stored)."""
+    """The job table's items. A job's partition holds its ``meta`` item (state,
+    settings, who submitted it) and the record items its readers stored
+    (``rec#...``: result records as gzipped JSON Lines, in the order they were
+    stored); its record shards (``<job>#<k>``) those its workers stored."""
 
     PARTITION: Final = "job"  # the job id
     SORT: Final = "item"  # META, or RECORDS_PREFIX + a key that sorts by storing time
     META: Final = "meta"
     RECORDS_PREFIX: Final = "rec#"
+    # A record shard's partition is the job id, this and the shard's number: no
+    # job id holds it, so a grant of ``*#*`` partitions never reaches a meta item.
+    SHARD_SEPARATOR: Final = "#"
     STATE: Final = "state"  # one of the states below
     TTL: Final = "expires_at"  # epoch seconds after which DynamoDB deletes the item
     # tail_<Usage field>: what an instance used for no job (instance-seconds no

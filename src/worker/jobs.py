@@ -63,7 +63,8 @@ def is_no_such_queue(error: Exception) -> bool:
 
 class JobStates:
     """Whether a job was cancelled, read from the job table at most every
-    CANCEL_CHECK_SECONDS per job; and what an instance's idle tail adds to the
+    CANCEL_CHECK_SECONDS per job; the job's records, stored as they are sent
+    (``worker.record_items``); and what an instance's idle tail adds to the
     last job it ran."""
 
     def __init__(self, dynamodb: Any, table: str | None) -> None:
@@ -109,6 +110,11 @@ class JobStates:
             ConsistentRead=True,
         ).get("Item")
         return item is None or "ended_at" in item
+
+    def store(self, items: list[dict[str, Any]]) -> None:
+        """Put record items in the job table (made by ``record_items.sent_items``)."""
+        for item in items:
+            self.dynamodb.put_item(TableName=self.table or "", Item=item)
 
     def charge_tail(self, job: str, tail: Usage) -> bool:
         """Add what an instance used for no job (its idle tail, slots left empty,

@@ -66,6 +66,7 @@ from worker.interruptions import (
 )
 from worker.jobs import JobQueues, JobStates, is_no_such_queue
 from worker.process_clock import process_age
+from worker.record_items import compressed_pieces, put_cost, sent_items
 from worker.result import Outcome, Result, Status, make_result, unfinished_results
 from worker.sqs import aws_client, make_visible, send_batches, send_cost
 from worker.task import task_id
@@ -650,13 +651,17 @@ class RemoteWorker:
         # report once by its id, so a partial send never counts it twice.
         if run.unsent_report is None:
             run.unsent_report = self._usage_report(job, self.meter.take(job), final=last)
-        messages, ahead = self._self_counted(run, results)
+        messages, items, ahead = self._self_counted(run, results)
         spent: list[Usage] = []
+        kept = False
         try:
             with self.meter.apart(spent):
+                self.job_states.store(items)  # kept before they go: no reader need keep them
+                kept = bool(items)
                 send_batches(self.sqs, self.job_queues.url(job), messages)
         except ClientError as error:
-            self.meter.charge(job, spent[0])  # not counted in a report that went
+            if not kept:
+                self.meter.charge(job, spent[0])  # not counted in a report that was kept
             if not is_no_such_queue(error):
                 raise
             if not self.job_states.ended(job):
@@ -664,7 +669,8 @@ class RemoteWorker:
                 raise QueueError(f"job {job} has no result queue yet") from error
             # Nobody reads them now: the job has ended (cancelled and collected,
             # or expired). Running the rest would be for nothing.
-            log.info("bundle %s: job %s has ended: results dropped", run.bundle_id, job)
+            what = "kept in the stack" if kept else "dropped"
+            log.info("bundle %s: job %s has ended: results %s", run.bundle_id, job, what)
             if not run.cancelled:
                 self._cancel(run)
             run.unsent_report = None
@@ -675,24 +681,39 @@ class RemoteWorker:
         self._charge_missed(job, spent[0], ahead)
         run.unsent_report = None
 
-    def _self_counted(self, run: BundleRun, results: list[Result]) -> tuple[list[str], Usage]:
-        """The result messages whose report counts their own send, and that count.
-        The count is in the messages, so it is found by trying (two tries, unless
-        a digit more crosses a 64 KiB chunk); a count still short after the last
-        try is charged after the send, as anything else the count ahead missed."""
+    def _self_counted(
+        self, run: BundleRun, results: list[Result]
+    ) -> tuple[list[str], list[dict[str, Any]], Usage]:
+        """The result messages, and the record items that keep them (if the bundle
+        says where), whose report counts their own send and puts; and that count.
+        The count is in the report, so it is found by trying (two tries, unless
+        a digit more crosses a 64 KiB chunk or a KiB); a count still short after
+        the last try is charged after the send, as anything else the count ahead
+        missed."""
         report = run.unsent_report
         assert report is not None
+        place = run.bundle.records if self.job_states.table is not None else None
+        pieces = compressed_pieces(results) if place is not None else []
         ahead = Usage()
         for _ in range(4):
             counted = msgspec.structs.replace(report, usage=report.usage + ahead)
-            messages = result_messages(run.bundle_id, self.config.instance_id, results, counted)
+            messages = result_messages(
+                run.bundle_id, self.config.instance_id, results, counted, stored=bool(pieces)
+            )
+            items = []
+            if place is not None:
+                items = sent_items(
+                    run.bundle.job, place, pieces, (counted.report_id, counted.usage)
+                )
             cost = send_cost(messages)
+            for item in items:
+                cost += put_cost(self.job_states.table or "", item)
             if cost == ahead:
                 break
             ahead, tried = cost, ahead
         else:
             ahead = tried
-        return messages, ahead
+        return messages, items, ahead
 
     def _usage_report(self, job: str | None, usage: Usage, *, final: bool = False) -> UsageReport:
         self._reports_sent += 1

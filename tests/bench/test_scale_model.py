@@ -28,6 +28,7 @@ def test_a_bundle_of_minute_tasks_on_two_slots() -> None:
         "sqs DeleteMessage": 1,
         "sqs ChangeMessageVisibility": 24,
         "dynamodb UpdateItem": 1 + 7 + 24 + 1,  # claim, progress, leases, done
+        "dynamodb PutItem": 8,  # each send's records kept in the job's shards
         "sqs SendMessageBatch": 8,
     }
 
@@ -64,6 +65,7 @@ def test_the_workers_of_a_one_bundle_job() -> None:
         # the results, their final report counting their own send, the claim's
         # done and the delete ahead; the job's queue is named, not looked up
         "sqs SendMessageBatch": 1,
+        "dynamodb PutItem": 1,  # the results kept as they go
         "dynamodb GetItem": 1,
     }
 
@@ -79,14 +81,19 @@ def test_steady_rates_of_minute_tasks_on_ten_instances() -> None:
     assert model.rates["claim table"] == pytest.approx(bundles * 33)
     # Eight messages a bundle, each received alone: a send, a receive, a delete.
     assert model.rates["the job's queue"] == pytest.approx(bundles * 8 * 3)
-    # A record item per delivery; the reader lease (and the count) every 20 s;
-    # each instance's state read every 5 s.
-    assert model.rates["job table (the job's partition)"] == pytest.approx(bundles * 8 + 1 / 20 + 2)
-    reads = dict(zip(LIMITS, model.uses.values(), strict=True))[LIMITS[1]]
-    assert reads == pytest.approx(10 / 5 * 0.5 / 3000)
-    # The reader: a receive, a record item and a delete a delivery, its idle
-    # long poll of the dead-letter queue and its lease every 20 s.
-    reader = bundles * 8 * 3 + 1 / 20 + 1 / 20
+    # A record item a send, by the workers, on the job's shards (20 slots: two);
+    # the job's partition: the reader lease (and the count) every 20 s, each
+    # instance's state read every 5 s.
+    assert model.shards == 2
+    assert model.rates["record shards"] == pytest.approx(bundles * 8)
+    assert model.rates["job's partition"] == pytest.approx(1 / 20 + 2)
+    uses = dict(zip(LIMITS, model.uses.values(), strict=True))
+    assert uses[LIMITS[2]] == pytest.approx(10 / 5 * 0.5 / 3000)
+    # Two results' records gzipped are well under a KiB: a write unit an item.
+    assert uses[LIMITS[0]] == pytest.approx(bundles * 8 / 2 / 1000)
+    # The reader: a receive and a delete a delivery, its idle long poll of the
+    # dead-letter queue and its lease every 20 s.
+    reader = bundles * 8 * 2 + 1 / 20 + 1 / 20
     assert model.reader_requests_per_record == pytest.approx(reader / (20 / MINUTE))
 
 

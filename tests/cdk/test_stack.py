@@ -85,6 +85,10 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
     assert json.dumps(job_queues["Resource"]).endswith(':Taskfleet_job_*"]]}'), job_queues
     (job_states,) = [s for s in granted if s["Action"] == "dynamodb:GetItem"]
     assert "/index/" not in json.dumps(job_states["Resource"])
+    # The records a worker sends: put in a job's record shards only, never by a meta item.
+    (records,) = [s for s in granted if s["Action"] == "dynamodb:PutItem"]
+    assert records["Resource"] == job_states["Resource"]
+    assert records["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["*#*"]}}
     template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
     template.has_resource_properties("AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()})
 

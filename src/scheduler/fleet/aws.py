@@ -274,21 +274,26 @@ class RemoteFleet:
     def keep(
         self, job_id: str, delivery: Delivery, file_count: int, *, reading: bool = False
     ) -> int:
-        """Store what a job's queue delivered in the stack's job store; returns the
-        records stored (``reading``: by the client holding the job's reader lease).
-        Only a result that names a task of the job (its id, file number and line)
-        is kept: anything else in a message is dropped."""
-        results = [
-            result
+        """Store what a job's queue delivered in the stack's job store, less what
+        its workers stored already; returns the records kept either way, counted
+        on the job's item (``reading``: by the client holding the job's reader
+        lease). Only a result that names a task of the job (its id, file number
+        and line) is kept: anything else in a message is dropped."""
+        unstored = [batch for batch in delivery.batches if not batch.stored]
+        results = [r for b in unstored for r in b.results if is_task_of(r, job_id, file_count)]
+        reports = [b.usage for b in unstored if b.usage is not None]
+        stored = sum(
+            is_task_of(result, job_id, file_count)
             for batch in delivery.batches
+            if batch.stored
             for result in batch.results
-            if is_task_of(result, job_id, file_count)
-        ]
-        reports = [b.usage for b in delivery.batches if b.usage is not None]
-        if self.jobs is not None and (results or reports):
+        )
+        if self.jobs is not None and (results or reports or stored):
             with self.meter.charged_to(job_id):
-                self.jobs.store(job_id, results, reports, reading=reading)
-        return len(results)
+                if results or reports:
+                    self.jobs.store(job_id, results, reports, reading=reading)
+                self.jobs.count(job_id, stored, reading=reading)
+        return len(results) + stored
 
     def forward_dead_letters(self, wait_seconds: int = 0) -> Delivery:
         """Read the dead-letter queue once: each dead bundle's tasks go, as failed

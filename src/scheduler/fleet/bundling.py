@@ -11,6 +11,7 @@ import msgspec
 
 from worker.bundle import MESSAGE_HEADROOM_BYTES, Bundle, BundleFiles, BundleTask, encode_bundle
 from worker.contracts import MAX_MESSAGE_BYTES
+from worker.record_items import RecordPlace
 
 #: Largest bundle body, in bytes.
 MAX_BUNDLE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES
@@ -37,9 +38,11 @@ class BundlePacker:
         per_bundle: int,
         timeout: float | None = None,
         job_files: BundleFiles | None = None,
+        records: RecordPlace | None = None,
     ) -> None:
         """``timeout``: the job's time limit per task, 0 for none (None: the worker's);
-        ``job_files``: what files its tasks get and give (None: none)."""
+        ``job_files``: what files its tasks get and give (None: none); ``records``:
+        where its workers store its records (None: its readers store them)."""
         if per_bundle < 1:
             raise ValueError("per_bundle must be at least 1")
         self.job_id = job_id
@@ -51,8 +54,9 @@ class BundlePacker:
         self.per_bundle = per_bundle
         self.timeout = timeout
         self.job_files = job_files
+        self.records = records
         self._tasks: list[BundleTask] = []
-        empty = Bundle(f"{self.prefix}-000000", job_id, files, [], timeout, job_files)
+        empty = self._bundle(f"{self.prefix}-000000")
         self._bytes = len(encode_bundle(empty))
         self._base_bytes = self._bytes
         self._count = 0
@@ -78,10 +82,19 @@ class BundlePacker:
             return None
         self._count += 1
         bundle_id = f"{self.prefix}-{self._count:06d}"
-        body = encode_bundle(
-            Bundle(bundle_id, self.job_id, self.files, self._tasks, self.timeout, self.job_files)
-        )
+        body = encode_bundle(self._bundle(bundle_id))
         packed = PackedBundle(bundle_id, body, len(self._tasks), self.job_id)
         self._tasks = []
         self._bytes = self._base_bytes
         return packed
+
+    def _bundle(self, bundle_id: str) -> Bundle:
+        return Bundle(
+            bundle_id,
+            self.job_id,
+            self.files,
+            self._tasks,
+            self.timeout,
+            self.job_files,
+            self.records,
+        )

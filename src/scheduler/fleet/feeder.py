@@ -19,6 +19,7 @@ from scheduler.jobs.dispatch import FLEET_PLACEMENTS, JobCursor, JournalSink, Jo
 from scheduler.jobs.journal import JobState, Journal, Placement
 from worker.bundle import BundleFiles, ResultBatch
 from worker.local import Chunk
+from worker.record_items import RecordPlace, shards_for
 from worker.usage import USAGE_WAIT_SECONDS
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -72,6 +73,7 @@ class FleetFeeder:
         self.sizers: dict[str, BundleSizer] = {}  # by job
         self.opened: dict[str, float | None] = {}  # job -> since when it is final here
         self._queued: dict[str, int] = {}  # job -> its tasks in bundles handed to the link
+        self._places: dict[str, RecordPlace] = {}  # job -> where its workers store records
 
     def sizer(self, job_id: str) -> BundleSizer:
         return self.sizers.setdefault(job_id, BundleSizer())
@@ -105,7 +107,8 @@ class FleetFeeder:
             tasks = chunk.tasks
             timeout = self.timeout or 0.0
             job_files = self.job_files or self.files_of(chunk)
-            packer = BundlePacker(chunk.job_id, files, len(tasks.lines), timeout, job_files)
+            place = self._places.get(chunk.job_id)
+            packer = BundlePacker(chunk.job_id, files, len(tasks.lines), timeout, job_files, place)
             for line, text in zip(tasks.lines, tasks.texts, strict=True):
                 if (bundle := packer.add(chunk.file_number, line, text)) is not None:
                     self.link.send(bundle)
@@ -131,7 +134,13 @@ class FleetFeeder:
     def _open(self, source: JournalSource, job_id: str, files: list[str]) -> None:
         info = source.journal.job(job_id)
         self.opened[job_id] = None
-        self.link.open_job(JobOpening(job_id, files, info.total, self.timeout or 0.0, info.retries))
+        jobs = self.link.fleet.jobs
+        shards = shards_for(self.link.slots)
+        if jobs is not None:  # a stack that keeps jobs: its workers store the records
+            expires_at = int(time.time() + jobs.retention_seconds)
+            self._places[job_id] = RecordPlace(shards, expires_at)
+        opening = JobOpening(job_id, files, info.total, self.timeout or 0.0, info.retries, shards)
+        self.link.open_job(opening)
 
     def reopen(self, source: JournalSource) -> None:
         """After a restart: read again the queues of the fleet jobs the journal has

@@ -1,7 +1,7 @@
 """Following a fleet job from any machine with the stack's credentials.
 
 `taskfleet results/status/wait JOB --stack` read the job from the stack: the
-records its readers stored. While the client that submitted the job reads
+records its workers (and readers) stored. While the client that submitted the job reads
 its queue (it holds the job's reader lease), that is all; once no client
 does (it detached, or died), they first move into the store whatever waits
 on the job's queue, so such a job is still read in full, and the first to
@@ -64,10 +64,11 @@ class JobView:
         unread = not self.job.ended and not self.job.has_reader
         if unread:
             collect(self.fleet, self.job)
-        self.records = self.store.read_all(self.job_id, self.records)
+        self.records = self.store.read_all(self.job, self.records)
         self.job = self.store.job(self.job_id)
         if unread and not self.job.ended and not self.job.has_reader and self.complete():
-            self.store.end(self.job_id)
+            assert self.records is not None
+            self.store.end(self.job_id, records=len(self.records.records))
             self.job = self.store.job(self.job_id)
 
     def complete(self) -> bool:

@@ -3,15 +3,18 @@
 A job on the fleet belongs to the stack, not to the client that submitted it.
 Its ``meta`` item in the job table holds its state, settings and who submitted
 it; its results come back on a queue of its own (the stack's job queue prefix
-and its id), made at submission; whoever reads that queue — the client that
-submitted the job, `taskfleet results --stack` on another machine, a
-scheduler service — stores what it reads as a record item of the job before
-it deletes the messages, so no reader ever deletes a result it did not store,
-and any number of readers may come and go. Records are read back in the
-order they were stored, each task's last record counting (a duplicate
-delivery stores a second copy of the same outcome, which readers skip). DynamoDB's TTL ends a
-job's items after the stack's retention; a job queue left by a client that
-died is deleted by the next submission once it is older than the retention.
+and its id), made at submission. A worker stores the records it sends as
+record items of the job, spread over the job's shards (``worker.record_items``),
+before it sends them, and marks the messages so; whoever reads the queue —
+the client that submitted the job, `taskfleet results --stack` on another
+machine, a scheduler service — stores what it reads that no worker stored (a
+dead bundle's failures) before it deletes the messages, so no reader ever
+deletes a result that is not kept, and any number of readers may come and
+go. Records are read back in the order they were stored, each task's last
+attempt counting (a duplicate delivery stores a second copy of the same
+outcome, which readers skip). DynamoDB's TTL ends a job's items after the
+stack's retention; a job queue left by a client that died is deleted by the
+next submission once it is older than the retention.
 """
 
 import contextlib
@@ -20,7 +23,6 @@ import gzip
 import json
 import logging
 import random
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -33,13 +35,16 @@ from scheduler.errors import FleetError, JobNotFoundError
 from worker.bundle import UsageReport
 from worker.contracts import JobItem
 from worker.jobs import NO_SUCH_QUEUE
-from worker.result import Result, encode_lines
+from worker.record_items import (
+    compressed_pieces,
+    record_item,
+    record_partitions,
+    usage_reports_json,
+)
+from worker.result import Result
 from worker.usage import Usage
 
 log = logging.getLogger("taskfleet.scheduler")
-
-#: Largest record item written, in bytes: under DynamoDB's 400 KB item limit.
-MAX_RECORD_ITEM_BYTES = 350 * 1024
 
 #: Largest list of file names a fleet job's item keeps, as JSON bytes (the
 #: records name every task's file; the item lists as many as fit, and the count).
@@ -56,8 +61,6 @@ SWEEP_LIMIT = 5
 #: client died before the job ended) waits a few more submissions, and the rest
 #: save the sweep's requests.
 SWEEP_SHARE = 0.1
-
-_usage_encoder = json.JSONEncoder(separators=(",", ":"))
 
 
 class FleetJob(NamedTuple):
@@ -76,6 +79,7 @@ class FleetJob(NamedTuple):
     tail: Usage  # what instances used for no job, charged by the workers that ran it last
     reader_until: float  # a client reads its queue until then (epoch seconds)
     file_count: int
+    record_shards: int  # its workers' record partitions (0: a job kept before them)
 
     @property
     def has_reader(self) -> bool:
@@ -92,13 +96,8 @@ class JobRecords(NamedTuple):
 
     records: dict[str, bytes]  # task id -> its last record stored (a JSON line)
     usage: Usage
-    last_key: str  # the sort key of the last record item read
+    read_to: dict[str, str]  # partition -> the sort key of its last record item read
     reports: frozenset[str]  # the usage reports counted, by id: a redelivery counts once
-
-
-def record_key() -> str:
-    """A record item's sort key: after every key stored before it, by any reader."""
-    return f"{JobItem.RECORDS_PREFIX}{time.time_ns():020d}-{secrets.token_hex(4)}"
 
 
 class JobStore:
@@ -138,6 +137,7 @@ class JobStore:
         timeout: float,
         retries: int,
         submitted_by: str,
+        record_shards: int,
     ) -> str | None:
         """Keep a job in the stack and make its result queue; returns the queue's URL.
         The caller is taken to read the queue: it holds the job's reader lease.
@@ -162,6 +162,7 @@ class JobStore:
             "timeout": {"N": repr(float(timeout))},
             "retries": {"N": str(retries)},
             "stored": {"N": "0"},
+            "record_shards": {"N": str(record_shards)},
             "reader_until": {"N": f"{now + READER_LEASE_SECONDS:.3f}"},
         }
         try:
@@ -172,8 +173,13 @@ class JobStore:
                 ExpressionAttributeNames={"#job": JobItem.PARTITION},
             )
         except self.dynamodb.exceptions.ConditionalCheckFailedException:
-            if self.job(job_id).ended:
+            kept = self.job(job_id)
+            if kept.ended:
                 return None
+            if kept.record_shards < record_shards:
+                # Its workers now store over more shards (the stack's fleet grew
+                # since): readers query as many, never fewer.
+                self._set_shards(job_id, record_shards)
         # The same name and attributes again: SQS answers the queue made before.
         url: str = self.sqs.create_queue(
             QueueName=self.queue_prefix + job_id,
@@ -188,6 +194,16 @@ class JobStore:
         if random.random() < SWEEP_SHARE:
             self.sweep_stale_queues(keep=job_id)
         return url
+
+    def _set_shards(self, job_id: str, shards: int) -> None:
+        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=_meta_key(job_id),
+                UpdateExpression="SET record_shards = :n",
+                ConditionExpression="attribute_not_exists(record_shards) OR record_shards < :n",
+                ExpressionAttributeValues={":n": {"N": str(shards)}},
+            )
 
     def sweep_stale_queues(self, keep: str = "") -> int:
         """Delete job queues older than the retention (their jobs have expired:
@@ -273,42 +289,53 @@ class JobStore:
             raise
         return url
 
-    def records(self, job_id: str, after: str = "") -> Iterator[tuple[str, bytes, list[Any]]]:
-        """A job's record items stored after sort key ``after``, in the order they
-        were stored: (key, JSON Lines, usage reports as dicts)."""
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "#job = :job AND #item BETWEEN :after AND :end",
-            "ExpressionAttributeNames": {"#job": JobItem.PARTITION, "#item": JobItem.SORT},
-            "ExpressionAttributeValues": {
-                ":job": {"S": job_id},
-                ":after": {"S": after + "\x00" if after else JobItem.RECORDS_PREFIX},
-                ":end": {"S": JobItem.RECORDS_PREFIX + "\uffff"},
-            },
-            "ConsistentRead": True,
-        }
-        for page in self._pages(query):
-            for item in page:
-                usage = json.loads(item.get("usage", {}).get("S", "[]"))
-                yield item[JobItem.SORT]["S"], gzip.decompress(item["records"]["B"]), usage
+    def records(
+        self, job: FleetJob, after: dict[str, str] | None = None
+    ) -> Iterator[tuple[str, str, bytes, list[Any]]]:
+        """A job's record items stored after ``after`` (partition -> sort key), by
+        partition, each partition's in the order they were stored: (partition,
+        key, JSON Lines, usage reports as dicts)."""
+        for partition in record_partitions(job.id, job.record_shards):
+            start = (after or {}).get(partition)
+            query: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "#job = :job AND #item BETWEEN :after AND :end",
+                "ExpressionAttributeNames": {"#job": JobItem.PARTITION, "#item": JobItem.SORT},
+                "ExpressionAttributeValues": {
+                    ":job": {"S": partition},
+                    ":after": {"S": start + "\x00" if start else JobItem.RECORDS_PREFIX},
+                    ":end": {"S": JobItem.RECORDS_PREFIX + "\uffff"},
+                },
+                "ConsistentRead": True,
+            }
+            for page in self._pages(query):
+                for item in page:
+                    usage = json.loads(item.get("usage", {}).get("S", "[]"))
+                    lines = gzip.decompress(item["records"]["B"])
+                    yield partition, item[JobItem.SORT]["S"], lines, usage
 
-    def read_all(self, job_id: str, known: JobRecords | None = None) -> JobRecords:
-        """Every record of a job, one per task (the last stored: a duplicate
-        delivery repeats the same outcome, a retry's comes after the failure it
-        retries), and what it used: ``known``'s and those stored since it was read."""
+    def read_all(self, job: FleetJob, known: JobRecords | None = None) -> JobRecords:
+        """Every record of a job, one per task, and what it used: ``known``'s and
+        those stored since it was read. A task's record is its last attempt's (a
+        retry's comes after the failure it retries, from whichever worker), the
+        last stored of that attempt (a duplicate delivery repeats its outcome)."""
         records = dict(known.records) if known else {}
         counted = set(known.reports) if known else set()
         usage = known.usage if known else Usage()
-        last = known.last_key if known else ""
-        for key, lines, usage_reports in self.records(job_id, last):
-            last = key
+        read_to = dict(known.read_to) if known else {}
+        attempts = {task: _attempt_of(line) for task, line in records.items()}
+        found = sorted(self.records(job, read_to), key=lambda item: item[1])
+        for partition, key, lines, usage_reports in found:
+            read_to[partition] = max(key, read_to.get(partition, ""))
             for line in lines.splitlines(keepends=True):
-                records[_task_id_of(line)] = line
+                task, attempt = _task_id_of(line), _attempt_of(line)
+                if attempt >= attempts.get(task, 0):
+                    records[task], attempts[task] = line, attempt
             for report in usage_reports:
                 if report["id"] not in counted:
                     counted.add(report["id"])
                     usage = usage + Usage(**report["usage"])
-        return JobRecords(records, usage, last, frozenset(counted))
+        return JobRecords(records, usage, read_to, frozenset(counted))
 
     # -- storing what a reader read ----------------------------------------------
 
@@ -325,22 +352,17 @@ class JobStore:
         item; ``reading`` (by the client holding the reader lease): the count is
         added with the lease's next renewal or the job's end (``hold_reader``,
         ``end``), which a store each would make a hot item."""
-        pieces = _compressed_pieces(results)
-        usage = _usage_encoder.encode(
-            [{"id": r.report_id, "usage": _usage_dict(r.usage)} for r in reports]
-        )
+        pieces = compressed_pieces(results)
+        usage = usage_reports_json([(r.report_id, r.usage) for r in reports])
+        expires_at = int(time.time() + self.retention_seconds)
         for number, (compressed, _) in enumerate(pieces or [(gzip.compress(b""), 0)]):
-            self.dynamodb.put_item(
-                TableName=self.table,
-                Item={
-                    JobItem.PARTITION: {"S": job_id},
-                    JobItem.SORT: {"S": record_key()},
-                    JobItem.TTL: {"N": str(int(time.time() + self.retention_seconds))},
-                    "records": {"B": compressed},
-                    "usage": {"S": usage if number == 0 else "[]"},
-                },
-            )
-        count = sum(count for _, count in pieces)
+            item = record_item(job_id, compressed, usage if number == 0 else "[]", expires_at)
+            self.dynamodb.put_item(TableName=self.table, Item=item)
+        self.count(job_id, sum(count for _, count in pieces), reading=reading)
+
+    def count(self, job_id: str, count: int, *, reading: bool = False) -> None:
+        """Add ``count`` records stored (by a reader, or by the workers that sent
+        them) to the job's count; ``reading``: as ``store`` takes it."""
         if reading:
             with self._lock:
                 self._uncounted[job_id] = self._uncounted.get(job_id, 0) + count
@@ -368,11 +390,13 @@ class JobStore:
         of reading it); False if it had ended already."""
         return self._set_state(job_id, JobItem.CANCELLED, ended=False)
 
-    def end(self, job_id: str, queue_url: str | None = None) -> None:
+    def end(self, job_id: str, queue_url: str | None = None, *, records: int | None = None) -> None:
         """A job's records are all stored: mark it done (a cancelled job stays
-        cancelled), their count added, and delete its queue (``queue_url``, if the
-        caller knows it)."""
-        with self._counting(job_id) as count:
+        cancelled), their count added (``records``: set to that, by a reader that
+        read them all from the store, where its workers stored more than it
+        collected), and delete its queue (``queue_url``, if the caller knows it)."""
+        with self._counting(job_id) as counted:
+            count = counted if records is None else StoredCount(records, exact=True)
             if not self._set_state(job_id, JobItem.DONE, ended=True, count=count):
                 self._update(
                     job_id,
@@ -439,18 +463,22 @@ class StoredCount(NamedTuple):
     """Records to add to a job's count, as a clause of an update."""
 
     records: int
+    exact: bool = False  # the count itself, not one to add
 
     @property
     def expression(self) -> str:
+        """Follows an update's SET clause."""
+        if self.exact:
+            return ", #stored = :stored"
         return " ADD #stored :stored" if self.records else ""
 
     @property
     def values(self) -> dict[str, Any]:
-        return {":stored": {"N": str(self.records)}} if self.records else {}
+        return {":stored": {"N": str(self.records)}} if self.records or self.exact else {}
 
     @property
     def names(self) -> dict[str, str]:
-        return {"#stored": "stored"} if self.records else {}
+        return {"#stored": "stored"} if self.records or self.exact else {}
 
 
 def day_of(epoch: float) -> str:
@@ -491,6 +519,7 @@ def _fleet_job(item: dict[str, Any]) -> FleetJob:
             tail=tail_of(item),
             reader_until=float(item.get("reader_until", {"N": "0"})["N"]),
             file_count=int(item.get("file_count", {"N": "0"})["N"]),
+            record_shards=int(item.get("record_shards", {"N": "0"})["N"]),
         )
     except (KeyError, ValueError) as error:
         raise FleetError(f"a job item of the stack is not taskfleet's: {error}") from error
@@ -501,24 +530,9 @@ def _task_id_of(line: bytes) -> str:
     return str(json.loads(line)["id"])
 
 
-def _usage_dict(usage: Usage) -> dict[str, Any]:
-    return {field: getattr(usage, field) for field in usage.__struct_fields__}
-
-
-def _compressed_pieces(results: list[Result]) -> list[tuple[bytes, int]]:
-    """Results as gzipped JSON Lines, with their counts, in as few pieces as fit
-    an item each once compressed (records compress about tenfold: a delivery of
-    ten full result messages is mostly one item)."""
-    lines = encode_lines(results).splitlines(keepends=True)
-    return _pieces_of(lines) if lines else []
-
-
-def _pieces_of(lines: list[bytes]) -> list[tuple[bytes, int]]:
-    compressed = gzip.compress(b"".join(lines))
-    if len(compressed) <= MAX_RECORD_ITEM_BYTES or len(lines) == 1:
-        return [(compressed, len(lines))]  # one record fits: its output is bounded
-    half = len(lines) // 2
-    return _pieces_of(lines[:half]) + _pieces_of(lines[half:])
+def _attempt_of(line: bytes) -> int:
+    # A record kept before attempts were numbered is a first attempt.
+    return int(json.loads(line).get("attempt", 1))
 
 
 def caller_identity(sts: Any) -> str:

@@ -84,6 +84,7 @@ class JobOpening(NamedTuple):
     total: int
     timeout: float
     retries: int
+    record_shards: int  # where its workers store its records: see worker.record_items
 
 
 class JobChange(NamedTuple):
@@ -289,6 +290,7 @@ class FleetLink:
             timeout=opening.timeout,
             retries=opening.retries,
             submitted_by=self.submitted_by,
+            record_shards=opening.record_shards,
         )
         if url is None:
             log.warning("job %s has ended in the stack: nothing of it is read", opening.job_id)

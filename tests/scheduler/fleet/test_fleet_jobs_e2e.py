@@ -6,6 +6,7 @@ job read from another "machine" (another HOME, no shared files), a client
 killed mid-job, cancellation on the fleet, and a job's time limit.
 """
 
+import gzip
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
@@ -27,6 +29,7 @@ from tests.conftest import (
     taskfleet_command,
     wait_for,
 )
+from worker.contracts import JobItem, Output
 
 pytestmark = pytest.mark.e2e
 
@@ -230,6 +233,52 @@ def test_a_detached_job_is_read_from_another_machine_any_number_of_times(
     (row,) = [line for line in listed.stdout.splitlines() if line.startswith(job)]
     assert "done" in row
     assert "14/14" in row
+
+
+def test_a_jobs_workers_keep_its_records_in_the_stack_as_they_send_them(
+    deployed: Deployed, workload: WriteWorkload, tmp_path: Path
+) -> None:
+    outputs, environment = deployed
+    path = workload(*(f"echo kept {n}" for n in range(1, 13)))
+    queued = run_cli(
+        "run", path, "--remote", "--stack", "Taskfleet", "--detach", env=environment, timeout=120
+    )
+    assert queued.returncode == 0, queued.stderr
+    job = queued.stdout.strip()
+    aws = {
+        "endpoint_url": environment["AWS_ENDPOINT_URL"],
+        "region_name": environment["AWS_DEFAULT_REGION"],
+        "aws_access_key_id": environment["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": environment["AWS_SECRET_ACCESS_KEY"],
+    }
+    dynamodb: Any = boto3.client("dynamodb", **aws)
+    table = outputs[Output.JOB_TABLE_NAME]
+
+    def kept() -> dict[str, int]:
+        """Records kept in the stack, by partition."""
+        found: Counter[str] = Counter()
+        for item in dynamodb.scan(TableName=table)["Items"]:
+            if item[JobItem.PARTITION]["S"].startswith(job) and "records" in item:
+                found[item[JobItem.PARTITION]["S"]] += len(
+                    gzip.decompress(item["records"]["B"]).splitlines()
+                )
+        return found
+
+    wait_for(lambda: sum(kept().values()) >= 12, timeout=120)  # no reader has read a thing
+    assert set(kept()) == {f"{job}#0"}  # the workers' shard, not the job's own partition
+    # Whatever waits on the job's queue is lost: the records are kept all the same.
+    sqs: Any = boto3.client("sqs", **aws)
+    queue = sqs.get_queue_url(QueueName=outputs[Output.JOB_QUEUE_PREFIX] + job)["QueueUrl"]
+    sqs.purge_queue(QueueUrl=queue)
+    elsewhere = another_machine(environment, tmp_path / "elsewhere")
+    fetched = run_cli("results", job, "--stack", "Taskfleet", "--follow", env=elsewhere)
+    assert fetched.returncode == 0, fetched.stderr
+    records = records_of(fetched.stdout)
+    assert sorted(str(r["stdout"]) for r in records) == sorted(f"kept {n}\n" for n in range(1, 13))
+    listed = run_cli("jobs", "--stack", "Taskfleet", env=elsewhere)
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith(job)]
+    assert "done" in row
+    assert "12/12" in row  # the count set by the reader that ended it, from the store
 
 
 def test_a_killed_client_leaves_its_job_running_and_its_records_are_fetched_later(

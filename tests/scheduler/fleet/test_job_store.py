@@ -6,17 +6,19 @@ import time
 from typing import Any
 
 import boto3
+import msgspec
 import pytest
 
 from scheduler.errors import JobNotFoundError
 from scheduler.fleet import job_store
 from scheduler.fleet.job_store import JobStore
 from tests.conftest import create_job_table
+from worker import record_items
 from worker.bundle import UsageReport
 from worker.contracts import JobItem
 from worker.jobs import JobStates
 from worker.result import Outcome, Result, Status, make_result
-from worker.usage import Usage
+from worker.usage import Usage, UsageMeter
 
 
 @pytest.fixture
@@ -34,9 +36,15 @@ def record(job: str, line: int, status: Status = Status.SUCCEEDED, stdout: str =
     return make_result(f"{job}:1:{line}", job, "w.txt", line, "echo", "i-1", outcome)
 
 
-def create(store: JobStore, job: str, total: int = 3) -> str | None:
+def create(store: JobStore, job: str, total: int = 3, shards: int = 2) -> str | None:
     return store.create(
-        job, files=["w.txt"], total=total, timeout=5.0, retries=0, submitted_by="arn:me"
+        job,
+        files=["w.txt"],
+        total=total,
+        timeout=5.0,
+        retries=0,
+        submitted_by="arn:me",
+        record_shards=shards,
     )
 
 
@@ -92,11 +100,11 @@ def test_records_are_read_back_once_per_task_with_their_usage(store: JobStore) -
     store.store("a1", [record("a1", 1), record("a1", 2, Status.FAILED)], [report])
     # A duplicate delivery: the same task again, and the same report again.
     store.store("a1", [record("a1", 2, Status.FAILED)], [report])
-    first = store.read_all("a1")
+    first = store.read_all(store.job("a1"))
     assert sorted(first.records) == ["a1:1:1", "a1:1:2"]
     assert first.usage == Usage(instance_seconds=2.0, sqs_requests=3)
     store.store("a1", [record("a1", 3)], [])
-    later = store.read_all("a1", first)  # only what was stored since
+    later = store.read_all(store.job("a1"), first)  # only what was stored since
     assert sorted(later.records) == ["a1:1:1", "a1:1:2", "a1:1:3"]
     assert later.usage == first.usage
     assert store.job("a1").stored == 4  # duplicates counted here, not in the records
@@ -117,17 +125,17 @@ def test_the_lease_holders_stores_are_counted_with_its_renewals_and_the_jobs_end
     store.end("a1")
     job = store.job("a1")
     assert (job.stored, job.state) == (5, JobItem.DONE)
-    assert len(store.read_all("a1").records) == 5
+    assert len(store.read_all(store.job("a1")).records) == 5
 
 
 def test_records_are_cut_into_items_by_their_compressed_size(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(job_store, "MAX_RECORD_ITEM_BYTES", 4096)
+    monkeypatch.setattr(record_items, "MAX_RECORD_ITEM_BYTES", 4096)
     # 20 kB of output that compresses: one item.
     create(store, "a1", total=20)
     store.store("a1", [record("a1", n, stdout="x" * 1000) for n in range(1, 21)], [])
-    assert len(list(store.records("a1"))) == 1
+    assert len(list(store.records(store.job("a1")))) == 1
     # 20 kB that does not: as many items as it takes, each within the bound.
     create(store, "a2", total=20)
     noise = [secrets.token_hex(500) for _ in range(20)]
@@ -140,7 +148,7 @@ def test_records_are_cut_into_items_by_their_compressed_size(
     )["Items"]
     assert len(items) >= 3  # hex: half its size gzipped, so 10 kB at the least
     assert all(len(item["records"]["B"]) <= 4096 for item in items)
-    records = store.read_all("a2").records
+    records = store.read_all(store.job("a2")).records
     assert {json.loads(line)["stdout"] for line in records.values()} == set(noise)
     assert store.job("a2").stored == 20
 
@@ -199,6 +207,78 @@ def test_a_job_keeps_as_many_file_names_as_fit_and_their_count(store: JobStore) 
     assert names[: len(kept)] == kept
     assert len(json.dumps(kept)) <= job_store.MAX_FILES_BYTES
     assert len(json.dumps(names[: len(kept) + 1])) > job_store.MAX_FILES_BYTES
-    store.create("j1", files=names, total=1, timeout=1.0, retries=0, submitted_by="arn:me")
+    store.create(
+        "j1",
+        files=names,
+        total=1,
+        timeout=1.0,
+        retries=0,
+        submitted_by="arn:me",
+        record_shards=1,
+    )
     job = store.job("j1")
     assert (job.files, job.file_count) == (kept, 10_000)
+
+
+def test_records_the_workers_store_on_the_jobs_shards_are_read_with_the_readers(
+    store: JobStore,
+) -> None:
+    create(store, "a1", total=3, shards=4)
+    states = JobStates(store.dynamodb, "jobs")
+    place = record_items.RecordPlace(shards=4, expires_at=int(time.time()) + 3600)
+    retried = msgspec.structs.replace(record("a1", 2), attempt=2)
+    # The retry's record is stored first: its attempt, not its place, makes it the last.
+    for results, report in (
+        ([retried], ("i-2/x/1", Usage(sqs_requests=1))),
+        ([record("a1", 1), record("a1", 2, Status.FAILED)], ("i-1/x/1", Usage(sqs_requests=2))),
+    ):
+        pieces = record_items.compressed_pieces(results)
+        states.store(record_items.sent_items("a1", place, pieces, report))
+    store.store("a1", [record("a1", 3, Status.FAILED)], [])  # a dead bundle's, by a reader
+    partitions = {
+        item[JobItem.PARTITION]["S"]
+        for item in store.dynamodb.scan(TableName="jobs")["Items"]
+        if item[JobItem.SORT]["S"].startswith(JobItem.RECORDS_PREFIX)
+    }
+    assert partitions <= {"a1", "a1#0", "a1#1", "a1#2", "a1#3"}
+    assert "a1" in partitions
+    assert len(partitions) >= 2
+    records = store.read_all(store.job("a1"))
+    statuses = {task: json.loads(line)["status"] for task, line in records.records.items()}
+    assert statuses == {"a1:1:1": "succeeded", "a1:1:2": "succeeded", "a1:1:3": "failed"}
+    assert records.usage == Usage(sqs_requests=3)
+    assert set(records.read_to) == partitions
+    assert store.read_all(store.job("a1"), records) == records  # nothing new: the same
+
+
+def test_a_job_made_again_on_a_larger_fleet_is_read_over_its_new_shards(store: JobStore) -> None:
+    create(store, "a1", shards=2)
+    create(store, "a1", shards=8)
+    assert store.job("a1").record_shards == 8
+    create(store, "a1", shards=1)  # bundles of both still run: never fewer
+    assert store.job("a1").record_shards == 8
+
+
+def test_a_puts_cost_is_known_before_it_is_made(store: JobStore) -> None:
+    meter = UsageMeter()
+    states = JobStates(meter.watch(store.dynamodb), "jobs")
+    place = record_items.RecordPlace(shards=1, expires_at=int(time.time()) + 3600)
+    noise = [record("a1", n, stdout=secrets.token_hex(400)) for n in range(1, 30)]
+    items = record_items.sent_items(
+        "a1", place, record_items.compressed_pieces(noise), ("i-1/x/1", Usage(sqs_requests=7))
+    )
+    predicted = sum((record_items.put_cost("jobs", item) for item in items), Usage())
+    assert predicted.dynamodb_writes > 1
+    with meter.charged_to("a1"):
+        states.store(items)
+    assert meter.take("a1") == predicted
+
+
+def test_a_reader_that_read_every_record_from_the_store_sets_the_count_as_it_ends_the_job(
+    store: JobStore,
+) -> None:
+    create(store, "a1", total=3)
+    store.count("a1", 1)  # what it collected; the workers stored the rest
+    store.end("a1", records=3)
+    job = store.job("a1")
+    assert (job.stored, job.state) == (3, JobItem.DONE)

@@ -207,7 +207,9 @@ def test_a_link_stopping_gives_up_the_reader_lease_of_jobs_it_still_reads() -> N
     link.start()
     try:
         for job in ("detached", "done"):
-            link.open_job(JobOpening(job, ["w.txt"], total=1, timeout=1.0, retries=0))
+            link.open_job(
+                JobOpening(job, ["w.txt"], total=1, timeout=1.0, retries=0, record_shards=1)
+            )
         wait_until(lambda: link.reading() == {"detached", "done"})
         link.end_job("done")
     finally:
@@ -269,7 +271,7 @@ def test_a_backed_up_job_queue_is_read_by_several_receivers_then_by_one() -> Non
     journaling.start()
     link.start()
     try:
-        link.open_job(JobOpening("j", ["w.txt"], total=1, timeout=1.0, retries=0))
+        link.open_job(JobOpening("j", ["w.txt"], total=1, timeout=1.0, retries=0, record_shards=1))
         wait_until(lambda: len(fleet.acknowledged) == 31)  # every delivery, once
         # Full receives added receivers, up to the most a job may have; each
         # extra one left at its first receive that was not full.
