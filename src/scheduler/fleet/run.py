@@ -202,10 +202,11 @@ def _fleet_job(
     bundle_files = files.bundle_files(fleet)
     with tempfile.TemporaryDirectory(prefix="taskfleet-run-") as folder:
         journal_path = Path(folder) / "journal.sqlite3"
-        journal = Journal(journal_path)
+        # A journal of its own, which no one filters by status or duration.
+        journal = Journal(journal_path, task_filters=False)
         news = threading.Event()
         feeder = FleetFeeder.of(fleet, 0, timeout, bundle_files, reads_overhead=False)
-        dispatcher = JobDispatcher(journal_path, news.set, feeder=feeder)
+        dispatcher = JobDispatcher(journal_path, news.set, feeder=feeder, task_filters=False)
         try:
             job_id = store_workload(journal, paths, retries, skip)
             if bundle_files is not None and files.uploads:

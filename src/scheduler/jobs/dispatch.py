@@ -313,14 +313,16 @@ class JobDispatcher(threading.Thread):
         feeder: FleetWork | None = None,
         retention: Retention | None = None,
         job_files: JobFiles | None = None,
+        task_filters: bool = True,
     ) -> None:
         """``local`` makes the local pool's stepper from this dispatcher's source and
         sink; ``feeder`` feeds the fleet. Either may be missing. With a
         ``retention``, ended jobs are pruned from the journal as it says; with
-        ``job_files``, jobs that have files of their own get them there."""
+        ``job_files``, jobs that have files of their own get them there;
+        ``task_filters``: as ``Journal`` takes it."""
         super().__init__(name="taskfleet-dispatch", daemon=True)
         self.local = local
-        self.journal = Journal(journal_path)
+        self.journal = Journal(journal_path, task_filters=task_filters)
         self.sink = JournalSink(self.journal, notify, fleet=feeder is not None, job_files=job_files)
         self.wake = threading.Event()  # set when a job is sealed or cancelled, or results came
         self.feeder = feeder

@@ -71,15 +71,6 @@ CREATE TABLE IF NOT EXISTS job_files (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (job, seq) WHERE seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs (finished_at) WHERE finished_at IS NOT NULL;
--- The task filters (records_with_status, slowest): a finished task's status and
--- duration, read from its record, so that a filter reads the tasks it returns
--- rather than every record of the job. Their expressions are the queries'.
-CREATE INDEX IF NOT EXISTS tasks_by_status
-    ON tasks (job, json_extract(CAST(record AS TEXT), '$.status'), seq)
-    WHERE state = 2 AND seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_by_duration
-    ON tasks (job, json_extract(CAST(record AS TEXT), '$.duration_ms'))
-    WHERE state = 2;
 CREATE TABLE IF NOT EXISTS usage_reports (
     id TEXT PRIMARY KEY,               -- a worker's report: counted once, however delivered
     job TEXT                           -- NULL: the fleet's overhead
@@ -121,6 +112,20 @@ USAGE_COLUMNS = (
 
 #: Usage columns a journal of an earlier version lacks (in jobs and overhead).
 S3_COLUMNS = ("s3_writes", "s3_reads", "s3_bytes")
+
+#: The task filters (records_with_status, slowest): a finished task's status and
+#: duration, read from its record, so that a filter reads the tasks it returns
+#: rather than every record of the job. Their expressions are the queries'.
+#: A journal no one filters (a `run`'s own) goes without: they cost about half
+#: of storing a result (bench/journal_store.py).
+FILTER_INDEXES = """
+CREATE INDEX IF NOT EXISTS tasks_by_status
+    ON tasks (job, json_extract(CAST(record AS TEXT), '$.status'), seq)
+    WHERE state = 2 AND seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_by_duration
+    ON tasks (job, json_extract(CAST(record AS TEXT), '$.duration_ms'))
+    WHERE state = 2;
+"""
 
 #: Made once the columns are there (a journal of an earlier version gains them first).
 RETRY_INDEX = "CREATE INDEX IF NOT EXISTS tasks_due ON tasks (job, due) WHERE due IS NOT NULL"
@@ -270,7 +275,9 @@ class PendingTasks(NamedTuple):
 class Journal:
     """One connection to the journal database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, task_filters: bool = True) -> None:
+        """``task_filters``: with the indexes the API's task filters read (a
+        service's journal); without, a journal no one filters stores faster."""
         # It holds every task's output: its owner's alone. SQLite gives the
         # -wal and -shm files the database file's mode.
         private_file(path)
@@ -288,6 +295,8 @@ class Journal:
         self.db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         self.db.executescript(SCHEMA)
         self._upgrade()
+        if task_filters:
+            self.db.executescript(FILTER_INDEXES)
 
     def _upgrade(self) -> None:
         """Bring a journal written by an earlier version to this schema."""

@@ -654,3 +654,28 @@ def test_task_filters_read_through_an_index_not_the_jobs_records(journal: Journa
         "SEARCH tasks USING INDEX tasks_by_status (job=? AND <expr>=? AND seq>?)",
         "SEARCH tasks USING INDEX tasks_by_duration (job=?)",  # in order: no sort step
     ]
+
+
+def test_a_journal_no_one_filters_stores_results_without_the_filters_indexes(
+    tmp_path: Path,
+) -> None:
+    """A `run --remote`'s own journal: the filters' indexes cost about half of
+    storing a result (bench/journal_store.py), and nothing there reads them."""
+
+    def indexes(journal: Journal) -> set[str]:
+        rows = journal.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        return {str(name) for (name,) in rows}
+
+    unfiltered = Journal(tmp_path / "run.sqlite3", task_filters=False)
+    fleet_job(unfiltered, "a")
+    record = result_record(1, Status.SUCCEEDED, 0)
+    assert unfiltered.finish_sent("a", 1, [(1, "sleep 1", Status.SUCCEEDED, record)], seq=1) == (
+        2,
+        1,
+    )
+    assert unfiltered.results_page("a", 0, 10) == [(1, record)]
+    assert not {"tasks_by_status", "tasks_by_duration"} & indexes(unfiltered)
+    unfiltered.close()
+    service = Journal(tmp_path / "service.sqlite3")
+    assert {"tasks_by_status", "tasks_by_duration"} <= indexes(service)
+    service.close()
