@@ -16,12 +16,12 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
 from scheduler.errors import FleetError
-from scheduler.fleet.job_store import JobStore
+from scheduler.fleet.job_store import JobStore, is_task_of
 from scheduler.fleet.provisioner import desired_capacity
 from worker.bundle import ResultBatch, decode_bundle, decode_result_batch, result_messages
 from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGES_PER_CALL, Output
 from worker.errors import BundleError
-from worker.result import Result, Status, unfinished_results
+from worker.result import Status, unfinished_results
 from worker.sqs import aws_client, delete_batch, make_visible, send_batches
 from worker.usage import UsageMeter
 
@@ -362,16 +362,3 @@ class RemoteFleet:
         )
         results = unfinished_results(bundle.job, tasks, Status.FAILED, reason)
         return ResultBatch(bundle.bundle_id, "", results)
-
-
-def is_task_of(result: Result, job_id: str, file_count: int) -> bool:
-    """Whether a result names a task of the job: its id is the job's, a file number
-    of the job's, and the result's own line."""
-    job, _, rest = result.id.partition(":")
-    number, _, line = rest.partition(":")
-    return (
-        job == job_id == result.job
-        and number.isdigit()
-        and 1 <= int(number) <= file_count
-        and line == str(result.line)
-    )

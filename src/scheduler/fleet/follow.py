@@ -1,11 +1,12 @@
 """Following a fleet job from any machine with the stack's credentials.
 
 `taskfleet results/status/wait JOB --stack` read the job from the stack: the
-records its workers (and readers) stored. While the client that submitted the job reads
-its queue (it holds the job's reader lease), that is all; once no client
-does (it detached, or died), they first move into the store whatever waits
-on the job's queue, so such a job is still read in full, and the first to
-find a record for every task ends the job in the stack, deleting its queue.
+records its workers stored as they sent them (and its readers, what no worker
+stored). While the client that submitted the job reads its queue (it holds
+the job's reader lease), that is all; once no client does (it detached, or
+died), they first collect what waits on the job's queue (storing what no
+worker stored), so such a job is still read in full, and the first to find a
+record for every task ends the job in the stack, deleting its queue.
 """
 
 import time
@@ -32,8 +33,9 @@ def job_store(fleet: RemoteFleet) -> JobStore:
 
 
 def collect(fleet: RemoteFleet, job: FleetJob) -> int:
-    """Store what waits on the job's queue (and its dead bundles, forwarded there),
-    deleting each message once stored; returns how many records were stored."""
+    """Keep what waits on the job's queue (and its dead bundles, forwarded there):
+    stored by its worker already, or stored here; each message deleted once kept.
+    Returns how many records were kept."""
     fleet.forward_dead_letters()
     url = job_store(fleet).queue_url(job.id)
     stored = 0

@@ -41,7 +41,7 @@ from worker.record_items import (
     record_partitions,
     usage_reports_json,
 )
-from worker.result import Result
+from worker.result import Result, decode
 from worker.usage import Usage
 
 log = logging.getLogger("taskfleet.scheduler")
@@ -95,6 +95,7 @@ class JobRecords(NamedTuple):
     """What a reader of a job's records found: one record per task, and usage."""
 
     records: dict[str, bytes]  # task id -> its last record stored (a JSON line)
+    attempts: dict[str, int]  # task id -> the attempt of that record
     usage: Usage
     read_to: dict[str, str]  # partition -> the sort key of its last record item read
     reports: frozenset[str]  # the usage reports counted, by id: a redelivery counts once
@@ -318,24 +319,31 @@ class JobStore:
         """Every record of a job, one per task, and what it used: ``known``'s and
         those stored since it was read. A task's record is its last attempt's (a
         retry's comes after the failure it retries, from whichever worker), the
-        last stored of that attempt (a duplicate delivery repeats its outcome)."""
+        last stored of that attempt (a duplicate delivery repeats its outcome).
+        A line that is not a record of a task of the job is skipped (logged)."""
         records = dict(known.records) if known else {}
+        attempts = dict(known.attempts) if known else {}
         counted = set(known.reports) if known else set()
         usage = known.usage if known else Usage()
         read_to = dict(known.read_to) if known else {}
-        attempts = {task: _attempt_of(line) for task, line in records.items()}
+        file_count = job.file_count or len(job.files)
+        strangers = 0
         found = sorted(self.records(job, read_to), key=lambda item: item[1])
         for partition, key, lines, usage_reports in found:
             read_to[partition] = max(key, read_to.get(partition, ""))
             for line in lines.splitlines(keepends=True):
-                task, attempt = _task_id_of(line), _attempt_of(line)
-                if attempt >= attempts.get(task, 0):
-                    records[task], attempts[task] = line, attempt
+                result = _record_of(line)
+                if result is None or not is_task_of(result, job.id, file_count):
+                    strangers += 1
+                elif result.attempt >= attempts.get(result.id, 0):
+                    records[result.id], attempts[result.id] = line, result.attempt
             for report in usage_reports:
                 if report["id"] not in counted:
                     counted.add(report["id"])
                     usage = usage + Usage(**report["usage"])
-        return JobRecords(records, usage, read_to, frozenset(counted))
+        if strangers:
+            log.warning("skipped %d stored lines that are no record of job %s", strangers, job.id)
+        return JobRecords(records, attempts, usage, read_to, frozenset(counted))
 
     # -- storing what a reader read ----------------------------------------------
 
@@ -525,14 +533,24 @@ def _fleet_job(item: dict[str, Any]) -> FleetJob:
         raise FleetError(f"a job item of the stack is not taskfleet's: {error}") from error
 
 
-def _task_id_of(line: bytes) -> str:
-    # The id is the record's first field (see worker.result.Result).
-    return str(json.loads(line)["id"])
+def _record_of(line: bytes) -> Result | None:
+    try:
+        return decode(line)
+    except msgspec.MsgspecError:
+        return None
 
 
-def _attempt_of(line: bytes) -> int:
-    # A record kept before attempts were numbered is a first attempt.
-    return int(json.loads(line).get("attempt", 1))
+def is_task_of(result: Result, job_id: str, file_count: int) -> bool:
+    """Whether a result names a task of the job: its id is the job's, a file number
+    of the job's, and the result's own line."""
+    job, _, rest = result.id.partition(":")
+    number, _, line = rest.partition(":")
+    return (
+        job == job_id == result.job
+        and number.isdigit()
+        and 1 <= int(number) <= file_count
+        and line == str(result.line)
+    )
 
 
 def caller_identity(sts: Any) -> str:

@@ -8,7 +8,8 @@ import pytest
 from moto import mock_aws
 
 from scheduler.errors import FleetError
-from scheduler.fleet.aws import RemoteFleet, StackResources, is_task_of
+from scheduler.fleet.aws import RemoteFleet, StackResources
+from scheduler.fleet.job_store import is_task_of
 from worker.bundle import Bundle, BundleTask, encode_bundle, result_messages
 from worker.result import Outcome, Result, Status, make_result
 

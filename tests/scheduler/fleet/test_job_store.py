@@ -1,5 +1,6 @@
 """The stack's job store on a real moto_server: jobs, their queues and their records."""
 
+import gzip
 import json
 import secrets
 import time
@@ -282,3 +283,17 @@ def test_a_reader_that_read_every_record_from_the_store_sets_the_count_as_it_end
     store.end("a1", records=3)
     job = store.job("a1")
     assert (job.stored, job.state) == (3, JobItem.DONE)
+
+
+def test_stored_lines_that_are_no_record_of_a_task_of_the_job_are_skipped(
+    store: JobStore,
+) -> None:
+    create(store, "a1", total=2)
+    states = JobStates(store.dynamodb, "jobs")
+    place = record_items.RecordPlace(shards=2, expires_at=int(time.time()) + 3600)
+    other_job = msgspec.structs.replace(record("a1", 2), id="b7:1:2", job="b7")
+    no_such_file = msgspec.structs.replace(record("a1", 2), id="a1:9:2")
+    pieces = record_items.compressed_pieces([record("a1", 1), other_job, no_such_file])
+    pieces.append((gzip.compress(b"not a record\n"), 1))
+    states.store(record_items.sent_items("a1", place, pieces, ("i-1/x/1", Usage())))
+    assert list(store.read_all(store.job("a1")).records) == ["a1:1:1"]
