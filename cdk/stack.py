@@ -1,6 +1,7 @@
 """The taskfleet stack: composes the constructs, holds the grants and the outputs."""
 
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import CfnOutput, CfnResource, Duration, Stack, Stage, Token
 from aws_cdk import aws_ec2 as ec2
@@ -20,6 +21,7 @@ from cdk.queues import TaskQueues
 from cdk.setup_script import setup_script_commands
 from cdk.source import write_source_zip
 from worker.contracts import JobFiles, JobItem, Output, Setting
+from worker.record_items import RECORD_ATTRIBUTES
 from worker.usage import Usage
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -124,36 +126,7 @@ class TaskfleetStack(Stack):
         self._grant_worker(fleet, queues, claims, source, key)
         self._grant_job_queues(fleet.role, job_queue_prefix)
         self._grant_job_files(fleet.role, job_files)
-        # A job's state (cancelled?), and its idle tail added to it: the table's
-        # items, not its index, and of an update only the tail's figures.
-        tail = [JobItem.TAIL_PREFIX + figure for figure in Usage.__struct_fields__]
-        fleet.role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[jobs.table.table_arn])
-        )
-        fleet.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["dynamodb:UpdateItem"],
-                resources=[jobs.table.table_arn],
-                conditions={
-                    "ForAllValues:StringEquals": {
-                        "dynamodb:Attributes": [JobItem.PARTITION, JobItem.SORT, *tail]
-                    }
-                },
-            )
-        )
-        # The records a worker sends, kept as it sends them: only in a job's record
-        # shards (``<job>#<k>``), never in a job's own partition, where its meta item is.
-        fleet.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["dynamodb:PutItem"],
-                resources=[jobs.table.table_arn],
-                conditions={
-                    "ForAllValues:StringLike": {
-                        "dynamodb:LeadingKeys": [f"*{JobItem.SHARD_SEPARATOR}*"]
-                    }
-                },
-            )
-        )
+        self._grant_job_table(fleet.role, jobs.table.table_arn)
 
         outputs = {
             Output.REQUEST_QUEUE_URL: queues.requests.queue_url,
@@ -238,6 +211,39 @@ class TaskfleetStack(Stack):
             "AwsSolutions-IAM5[Action::s3:GetObject*]",
             "AwsSolutions-IAM5[Action::s3:GetBucket*]",
             "AwsSolutions-IAM5[Action::s3:List*]",
+        )
+
+    def _grant_job_table(self, role: iam.IRole, table_arn: str) -> None:
+        """Workers read a job's state (cancelled?) and add their idle tail to it: the
+        table's items, not its index, and of an update only the tail's figures.
+        They keep the records they send as they send them: only in a job's record
+        shards (``<job>#<k>``), never in a job's own partition, where its meta item
+        is, and only a record item's attributes (no ``day``: nothing of the jobs
+        index)."""
+
+        def allow(action: str, conditions: dict[str, Any] | None = None) -> None:
+            role.add_to_principal_policy(
+                iam.PolicyStatement(actions=[action], resources=[table_arn], conditions=conditions)
+            )
+
+        tail = [JobItem.TAIL_PREFIX + figure for figure in Usage.__struct_fields__]
+        allow("dynamodb:GetItem")
+        allow(
+            "dynamodb:UpdateItem",
+            {
+                "ForAllValues:StringEquals": {
+                    "dynamodb:Attributes": [JobItem.PARTITION, JobItem.SORT, *tail]
+                }
+            },
+        )
+        allow(
+            "dynamodb:PutItem",
+            {
+                "ForAllValues:StringLike": {
+                    "dynamodb:LeadingKeys": [f"*{JobItem.SHARD_SEPARATOR}*"]
+                },
+                "ForAllValues:StringEquals": {"dynamodb:Attributes": list(RECORD_ATTRIBUTES)},
+            },
         )
 
     def _grant_job_queues(self, role: iam.IRole, prefix: str) -> None:

@@ -17,6 +17,7 @@ import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.contracts import JobItem
+from worker.record_items import record_key
 from worker.usage import Usage
 
 log = logging.getLogger("taskfleet.worker")
@@ -67,10 +68,13 @@ class JobStates:
     (``worker.record_items``); and what an instance's idle tail adds to the
     last job it ran."""
 
-    def __init__(self, dynamodb: Any, table: str | None) -> None:
+    def __init__(self, dynamodb: Any, table: str | None, *, records: Any = None) -> None:
+        """``records``: the client that puts record items (``dynamodb`` if None)."""
         self.dynamodb = dynamodb
+        self.records = records or dynamodb
         self.table = table
         self._known: dict[str, tuple[float, bool]] = {}  # job -> (read at, cancelled)
+        self._ended: set[str] = set()  # jobs read as ended: their records are kept no more
 
     def cancelled(self, job: str) -> bool:
         """Whether the job is cancelled (for good, once read so); a failed read
@@ -109,12 +113,26 @@ class JobStates:
             ExpressionAttributeNames={"#state": JobItem.STATE},
             ConsistentRead=True,
         ).get("Item")
-        return item is None or "ended_at" in item
+        ended = item is None or "ended_at" in item
+        if ended:
+            if len(self._ended) >= REMEMBERED_JOBS:
+                self._ended.clear()
+            self._ended.add(job)
+        return ended
+
+    def keeps(self, job: str) -> bool:
+        """Whether a job's records are to be stored as they are sent: there is a
+        job table, and the job was not read as ended (a bundle drained after its
+        job was collected reports to nobody)."""
+        return self.table is not None and job not in self._ended
 
     def store(self, items: list[dict[str, Any]]) -> None:
-        """Put record items in the job table (made by ``record_items.sent_items``)."""
+        """Put record items in the job table (made by ``record_items.sent_items``),
+        each keyed as it goes (a key of the same length as the one it was made
+        with: its cost counted ahead stays right)."""
         for item in items:
-            self.dynamodb.put_item(TableName=self.table or "", Item=item)
+            keyed = {**item, JobItem.SORT: {"S": record_key()}}
+            self.records.put_item(TableName=self.table or "", Item=keyed)
 
     def charge_tail(self, job: str, tail: Usage) -> bool:
         """Add what an instance used for no job (its idle tail, slots left empty,

@@ -49,7 +49,9 @@ def shards_for(fleet_slots: int) -> int:
 
 
 def shard_partition(job_id: str, shard: int) -> str:
-    return f"{job_id}{JobItem.SHARD_SEPARATOR}{shard}"
+    # Two digits for every shard: an item's size, and so its cost, is known
+    # before its shard is picked.
+    return f"{job_id}{JobItem.SHARD_SEPARATOR}{shard:02d}"
 
 
 def record_partitions(job_id: str, shards: int) -> list[str]:
@@ -57,9 +59,23 @@ def record_partitions(job_id: str, shards: int) -> list[str]:
     return [job_id, *(shard_partition(job_id, shard) for shard in range(shards))]
 
 
+#: Seconds after its key's time by which a record item has landed, if ever: a
+#: worker makes the key just before its put, whose one attempt takes seconds at
+#: most (``worker.sqs.PROMPT_CALL_SECONDS`` twice), and clocks agree within
+#: far less. A reader that reads on from the last key it saw reads this much
+#: again, every half of it, for items that landed behind that key.
+LATE_SECONDS = 60
+
+
 def record_key() -> str:
     """A record item's sort key: after every key stored before it (clocks agreeing)."""
     return f"{JobItem.RECORDS_PREFIX}{time.time_ns():020d}-{secrets.token_hex(4)}"
+
+
+def key_seconds_before(key: str, seconds: float) -> str:
+    """The lowest key made ``seconds`` before ``key`` was."""
+    made = int(key[len(JobItem.RECORDS_PREFIX) :].split("-", 1)[0])
+    return f"{JobItem.RECORDS_PREFIX}{max(0, made - int(seconds * 1e9)):020d}"
 
 
 def compressed_pieces(results: list[Result]) -> list[tuple[bytes, int]]:
@@ -75,6 +91,10 @@ def _pieces_of(lines: list[bytes]) -> list[tuple[bytes, int]]:
         return [(compressed, len(lines))]  # one record fits: its output is bounded
     half = len(lines) // 2
     return _pieces_of(lines[:half]) + _pieces_of(lines[half:])
+
+
+#: A record item's attributes, all of them (the workers' grant names these alone).
+RECORD_ATTRIBUTES = (JobItem.PARTITION, JobItem.SORT, JobItem.TTL, "records", "usage")
 
 
 def record_item(

@@ -195,7 +195,11 @@ class RemoteWorker:
         self.job_queues = JobQueues(
             config.request_queue_url, config.job_queue_prefix, config.response_queue_url
         )
-        self.job_states = JobStates(dynamodb, config.job_table)
+        # Record items are put by a prompt client, each with a key made just
+        # before: one lands within seconds of its key or not at all, so readers
+        # that read on from the last key they saw find it (record_items.LATE_SECONDS).
+        records = self.meter.watch(aws_client("dynamodb", config.region, prompt=True))
+        self.job_states = JobStates(dynamodb, config.job_table, records=records)
         self._reports_sent = 0
         self._report_prefix = f"{config.instance_id}/{secrets.token_hex(4)}"
         self._last_bundle: dict[str, str] = {}  # job -> the last of its bundles held here
@@ -660,14 +664,17 @@ class RemoteWorker:
                 kept = bool(items)
                 send_batches(self.sqs, self.job_queues.url(job), messages)
         except ClientError as error:
-            if not kept:
-                self.meter.charge(job, spent[0])  # not counted in a report that was kept
+            ended = is_no_such_queue(error) and self.job_states.ended(job)
+            if not (kept and ended):
+                # Tried again with the same report, which readers count once: what
+                # this try cost goes in the next report instead.
+                self.meter.charge(job, spent[0])
             if not is_no_such_queue(error):
                 raise
-            if not self.job_states.ended(job):
+            if not ended:
                 # Made a moment ago, and not seen yet (SQS asks a second or so).
                 raise QueueError(f"job {job} has no result queue yet") from error
-            # Nobody reads them now: the job has ended (cancelled and collected,
+            # No reader reads them now: the job has ended (cancelled and collected,
             # or expired). Running the rest would be for nothing.
             what = "kept in the stack" if kept else "dropped"
             log.info("bundle %s: job %s has ended: results %s", run.bundle_id, job, what)
@@ -692,7 +699,7 @@ class RemoteWorker:
         missed."""
         report = run.unsent_report
         assert report is not None
-        place = run.bundle.records if self.job_states.table is not None else None
+        place = run.bundle.records if self.job_states.keeps(run.bundle.job) else None
         pieces = compressed_pieces(results) if place is not None else []
         ahead = Usage()
         for _ in range(4):

@@ -10,15 +10,20 @@ from worker.contracts import LONG_POLL_SECONDS, MAX_MESSAGE_BYTES, MAX_MESSAGES_
 from worker.errors import QueueError
 from worker.usage import Usage, sqs_units
 
+#: Seconds a call of a ``prompt`` client may take, at the most: connecting, then
+#: reading its answer (a record item lands this soon after its key is made).
+PROMPT_CALL_SECONDS = 5
 
-def aws_client(service: str, region: str | None = None) -> Any:
+
+def aws_client(service: str, region: str | None = None, *, prompt: bool = False) -> Any:
     """A boto3 client whose calls have time limits and retry with backoff, so a
-    passing network fault costs time, not work."""
+    passing network fault costs time, not work; ``prompt``: one attempt each,
+    within PROMPT_CALL_SECONDS twice (the caller tries again later, anew)."""
     config = Config(
         region_name=region,
-        retries={"mode": "standard", "max_attempts": 10},
-        connect_timeout=5,
-        read_timeout=LONG_POLL_SECONDS + 10,
+        retries={"mode": "standard", "max_attempts": 1 if prompt else 10},
+        connect_timeout=PROMPT_CALL_SECONDS if prompt else 5,
+        read_timeout=PROMPT_CALL_SECONDS if prompt else LONG_POLL_SECONDS + 10,
     )
     return boto3.client(service, config=config)
 

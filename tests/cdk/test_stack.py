@@ -88,7 +88,12 @@ def test_worker_role_is_least_privilege(synthesized: tuple[Template, Path]) -> N
     # The records a worker sends: put in a job's record shards only, never by a meta item.
     (records,) = [s for s in granted if s["Action"] == "dynamodb:PutItem"]
     assert records["Resource"] == job_states["Resource"]
-    assert records["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["*#*"]}}
+    assert records["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["*#*"]},
+        "ForAllValues:StringEquals": {
+            "dynamodb:Attributes": ["job", "item", "expires_at", "records", "usage"]
+        },
+    }
     template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
     template.has_resource_properties("AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()})
 

@@ -89,3 +89,15 @@ def test_the_idle_tail_is_added_to_the_jobs_meta_item_alone() -> None:
     }
     assert JobStates(table, "jobs").charge_tail("a1", Usage())
     assert len(table.updates) == 1  # nothing to add
+
+
+def test_a_jobs_records_are_kept_until_it_is_read_as_ended() -> None:
+    running = JobStates(Dynamodb(JobItem.RUNNING), "jobs")
+    assert running.keeps("a1")
+    assert not running.ended("a1")  # its item has no ended_at
+    assert running.keeps("a1")
+    gone = JobStates(Dynamodb(None), "jobs")  # expired: no item
+    assert gone.ended("a1")
+    assert not gone.keeps("a1")  # a bundle drained after it puts nothing
+    assert gone.keeps("a2")
+    assert not JobStates(Dynamodb(JobItem.RUNNING), None).keeps("a1")  # no job table

@@ -175,6 +175,7 @@ class FleetFeeder:
             del self.opened[job_id]
             self.sizers.pop(job_id, None)
             self._queued.pop(job_id, None)
+            self._places.pop(job_id, None)
         # A job looked at but never opened here (nothing of it was left to send)
         # has a sizer too: it goes with the rest.
         for job_id in self.sizers.keys() - self.opened.keys():

@@ -20,6 +20,7 @@ next submission once it is older than the retention.
 import contextlib
 import datetime
 import gzip
+import heapq
 import json
 import logging
 import random
@@ -36,7 +37,9 @@ from worker.bundle import UsageReport
 from worker.contracts import JobItem
 from worker.jobs import NO_SUCH_QUEUE
 from worker.record_items import (
+    LATE_SECONDS,
     compressed_pieces,
+    key_seconds_before,
     record_item,
     record_partitions,
     usage_reports_json,
@@ -99,6 +102,8 @@ class JobRecords(NamedTuple):
     usage: Usage
     read_to: dict[str, str]  # partition -> the sort key of its last record item read
     reports: frozenset[str]  # the usage reports counted, by id: a redelivery counts once
+    seen: frozenset[str]  # the record items read, by key
+    swept_at: float  # when items that landed behind later keys were last looked for
 
 
 class JobStore:
@@ -197,14 +202,12 @@ class JobStore:
         return url
 
     def _set_shards(self, job_id: str, shards: int) -> None:
-        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key=_meta_key(job_id),
-                UpdateExpression="SET record_shards = :n",
-                ConditionExpression="attribute_not_exists(record_shards) OR record_shards < :n",
-                ExpressionAttributeValues={":n": {"N": str(shards)}},
-            )
+        self._update(
+            job_id,
+            "SET record_shards = :n",
+            {":n": {"N": str(shards)}},
+            condition="(attribute_not_exists(record_shards) OR record_shards < :n)",
+        )
 
     def sweep_stale_queues(self, keep: str = "") -> int:
         """Delete job queues older than the retention (their jobs have expired:
@@ -265,10 +268,10 @@ class JobStore:
         return jobs
 
     def hold_reader(self, job_id: str, *, release: bool = False) -> float:
-        """Note that a client reads the job's queue into the stack, for the next
-        READER_LEASE_SECONDS: other readers then only read what it stored, and
-        neither take results from under it nor end the job (``release``: it reads
-        no more, and they may at once). Returns until when."""
+        """Note that a client reads the job's queue, for the next
+        READER_LEASE_SECONDS: other readers then only read the store, and neither
+        take results from under it nor end the job (``release``: it reads no
+        more, and they may at once). Returns until when."""
         until = 0.0 if release else time.time() + READER_LEASE_SECONDS
         values = {":until": {"N": f"{until:.3f}"}}
         with self._counting(job_id) as count:
@@ -291,45 +294,68 @@ class JobStore:
         return url
 
     def records(
-        self, job: FleetJob, after: dict[str, str] | None = None
+        self, job: FleetJob, starts: dict[str, str] | None = None
     ) -> Iterator[tuple[str, str, bytes, list[Any]]]:
-        """A job's record items stored after ``after`` (partition -> sort key), by
-        partition, each partition's in the order they were stored: (partition,
+        """A job's record items from ``starts`` on (partition -> the lowest sort key
+        to read), in the order of their keys across its partitions: (partition,
         key, JSON Lines, usage reports as dicts)."""
-        for partition in record_partitions(job.id, job.record_shards):
-            start = (after or {}).get(partition)
-            query: dict[str, Any] = {
-                "TableName": self.table,
-                "KeyConditionExpression": "#job = :job AND #item BETWEEN :after AND :end",
-                "ExpressionAttributeNames": {"#job": JobItem.PARTITION, "#item": JobItem.SORT},
-                "ExpressionAttributeValues": {
-                    ":job": {"S": partition},
-                    ":after": {"S": start + "\x00" if start else JobItem.RECORDS_PREFIX},
-                    ":end": {"S": JobItem.RECORDS_PREFIX + "\uffff"},
-                },
-                "ConsistentRead": True,
-            }
-            for page in self._pages(query):
-                for item in page:
-                    usage = json.loads(item.get("usage", {}).get("S", "[]"))
-                    lines = gzip.decompress(item["records"]["B"])
-                    yield partition, item[JobItem.SORT]["S"], lines, usage
+        partitions = record_partitions(job.id, job.record_shards)
+        return heapq.merge(
+            *(
+                self._records_in(partition, (starts or {}).get(partition))
+                for partition in partitions
+            ),
+            key=lambda found: found[1],
+        )
+
+    def _records_in(
+        self, partition: str, start: str | None
+    ) -> Iterator[tuple[str, str, bytes, list[Any]]]:
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#job = :job AND #item BETWEEN :start AND :end",
+            "ExpressionAttributeNames": {"#job": JobItem.PARTITION, "#item": JobItem.SORT},
+            "ExpressionAttributeValues": {
+                ":job": {"S": partition},
+                ":start": {"S": start or JobItem.RECORDS_PREFIX},
+                ":end": {"S": JobItem.RECORDS_PREFIX + "\uffff"},
+            },
+            "ConsistentRead": True,
+        }
+        for page in self._pages(query):
+            for item in page:
+                usage = json.loads(item.get("usage", {}).get("S", "[]"))
+                lines = gzip.decompress(item["records"]["B"])
+                yield partition, item[JobItem.SORT]["S"], lines, usage
 
     def read_all(self, job: FleetJob, known: JobRecords | None = None) -> JobRecords:
         """Every record of a job, one per task, and what it used: ``known``'s and
         those stored since it was read. A task's record is its last attempt's (a
         retry's comes after the failure it retries, from whichever worker), the
         last stored of that attempt (a duplicate delivery repeats its outcome).
-        A line that is not a record of a task of the job is skipped (logged)."""
+        A line that is not a record of a task of the job is skipped (logged).
+
+        Each partition is read on from the last key read there; every half of
+        LATE_SECONDS, from LATE_SECONDS before it, for an item that landed
+        behind a later key (items already read are skipped by key)."""
         records = dict(known.records) if known else {}
         attempts = dict(known.attempts) if known else {}
         counted = set(known.reports) if known else set()
         usage = known.usage if known else Usage()
         read_to = dict(known.read_to) if known else {}
+        seen = set(known.seen) if known else set()
+        now = time.monotonic()
+        sweep = known is None or now - known.swept_at >= LATE_SECONDS / 2
+        starts = {
+            partition: key_seconds_before(key, LATE_SECONDS) if sweep else key + "\x00"
+            for partition, key in read_to.items()
+        }
         file_count = job.file_count or len(job.files)
         strangers = 0
-        found = sorted(self.records(job, read_to), key=lambda item: item[1])
-        for partition, key, lines, usage_reports in found:
+        for partition, key, lines, usage_reports in self.records(job, starts):
+            if key in seen:
+                continue
+            seen.add(key)
             read_to[partition] = max(key, read_to.get(partition, ""))
             for line in lines.splitlines(keepends=True):
                 result = _record_of(line)
@@ -343,7 +369,10 @@ class JobStore:
                     usage = usage + Usage(**report["usage"])
         if strangers:
             log.warning("skipped %d stored lines that are no record of job %s", strangers, job.id)
-        return JobRecords(records, attempts, usage, read_to, frozenset(counted))
+        swept_at = now if sweep or known is None else known.swept_at
+        return JobRecords(
+            records, attempts, usage, read_to, frozenset(counted), frozenset(seen), swept_at
+        )
 
     # -- storing what a reader read ----------------------------------------------
 

@@ -116,8 +116,8 @@ S3_COLUMNS = ("s3_writes", "s3_reads", "s3_bytes")
 #: The task filters (records_with_status, slowest): a finished task's status and
 #: duration, read from its record, so that a filter reads the tasks it returns
 #: rather than every record of the job. Their expressions are the queries'.
-#: A journal no one filters (a `run`'s own) goes without: they cost about half
-#: of storing a result (bench/journal_store.py).
+#: A journal no one filters (a `run`'s own) goes without: they cost about a
+#: third of storing a result (bench/journal_store.py).
 FILTER_INDEXES = """
 CREATE INDEX IF NOT EXISTS tasks_by_status
     ON tasks (job, json_extract(CAST(record AS TEXT), '$.status'), seq)

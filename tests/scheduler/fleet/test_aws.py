@@ -8,10 +8,18 @@ import pytest
 from moto import mock_aws
 
 from scheduler.errors import FleetError
-from scheduler.fleet.aws import RemoteFleet, StackResources
+from scheduler.fleet.aws import Delivery, RemoteFleet, StackResources
 from scheduler.fleet.job_store import is_task_of
-from worker.bundle import Bundle, BundleTask, encode_bundle, result_messages
+from worker.bundle import (
+    Bundle,
+    BundleTask,
+    ResultBatch,
+    UsageReport,
+    encode_bundle,
+    result_messages,
+)
 from worker.result import Outcome, Result, Status, make_result
+from worker.usage import Usage
 
 
 @pytest.fixture
@@ -179,3 +187,33 @@ def test_no_region_is_said_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(FleetError, match=r"no AWS region: set AWS_DEFAULT_REGION \(`make local"):
         StackResources.lookup("Taskfleet")
+
+
+class RecordingStore:
+    """A job store that notes what a reader asks of it."""
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[str, list[str], int, bool]] = []
+        self.counted: list[tuple[str, int, bool]] = []
+
+    def store(self, job: str, results: list[Result], reports: list[Any], *, reading: bool) -> None:
+        self.stored.append((job, [r.id for r in results], len(reports), reading))
+
+    def count(self, job: str, count: int, *, reading: bool = False) -> None:
+        self.counted.append((job, count, reading))
+
+
+def test_a_reader_stores_only_what_no_worker_stored_and_counts_it_all(fleet: RemoteFleet) -> None:
+    outcome = Outcome(Status.SUCCEEDED, 0, 1.0, 2.0, 1.0)
+
+    def batch(line: int, *, stored: bool) -> ResultBatch:
+        result = make_result(f"job:1:{line}", "job", "w.txt", line, "echo", "i-1", outcome)
+        usage = UsageReport("i-1/x", line, "job", Usage(sqs_requests=1))
+        return ResultBatch(f"job-{line}", "i-1", [result], usage, stored)
+
+    store = RecordingStore()
+    fleet.jobs = store  # type: ignore[assignment]
+    delivery = Delivery("q", [], [batch(1, stored=True), batch(2, stored=False)])
+    assert fleet.keep("job", delivery, file_count=1, reading=True) == 2
+    assert store.stored == [("job", ["job:1:2"], 1, True)]  # a dead bundle's, say: no worker's
+    assert store.counted == [("job", 1, True)]  # the worker's, counted with the lease

@@ -241,7 +241,7 @@ def test_records_the_workers_store_on_the_jobs_shards_are_read_with_the_readers(
         for item in store.dynamodb.scan(TableName="jobs")["Items"]
         if item[JobItem.SORT]["S"].startswith(JobItem.RECORDS_PREFIX)
     }
-    assert partitions <= {"a1", "a1#0", "a1#1", "a1#2", "a1#3"}
+    assert partitions <= {"a1", "a1#00", "a1#01", "a1#02", "a1#03"}
     assert "a1" in partitions
     assert len(partitions) >= 2
     records = store.read_all(store.job("a1"))
@@ -297,3 +297,27 @@ def test_stored_lines_that_are_no_record_of_a_task_of_the_job_are_skipped(
     pieces.append((gzip.compress(b"not a record\n"), 1))
     states.store(record_items.sent_items("a1", place, pieces, ("i-1/x/1", Usage())))
     assert list(store.read_all(store.job("a1")).records) == ["a1:1:1"]
+
+
+def test_an_item_that_lands_behind_a_key_already_read_is_found_within_late_seconds(
+    store: JobStore,
+) -> None:
+    create(store, "a1", total=2, shards=1)
+    place = record_items.RecordPlace(shards=1, expires_at=int(time.time()) + 3600)
+    report = ("i-1/x/1", Usage())
+
+    def item(line: int) -> dict[str, Any]:
+        pieces = record_items.compressed_pieces([record("a1", line)])
+        (made,) = record_items.sent_items("a1", place, pieces, report)
+        return made
+
+    late = item(2)  # its key made now, its put held up (a slow network)
+    store.dynamodb.put_item(TableName="jobs", Item=item(1))
+    first = store.read_all(store.job("a1"))
+    assert list(first.records) == ["a1:1:1"]
+    store.dynamodb.put_item(TableName="jobs", Item=late)
+    assert store.read_all(store.job("a1"), first).records == first.records  # read on from its key
+    due = first._replace(swept_at=first.swept_at - record_items.LATE_SECONDS)
+    swept = store.read_all(store.job("a1"), due)
+    assert sorted(swept.records) == ["a1:1:1", "a1:1:2"]
+    assert len(swept.seen) == 2  # the first item read once
