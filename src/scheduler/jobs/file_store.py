@@ -234,7 +234,9 @@ class FileStore:
         """The contents the jobs kept here name."""
         named: set[str] = set()
         for entry in os.scandir(self.jobs):
-            with contextlib.suppress(FileNotFoundError, msgspec.DecodeError):
+            if not _JOB_FOLDER.fullmatch(entry.name):
+                continue  # not of the store's making (and maybe not a folder)
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError, msgspec.DecodeError):
                 listed = decode_manifest((Path(entry.path) / "inputs.json").read_bytes())
                 named.update(e.sha256 for e in listed)
         return named

@@ -247,6 +247,18 @@ def test_a_content_a_kept_job_names_stays_for_its_retry(tmp_path: Path) -> None:
     assert not store.has_blob(sha(b"input"))
 
 
+def test_files_someone_else_put_among_the_jobs_stop_no_pruning(tmp_path: Path) -> None:
+    """A note or a stray file beside the jobs' folders is neither read nor removed."""
+    store = FileStore(tmp_path / "files")
+    put(store, b"old")
+    (store.jobs / "notes.txt").write_text("mine")
+    (store.jobs / "0000000c").write_text("a file, not a folder")
+    long_ago = time.time() - MIN_KEEP_SECONDS - 60
+    os.utime(store.blobs / sha(b"old"), (long_ago, long_ago))
+    assert store.prune_blobs(0) == 1
+    assert (store.jobs / "notes.txt").read_text() == "mine"
+
+
 def test_what_goes_while_contents_are_pruned_is_passed_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
