@@ -102,7 +102,9 @@ class JobRecords(NamedTuple):
     usage: Usage
     read_to: dict[str, str]  # partition -> the sort key of its last record item read
     reports: frozenset[str]  # the usage reports counted, by id: a redelivery counts once
-    seen: frozenset[str]  # the record items read, by key
+    # The record items read, by partition and key, that a sweep may read again:
+    # those no more than LATE_SECONDS behind the last key read in their partition.
+    seen: frozenset[tuple[str, str]]
     swept_at: float  # when items that landed behind later keys were last looked for
 
 
@@ -353,9 +355,9 @@ class JobStore:
         file_count = job.file_count or len(job.files)
         strangers = 0
         for partition, key, lines, usage_reports in self.records(job, starts):
-            if key in seen:
+            if (partition, key) in seen:
                 continue
-            seen.add(key)
+            seen.add((partition, key))
             read_to[partition] = max(key, read_to.get(partition, ""))
             for line in lines.splitlines(keepends=True):
                 result = _record_of(line)
@@ -370,9 +372,11 @@ class JobStore:
         if strangers:
             log.warning("skipped %d stored lines that are no record of job %s", strangers, job.id)
         swept_at = now if sweep or known is None else known.swept_at
-        return JobRecords(
-            records, attempts, usage, read_to, frozenset(counted), frozenset(seen), swept_at
-        )
+        # Keys a sweep no longer reaches need not be remembered: the set stays
+        # the size of LATE_SECONDS of items, however long the job.
+        floors = {p: key_seconds_before(key, LATE_SECONDS) for p, key in read_to.items()}
+        recent = frozenset((p, key) for p, key in seen if key >= floors[p])
+        return JobRecords(records, attempts, usage, read_to, frozenset(counted), recent, swept_at)
 
     # -- storing what a reader read ----------------------------------------------
 

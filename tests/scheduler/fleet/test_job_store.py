@@ -321,3 +321,24 @@ def test_an_item_that_lands_behind_a_key_already_read_is_found_within_late_secon
     swept = store.read_all(store.job("a1"), due)
     assert sorted(swept.records) == ["a1:1:1", "a1:1:2"]
     assert len(swept.seen) == 2  # the first item read once
+
+
+def test_a_reader_forgets_the_keys_of_items_no_sweep_reads_again(store: JobStore) -> None:
+    create(store, "a1", total=2, shards=1)
+    place = record_items.RecordPlace(shards=1, expires_at=int(time.time()) + 3600)
+    report = ("i-1/x/1", Usage())
+    (old, new) = (
+        record_items.sent_items(
+            "a1", place, record_items.compressed_pieces([record("a1", n)]), report
+        )[0]
+        for n in (1, 2)
+    )
+    # The first item's key made two minutes before the second's: a sweep, which
+    # starts LATE_SECONDS behind the last key read, never reaches it again.
+    made = time.time_ns() - int(2 * record_items.LATE_SECONDS * 1e9)
+    old[JobItem.SORT] = {"S": f"{JobItem.RECORDS_PREFIX}{made:020d}-00000000"}
+    for item in (old, new):
+        store.dynamodb.put_item(TableName="jobs", Item=item)
+    read = store.read_all(store.job("a1"))
+    assert sorted(read.records) == ["a1:1:1", "a1:1:2"]
+    assert [key for _, key in read.seen] == [new[JobItem.SORT]["S"]]
