@@ -84,7 +84,6 @@ def test_up_with_a_bad_setting_fails_in_one_line_and_stops_its_emulator(
     if not local_aws.CDK_CLI.exists() and not os.environ.get("CI"):
         pytest.skip("the CDK CLI is not installed (npm ci)")
     state = tmp_path / "state"
-    before = moto_servers()
     done = subprocess.run(
         [sys.executable, "-m", "scripts.local_aws", "up", "--state", str(state),
          "-c", "taskfleet:maxWorkers=abc"],
@@ -94,14 +93,20 @@ def test_up_with_a_bad_setting_fails_in_one_line_and_stops_its_emulator(
     assert "taskfleet stack: context taskfleet:maxWorkers='abc'" in done.stdout + done.stderr
     assert done.stderr.rstrip().endswith("local_aws: cdk deploy failed with exit code 1")
     assert not state.exists()
-    assert moto_servers() <= before  # its emulator is gone, not left running
+    assert not moto_servers_of(state)  # its emulator is gone, not left running
 
 
-def moto_servers() -> set[int]:
-    """The pids of the moto_server processes running now."""
+def moto_servers_of(state: Path) -> set[int]:
+    """The pids of the moto_server processes running now that ``local_aws`` started
+    for ``state`` (their environment names it: where they record requests), so
+    that other tests' emulators running beside this one are not counted."""
     found = set()
     for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
-            if entry.name.isdigit() and b"moto_server" in (entry / "cmdline").read_bytes():
+            if (
+                entry.name.isdigit()
+                and b"moto_server" in (entry / "cmdline").read_bytes()
+                and str(state).encode() in (entry / "environ").read_bytes()
+            ):
                 found.add(int(entry.name))
     return found
