@@ -157,7 +157,10 @@ def serve(
         announce(f"listening on {url} (token {token_source}); dashboard at {url}/")
         if open_browser:
             # In a thread: a terminal browser would otherwise hold the service up.
-            threading.Thread(target=webbrowser.open, args=(url + "/",), daemon=True).start()
+            opening = threading.Thread(
+                target=open_dashboard, args=(url + "/", announce), daemon=True
+            )
+            opening.start()
         if tls_cert is None and not is_loopback(host):
             announce(
                 "warning: without --tls-cert, the token and results cross the network in clear"
@@ -166,6 +169,13 @@ def serve(
     finally:
         pool.stop(graceful=False)
         sock.close()
+
+
+def open_dashboard(url: str, announce: Callable[[str], None]) -> None:
+    """Open the dashboard in the user's web browser (BROWSER, else the desktop's
+    or a terminal's), or say that none could be started."""
+    if not webbrowser.open(url):
+        announce(f"--open: no web browser could be started here; open {url} in one")
 
 
 def sweep_files(journal_path: Path, files: FileStore) -> None:
