@@ -8,6 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGE_STAMP := $(VENV)/.installed-package
 STAMP := $(VENV)/.installed-dev
+# Tests in a process a core (two to four), each taking a test file at a time, so
+# a file's emulator and deployed stack are made once. PARALLEL= runs them in one.
+PARALLEL ?= --numprocesses=auto --maxprocesses=4 --dist=loadfile
 
 .PHONY: install demo test test-fast mutation lint typecheck system-packages bench bench-remote local-aws-up local-aws-down worker-constraints clean
 
@@ -65,7 +68,7 @@ system-packages:
 
 # The slowest tests are listed, so a run that grows toward CI's limit shows where.
 test: lint typecheck system-packages
-	$(BIN)/pytest --durations=25
+	$(BIN)/pytest --durations=25 $(PARALLEL)
 
 # Bytecode compiled first, as a pip install leaves it: an editable install where
 # PYTHONDONTWRITEBYTECODE is set would compile every module in every process.
@@ -94,7 +97,7 @@ local-aws-down: $(STAMP)
 # Unit and in-process tests only: no end-to-end processes, emulator, CDK
 # synthesis or generated volume (under a minute). `make test` runs everything.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not e2e and not volume and not emulator and not cdk"
+	$(BIN)/pytest -m "not e2e and not volume and not emulator and not cdk" $(PARALLEL)
 
 # Bugs planted one at a time in the modules where a bug loses or duplicates work
 # ([tool.mutmut] in pyproject.toml), each run against the fast tests meant to

@@ -37,6 +37,9 @@ from worker.bundle import Bundle, BundleTask, decode_result_batch, encode_bundle
 from worker.contracts import JobItem
 from worker.sqs import aws_client
 
+#: The fault suite's figures (its ``record`` fixture, and their printing).
+pytest_plugins = ["tests.faults.figures"]
+
 WriteWorkload = Callable[..., str]
 
 #: What `make test-fast` leaves out.

@@ -32,7 +32,7 @@ from tests.conftest import (
     taskfleet_command,
     wait_for,
 )
-from tests.faults.conftest import Figures
+from tests.faults.figures import Figures
 from worker.bundle import decode_result_batch
 
 pytestmark = pytest.mark.e2e

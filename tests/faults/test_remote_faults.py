@@ -29,7 +29,7 @@ from scheduler.jobs.journal import JobState, Journal, Placement
 from scheduler.local.dispatch import Dispatcher
 from scheduler.local.pool import LocalPool
 from tests.conftest import Resources, start_worker, wait_for
-from tests.faults.conftest import Figures
+from tests.faults.figures import Figures
 from tests.faults.test_killed_workers import ledger_runs, ledger_task
 from worker.result import decode
 

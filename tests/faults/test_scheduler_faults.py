@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import SchedulerProcess, WriteWorkload, run_cli, taskfleet_command, wait_for
-from tests.faults.conftest import Figures
+from tests.faults.figures import Figures
 from tests.faults.test_killed_workers import SEED, ledger_runs, ledger_task
 
 pytestmark = pytest.mark.e2e

@@ -1,10 +1,12 @@
-"""The fault suite's figures: each fault records its trials, and they are printed at the end."""
+"""The fault suite's figures: each fault records its trials, and they are printed
+at the end. A plugin of the root conftest: with pytest-xdist, the controller
+(which collects nothing itself) prints what its workers hand it."""
 
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -40,9 +42,24 @@ def record() -> Iterator[list[Figures]]:
     _recorded.extend(mine)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand this worker's figures to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_figures"] = [f._asdict() for f in _recorded]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any) -> None:
+    """On the pytest-xdist controller: gather a worker's figures, to print them
+    (none from a worker that crashed)."""
+    figures = getattr(node, "workeroutput", {}).get("fault_figures", [])
+    _recorded.extend(Figures(**f) for f in figures)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _recorded:
-        return
+    if not _recorded or hasattr(terminalreporter.config, "workeroutput"):
+        return  # nothing, or a worker's share: the controller prints them all
     terminalreporter.section("fault suite figures")
     terminalreporter.write_line(
         f"{'fault':72} {'trials':>6} {'tasks':>6} {'lost':>5} {'twice':>6} {'ran 2x':>6}"
