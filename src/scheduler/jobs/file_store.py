@@ -65,7 +65,14 @@ MAX_NAME_BYTES = 255
 #: What marks a job's folder as the store's: its name is a job id as the service
 #: makes them (``worker.task.new_job_id``: 8 hex digits).
 _JOB_FOLDER = re.compile("[0-9a-f]{8}")
+
 _SHA256 = re.compile("[0-9a-f]{64}")
+
+
+def _is_job_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether an entry of the jobs' folder may be of the store's making: a folder
+    (not a link, not a file) named as a job. Anything else there is left alone."""
+    return bool(_JOB_FOLDER.fullmatch(entry.name)) and entry.is_dir(follow_symlinks=False)
 
 
 class FilesError(SchedulerError):
@@ -234,9 +241,9 @@ class FileStore:
         """The contents the jobs kept here name."""
         named: set[str] = set()
         for entry in os.scandir(self.jobs):
-            if not _JOB_FOLDER.fullmatch(entry.name):
-                continue  # not of the store's making (and maybe not a folder)
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError, msgspec.DecodeError):
+            if not _is_job_folder(entry):
+                continue
+            with contextlib.suppress(FileNotFoundError, msgspec.DecodeError):
                 listed = decode_manifest((Path(entry.path) / "inputs.json").read_bytes())
                 named.update(e.sha256 for e in listed)
         return named
@@ -356,15 +363,17 @@ class FileStore:
     def remove_jobs(self, job_ids: Iterable[str]) -> None:
         """Remove the folders of jobs the journal forgot (or never kept)."""
         for job_id in job_ids:
-            if _JOB_FOLDER.fullmatch(job_id):
-                remove_tree(self.jobs / job_id)
+            folder = self.jobs / job_id
+            # Not a file or a link that happens to have a job's name: not ours.
+            if _JOB_FOLDER.fullmatch(job_id) and folder.is_dir() and not folder.is_symlink():
+                remove_tree(folder)
 
     def sweep(self, state_of: Callable[[str], str | None], final: tuple[str, ...]) -> None:
         """At start, before any request: remove the folders of jobs the journal
         does not know (an upload cut off by a crash), and the inputs of ended ones."""
         for entry in os.scandir(self.jobs):
-            if not _JOB_FOLDER.fullmatch(entry.name):
-                continue  # not of the store's making
+            if not _is_job_folder(entry):
+                continue
             state = state_of(entry.name)
             if state is None:
                 self.remove_jobs([entry.name])

@@ -247,16 +247,33 @@ def test_a_content_a_kept_job_names_stays_for_its_retry(tmp_path: Path) -> None:
     assert not store.has_blob(sha(b"input"))
 
 
-def test_files_someone_else_put_among_the_jobs_stop_no_pruning(tmp_path: Path) -> None:
-    """A note or a stray file beside the jobs' folders is neither read nor removed."""
+def test_files_someone_else_put_among_the_jobs_stop_nothing_and_stay(tmp_path: Path) -> None:
+    """A note, a file or a link with a job's name, beside the jobs' folders: the
+    pruning, the sweep at start and the forgetting of jobs neither trip on them
+    nor remove them."""
     store = FileStore(tmp_path / "files")
     put(store, b"old")
-    (store.jobs / "notes.txt").write_text("mine")
-    (store.jobs / "0000000c").write_text("a file, not a folder")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    strays = {
+        store.jobs / "notes.txt": "mine",
+        store.jobs / "0000000c": "a file, not a folder",
+        store.jobs / "0000000d": "a link",
+    }
+    for path, text in strays.items():
+        if text == "a link":
+            path.symlink_to(elsewhere, target_is_directory=True)
+        else:
+            path.write_text(text)
     long_ago = time.time() - MIN_KEEP_SECONDS - 60
     os.utime(store.blobs / sha(b"old"), (long_ago, long_ago))
     assert store.prune_blobs(0) == 1
+    store.sweep({"0000000c": JobState.DONE}.get, JobState.FINAL)  # one ended, one unknown
+    store.remove_jobs(["0000000c", "0000000d"])
     assert (store.jobs / "notes.txt").read_text() == "mine"
+    assert (store.jobs / "0000000c").read_text() == "a file, not a folder"
+    assert (store.jobs / "0000000d").is_symlink()
+    assert elsewhere.is_dir()
 
 
 def test_what_goes_while_contents_are_pruned_is_passed_over(
