@@ -74,8 +74,9 @@ def test_run_counts_the_cpu_its_workers_and_commands_used(
     summary = json.loads(summary_path.read_text())
     records = records_of(done.stdout)
     counting = next(r for r in records if r["line"] == 1)["duration_ms"] / 1000
-    # The counting shell's time was CPU time, most of it; the sleep's was not.
-    assert counting / 2 <= summary["cpu_seconds"] <= counting + 0.3
+    # The counting shell's time was CPU time, much of it (not all: other tests'
+    # processes share the cores); the sleep's was not.
+    assert counting / 4 <= summary["cpu_seconds"] <= counting + 0.3
     assert (summary["instance_seconds"], summary["aws_requests"], summary["cost_usd"]) == (
         0.0,
         0,

@@ -78,10 +78,9 @@ def test_tasks_read_a_shared_input_fetched_once_per_instance_and_every_output_co
     # per instance, each task's tar once (by the client), and the client's HEAD.
     usage = json.loads(summary_path.read_text())["usage"]
     assert usage["s3_reads"] == 2 * len(fetched) + TASKS + 1
-    # The input and its list; a tar a task, and one more for a task run again.
+    # The input and its list; a tar a task, and one more for each task run again
+    # (on any instance, so how many is not known here).
     assert usage["s3_writes"] >= 2 + TASKS
-    if fetched == instances:
-        assert usage["s3_writes"] == 2 + TASKS
     assert usage["s3_bytes"] >= INPUT_BYTES * (1 + len(instances))
     assert "S3 " in done.stderr  # the cost line counts them
 
