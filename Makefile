@@ -8,8 +8,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGE_STAMP := $(VENV)/.installed-package
 STAMP := $(VENV)/.installed-dev
-# Tests in a process a core (two to four), each taking a test file at a time, so
-# a file's emulator and deployed stack are made once. PARALLEL= runs them in one.
+# make test-fast's tests in a process a core (two to four), each taking a test
+# file at a time. PARALLEL= runs them in one. `make test PARALLEL=...` runs the
+# whole suite so too (about 15 minutes instead of 26 on 2 cores), but not by
+# default: under that load, moto_server's unlocked conditional writes can let two
+# workers claim one bundle (docs/testing.md).
 PARALLEL ?= --numprocesses=auto --maxprocesses=4 --dist=loadfile
 
 .PHONY: install demo test test-fast mutation lint typecheck system-packages bench bench-remote local-aws-up local-aws-down worker-constraints clean
@@ -68,7 +71,7 @@ system-packages:
 
 # The slowest tests are listed, so a run that grows toward CI's limit shows where.
 test: lint typecheck system-packages
-	$(BIN)/pytest --durations=25 $(PARALLEL)
+	$(BIN)/pytest --durations=25 $(TEST_PARALLEL)
 
 # Bytecode compiled first, as a pip install leaves it: an editable install where
 # PYTHONDONTWRITEBYTECODE is set would compile every module in every process.
