@@ -9,8 +9,8 @@ BIN := $(VENV)/bin
 PACKAGE_STAMP := $(VENV)/.installed-package
 STAMP := $(VENV)/.installed-dev
 # make test-fast's tests in a process a core (two to four), each taking a test
-# file at a time. PARALLEL= runs them in one. `make test PARALLEL=...` runs the
-# whole suite so too (about 15 minutes instead of 26 on 2 cores), but not by
+# file at a time. PARALLEL= runs them in one. `make test TEST_PARALLEL='...'` runs
+# the whole suite so too (about 15 minutes instead of 26 on 2 cores), but not by
 # default: under that load, moto_server's unlocked conditional writes can let two
 # workers claim one bundle (docs/testing.md).
 PARALLEL ?= --numprocesses=auto --maxprocesses=4 --dist=loadfile

@@ -157,10 +157,7 @@ def serve(
         announce(f"listening on {url} (token {token_source}); dashboard at {url}/")
         if open_browser:
             # In a thread: a terminal browser would otherwise hold the service up.
-            opening = threading.Thread(
-                target=open_dashboard, args=(url + "/", announce), daemon=True
-            )
-            opening.start()
+            threading.Thread(target=open_dashboard, args=(url + "/", announce), daemon=True).start()
         if tls_cert is None and not is_loopback(host):
             announce(
                 "warning: without --tls-cert, the token and results cross the network in clear"
